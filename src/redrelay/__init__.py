@@ -1,0 +1,61 @@
+"""redrelay: Redis as the message broker of Flask and Django apps.
+
+Layout: ``protocol/`` decides (keys, Lua, entry format, rules) and never does I/O;
+``io/`` talks to Redis; ``queue``/``channel`` are the primitives; ``worker/`` runs
+handlers; ``relay`` ties them together; ``cli``, ``embedded``, ``testing`` and
+``contrib/`` sit on top.
+"""
+
+from .errors import BrokerError as BrokerError
+from .errors import BrokerFull as BrokerFull
+from .errors import BrokerLoading as BrokerLoading
+from .errors import BrokerUnavailable as BrokerUnavailable
+from .errors import ConfigurationError as ConfigurationError
+from .errors import DecodeError as DecodeError
+from .errors import DrainTimeout as DrainTimeout
+from .errors import EncodeError as EncodeError
+from .errors import InvalidName as InvalidName
+from .errors import MessageError as MessageError
+from .errors import MessageNotFound as MessageNotFound
+from .errors import MessageTooLarge as MessageTooLarge
+from .errors import NotFound as NotFound
+from .errors import QueueNotFound as QueueNotFound
+from .errors import RedrelayError as RedrelayError
+from .errors import Reject as Reject
+from .errors import Retry as Retry
+from .errors import SignatureError as SignatureError
+from .message import Message as Message
+from .protocol.transitions import Backoff as Backoff
+from .queue import DeadLetter as DeadLetter
+from .queue import Queue as Queue
+from .queue import QueueStats as QueueStats
+from .relay import Relay as Relay
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "BrokerError",
+    "BrokerFull",
+    "BrokerLoading",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DeadLetter",
+    "DecodeError",
+    "DrainTimeout",
+    "EncodeError",
+    "InvalidName",
+    "Message",
+    "MessageError",
+    "MessageNotFound",
+    "MessageTooLarge",
+    "NotFound",
+    "Queue",
+    "QueueNotFound",
+    "QueueStats",
+    "RedrelayError",
+    "Reject",
+    "Relay",
+    "Retry",
+    "SignatureError",
+]

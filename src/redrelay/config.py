@@ -1,0 +1,95 @@
+"""Settings value objects, and the one place where the environment is read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ._types import Duration
+from .errors import ConfigurationError
+from .protocol.transitions import Backoff, to_seconds
+
+__all__ = ["ENV_URL", "ConsumerOptions", "resolve_url"]
+
+#: Environment variable holding the Redis URL.
+ENV_URL = "REDRELAY_URL"
+
+
+def resolve_url(url: str | None) -> str | None:
+    """The URL to use: the argument, else ``$REDRELAY_URL``, else None (the embedded server)."""
+    if url is None:
+        url = os.environ.get(ENV_URL) or None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"unsupported Redis URL {url!r}: use redis://host:port/db, rediss:// (TLS) or unix:///path"
+        )
+    return url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerOptions:
+    """How one queue is consumed. Built by ``@relay.consumer`` from the relay's defaults.
+
+    :param concurrency: handler threads in each worker process.
+    :param prefetch: entries fetched per round trip by each thread.
+    :param retries: failed attempts that are retried; then the message is dead-lettered.
+    :param backoff: delay before each retry.
+    :param lease: seconds a consumer's deliveries stay its own without a heartbeat.
+    :param heartbeat: seconds between heartbeats (default: a quarter of the lease).
+    :param max_deliveries: hand-outs (crashes included) before the message is dead-lettered
+        without running (default: ``retries + 3``).
+    """
+
+    concurrency: int = 1
+    prefetch: int = 50
+    retries: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    lease: float = 10.0
+    heartbeat: float = 2.5
+    max_deliveries: int = 6
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        concurrency: int = 1,
+        prefetch: int = 50,
+        retries: int = 3,
+        backoff: Backoff | Duration | None = None,
+        lease: Duration = 10.0,
+        heartbeat: Duration | None = None,
+        max_deliveries: int | None = None,
+    ) -> ConsumerOptions:
+        """Validate public arguments (naming the bad one) and fill derived defaults."""
+        _positive_int("concurrency", concurrency, 1024)
+        _positive_int("prefetch", prefetch, 1000)
+        _positive_int("retries", retries, 10_000, allow_zero=True)
+        lease_s = to_seconds(lease, "lease", allow_zero=False)
+        if lease_s < 0.2:
+            raise ConfigurationError(f"lease= must be at least 0.2 seconds, got {lease_s}")
+        beat = to_seconds(heartbeat, "heartbeat", allow_zero=False) if heartbeat is not None else lease_s / 4
+        if beat >= lease_s / 2:
+            raise ConfigurationError(
+                f"heartbeat= ({beat}s) must be under half the lease ({lease_s}s), so one late beat is not fatal"
+            )
+        if max_deliveries is None:
+            max_deliveries = retries + 3
+        _positive_int("max_deliveries", max_deliveries, 1_000_000)
+        if not isinstance(backoff, Backoff):
+            base = 1.0 if backoff is None else to_seconds(backoff, "backoff")
+            backoff = Backoff(base=base)
+        return cls(
+            concurrency=concurrency,
+            prefetch=prefetch,
+            retries=retries,
+            backoff=backoff,
+            lease=lease_s,
+            heartbeat=beat,
+            max_deliveries=max_deliveries,
+        )
+
+
+def _positive_int(name: str, value: object, limit: int, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= limit:
+        raise ConfigurationError(f"{name}= must be an int from {low} to {limit}, got {value!r}")

@@ -1,0 +1,162 @@
+"""The whole redrelay exception tree.
+
+::
+
+    RedrelayError
+    ├── ConfigurationError (ValueError)      bad settings, bad URL, bad handler options
+    ├── InvalidName (ValueError)             a queue/channel name that could escape the namespace
+    ├── BrokerUnavailable                    Redis unreachable after bounded retries (wraps redis errors)
+    │   └── BrokerLoading                    Redis is still loading its data set
+    ├── BrokerError                          Redis answered with an error
+    │   └── BrokerFull                       Redis is out of memory (maxmemory with noeviction)
+    ├── MessageError
+    │   ├── EncodeError (TypeError)          the codec cannot encode the body (names the type)
+    │   ├── MessageTooLarge (ValueError)     over max_message_size; nothing was written
+    │   ├── DecodeError                      an entry that cannot be decoded (keeps raw bytes)
+    │   └── SignatureError                   an unsigned or forged envelope
+    ├── NotFound (LookupError)
+    │   ├── QueueNotFound
+    │   └── MessageNotFound
+    ├── DrainTimeout                         ``relay.drain()`` did not empty the queues in time
+    ├── Retry                                raised by a handler: retry later (``delay=``)
+    └── Reject                               raised by a handler: dead-letter now, with a reason
+
+Redis exceptions never escape a public call: :mod:`redrelay.io.sync` translates them
+here, keeping the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "BrokerFull",
+    "BrokerLoading",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DecodeError",
+    "DrainTimeout",
+    "EncodeError",
+    "InvalidName",
+    "MessageError",
+    "MessageNotFound",
+    "MessageTooLarge",
+    "NotFound",
+    "QueueNotFound",
+    "RedrelayError",
+    "Reject",
+    "Retry",
+    "SignatureError",
+]
+
+
+class RedrelayError(Exception):
+    """Base of every exception redrelay raises."""
+
+
+class ConfigurationError(RedrelayError, ValueError):
+    """A setting, URL or handler option is invalid."""
+
+
+class InvalidName(RedrelayError, ValueError):
+    """A queue or channel name is not allowed."""
+
+    def __init__(self, kind: str, name: object, why: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"invalid {kind} name {name!r}: {why}")
+
+
+class BrokerUnavailable(RedrelayError):
+    """Redis could not be reached (connection refused, reset or timed out)."""
+
+
+class BrokerLoading(BrokerUnavailable):
+    """Redis is up but still loading its data set into memory."""
+
+
+class BrokerError(RedrelayError):
+    """Redis answered a command with an error."""
+
+
+class BrokerFull(BrokerError):
+    """Redis refused a write because it reached ``maxmemory``; nothing was written."""
+
+
+class MessageError(RedrelayError):
+    """Base of the errors about one message."""
+
+
+class EncodeError(MessageError, TypeError):
+    """The codec cannot encode a body."""
+
+    def __init__(self, codec: str, value: object, cause: BaseException) -> None:
+        self.codec = codec
+        self.value_type = type(value).__name__
+        super().__init__(
+            f"the {codec} codec cannot encode the body ({cause}); "
+            f"body type is {self.value_type}. Nothing was written. "
+            "Send JSON-compatible values, or choose another codec (codec=)."
+        )
+
+
+class MessageTooLarge(MessageError, ValueError):
+    """An encoded message is over the relay's size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"message is {size} bytes encoded; the limit is {limit} bytes "
+            "(max_message_size=). Nothing was written."
+        )
+
+
+class DecodeError(MessageError):
+    """An entry could not be decoded; ``raw`` holds its bytes."""
+
+    def __init__(self, raw: bytes, reason: str) -> None:
+        self.raw = raw
+        self.reason = reason
+        super().__init__(f"cannot decode entry ({len(raw)} bytes): {reason}")
+
+
+class SignatureError(DecodeError):
+    """An envelope is unsigned or its signature does not match the relay's key."""
+
+
+class NotFound(RedrelayError, LookupError):
+    """Something that was asked for does not exist."""
+
+
+class QueueNotFound(NotFound):
+    """No queue by that name is known."""
+
+
+class MessageNotFound(NotFound):
+    """No message with that id is where it was looked for."""
+
+
+class DrainTimeout(RedrelayError):
+    """``relay.drain()`` gave up before the queues were empty."""
+
+
+class Retry(RedrelayError):
+    """Raised by a handler to have the message delivered again later.
+
+    Counts as a failed attempt unless ``count=False``.
+
+    :param delay: seconds before the next delivery; ``None`` uses the consumer's backoff.
+    """
+
+    def __init__(self, delay: float | None = None, *, count: bool = True) -> None:
+        self.delay = delay
+        self.count = count
+        super().__init__(f"retry requested (delay={delay})")
+
+
+class Reject(RedrelayError):
+    """Raised by a handler to dead-letter the message at once, with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

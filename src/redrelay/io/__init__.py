@@ -1,0 +1,1 @@
+"""Thin I/O layers: the only modules that import redis. They send what ``protocol`` decides."""

@@ -1,0 +1,112 @@
+"""Blocking I/O on redis-py: connections, script calls and error translation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.exceptions as rex
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..errors import BrokerError, BrokerFull, BrokerLoading, BrokerUnavailable, ConfigurationError
+from ..protocol.scripts import script
+
+__all__ = ["Connection", "redact", "translate"]
+
+Arg = str | bytes | int | float
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@contextlib.contextmanager
+def translate(url: str) -> Iterator[None]:
+    """Re-raise redis errors as redrelay errors, keeping the cause."""
+    try:
+        yield
+    except rex.BusyLoadingError as exc:
+        raise BrokerLoading(f"Redis at {redact(url)} is loading its data set; try again shortly") from exc
+    except rex.AuthenticationError as exc:
+        raise BrokerUnavailable(
+            f"Redis at {redact(url)} refused the credentials ({exc}); check the user and password in the URL"
+        ) from exc
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot reach Redis at {redact(url)}: {exc}") from exc
+    except rex.ResponseError as exc:
+        text = str(exc)
+        if text.startswith("OOM") or "OOM command not allowed" in text:
+            raise BrokerFull(
+                f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."
+            ) from exc
+        raise BrokerError(f"Redis at {redact(url)} answered with an error: {text}") from exc
+    except rex.RedisError as exc:
+        raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
+
+
+class Connection:
+    """A lazily opened redis-py client for one URL, plus script calls by name.
+
+    ``retries`` bounds how often a command is retried on a connection error before
+    :class:`BrokerUnavailable` reaches the caller (producers); workers loop on their own.
+    """
+
+    def __init__(self, url: str, *, retries: int = 3, socket_timeout: float = 10.0) -> None:
+        self.url = url
+        self._retries = retries
+        self._socket_timeout = socket_timeout
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            try:
+                self._client = redis.Redis.from_url(
+                    self.url,
+                    socket_timeout=self._socket_timeout,
+                    socket_connect_timeout=5.0,
+                    socket_keepalive=True,
+                    health_check_interval=15,
+                    retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
+                    retry_on_error=[rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError],
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"invalid Redis URL {redact(self.url)!r}: {exc}") from exc
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a protocol script by name (EVALSHA, loading it on the first NOSCRIPT)."""
+        s = script(name)
+        with translate(self.url):
+            try:
+                return self.client.evalsha(s.sha, len(keys), *keys, *args)
+            except rex.NoScriptError:
+                return self.client.eval(s.source, len(keys), *keys, *args)
+
+    def call(self, *command: Arg) -> Any:
+        """One plain Redis command."""
+        with translate(self.url):
+            return self.client.execute_command(*command)
+
+    def pipeline(self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True) -> list[Any]:
+        """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
+        with translate(self.url):
+            pipe = self.client.pipeline(transaction=transaction)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute())

@@ -1,0 +1,97 @@
+"""Every Redis key and channel name redrelay uses.
+
+All keys of one queue share the hash tag ``{<namespace>:<queue>}`` so that every Lua script
+touches one Cluster slot: ``redrelay:{emails}:ready`` style is kept readable by putting the
+namespace first, then the tag.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import InvalidName
+
+__all__ = ["MAX_NAME_LENGTH", "QueueKeys", "channel_key", "queues_key", "validate_name"]
+
+#: Longest queue, channel or namespace name accepted.
+MAX_NAME_LENGTH = 200
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*\Z")
+_PATTERN = re.compile(r"[A-Za-z0-9_.:\-*?\[\]^]+\Z")
+
+
+def validate_name(kind: str, name: object, *, pattern: bool = False) -> str:
+    """Return ``name`` if it is a valid queue/channel/namespace name, else raise InvalidName.
+
+    Names are ASCII letters, digits and ``_ . : -`` (starting with a letter or digit), so no
+    name can contain a hash-tag brace or a glob character and reach keys outside its queue.
+    Channel *patterns* may also use the glob characters ``* ? [ ] ^``.
+    """
+    if not isinstance(name, str):
+        raise InvalidName(kind, name, f"must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidName(kind, name, "must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(kind, name, f"is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    rule = _PATTERN if pattern else _NAME
+    if not rule.match(name):
+        allowed = "letters, digits, '_', '.', ':', '-'" + (" and glob characters" if pattern else "")
+        raise InvalidName(kind, name, f"use only ASCII {allowed}, starting with a letter or digit")
+    return name
+
+
+def queues_key(namespace: str) -> str:
+    """The set of queue names seen by producers and workers (for ``stats``)."""
+    return f"{namespace}:queues"
+
+
+def channel_key(namespace: str, channel: str) -> str:
+    """The Redis pub/sub channel of a redrelay channel: ``<namespace>:<channel>``."""
+    return f"{namespace}:{channel}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue; build with ``QueueKeys.of(namespace, name)``."""
+
+    prefix: str
+    #: list of entries; producers LPUSH, consumers take from the right (FIFO).
+    ready: str
+    #: sorted set: message id -> due time (server ms).
+    delayed: str
+    #: hash: message id -> entry, for the delayed set.
+    delayed_data: str
+    #: sorted set: consumer id -> lease expiry (server ms).
+    leases: str
+    #: hash: consumer id -> JSON info (host, pid, started).
+    consumers: str
+    #: sorted set: message id -> time it died (server ms).
+    dead: str
+    #: hash: message id -> dead record (JSON).
+    dead_data: str
+    #: hash of counters (acked, retried, dead, recovered, rejected ...).
+    stats: str
+
+    @classmethod
+    def of(cls, namespace: str, name: str) -> QueueKeys:
+        p = f"{namespace}:{{{name}}}"
+        return cls(
+            prefix=p,
+            ready=f"{p}:ready",
+            delayed=f"{p}:delayed",
+            delayed_data=f"{p}:delayed:data",
+            leases=f"{p}:leases",
+            consumers=f"{p}:consumers",
+            dead=f"{p}:dead",
+            dead_data=f"{p}:dead:data",
+            stats=f"{p}:stats",
+        )
+
+    def inflight(self, consumer: str) -> str:
+        """Hash of one consumer's deliveries: delivery tag -> entry."""
+        return f"{self.prefix}:inflight:{consumer}"
+
+    def dedup(self, key: str) -> str:
+        """String holding the id of the message put under a deduplication key."""
+        return f"{self.prefix}:dedup:{key}"

@@ -1,0 +1,29 @@
+-- bury: move one delivery to the dead letters, with its record; trim the oldest past the cap.
+--
+-- KEYS[1] inflight   hash   the consumer's deliveries
+-- KEYS[2] dead       zset   id -> time of death (server ms)
+-- KEYS[3] dead_data  hash   id -> record (JSON made by the client: entry, reason, traceback)
+-- KEYS[4] stats      hash
+-- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
+--
+-- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  redis.call('HINCRBY', KEYS[4], 'rejected', 1)
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'dead', 1)
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  local over = redis.call('ZCARD', KEYS[2]) - cap
+  if over > 0 then
+    local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+    redis.call('ZREM', KEYS[2], unpack(old))
+    redis.call('HDEL', KEYS[3], unpack(old))
+    redis.call('HINCRBY', KEYS[4], 'dead_dropped', #old)
+  end
+end
+return 1

@@ -1,0 +1,47 @@
+-- fetch: promote due delayed messages, then move up to ARGV[2] entries from ready into this
+-- consumer's in-flight hash, in one atomic step.
+--
+-- KEYS[1] ready         list    (consumers take from the right: FIFO)
+-- KEYS[2] leases        zset    consumer id -> lease expiry (server ms)
+-- KEYS[3] inflight      hash    delivery tag -> entry, for this consumer
+-- KEYS[4] delayed       zset    message id -> due (server ms)
+-- KEYS[5] delayed_data  hash    message id -> entry
+-- ARGV[1] consumer id; ARGV[2] max entries; ARGV[3] sequence number of the first tag;
+-- ARGV[4] max delayed entries to promote
+--
+-- Returns -1 if the consumer holds no live lease (it must re-register under a new id), a
+-- table of entries (delivery tags are "<consumer>:<ARGV[3] + i - 1>"), or, when ready is
+-- empty, a table with one integer: ms until the next delayed message is due (-1: none).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if (not expiry) or tonumber(expiry) < now then
+  return -1
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+if #due > 0 then
+  local values = redis.call('HMGET', KEYS[5], unpack(due))
+  redis.call('ZREM', KEYS[4], unpack(due))
+  redis.call('HDEL', KEYS[5], unpack(due))
+  for i = 1, #values do
+    if values[i] then
+      redis.call('LPUSH', KEYS[1], values[i])
+    end
+  end
+end
+local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
+if not items then
+  local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #nxt == 0 then
+    return {-1}
+  end
+  return {math.max(0, tonumber(nxt[2]) - now)}
+end
+local args = {}
+local first = tonumber(ARGV[3])
+for i = 1, #items do
+  args[#args + 1] = ARGV[1] .. ':' .. (first + i - 1)
+  args[#args + 1] = items[i]
+end
+redis.call('HSET', KEYS[3], unpack(args))
+return items

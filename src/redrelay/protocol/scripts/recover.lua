@@ -1,0 +1,40 @@
+-- recover: if a consumer's lease has expired, move everything it held back to the front of
+-- ready with deliveries + 1, and forget the consumer. Whichever worker runs it first wins.
+--
+-- KEYS[1] leases     zset  consumer id -> lease expiry (server ms)
+-- KEYS[2] inflight   hash  the expired consumer's deliveries: tag -> entry
+-- KEYS[3] ready      list
+-- KEYS[4] consumers  hash  consumer id -> info
+-- KEYS[5] stats      hash
+-- ARGV[1] consumer id
+--
+-- Returns the number of entries recovered, or -1 if the lease is alive (it heartbeat in time).
+local magic = '\031rr1:'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) >= now then
+  return -1
+end
+local all = redis.call('HGETALL', KEYS[2])
+local n = 0
+for i = 1, #all, 2 do
+  local tag, v = all[i], all[i + 1]
+  local entry
+  if string.sub(v, 1, 5) == magic then
+    local c = string.find(v, ':', 6, true)
+    entry = magic .. (tonumber(string.sub(v, 6, c - 1)) + 1) .. string.sub(v, c)
+  else
+    -- a raw body (LPUSHed by another program): wrap it, using its first tag as its id
+    entry = magic .. '1:0:r' .. tag .. '|' .. v
+  end
+  redis.call('RPUSH', KEYS[3], entry)
+  n = n + 1
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+if n > 0 then
+  redis.call('HINCRBY', KEYS[5], 'recovered', n)
+end
+return n

@@ -1,0 +1,18 @@
+-- release: give back deliveries that were fetched but never started (graceful stop, lost
+-- lease), unchanged, to the front of ready so they keep their place.
+--
+-- KEYS[1] inflight  hash   the consumer's deliveries
+-- KEYS[2] ready     list
+-- ARGV    delivery tags, oldest first
+--
+-- Returns how many were released (tags already gone are skipped).
+local n = 0
+for i = #ARGV, 1, -1 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('RPUSH', KEYS[2], v)
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,1 @@
+"""The worker: consumer threads, leases and heartbeats, process supervision and signals."""

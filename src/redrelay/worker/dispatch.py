@@ -1,0 +1,151 @@
+"""One delivery: decode, check the delivery limit, run the handler, decide what happens next."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import orjson
+
+from ..errors import DecodeError, Reject, Retry
+from ..message import Message
+from ..protocol.envelope import Decoded, decode_entry, rewrite_header
+from ..protocol.transitions import dead_record
+from .leases import Lease, retry_forever
+
+if TYPE_CHECKING:
+    from ..handlers import Consumer
+    from ..relay import Relay
+
+__all__ = ["Outcome", "handle_entry"]
+
+log = logging.getLogger("redrelay.worker")
+
+
+class Outcome(enum.Enum):
+    """What became of a delivery."""
+
+    ACKED = "acked"
+    RETRIED = "retried"
+    DEAD = "dead"
+    #: The lease was taken over before the transition: another consumer owns it now.
+    REJECTED = "rejected"
+
+
+def to_message(queue: str, tag: str, decoded: Decoded) -> Message:
+    """Build the handler's Message from a decoded entry."""
+    attempt = decoded.deliveries + 1
+    env = decoded.envelope
+    if env is None:
+        return Message(
+            id=decoded.raw_id or tag,
+            body=decoded.raw,
+            queue=queue,
+            attempt=attempt,
+            failures=decoded.failures,
+            raw=True,
+            delivery_tag=tag,
+        )
+    return Message(
+        id=env["i"],
+        body=env["b"],
+        headers=env.get("h") or {},
+        queue=queue,
+        attempt=attempt,
+        failures=decoded.failures,
+        enqueued_at=env.get("t", 0) / 1000,
+        delivery_tag=tag,
+    )
+
+
+def handle_entry(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    entry: bytes,
+    loop: asyncio.AbstractEventLoop | None,
+    halt: threading.Event,
+) -> Outcome:
+    """Process one delivery. Never raises for anything the message or handler did."""
+    opts = consumer.options
+    try:
+        decoded = decode_entry(entry)
+    except DecodeError as exc:
+        return _bury(relay, consumer, lease, tag, f"bad-{tag}", entry, f"malformed entry: {exc.reason}", None, 1, halt)
+    message = to_message(consumer.name, tag, decoded)
+    if message.attempt > opts.max_deliveries:
+        reason = (
+            f"delivered {message.attempt - 1} times without finishing (max_deliveries={opts.max_deliveries}): "
+            "its consumer crashed, was killed or lost its lease each time"
+        )
+        return _bury(relay, consumer, lease, tag, message.id, entry, reason, None, message.attempt, halt)
+    try:
+        if loop is not None:
+            loop.run_until_complete(consumer.handler(message))
+        else:
+            consumer.handler(message)
+    except Reject as exc:
+        return _bury(relay, consumer, lease, tag, message.id, entry, f"rejected: {exc.reason}", exc, message.attempt, halt)
+    except Retry as exc:
+        failures = decoded.failures + (1 if exc.count else 0)
+        return _fail(relay, consumer, lease, tag, entry, message, failures, exc, exc.delay, halt)
+    except Exception as exc:
+        return _fail(relay, consumer, lease, tag, entry, message, decoded.failures + 1, exc, None, halt)
+    return Outcome.ACKED
+
+
+def _fail(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    entry: bytes,
+    message: Message,
+    failures: int,
+    exc: BaseException,
+    delay: float | None,
+    halt: threading.Event,
+) -> Outcome:
+    opts = consumer.options
+    if failures > opts.retries:
+        reason = f"failed {failures} times (retries={opts.retries}); last error: {type(exc).__name__}: {exc}"
+        return _bury(relay, consumer, lease, tag, message.id, entry, reason, exc, message.attempt, halt)
+    if delay is None:
+        delay = opts.backoff.delay(failures)
+    log.info(
+        "queue %s: message %s failed (attempt %d, %s: %s); retrying in %.2fs",
+        consumer.name,
+        message.id,
+        message.attempt,
+        type(exc).__name__,
+        exc,
+        delay,
+    )
+    new_entry = rewrite_header(entry, message.attempt, failures, raw_id=message.id)
+    ok = retry_forever(lambda: lease.retry(tag, new_entry, delay, message.id), halt, f"retry on {consumer.name}")
+    return Outcome.RETRIED if ok else Outcome.REJECTED
+
+
+def _bury(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    msg_id: str,
+    entry: bytes,
+    reason: str,
+    exc: BaseException | None,
+    attempt: int,
+    halt: threading.Event,
+) -> Outcome:
+    log.warning("queue %s: message %s dead-lettered: %s", consumer.name, msg_id, reason)
+    record = orjson.dumps(
+        dead_record(id=msg_id, queue=consumer.name, entry=entry, reason=reason, exc=exc, attempt=attempt)
+    )
+    cap = relay.dead_letter_cap
+    ok = retry_forever(lambda: lease.bury(tag, msg_id, record, cap), halt, f"dead-letter on {consumer.name}")
+    return Outcome.DEAD if ok else Outcome.REJECTED

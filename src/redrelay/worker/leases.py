@@ -1,0 +1,183 @@
+"""Consumer leases: identity, fetch, the transitions of a delivery, heartbeats and recovery.
+
+A *consumer* is one queue in one worker process. It holds a lease in the queue's ``leases``
+sorted set (expiry in server time) and its deliveries in its own in-flight hash. Every
+delivery's tag (``<consumer id>:<n>``) is its lease token: once a lease is taken over the
+consumer's hash is gone, so a late ack, retry or bury finds nothing and is rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import BrokerUnavailable
+from ..protocol.keys import QueueKeys
+from ..protocol.transitions import to_ms
+
+if TYPE_CHECKING:
+    from ..config import ConsumerOptions
+    from ..io.sync import Connection
+
+__all__ = ["Batch", "Lease", "recover_expired"]
+
+log = logging.getLogger("redrelay.worker")
+
+#: Delayed entries promoted per fetch.
+PROMOTE_LIMIT = 200
+
+
+@dataclass(slots=True)
+class Batch:
+    """Entries from one fetch, with the lease generation they were fetched under."""
+
+    generation: int
+    tags: list[str]
+    entries: list[bytes]
+
+
+class Lease:
+    """This process's consumer of one queue."""
+
+    def __init__(self, conn: Connection, keys: QueueKeys, options: ConsumerOptions) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.options = options
+        self.lease_ms = to_ms(options.lease)
+        self.generation = 0
+        self.consumer_id = ""
+        self.lost = 0
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    @property
+    def inflight(self) -> str:
+        return self.keys.inflight(self.consumer_id)
+
+    def join(self) -> None:
+        """Register under a fresh consumer id (first start, or after the lease was lost)."""
+        with self._lock:
+            self.consumer_id = uuid.uuid4().hex[:16]
+            self.generation += 1
+            self._seq = 0
+            info = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+            cid = self.consumer_id
+        self.conn.run("heartbeat", [self.keys.leases, self.keys.consumers], [cid, self.lease_ms, info])
+
+    def heartbeat(self) -> bool:
+        """Extend the lease. If it was taken over, log it, join again and return False."""
+        cid = self.consumer_id
+        alive = self.conn.run("heartbeat", [self.keys.leases, self.keys.consumers], [cid, self.lease_ms, b""])
+        if alive:
+            return True
+        if cid == self.consumer_id:
+            self.lost += 1
+            log.warning(
+                "queue %s: the lease of consumer %s expired and was taken over (the process stalled or was cut "
+                "off for over %.1fs); its deliveries went back to the queue; joining again",
+                self.keys.prefix,
+                cid,
+                self.options.lease,
+            )
+            self.join()
+        return False
+
+    def fetch(self, count: int) -> Batch | float | None:
+        """Take up to ``count`` entries. Returns a Batch, or the seconds until the next delayed
+        message is due (``-1``: none) when the queue is empty, or None if the lease was lost."""
+        with self._lock:
+            first = self._seq
+            self._seq += count
+            cid, generation = self.consumer_id, self.generation
+        k = self.keys
+        result = self.conn.run(
+            "fetch",
+            [k.ready, k.leases, k.inflight(cid), k.delayed, k.delayed_data],
+            [cid, count, first, PROMOTE_LIMIT],
+        )
+        if result == -1:
+            return None
+        if result and isinstance(result[0], int):
+            return result[0] / 1000 if result[0] >= 0 else -1.0
+        tags = [f"{cid}:{first + i}" for i in range(len(result))]
+        return Batch(generation, tags, result)
+
+    def ack(self, tags: list[str]) -> int:
+        """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""
+        if not tags:
+            return 0
+        return int(self.conn.run("ack", [_inflight_of(self.keys, tags[0]), self.keys.stats], tags))
+
+    def retry(self, tag: str, entry: bytes, delay: float, msg_id: str) -> bool:
+        k = self.keys
+        return bool(
+            self.conn.run(
+                "retry",
+                [_inflight_of(k, tag), k.ready, k.delayed, k.delayed_data, k.stats],
+                [tag, entry, to_ms(delay), msg_id],
+            )
+        )
+
+    def bury(self, tag: str, msg_id: str, record: bytes, cap: int) -> bool:
+        k = self.keys
+        return bool(self.conn.run("bury", [_inflight_of(k, tag), k.dead, k.dead_data, k.stats], [tag, msg_id, record, cap]))
+
+    def release(self, tags: list[str]) -> int:
+        """Give back fetched-but-unstarted deliveries, unchanged, to the front of the queue."""
+        if not tags:
+            return 0
+        return int(self.conn.run("release", [_inflight_of(self.keys, tags[0]), self.keys.ready], tags))
+
+    def leave(self) -> int:
+        """Drop the lease cleanly, giving back anything still held. Only when nothing runs."""
+        k = self.keys
+        return int(self.conn.run("leave", [k.leases, self.inflight, k.ready, k.consumers], [self.consumer_id]))
+
+
+def _inflight_of(keys: QueueKeys, tag: str) -> str:
+    """The in-flight hash a delivery tag belongs to (its lease, not necessarily the current one)."""
+    return keys.inflight(tag.rpartition(":")[0])
+
+
+def recover_expired(conn: Connection, keys: QueueKeys) -> int:
+    """Move every expired consumer's deliveries back to ready. Returns entries recovered."""
+    seconds, micros = conn.call("TIME")
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    expired: list[Any] = conn.call("ZRANGEBYSCORE", keys.leases, "-inf", f"({now_ms}")
+    total = 0
+    for raw in expired:
+        cid = raw.decode()
+        n = int(
+            conn.run("recover", [keys.leases, keys.inflight(cid), keys.ready, keys.consumers, keys.stats], [cid])
+        )
+        if n >= 0:
+            total += n
+            log.warning("queue %s: consumer %s missed its lease; %d deliveries returned to the queue", keys.prefix, cid, n)
+    return total
+
+
+def retry_forever(action: Any, stop: threading.Event, what: str) -> Any:
+    """Run ``action()`` until Redis answers or ``stop`` is set (then re-raise).
+
+    Used for transitions that must not be dropped: an ack that never reaches Redis would
+    leave the message held by a live consumer forever. Each transition is idempotent under
+    its tag, so repeating one after a lost reply is safe.
+    """
+    delay = 0.05
+    while True:
+        try:
+            return action()
+        except BrokerUnavailable as exc:
+            if stop.is_set():
+                raise
+            log.warning("%s: Redis unavailable (%s); retrying in %.2fs", what, exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 2.0)

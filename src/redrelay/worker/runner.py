@@ -1,0 +1,286 @@
+"""Runs consumers (threads that fetch, handle and ack) and subscribers in one process.
+
+Each consumer thread fetches a batch (``prefetch``) under its queue's lease, runs the
+handler on each entry in turn on that same thread (no hand-off per message), and acks in
+batches. A separate keeper thread heartbeats every lease and recovers expired consumers'
+deliveries. ``redrelay worker``, ``relay.start()`` and ``relay.drain()`` all run this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BrokerUnavailable, ConfigurationError, DrainTimeout, RedrelayError
+from ..handlers import Consumer
+from .dispatch import Outcome, handle_entry
+from .leases import Batch, Lease, recover_expired, retry_forever
+
+if TYPE_CHECKING:
+    from ..channel import Listener
+    from ..io.sync import Connection
+    from ..relay import Relay
+
+__all__ = ["Runner", "drain"]
+
+log = logging.getLogger("redrelay.worker")
+
+#: Longest blocking wait on an empty queue (bounds delayed-promotion lateness and stop latency).
+MAX_WAIT = 0.5
+#: Seconds between sweeps for expired leases.
+SWEEP_INTERVAL = 1.0
+#: Acks are flushed when this many are pending or this many seconds passed.
+ACK_BATCH, ACK_INTERVAL = 200, 0.05
+
+
+class _Slot:
+    """One consumer thread's unstarted deliveries, which ``stop()`` may give back at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: deque[tuple[str, bytes]] = deque()
+
+    def take_all(self) -> list[str]:
+        with self.lock:
+            tags = [tag for tag, _ in self.pending]
+            self.pending.clear()
+        return tags
+
+
+class Runner:
+    """The consumers and subscribers of one relay, on threads of this process."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        queues: Iterable[str] | None = None,
+        subscribers: bool = True,
+        concurrency: int | None = None,
+        poll: float = MAX_WAIT,
+    ) -> None:
+        self.relay = relay
+        self.consumers = _select(relay, queues, concurrency)
+        self.with_subscribers = subscribers and bool(relay.subscribers)
+        self.poll = poll
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._outcome_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._halt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._slots: list[tuple[Lease, _Slot]] = []
+        self._leases: dict[str, Lease] = {}
+        self._keeper: threading.Thread | None = None
+        self._listener: Listener | None = None
+        self._conn: Connection | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join every lease, then start consumer threads, the keeper and the listener."""
+        if not self.consumers and not self.with_subscribers:
+            raise ConfigurationError("nothing to run: no consumers or subscribers are registered on this relay")
+        self._conn = conn = self.relay.new_connection(socket_timeout=max(10.0, self.poll + 5))
+        for consumer in self.consumers:
+            lease = Lease(conn, consumer.queue.keys, consumer.options)
+            retry_forever(lease.join, self._halt, f"queue {consumer.name}: join")
+            retry_forever(consumer.queue._register, self._halt, f"queue {consumer.name}: register")
+            self._leases[consumer.name] = lease
+            for n in range(consumer.options.concurrency):
+                slot = _Slot()
+                self._slots.append((lease, slot))
+                self._spawn(f"redrelay-{consumer.name}-{n}", self._consume, consumer, lease, slot)
+        if self.consumers:
+            self._keeper = self._spawn("redrelay-keeper", self._keep)
+        if self.with_subscribers:
+            from ..channel import Listener
+
+            self._listener = Listener(self.relay, self.relay.subscribers)
+            self._listener.start()
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        if name != "redrelay-keeper":
+            self._threads.append(thread)
+        return thread
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Stop fetching, give back unstarted deliveries at once, let running handlers finish.
+
+        Returns True if everything finished within ``grace`` seconds. Otherwise the handlers
+        still running keep their deliveries, which go back to the queue when the lease
+        expires (heartbeats stop here), exactly as if the process had died.
+        """
+        self._stopping.set()
+        for lease, slot in self._slots:
+            tags = slot.take_all()
+            if tags:
+                try:
+                    lease.release(tags)
+                except RedrelayError as exc:
+                    log.warning("could not give back %d deliveries (%s); they return after the lease", len(tags), exc)
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in self._threads)
+        self._halt.set()
+        if self._keeper is not None:
+            self._keeper.join(5.0)
+        if clean:
+            for name, lease in self._leases.items():
+                try:
+                    lease.leave()
+                except RedrelayError as exc:
+                    log.warning("queue %s: could not leave cleanly (%s); the lease will expire", name, exc)
+        else:
+            running = sum(t.is_alive() for t in self._threads)
+            log.warning(
+                "%d handlers still running after the %.1fs grace period; their messages return to the "
+                "queue when the lease expires",
+                running,
+                grace,
+            )
+        if self._listener is not None:
+            self._listener.stop()
+        if self._conn is not None and clean:
+            self._conn.close()
+        return clean
+
+    # -- consumer threads ------------------------------------------------------------------
+
+    def _consume(self, consumer: Consumer, lease: Lease, slot: _Slot) -> None:
+        loop = asyncio.new_event_loop() if consumer.is_async else None
+        try:
+            while not self._stopping.is_set():
+                got = self._fetch(consumer, lease)
+                if isinstance(got, Batch):
+                    self._run_batch(consumer, lease, slot, got, loop)
+        finally:
+            if loop is not None:
+                loop.close()
+
+    def _fetch(self, consumer: Consumer, lease: Lease) -> Batch | None:
+        try:
+            got = lease.fetch(consumer.options.prefetch)
+            if got is None:
+                lease.heartbeat()
+            elif isinstance(got, float):
+                # Whole ms, at least 1: Redis reads a timeout that rounds to 0 as "block forever".
+                wait = max(0.001, math.ceil((self.poll if got < 0 else min(self.poll, got)) * 1000) / 1000)
+                if got != 0:
+                    lease.conn.call("BLMOVE", lease.keys.ready, lease.keys.ready, "RIGHT", "RIGHT", wait)
+            else:
+                return got
+        except BrokerUnavailable as exc:
+            log.warning("queue %s: Redis unavailable (%s); retrying", consumer.name, exc)
+            self._stopping.wait(1.0)
+        return None
+
+    def _run_batch(
+        self, consumer: Consumer, lease: Lease, slot: _Slot, batch: Batch, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        with slot.lock:
+            slot.pending.extend(zip(batch.tags, batch.entries))
+        acks: list[str] = []
+        flushed = time.monotonic()
+        while True:
+            with slot.lock:
+                if not slot.pending or self._stopping.is_set():
+                    break
+                if lease.generation != batch.generation:
+                    # The lease was taken over: these entries are already back in the queue.
+                    slot.pending.clear()
+                    break
+                tag, entry = slot.pending.popleft()
+            outcome = handle_entry(self.relay, consumer, lease, tag, entry, loop, self._halt)
+            self._count(outcome)
+            if outcome is Outcome.ACKED:
+                acks.append(tag)
+                now = time.monotonic()
+                if len(acks) >= ACK_BATCH or now - flushed > ACK_INTERVAL:
+                    self._flush(lease, acks)
+                    acks, flushed = [], now
+        self._flush(lease, acks)
+
+    def _flush(self, lease: Lease, acks: list[str]) -> None:
+        if acks:
+            held = retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}")
+            if held < len(acks):
+                self._count(Outcome.REJECTED, len(acks) - held)
+                log.warning(
+                    "%s: %d acks rejected: this consumer's lease was taken over, so another consumer "
+                    "owns those deliveries now",
+                    lease.keys.prefix,
+                    len(acks) - held,
+                )
+
+    def _count(self, outcome: Outcome, n: int = 1) -> None:
+        with self._outcome_lock:
+            self.outcomes[outcome] += n
+
+    # -- keeper: heartbeats and recovery ---------------------------------------------------
+
+    def _keep(self) -> None:
+        beat = min(lease.options.heartbeat for lease in self._leases.values())
+        next_sweep = 0.0
+        while not self._halt.wait(min(beat, SWEEP_INTERVAL)):
+            for name, lease in self._leases.items():
+                try:
+                    lease.heartbeat()
+                    if time.monotonic() >= next_sweep:
+                        recover_expired(lease.conn, lease.keys)
+                except RedrelayError as exc:
+                    log.warning("queue %s: heartbeat failed (%s); retrying", name, exc)
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_INTERVAL
+
+    def pending(self) -> int:
+        """Deliveries fetched by this runner and not yet started."""
+        return sum(len(slot.pending) for _, slot in self._slots)
+
+
+def _select(relay: Relay, queues: Iterable[str] | None, concurrency: int | None) -> list[Consumer]:
+    if queues is None:
+        chosen = list(relay.consumers.values())
+    else:
+        chosen = []
+        for name in queues:
+            if name not in relay.consumers:
+                known = ", ".join(sorted(relay.consumers)) or "none"
+                raise ConfigurationError(f"no consumer is registered for queue {name!r} (registered: {known})")
+            chosen.append(relay.consumers[name])
+    if concurrency is not None:
+        chosen = [
+            dataclasses.replace(c, options=dataclasses.replace(c.options, concurrency=concurrency)) for c in chosen
+        ]
+    return chosen
+
+
+def drain(relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0) -> None:
+    """Run consumers until their queues hold nothing ready, delayed or in flight."""
+    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01)
+    runner.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if runner.pending() == 0 and all(_empty(c) for c in runner.consumers):
+                return
+            if time.monotonic() > deadline:
+                left = {c.name: dataclasses.asdict(c.queue.stats()) for c in runner.consumers}
+                raise DrainTimeout(f"queues not empty after {timeout}s: {left}")
+            time.sleep(0.01)
+    finally:
+        runner.stop(grace=timeout)
+
+
+def _empty(consumer: Consumer) -> bool:
+    stats = consumer.queue.stats()
+    return stats.ready == 0 and stats.delayed == 0 and stats.in_flight == 0
