@@ -103,6 +103,17 @@ class Connection:
         with translate(self.url):
             return self.client.execute_command(*command)
 
+    def config_get(self, name: str) -> str | None:
+        """One server setting (CONFIG GET), or None if the server does not say."""
+        reply = self.call("CONFIG", "GET", name)
+        if isinstance(reply, dict):
+            value = reply.get(name, reply.get(name.encode()))
+        elif isinstance(reply, list) and len(reply) == 2:
+            value = reply[1]
+        else:
+            value = None
+        return value.decode() if isinstance(value, bytes) else value
+
     def pipeline(self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True) -> list[Any]:
         """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
         with translate(self.url):

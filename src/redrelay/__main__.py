@@ -1,0 +1,5 @@
+"""``python -m redrelay`` runs the CLI."""
+
+from .cli import main
+
+main()

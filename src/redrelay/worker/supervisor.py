@@ -1,0 +1,151 @@
+"""The worker process: signals, graceful stop, server warnings, and several processes.
+
+First SIGTERM/SIGINT: stop fetching, give back unstarted deliveries at once, let running
+handlers finish within the grace period, exit 0. A second signal exits at once with
+status 1; whatever was running stays safe under the lease rule and is redelivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from ..errors import RedrelayError
+from .runner import Runner
+
+if TYPE_CHECKING:
+    from ..io.sync import Connection
+    from ..relay import Relay
+
+__all__ = ["Worker", "server_warnings", "supervise"]
+
+log = logging.getLogger("redrelay.worker")
+
+
+def server_warnings(conn: Connection) -> list[str]:
+    """One line per Redis setting that can lose acknowledged messages."""
+    warnings = []
+    try:
+        policy = conn.config_get("maxmemory-policy") or "unknown"
+        aof_on = conn.config_get("appendonly") == "yes"
+        save_on = bool((conn.config_get("save") or "").strip())
+    except RedrelayError:
+        return ["cannot read the server's configuration (CONFIG GET refused); check persistence and eviction by hand"]
+    if policy != "noeviction":
+        warnings.append(
+            f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis deletes keys, "
+            "queued messages included; set maxmemory-policy noeviction"
+        )
+    if not aof_on and not save_on:
+        warnings.append(
+            "Redis has no persistence (appendonly no, no save points): a restart loses every queued "
+            "message; set appendonly yes"
+        )
+    elif not aof_on:
+        warnings.append("Redis persists by snapshots only: a crash loses what came after the last one; set appendonly yes")
+    return warnings
+
+
+class Worker:
+    """Runs a relay's consumers and subscribers in this process until signalled."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        queues: Iterable[str] | None = None,
+        concurrency: int | None = None,
+        subscribers: bool = True,
+        grace: float = 30.0,
+    ) -> None:
+        self.relay = relay
+        self.queues = list(queues) if queues is not None else None
+        self.concurrency = concurrency
+        self.subscribers = subscribers
+        self.grace = grace
+        self._signalled = threading.Event()
+        self._signals = 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second %s: exiting now; running messages return after their lease", signal.Signals(signum).name)
+            os._exit(1)
+        log.warning(
+            "%s: stopping (finishing running handlers for up to %.0fs; send it again to exit now)",
+            signal.Signals(signum).name,
+            self.grace,
+        )
+        self._signalled.set()
+
+    def run(self) -> int:
+        """Start, wait for SIGTERM/SIGINT, stop gracefully. Returns the exit status."""
+        runner = Runner(self.relay, queues=self.queues, subscribers=self.subscribers, concurrency=self.concurrency)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for line in server_warnings(self.relay.connection):
+                log.warning("%s", line)
+            runner.start()
+            names = ", ".join(c.name for c in runner.consumers) or "none"
+            log.warning(
+                "redrelay worker %d ready: queues [%s], %d subscribers", os.getpid(), names, len(self.relay.subscribers)
+            )
+            while not self._signalled.wait(0.5):
+                pass
+            clean = runner.stop(self.grace)
+            log.warning("redrelay worker %d stopped%s", os.getpid(), "" if clean else " (grace period exceeded)")
+            return 0
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def supervise(argv: Sequence[str], processes: int, grace: float) -> int:
+    """Run ``processes`` copies of ``python -m redrelay <argv>``; restart those that die.
+
+    Signals are passed on to the children; the supervisor exits once they all exited.
+    """
+    stopping = threading.Event()
+    signals = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        stopping.set()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL if signals > 1 else signum)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "redrelay", *argv])
+
+    children = [spawn() for _ in range(processes)]
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stopping.is_set():
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is not None and not stopping.is_set():
+                    log.warning("worker process %d exited with %s; starting a new one", child.pid, code)
+                    time.sleep(0.2)
+                    children[i] = spawn()
+            stopping.wait(0.2)
+        deadline = time.monotonic() + grace + 5
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
