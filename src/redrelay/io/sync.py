@@ -71,12 +71,13 @@ class Connection:
     def client(self) -> redis.Redis:
         if self._client is None:
             try:
+                tcp: dict[str, Any] = {} if self.url.startswith("unix:") else {"socket_keepalive": True}
                 self._client = redis.Redis.from_url(
                     self.url,
                     socket_timeout=self._socket_timeout,
                     socket_connect_timeout=5.0,
-                    socket_keepalive=True,
                     health_check_interval=15,
+                    **tcp,
                     retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
                     retry_on_error=[rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError],
                 )

@@ -92,6 +92,10 @@ class QueueKeys:
         """Hash of one consumer's deliveries: delivery tag -> entry."""
         return f"{self.prefix}:inflight:{consumer}"
 
+    def started(self, consumer: str) -> str:
+        """Hash of one consumer's redelivered tags that were marked as started (mark.lua)."""
+        return f"{self.prefix}:started:{consumer}"
+
     def dedup(self, key: str) -> str:
         """String holding the id of the message put under a deduplication key."""
         return f"{self.prefix}:dedup:{key}"

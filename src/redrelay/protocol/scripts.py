@@ -16,6 +16,7 @@ SCRIPT_NAMES = (
     "fetch",
     "heartbeat",
     "leave",
+    "mark",
     "purge_dead",
     "put",
     "recover",

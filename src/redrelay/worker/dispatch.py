@@ -83,6 +83,8 @@ def handle_entry(
             "its consumer crashed, was killed or lost its lease each time"
         )
         return _bury(relay, consumer, lease, tag, message.id, entry, reason, None, message.attempt, halt)
+    if decoded.deliveries and not retry_forever(lambda: lease.mark(tag), halt, f"mark on {consumer.name}"):
+        return Outcome.REJECTED  # the lease was taken over: the entry is already back in the queue
     try:
         if loop is not None:
             loop.run_until_complete(consumer.handler(message))

@@ -58,10 +58,6 @@ class Lease:
         self._seq = 0
         self._lock = threading.Lock()
 
-    @property
-    def inflight(self) -> str:
-        return self.keys.inflight(self.consumer_id)
-
     def join(self) -> None:
         """Register under a fresh consumer id (first start, or after the lease was lost)."""
         with self._lock:
@@ -114,37 +110,47 @@ class Lease:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""
         if not tags:
             return 0
-        return int(self.conn.run("ack", [_inflight_of(self.keys, tags[0]), self.keys.stats], tags))
+        cid = _consumer_of(tags[0])
+        return int(self.conn.run("ack", [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)], tags))
+
+    def mark(self, tag: str) -> bool:
+        """Record that a redelivered entry starts now; False if the tag is no longer held."""
+        cid = _consumer_of(tag)
+        return bool(self.conn.run("mark", [self.keys.inflight(cid), self.keys.started(cid)], [tag]))
 
     def retry(self, tag: str, entry: bytes, delay: float, msg_id: str) -> bool:
-        k = self.keys
+        k, cid = self.keys, _consumer_of(tag)
         return bool(
             self.conn.run(
                 "retry",
-                [_inflight_of(k, tag), k.ready, k.delayed, k.delayed_data, k.stats],
+                [k.inflight(cid), k.ready, k.delayed, k.delayed_data, k.stats, k.started(cid)],
                 [tag, entry, to_ms(delay), msg_id],
             )
         )
 
     def bury(self, tag: str, msg_id: str, record: bytes, cap: int) -> bool:
-        k = self.keys
-        return bool(self.conn.run("bury", [_inflight_of(k, tag), k.dead, k.dead_data, k.stats], [tag, msg_id, record, cap]))
+        k, cid = self.keys, _consumer_of(tag)
+        return bool(
+            self.conn.run(
+                "bury", [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)], [tag, msg_id, record, cap]
+            )
+        )
 
     def release(self, tags: list[str]) -> int:
         """Give back fetched-but-unstarted deliveries, unchanged, to the front of the queue."""
         if not tags:
             return 0
-        return int(self.conn.run("release", [_inflight_of(self.keys, tags[0]), self.keys.ready], tags))
+        return int(self.conn.run("release", [self.keys.inflight(_consumer_of(tags[0])), self.keys.ready], tags))
 
     def leave(self) -> int:
         """Drop the lease cleanly, giving back anything still held. Only when nothing runs."""
-        k = self.keys
-        return int(self.conn.run("leave", [k.leases, self.inflight, k.ready, k.consumers], [self.consumer_id]))
+        k, cid = self.keys, self.consumer_id
+        return int(self.conn.run("leave", [k.leases, k.inflight(cid), k.ready, k.consumers, k.started(cid)], [cid]))
 
 
-def _inflight_of(keys: QueueKeys, tag: str) -> str:
-    """The in-flight hash a delivery tag belongs to (its lease, not necessarily the current one)."""
-    return keys.inflight(tag.rpartition(":")[0])
+def _consumer_of(tag: str) -> str:
+    """The consumer a delivery tag was issued to (its lease, not necessarily the current one)."""
+    return tag.rpartition(":")[0]
 
 
 def recover_expired(conn: Connection, keys: QueueKeys) -> int:
@@ -156,7 +162,11 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
     for raw in expired:
         cid = raw.decode()
         n = int(
-            conn.run("recover", [keys.leases, keys.inflight(cid), keys.ready, keys.consumers, keys.stats], [cid])
+            conn.run(
+                "recover",
+                [keys.leases, keys.inflight(cid), keys.ready, keys.consumers, keys.stats, keys.started(cid)],
+                [cid],
+            )
         )
         if n >= 0:
             total += n

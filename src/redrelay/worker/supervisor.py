@@ -125,7 +125,9 @@ def supervise(argv: Sequence[str], processes: int, grace: float) -> int:
                 child.send_signal(signal.SIGKILL if signals > 1 else signum)
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "redrelay", *argv])
+        # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which
+        # passes it on once; otherwise each child would get it twice and exit at once.
+        return subprocess.Popen([sys.executable, "-m", "redrelay", *argv], start_new_session=True)
 
     children = [spawn() for _ in range(processes)]
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -4,6 +4,7 @@
 -- KEYS[2] dead       zset   id -> time of death (server ms)
 -- KEYS[3] dead_data  hash   id -> record (JSON made by the client: entry, reason, traceback)
 -- KEYS[4] stats      hash
+-- KEYS[5] started    hash   the consumer's marked tags
 -- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
@@ -11,6 +12,7 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   redis.call('HINCRBY', KEYS[4], 'rejected', 1)
   return 0
 end
+redis.call('HDEL', KEYS[5], ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[2])

@@ -5,6 +5,7 @@
 -- KEYS[3] delayed       zset   id -> due (server ms)
 -- KEYS[4] delayed_data  hash   id -> entry
 -- KEYS[5] stats         hash
+-- KEYS[6] started       hash   the consumer's marked tags
 -- ARGV[1] delivery tag; ARGV[2] new entry (header rewritten by the client); ARGV[3] delay ms;
 -- ARGV[4] message id (member of the delayed set)
 --
@@ -13,6 +14,7 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   redis.call('HINCRBY', KEYS[5], 'rejected', 1)
   return 0
 end
+redis.call('HDEL', KEYS[6], ARGV[1])
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   local t = redis.call('TIME')

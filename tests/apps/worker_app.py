@@ -1,0 +1,52 @@
+"""A relay for worker subprocesses in tests; behaviour is chosen by each message's body.
+
+Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds), TEST_MAX_DELIVERIES,
+TEST_PREFETCH, TEST_CONCURRENCY. Every handler run is recorded in ``<ns>:test:runs``
+(a list of "<id> <pid> <event>") so tests can check what ran, where and how often.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import redis
+
+from redrelay import Message, Relay
+
+NAMESPACE = os.environ.get("TEST_NAMESPACE", "test-app")
+relay = Relay(
+    os.environ.get("REDRELAY_URL"),
+    namespace=NAMESPACE,
+    lease=float(os.environ.get("TEST_LEASE", "2")),
+    heartbeat=float(os.environ.get("TEST_LEASE", "2")) / 5,
+    max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "5")),
+    prefetch=int(os.environ.get("TEST_PREFETCH", "10")),
+    concurrency=int(os.environ.get("TEST_CONCURRENCY", "2")),
+    retries=2,
+    backoff=0.01,
+)
+RUNS = f"{NAMESPACE}:test:runs"
+_client: redis.Redis | None = None
+
+
+def record(message: Message, event: str) -> None:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
+    _client.rpush(RUNS, f"{message.id} {os.getpid()} {event} {message.attempt}")
+
+
+@relay.consumer("work")
+def work(message: Message) -> None:
+    body = message.body if isinstance(message.body, dict) else {"op": "raw"}
+    op = body.get("op", "ok")
+    record(message, "start")
+    if op == "sleep":
+        time.sleep(float(body["s"]))
+    elif op == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif op == "fail":
+        raise RuntimeError("asked to fail")
+    record(message, "done")
