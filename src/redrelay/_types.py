@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Union
+from typing import Any
 
 from .message import Message
 
 __all__ = ["AsyncHandler", "Duration", "Handler", "SyncHandler"]
 
 #: A duration at the public API: float seconds or a timedelta.
-Duration = Union[float, timedelta]
+Duration = float | timedelta
 #: A plain handler.
 SyncHandler = Callable[[Message], Any]
 #: A coroutine handler (``async def``).
 AsyncHandler = Callable[[Message], Awaitable[Any]]
 #: Either kind.
-Handler = Union[SyncHandler, AsyncHandler]
+Handler = SyncHandler | AsyncHandler

@@ -87,4 +87,6 @@ def resolve_codec(codec: str | Codec) -> Codec:
         return JsonCodec()
     if codec == "msgpack":
         return MsgpackCodec()
-    raise ConfigurationError(f"unknown codec {codec!r} (codec=); choose 'json' or 'msgpack'")
+    raise ConfigurationError(
+        f"unknown codec {codec!r} (codec=); choose 'json' or 'msgpack'"
+    )

@@ -66,8 +66,14 @@ class ConsumerOptions:
         _positive_int("retries", retries, 10_000, allow_zero=True)
         lease_s = to_seconds(lease, "lease", allow_zero=False)
         if lease_s < 0.2:
-            raise ConfigurationError(f"lease= must be at least 0.2 seconds, got {lease_s}")
-        beat = to_seconds(heartbeat, "heartbeat", allow_zero=False) if heartbeat is not None else lease_s / 4
+            raise ConfigurationError(
+                f"lease= must be at least 0.2 seconds, got {lease_s}"
+            )
+        beat = (
+            to_seconds(heartbeat, "heartbeat", allow_zero=False)
+            if heartbeat is not None
+            else lease_s / 4
+        )
         if beat >= lease_s / 2:
             raise ConfigurationError(
                 f"heartbeat= ({beat}s) must be under half the lease ({lease_s}s), so one late beat is not fatal"
@@ -89,7 +95,15 @@ class ConsumerOptions:
         )
 
 
-def _positive_int(name: str, value: object, limit: int, *, allow_zero: bool = False) -> None:
+def _positive_int(
+    name: str, value: object, limit: int, *, allow_zero: bool = False
+) -> None:
     low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= limit:
-        raise ConfigurationError(f"{name}= must be an int from {low} to {limit}, got {value!r}")
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not low <= value <= limit
+    ):
+        raise ConfigurationError(
+            f"{name}= must be an int from {low} to {limit}, got {value!r}"
+        )

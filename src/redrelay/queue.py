@@ -81,9 +81,19 @@ class Queue:
 
     # -- producing -------------------------------------------------------------------------
 
-    def encode(self, body: Any, headers: Mapping[str, str] | None = None, *, msg_id: str | None = None) -> bytes:
+    def encode(
+        self,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+    ) -> bytes:
         """Encode one message as a queue entry, enforcing the size limit."""
-        envelope: dict[str, Any] = {"i": msg_id or new_id(), "b": body, "t": time.time_ns() // 1_000_000}
+        envelope: dict[str, Any] = {
+            "i": msg_id or new_id(),
+            "b": body,
+            "t": time.time_ns() // 1_000_000,
+        }
         if headers:
             envelope["h"] = _check_headers(headers)
         codec = self.relay.codec
@@ -118,7 +128,10 @@ class Queue:
                 self.relay.connection.call("LPUSH", self.keys.ready, entry)
             else:
                 self.relay.connection.pipeline(
-                    [("SADD", queues_key(self.relay.namespace), self.name), ("LPUSH", self.keys.ready, entry)],
+                    [
+                        ("SADD", queues_key(self.relay.namespace), self.name),
+                        ("LPUSH", self.keys.ready, entry),
+                    ],
                     transaction=False,
                 )
                 self._registered = True
@@ -127,13 +140,21 @@ class Queue:
         keys = [self.keys.ready, self.keys.delayed, self.keys.delayed_data]
         if dedup_key is not None:
             if not isinstance(dedup_key, str) or not dedup_key:
-                raise ConfigurationError(f"dedup_key= must be a non-empty str, got {dedup_key!r}")
-            keys.append(self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32]))
+                raise ConfigurationError(
+                    f"dedup_key= must be a non-empty str, got {dedup_key!r}"
+                )
+            keys.append(
+                self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
+            )
         ttl_ms = to_ms(self.relay.dedup_ttl)
-        result = self.relay.connection.run("put", keys, [entry, msg_id, delay_ms, ttl_ms])
+        result = self.relay.connection.run(
+            "put", keys, [entry, msg_id, delay_ms, ttl_ms]
+        )
         return result.decode() if isinstance(result, bytes) else str(result)
 
-    def put_many(self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None) -> list[str]:
+    def put_many(
+        self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None
+    ) -> list[str]:
         """Enqueue many messages in one round trip, all or nothing (``MULTI``/``EXEC``).
 
         Every body is encoded and checked before anything is sent, so a bad body fails the
@@ -153,16 +174,22 @@ class Queue:
             ids.append(msg_id)
         if not entries:
             return ids
-        commands: list[tuple[Any, ...]] = [("SADD", queues_key(self.relay.namespace), self.name)]
+        commands: list[tuple[Any, ...]] = [
+            ("SADD", queues_key(self.relay.namespace), self.name)
+        ]
         for start in range(0, len(entries), PUT_MANY_CHUNK):
-            commands.append(("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK]))
+            commands.append(
+                ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
+            )
         self.relay.connection.pipeline(commands, transaction=True)
         self._registered = True
         return ids
 
     def _register(self) -> None:
         if not self._registered:
-            self.relay.connection.call("SADD", queues_key(self.relay.namespace), self.name)
+            self.relay.connection.call(
+                "SADD", queues_key(self.relay.namespace), self.name
+            )
             self._registered = True
 
     # -- inspecting ------------------------------------------------------------------------
@@ -184,7 +211,12 @@ class Queue:
         )
         in_flight = 0
         if leases:
-            in_flight = sum(conn.pipeline([("HLEN", k.inflight(c.decode())) for c in leases], transaction=False))
+            in_flight = sum(
+                conn.pipeline(
+                    [("HLEN", k.inflight(c.decode())) for c in leases],
+                    transaction=False,
+                )
+            )
         return QueueStats(
             name=self.name,
             ready=ready,
@@ -199,13 +231,19 @@ class Queue:
     def peek(self, count: int = 10) -> list[Message]:
         """The next ``count`` ready messages, oldest first, without taking them."""
         entries = self.relay.connection.call("LRANGE", self.keys.ready, -count, -1)
-        return [m for m in (_to_message(self.name, e) for e in reversed(entries)) if m is not None]
+        return [
+            m
+            for m in (_to_message(self.name, e) for e in reversed(entries))
+            if m is not None
+        ]
 
     # -- dead letters ----------------------------------------------------------------------
 
     def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         """Dead letters, newest first."""
-        ids = self.relay.connection.call("ZREVRANGE", self.keys.dead, offset, offset + limit - 1)
+        ids = self.relay.connection.call(
+            "ZREVRANGE", self.keys.dead, offset, offset + limit - 1
+        )
         if not ids:
             return []
         records = self.relay.connection.call("HMGET", self.keys.dead_data, *ids)
@@ -215,7 +253,9 @@ class Queue:
         """Dead-letter ids in batches, oldest first (for bulk requeue and purge)."""
         start = 0
         while True:
-            ids = self.relay.connection.call("ZRANGE", self.keys.dead, start, start + batch - 1)
+            ids = self.relay.connection.call(
+                "ZRANGE", self.keys.dead, start, start + batch - 1
+            )
             if not ids:
                 return
             yield [i.decode() for i in ids]
@@ -230,7 +270,7 @@ class Queue:
         for chunk in self._id_chunks(ids):
             records = self.relay.connection.call("HMGET", self.keys.dead_data, *chunk)
             args: list[Any] = []
-            for msg_id, record in zip(chunk, records):
+            for msg_id, record in zip(chunk, records, strict=True):
                 if record is not None:
                     entry = base64.b64decode(orjson.loads(record)["entry"])
                     try:
@@ -240,7 +280,11 @@ class Queue:
                     args += [msg_id, entry]
             if args:
                 total += int(
-                    self.relay.connection.run("requeue_dead", [self.keys.dead, self.keys.dead_data, self.keys.ready], args)
+                    self.relay.connection.run(
+                        "requeue_dead",
+                        [self.keys.dead, self.keys.dead_data, self.keys.ready],
+                        args,
+                    )
                 )
         return total
 
@@ -248,7 +292,11 @@ class Queue:
         """Delete dead letters (all, or these ids). Returns how many were deleted."""
         total = 0
         for chunk in self._id_chunks(ids):
-            total += int(self.relay.connection.run("purge_dead", [self.keys.dead, self.keys.dead_data], chunk))
+            total += int(
+                self.relay.connection.run(
+                    "purge_dead", [self.keys.dead, self.keys.dead_data], chunk
+                )
+            )
         return total
 
     def _id_chunks(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
@@ -269,10 +317,14 @@ class Queue:
 
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     if not isinstance(headers, Mapping):
-        raise ConfigurationError(f"headers= must be a mapping of str to str, not {type(headers).__name__}")
+        raise ConfigurationError(
+            f"headers= must be a mapping of str to str, not {type(headers).__name__}"
+        )
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ConfigurationError(f"headers= must map str to str; {key!r}: {value!r} is not")
+            raise ConfigurationError(
+                f"headers= must map str to str; {key!r}: {value!r} is not"
+            )
     return dict(headers)
 
 
@@ -281,7 +333,9 @@ def _delay_ms(delay: Duration | None, eta: datetime | None) -> int:
         raise ConfigurationError("pass delay= or eta=, not both")
     if eta is not None:
         if not isinstance(eta, datetime):
-            raise ConfigurationError(f"eta= must be a datetime, not {type(eta).__name__}")
+            raise ConfigurationError(
+                f"eta= must be a datetime, not {type(eta).__name__}"
+            )
         now = datetime.now(timezone.utc) if eta.tzinfo else datetime.now()
         delay = max(timedelta(0), eta - now)
     if delay is None:
@@ -298,7 +352,8 @@ def _age(entry: bytes | None) -> float | None:
         return None
     if decoded.envelope is None:
         return None
-    return max(0.0, time.time() - decoded.envelope.get("t", 0) / 1000)
+    enqueued_ms: float = decoded.envelope.get("t", 0)
+    return max(0.0, time.time() - enqueued_ms / 1000)
 
 
 def _to_message(queue: str, entry: bytes) -> Message | None:
@@ -309,7 +364,13 @@ def _to_message(queue: str, entry: bytes) -> Message | None:
     if decoded.envelope is None:
         return Message(id=decoded.raw_id or "", body=decoded.raw, queue=queue, raw=True)
     env = decoded.envelope
-    return Message(id=env["i"], body=env["b"], headers=env.get("h") or {}, queue=queue, enqueued_at=env.get("t", 0) / 1000)
+    return Message(
+        id=env["i"],
+        body=env["b"],
+        headers=env.get("h") or {},
+        queue=queue,
+        enqueued_at=env.get("t", 0) / 1000,
+    )
 
 
 def _dead_letter(record: bytes) -> DeadLetter:

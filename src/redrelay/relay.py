@@ -89,17 +89,23 @@ class Relay:
         self.namespace = validate_name("namespace", namespace)
         self.codec = resolve_codec(codec)
         if not isinstance(max_message_size, int) or max_message_size < 64:
-            raise ConfigurationError(f"max_message_size= must be an int of at least 64 bytes, got {max_message_size!r}")
+            raise ConfigurationError(
+                f"max_message_size= must be an int of at least 64 bytes, got {max_message_size!r}"
+            )
         self.max_message_size = max_message_size
         self.dedup_ttl = to_seconds(dedup_ttl, "dedup_ttl", allow_zero=False)
         if not isinstance(dead_letter_cap, int) or dead_letter_cap < 0:
-            raise ConfigurationError(f"dead_letter_cap= must be an int >= 0, got {dead_letter_cap!r}")
+            raise ConfigurationError(
+                f"dead_letter_cap= must be an int >= 0, got {dead_letter_cap!r}"
+            )
         self.dead_letter_cap = dead_letter_cap
         self.connect_retries = connect_retries
         self.data_dir = data_dir
         self.on_gap = on_gap
         self.consumer_defaults = dict(consumer_defaults)
-        ConsumerOptions.build(**self.consumer_defaults)  # fail now, naming the bad option
+        ConsumerOptions.build(
+            **self.consumer_defaults
+        )  # fail now, naming the bad option
         self.consumers: dict[str, Consumer] = {}
         self.subscribers: list[Subscriber] = []
         self.state = RelayState.OPEN
@@ -126,12 +132,18 @@ class Relay:
                         from .embedded import embedded_url
 
                         self.url = embedded_url(self.data_dir)
-                    self._connection = Connection(self.url, retries=self.connect_retries)
+                    self._connection = Connection(
+                        self.url, retries=self.connect_retries
+                    )
         return self._connection
 
-    def new_connection(self, *, retries: int = 0, socket_timeout: float = 10.0) -> Connection:
+    def new_connection(
+        self, *, retries: int = 0, socket_timeout: float = 10.0
+    ) -> Connection:
         """A separate connection to the same server (workers, listeners, blocking waits)."""
-        return Connection(self.connection.url, retries=retries, socket_timeout=socket_timeout)
+        return Connection(
+            self.connection.url, retries=retries, socket_timeout=socket_timeout
+        )
 
     def close(self) -> None:
         """Stop background runners and close connections. Idempotent."""
@@ -146,7 +158,10 @@ class Relay:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -173,7 +188,9 @@ class Relay:
             ch = self._channels.setdefault(name, Channel(self, name))
         return ch
 
-    def publish(self, channel: str, body: Any, *, headers: dict[str, str] | None = None) -> int:
+    def publish(
+        self, channel: str, body: Any, *, headers: dict[str, str] | None = None
+    ) -> int:
         """Publish ``body`` on a channel; returns how many subscribers Redis handed it to."""
         return self.channel(channel).publish(body, headers=headers)
 
@@ -182,7 +199,10 @@ class Relay:
         if queues is None:
             from .protocol.keys import queues_key
 
-            names = sorted(n.decode() for n in self.connection.call("SMEMBERS", queues_key(self.namespace)))
+            names = sorted(
+                n.decode()
+                for n in self.connection.call("SMEMBERS", queues_key(self.namespace))
+            )
         else:
             names = list(queues)
         return [self.queue(n).stats() for n in names]
@@ -207,9 +227,13 @@ class Relay:
 
         def register(handler: H) -> H:
             if not callable(handler):
-                raise ConfigurationError(f"@relay.consumer({queue!r}) must decorate a callable")
+                raise ConfigurationError(
+                    f"@relay.consumer({queue!r}) must decorate a callable"
+                )
             if queue in self.consumers:
-                raise ConfigurationError(f"queue {queue!r} already has a consumer: {self.consumers[queue].handler!r}")
+                raise ConfigurationError(
+                    f"queue {queue!r} already has a consumer: {self.consumers[queue].handler!r}"
+                )
             self.consumers[queue] = Consumer(queue=q, handler=handler, options=opts)
             return handler
 
@@ -221,19 +245,27 @@ class Relay:
         Every process running it receives every message published while it is connected
         (at-most-once); gaps are reported, see :mod:`redrelay.channel`.
         """
-        validate_name("channel pattern" if pattern else "channel", channel, pattern=pattern)
+        validate_name(
+            "channel pattern" if pattern else "channel", channel, pattern=pattern
+        )
 
         def register(handler: H) -> H:
             if not callable(handler):
-                raise ConfigurationError(f"@relay.subscriber({channel!r}) must decorate a callable")
-            self.subscribers.append(Subscriber(channel=channel, pattern=pattern, handler=handler))
+                raise ConfigurationError(
+                    f"@relay.subscriber({channel!r}) must decorate a callable"
+                )
+            self.subscribers.append(
+                Subscriber(channel=channel, pattern=pattern, handler=handler)
+            )
             return handler
 
         return register
 
     # -- running ---------------------------------------------------------------------------
 
-    def start(self, queues: Iterable[str] | None = None, *, subscribers: bool = True) -> None:
+    def start(
+        self, queues: Iterable[str] | None = None, *, subscribers: bool = True
+    ) -> None:
         """Run the registered consumers and subscribers on background threads of this process.
 
         For web apps that want the seed's background-thread model; ``redrelay worker`` runs
@@ -243,7 +275,9 @@ class Relay:
 
         with self._lock:
             if self._runner is not None:
-                raise ConfigurationError("this Relay is already started; call stop() first")
+                raise ConfigurationError(
+                    "this Relay is already started; call stop() first"
+                )
             self._runner = Runner(self, queues=queues, subscribers=subscribers)
         self._runner.start()
 
@@ -254,7 +288,9 @@ class Relay:
         if runner is not None:
             runner.stop(grace)
 
-    def drain(self, queues: Iterable[str] | None = None, *, timeout: float = 10.0) -> None:
+    def drain(
+        self, queues: Iterable[str] | None = None, *, timeout: float = 10.0
+    ) -> None:
         """Run consumers in this process until their queues are empty, then return.
 
         Empty means nothing ready, delayed or in flight. Uses the worker's own code path.

@@ -12,7 +12,13 @@ import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..errors import BrokerError, BrokerFull, BrokerLoading, BrokerUnavailable, ConfigurationError
+from ..errors import (
+    BrokerError,
+    BrokerFull,
+    BrokerLoading,
+    BrokerUnavailable,
+    ConfigurationError,
+)
 from ..protocol.scripts import script
 
 __all__ = ["Connection", "redact", "translate"]
@@ -36,7 +42,9 @@ def translate(url: str) -> Iterator[None]:
     try:
         yield
     except rex.BusyLoadingError as exc:
-        raise BrokerLoading(f"Redis at {redact(url)} is loading its data set; try again shortly") from exc
+        raise BrokerLoading(
+            f"Redis at {redact(url)} is loading its data set; try again shortly"
+        ) from exc
     except rex.AuthenticationError as exc:
         raise BrokerUnavailable(
             f"Redis at {redact(url)} refused the credentials ({exc}); check the user and password in the URL"
@@ -49,7 +57,9 @@ def translate(url: str) -> Iterator[None]:
             raise BrokerFull(
                 f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."
             ) from exc
-        raise BrokerError(f"Redis at {redact(url)} answered with an error: {text}") from exc
+        raise BrokerError(
+            f"Redis at {redact(url)} answered with an error: {text}"
+        ) from exc
     except rex.RedisError as exc:
         raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
 
@@ -61,7 +71,9 @@ class Connection:
     :class:`BrokerUnavailable` reaches the caller (producers); workers loop on their own.
     """
 
-    def __init__(self, url: str, *, retries: int = 3, socket_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, retries: int = 3, socket_timeout: float = 10.0
+    ) -> None:
         self.url = url
         self._retries = retries
         self._socket_timeout = socket_timeout
@@ -71,7 +83,9 @@ class Connection:
     def client(self) -> redis.Redis:
         if self._client is None:
             try:
-                tcp: dict[str, Any] = {} if self.url.startswith("unix:") else {"socket_keepalive": True}
+                tcp: dict[str, Any] = (
+                    {} if self.url.startswith("unix:") else {"socket_keepalive": True}
+                )
                 self._client = redis.Redis.from_url(
                     self.url,
                     socket_timeout=self._socket_timeout,
@@ -79,10 +93,16 @@ class Connection:
                     health_check_interval=15,
                     **tcp,
                     retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
-                    retry_on_error=[rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError],
+                    retry_on_error=[
+                        rex.ConnectionError,
+                        rex.TimeoutError,
+                        rex.BusyLoadingError,
+                    ],
                 )
             except ValueError as exc:
-                raise ConfigurationError(f"invalid Redis URL {redact(self.url)!r}: {exc}") from exc
+                raise ConfigurationError(
+                    f"invalid Redis URL {redact(self.url)!r}: {exc}"
+                ) from exc
         return self._client
 
     def close(self) -> None:
@@ -102,7 +122,7 @@ class Connection:
     def call(self, *command: Arg) -> Any:
         """One plain Redis command."""
         with translate(self.url):
-            return self.client.execute_command(*command)
+            return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
 
     def config_get(self, name: str) -> str | None:
         """One server setting (CONFIG GET), or None if the server does not say."""
@@ -115,10 +135,12 @@ class Connection:
             value = None
         return value.decode() if isinstance(value, bytes) else value
 
-    def pipeline(self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True) -> list[Any]:
+    def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
+    ) -> list[Any]:
         """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
         with translate(self.url):
             pipe = self.client.pipeline(transaction=transaction)
             for command in commands:
-                pipe.execute_command(*command)
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             return list(pipe.execute())

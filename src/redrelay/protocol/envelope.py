@@ -49,15 +49,21 @@ def new_id() -> str:
 
     Cheaper than uuid4 on the put path, and sorting ids sorts by creation time.
     """
-    return f"{time.time_ns() // 1_000_000:011x}{_ID_PREFIX}{next(_counter) & 0xFFFFFF:06x}"
+    return (
+        f"{time.time_ns() // 1_000_000:011x}{_ID_PREFIX}{next(_counter) & 0xFFFFFF:06x}"
+    )
 
 
-def encode_entry(payload: bytes, kind: bytes, deliveries: int = 0, failures: int = 0) -> bytes:
+def encode_entry(
+    payload: bytes, kind: bytes, deliveries: int = 0, failures: int = 0
+) -> bytes:
     """Frame an encoded payload as a queue entry."""
     return b"%s%d:%d:%s%s" % (MAGIC, deliveries, failures, kind, payload)
 
 
-def rewrite_header(entry: bytes, deliveries: int, failures: int, *, raw_id: str = "") -> bytes:
+def rewrite_header(
+    entry: bytes, deliveries: int, failures: int, *, raw_id: str = ""
+) -> bytes:
     """Return ``entry`` with new counters; a raw entry is wrapped as kind ``r`` with ``raw_id``."""
     if not entry.startswith(MAGIC):
         return encode_entry(raw_id.encode() + b"|" + entry, b"r", deliveries, failures)
@@ -106,7 +112,13 @@ def decode_entry(entry: bytes) -> Decoded:
         bar = payload.find(b"|")
         if bar < 0:
             raise DecodeError(entry, "raw entry without an id")
-        return Decoded(deliveries, failures, None, payload[bar + 1 :], payload[:bar].decode("ascii", "replace"))
+        return Decoded(
+            deliveries,
+            failures,
+            None,
+            payload[bar + 1 :],
+            payload[:bar].decode("ascii", "replace"),
+        )
     try:
         codec = _codec_for(kind)
     except KeyError:
@@ -116,12 +128,19 @@ def decode_entry(entry: bytes) -> Decoded:
     try:
         envelope = codec.loads(payload)
     except Exception as exc:
-        raise DecodeError(entry, f"{codec.name} payload does not decode: {exc}") from None
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("i"), str) or "b" not in envelope:
+        raise DecodeError(
+            entry, f"{codec.name} payload does not decode: {exc}"
+        ) from None
+    if (
+        not isinstance(envelope, dict)
+        or not isinstance(envelope.get("i"), str)
+        or "b" not in envelope
+    ):
         raise DecodeError(entry, "envelope is not a mapping with an id and a body")
     headers = envelope.get("h")
     if headers is not None and not (
-        isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        isinstance(headers, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise DecodeError(entry, "headers must map str to str")
     return Decoded(deliveries, failures, envelope, None, None)

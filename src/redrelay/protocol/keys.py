@@ -33,11 +33,17 @@ def validate_name(kind: str, name: object, *, pattern: bool = False) -> str:
     if not name:
         raise InvalidName(kind, name, "must not be empty")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(kind, name, f"is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+        raise InvalidName(
+            kind, name, f"is {len(name)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
     rule = _PATTERN if pattern else _NAME
     if not rule.match(name):
-        allowed = "letters, digits, '_', '.', ':', '-'" + (" and glob characters" if pattern else "")
-        raise InvalidName(kind, name, f"use only ASCII {allowed}, starting with a letter or digit")
+        allowed = "letters, digits, '_', '.', ':', '-'" + (
+            " and glob characters" if pattern else ""
+        )
+        raise InvalidName(
+            kind, name, f"use only ASCII {allowed}, starting with a letter or digit"
+        )
     return name
 
 

@@ -40,5 +40,9 @@ def script(name: str) -> Script:
     """Load one script by name (cached)."""
     if name not in SCRIPT_NAMES:
         raise KeyError(f"no Lua script named {name!r}")
-    source = resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text("utf-8")
+    source = (
+        resources.files(__package__)
+        .joinpath("scripts").joinpath(f"{name}.lua")
+        .read_text("utf-8")
+    )
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())

@@ -20,14 +20,18 @@ __all__ = [
 ]
 
 
-def to_seconds(value: float | timedelta, name: str, *, allow_zero: bool = True) -> float:
+def to_seconds(
+    value: float | timedelta, name: str, *, allow_zero: bool = True
+) -> float:
     """Normalise a public duration (float seconds or timedelta); name the argument on error."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        raise ConfigurationError(f"{name}= must be seconds (a number) or a timedelta, not {type(value).__name__}")
+        raise ConfigurationError(
+            f"{name}= must be seconds (a number) or a timedelta, not {type(value).__name__}"
+        )
     if seconds != seconds or seconds < 0 or (seconds == 0 and not allow_zero):
         low = "0" if allow_zero else "more than 0"
         raise ConfigurationError(f"{name}= must be {low} seconds, got {value!r}")
@@ -68,10 +72,20 @@ class Backoff:
 
 
 def dead_record(
-    *, id: str, queue: str, entry: bytes, reason: str, exc: BaseException | None, attempt: int
+    *,
+    id: str,
+    queue: str,
+    entry: bytes,
+    reason: str,
+    exc: BaseException | None,
+    attempt: int,
 ) -> dict[str, Any]:
     """The dead-letter record: everything needed to understand and requeue a message."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if exc else None
+    tb = (
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if exc
+        else None
+    )
     return {
         "id": id,
         "queue": queue,

@@ -75,28 +75,78 @@ def handle_entry(
     try:
         decoded = decode_entry(entry)
     except DecodeError as exc:
-        return _bury(relay, consumer, lease, tag, f"bad-{tag}", entry, f"malformed entry: {exc.reason}", None, 1, halt)
+        return _bury(
+            relay,
+            consumer,
+            lease,
+            tag,
+            f"bad-{tag}",
+            entry,
+            f"malformed entry: {exc.reason}",
+            None,
+            1,
+            halt,
+        )
     message = to_message(consumer.name, tag, decoded)
     if message.attempt > opts.max_deliveries:
         reason = (
             f"delivered {message.attempt - 1} times without finishing (max_deliveries={opts.max_deliveries}): "
             "its consumer crashed, was killed or lost its lease each time"
         )
-        return _bury(relay, consumer, lease, tag, message.id, entry, reason, None, message.attempt, halt)
-    if decoded.deliveries and not retry_forever(lambda: lease.mark(tag), halt, f"mark on {consumer.name}"):
-        return Outcome.REJECTED  # the lease was taken over: the entry is already back in the queue
+        return _bury(
+            relay,
+            consumer,
+            lease,
+            tag,
+            message.id,
+            entry,
+            reason,
+            None,
+            message.attempt,
+            halt,
+        )
+    if decoded.deliveries and not retry_forever(
+        lambda: lease.mark(tag), halt, f"mark on {consumer.name}"
+    ):
+        return (
+            Outcome.REJECTED
+        )  # the lease was taken over: the entry is already back in the queue
     try:
         if loop is not None:
             loop.run_until_complete(consumer.handler(message))
         else:
             consumer.handler(message)
     except Reject as exc:
-        return _bury(relay, consumer, lease, tag, message.id, entry, f"rejected: {exc.reason}", exc, message.attempt, halt)
+        return _bury(
+            relay,
+            consumer,
+            lease,
+            tag,
+            message.id,
+            entry,
+            f"rejected: {exc.reason}",
+            exc,
+            message.attempt,
+            halt,
+        )
     except Retry as exc:
         failures = decoded.failures + (1 if exc.count else 0)
-        return _fail(relay, consumer, lease, tag, entry, message, failures, exc, exc.delay, halt)
+        return _fail(
+            relay, consumer, lease, tag, entry, message, failures, exc, exc.delay, halt
+        )
     except Exception as exc:
-        return _fail(relay, consumer, lease, tag, entry, message, decoded.failures + 1, exc, None, halt)
+        return _fail(
+            relay,
+            consumer,
+            lease,
+            tag,
+            entry,
+            message,
+            decoded.failures + 1,
+            exc,
+            None,
+            halt,
+        )
     return Outcome.ACKED
 
 
@@ -115,7 +165,18 @@ def _fail(
     opts = consumer.options
     if failures > opts.retries:
         reason = f"failed {failures} times (retries={opts.retries}); last error: {type(exc).__name__}: {exc}"
-        return _bury(relay, consumer, lease, tag, message.id, entry, reason, exc, message.attempt, halt)
+        return _bury(
+            relay,
+            consumer,
+            lease,
+            tag,
+            message.id,
+            entry,
+            reason,
+            exc,
+            message.attempt,
+            halt,
+        )
     if delay is None:
         delay = opts.backoff.delay(failures)
     log.info(
@@ -128,7 +189,11 @@ def _fail(
         delay,
     )
     new_entry = rewrite_header(entry, message.attempt, failures, raw_id=message.id)
-    ok = retry_forever(lambda: lease.retry(tag, new_entry, delay, message.id), halt, f"retry on {consumer.name}")
+    ok = retry_forever(
+        lambda: lease.retry(tag, new_entry, delay, message.id),
+        halt,
+        f"retry on {consumer.name}",
+    )
     return Outcome.RETRIED if ok else Outcome.REJECTED
 
 
@@ -146,8 +211,19 @@ def _bury(
 ) -> Outcome:
     log.warning("queue %s: message %s dead-lettered: %s", consumer.name, msg_id, reason)
     record = orjson.dumps(
-        dead_record(id=msg_id, queue=consumer.name, entry=entry, reason=reason, exc=exc, attempt=attempt)
+        dead_record(
+            id=msg_id,
+            queue=consumer.name,
+            entry=entry,
+            reason=reason,
+            exc=exc,
+            attempt=attempt,
+        )
     )
     cap = relay.dead_letter_cap
-    ok = retry_forever(lambda: lease.bury(tag, msg_id, record, cap), halt, f"dead-letter on {consumer.name}")
+    ok = retry_forever(
+        lambda: lease.bury(tag, msg_id, record, cap),
+        halt,
+        f"dead-letter on {consumer.name}",
+    )
     return Outcome.DEAD if ok else Outcome.REJECTED

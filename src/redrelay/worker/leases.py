@@ -47,7 +47,9 @@ class Batch:
 class Lease:
     """This process's consumer of one queue."""
 
-    def __init__(self, conn: Connection, keys: QueueKeys, options: ConsumerOptions) -> None:
+    def __init__(
+        self, conn: Connection, keys: QueueKeys, options: ConsumerOptions
+    ) -> None:
         self.conn = conn
         self.keys = keys
         self.options = options
@@ -64,14 +66,28 @@ class Lease:
             self.consumer_id = uuid.uuid4().hex[:16]
             self.generation += 1
             self._seq = 0
-            info = orjson.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+            info = orjson.dumps(
+                {
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "started": time.time(),
+                }
+            )
             cid = self.consumer_id
-        self.conn.run("heartbeat", [self.keys.leases, self.keys.consumers], [cid, self.lease_ms, info])
+        self.conn.run(
+            "heartbeat",
+            [self.keys.leases, self.keys.consumers],
+            [cid, self.lease_ms, info],
+        )
 
     def heartbeat(self) -> bool:
         """Extend the lease. If it was taken over, log it, join again and return False."""
         cid = self.consumer_id
-        alive = self.conn.run("heartbeat", [self.keys.leases, self.keys.consumers], [cid, self.lease_ms, b""])
+        alive = self.conn.run(
+            "heartbeat",
+            [self.keys.leases, self.keys.consumers],
+            [cid, self.lease_ms, b""],
+        )
         if alive:
             return True
         if cid == self.consumer_id:
@@ -111,19 +127,36 @@ class Lease:
         if not tags:
             return 0
         cid = _consumer_of(tags[0])
-        return int(self.conn.run("ack", [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)], tags))
+        return int(
+            self.conn.run(
+                "ack",
+                [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)],
+                tags,
+            )
+        )
 
     def mark(self, tag: str) -> bool:
         """Record that a redelivered entry starts now; False if the tag is no longer held."""
         cid = _consumer_of(tag)
-        return bool(self.conn.run("mark", [self.keys.inflight(cid), self.keys.started(cid)], [tag]))
+        return bool(
+            self.conn.run(
+                "mark", [self.keys.inflight(cid), self.keys.started(cid)], [tag]
+            )
+        )
 
     def retry(self, tag: str, entry: bytes, delay: float, msg_id: str) -> bool:
         k, cid = self.keys, _consumer_of(tag)
         return bool(
             self.conn.run(
                 "retry",
-                [k.inflight(cid), k.ready, k.delayed, k.delayed_data, k.stats, k.started(cid)],
+                [
+                    k.inflight(cid),
+                    k.ready,
+                    k.delayed,
+                    k.delayed_data,
+                    k.stats,
+                    k.started(cid),
+                ],
                 [tag, entry, to_ms(delay), msg_id],
             )
         )
@@ -132,7 +165,9 @@ class Lease:
         k, cid = self.keys, _consumer_of(tag)
         return bool(
             self.conn.run(
-                "bury", [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)], [tag, msg_id, record, cap]
+                "bury",
+                [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)],
+                [tag, msg_id, record, cap],
             )
         )
 
@@ -140,12 +175,24 @@ class Lease:
         """Give back fetched-but-unstarted deliveries, unchanged, to the front of the queue."""
         if not tags:
             return 0
-        return int(self.conn.run("release", [self.keys.inflight(_consumer_of(tags[0])), self.keys.ready], tags))
+        return int(
+            self.conn.run(
+                "release",
+                [self.keys.inflight(_consumer_of(tags[0])), self.keys.ready],
+                tags,
+            )
+        )
 
     def leave(self) -> int:
         """Drop the lease cleanly, giving back anything still held. Only when nothing runs."""
         k, cid = self.keys, self.consumer_id
-        return int(self.conn.run("leave", [k.leases, k.inflight(cid), k.ready, k.consumers, k.started(cid)], [cid]))
+        return int(
+            self.conn.run(
+                "leave",
+                [k.leases, k.inflight(cid), k.ready, k.consumers, k.started(cid)],
+                [cid],
+            )
+        )
 
 
 def _consumer_of(tag: str) -> str:
@@ -164,13 +211,25 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
         n = int(
             conn.run(
                 "recover",
-                [keys.leases, keys.inflight(cid), keys.ready, keys.consumers, keys.stats, keys.started(cid)],
+                [
+                    keys.leases,
+                    keys.inflight(cid),
+                    keys.ready,
+                    keys.consumers,
+                    keys.stats,
+                    keys.started(cid),
+                ],
                 [cid],
             )
         )
         if n >= 0:
             total += n
-            log.warning("queue %s: consumer %s missed its lease; %d deliveries returned to the queue", keys.prefix, cid, n)
+            log.warning(
+                "queue %s: consumer %s missed its lease; %d deliveries returned to the queue",
+                keys.prefix,
+                cid,
+                n,
+            )
     return total
 
 
@@ -188,6 +247,8 @@ def retry_forever(action: Any, stop: threading.Event, what: str) -> Any:
         except BrokerUnavailable as exc:
             if stop.is_set():
                 raise
-            log.warning("%s: Redis unavailable (%s); retrying in %.2fs", what, exc, delay)
+            log.warning(
+                "%s: Redis unavailable (%s); retrying in %.2fs", what, exc, delay
+            )
             stop.wait(delay)
             delay = min(delay * 2, 2.0)

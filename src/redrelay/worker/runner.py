@@ -86,17 +86,29 @@ class Runner:
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
         if not self.consumers and not self.with_subscribers:
-            raise ConfigurationError("nothing to run: no consumers or subscribers are registered on this relay")
-        self._conn = conn = self.relay.new_connection(socket_timeout=max(10.0, self.poll + 5))
+            raise ConfigurationError(
+                "nothing to run: no consumers or subscribers are registered on this relay"
+            )
+        self._conn = conn = self.relay.new_connection(
+            socket_timeout=max(10.0, self.poll + 5)
+        )
         for consumer in self.consumers:
             lease = Lease(conn, consumer.queue.keys, consumer.options)
             retry_forever(lease.join, self._halt, f"queue {consumer.name}: join")
-            retry_forever(consumer.queue._register, self._halt, f"queue {consumer.name}: register")
+            retry_forever(
+                consumer.queue._register, self._halt, f"queue {consumer.name}: register"
+            )
             self._leases[consumer.name] = lease
             for n in range(consumer.options.concurrency):
                 slot = _Slot()
                 self._slots.append((lease, slot))
-                self._spawn(f"redrelay-{consumer.name}-{n}", self._consume, consumer, lease, slot)
+                self._spawn(
+                    f"redrelay-{consumer.name}-{n}",
+                    self._consume,
+                    consumer,
+                    lease,
+                    slot,
+                )
         if self.consumers:
             self._keeper = self._spawn("redrelay-keeper", self._keep)
         if self.with_subscribers:
@@ -126,7 +138,11 @@ class Runner:
                 try:
                     lease.release(tags)
                 except RedrelayError as exc:
-                    log.warning("could not give back %d deliveries (%s); they return after the lease", len(tags), exc)
+                    log.warning(
+                        "could not give back %d deliveries (%s); they return after the lease",
+                        len(tags),
+                        exc,
+                    )
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -139,7 +155,11 @@ class Runner:
                 try:
                     lease.leave()
                 except RedrelayError as exc:
-                    log.warning("queue %s: could not leave cleanly (%s); the lease will expire", name, exc)
+                    log.warning(
+                        "queue %s: could not leave cleanly (%s); the lease will expire",
+                        name,
+                        exc,
+                    )
         else:
             running = sum(t.is_alive() for t in self._threads)
             log.warning(
@@ -174,21 +194,39 @@ class Runner:
                 lease.heartbeat()
             elif isinstance(got, float):
                 # Whole ms, at least 1: Redis reads a timeout that rounds to 0 as "block forever".
-                wait = max(0.001, math.ceil((self.poll if got < 0 else min(self.poll, got)) * 1000) / 1000)
+                wait = max(
+                    0.001,
+                    math.ceil((self.poll if got < 0 else min(self.poll, got)) * 1000)
+                    / 1000,
+                )
                 if got != 0:
-                    lease.conn.call("BLMOVE", lease.keys.ready, lease.keys.ready, "RIGHT", "RIGHT", wait)
+                    lease.conn.call(
+                        "BLMOVE",
+                        lease.keys.ready,
+                        lease.keys.ready,
+                        "RIGHT",
+                        "RIGHT",
+                        wait,
+                    )
             else:
                 return got
         except BrokerUnavailable as exc:
-            log.warning("queue %s: Redis unavailable (%s); retrying", consumer.name, exc)
+            log.warning(
+                "queue %s: Redis unavailable (%s); retrying", consumer.name, exc
+            )
             self._stopping.wait(1.0)
         return None
 
     def _run_batch(
-        self, consumer: Consumer, lease: Lease, slot: _Slot, batch: Batch, loop: asyncio.AbstractEventLoop | None
+        self,
+        consumer: Consumer,
+        lease: Lease,
+        slot: _Slot,
+        batch: Batch,
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         with slot.lock:
-            slot.pending.extend(zip(batch.tags, batch.entries))
+            slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
         acks: list[str] = []
         flushed = time.monotonic()
         while True:
@@ -200,7 +238,9 @@ class Runner:
                     slot.pending.clear()
                     break
                 tag, entry = slot.pending.popleft()
-            outcome = handle_entry(self.relay, consumer, lease, tag, entry, loop, self._halt)
+            outcome = handle_entry(
+                self.relay, consumer, lease, tag, entry, loop, self._halt
+            )
             self._count(outcome)
             if outcome is Outcome.ACKED:
                 acks.append(tag)
@@ -212,7 +252,9 @@ class Runner:
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
         if acks:
-            held = retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}")
+            held = retry_forever(
+                lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}"
+            )
             if held < len(acks):
                 self._count(Outcome.REJECTED, len(acks) - held)
                 log.warning(
@@ -247,7 +289,9 @@ class Runner:
         return sum(len(slot.pending) for _, slot in self._slots)
 
 
-def _select(relay: Relay, queues: Iterable[str] | None, concurrency: int | None) -> list[Consumer]:
+def _select(
+    relay: Relay, queues: Iterable[str] | None, concurrency: int | None
+) -> list[Consumer]:
     if queues is None:
         chosen = list(relay.consumers.values())
     else:
@@ -255,16 +299,23 @@ def _select(relay: Relay, queues: Iterable[str] | None, concurrency: int | None)
         for name in queues:
             if name not in relay.consumers:
                 known = ", ".join(sorted(relay.consumers)) or "none"
-                raise ConfigurationError(f"no consumer is registered for queue {name!r} (registered: {known})")
+                raise ConfigurationError(
+                    f"no consumer is registered for queue {name!r} (registered: {known})"
+                )
             chosen.append(relay.consumers[name])
     if concurrency is not None:
         chosen = [
-            dataclasses.replace(c, options=dataclasses.replace(c.options, concurrency=concurrency)) for c in chosen
+            dataclasses.replace(
+                c, options=dataclasses.replace(c.options, concurrency=concurrency)
+            )
+            for c in chosen
         ]
     return chosen
 
 
-def drain(relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0) -> None:
+def drain(
+    relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0
+) -> None:
     """Run consumers until their queues hold nothing ready, delayed or in flight."""
     runner = Runner(relay, queues=queues, subscribers=False, poll=0.01)
     runner.start()
@@ -274,7 +325,10 @@ def drain(relay: Relay, *, queues: Iterable[str] | None = None, timeout: float =
             if runner.pending() == 0 and all(_empty(c) for c in runner.consumers):
                 return
             if time.monotonic() > deadline:
-                left = {c.name: dataclasses.asdict(c.queue.stats()) for c in runner.consumers}
+                left = {
+                    c.name: dataclasses.asdict(c.queue.stats())
+                    for c in runner.consumers
+                }
                 raise DrainTimeout(f"queues not empty after {timeout}s: {left}")
             time.sleep(0.01)
     finally:

@@ -38,7 +38,9 @@ def server_warnings(conn: Connection) -> list[str]:
         aof_on = conn.config_get("appendonly") == "yes"
         save_on = bool((conn.config_get("save") or "").strip())
     except RedrelayError:
-        return ["cannot read the server's configuration (CONFIG GET refused); check persistence and eviction by hand"]
+        return [
+            "cannot read the server's configuration (CONFIG GET refused); check persistence and eviction by hand"
+        ]
     if policy != "noeviction":
         warnings.append(
             f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis deletes keys, "
@@ -50,7 +52,9 @@ def server_warnings(conn: Connection) -> list[str]:
             "message; set appendonly yes"
         )
     elif not aof_on:
-        warnings.append("Redis persists by snapshots only: a crash loses what came after the last one; set appendonly yes")
+        warnings.append(
+            "Redis persists by snapshots only: a crash loses what came after the last one; set appendonly yes"
+        )
     return warnings
 
 
@@ -77,7 +81,10 @@ class Worker:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            log.warning("second %s: exiting now; running messages return after their lease", signal.Signals(signum).name)
+            log.warning(
+                "second %s: exiting now; running messages return after their lease",
+                signal.Signals(signum).name,
+            )
             os._exit(1)
         log.warning(
             "%s: stopping (finishing running handlers for up to %.0fs; send it again to exit now)",
@@ -88,20 +95,35 @@ class Worker:
 
     def run(self) -> int:
         """Start, wait for SIGTERM/SIGINT, stop gracefully. Returns the exit status."""
-        runner = Runner(self.relay, queues=self.queues, subscribers=self.subscribers, concurrency=self.concurrency)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        runner = Runner(
+            self.relay,
+            queues=self.queues,
+            subscribers=self.subscribers,
+            concurrency=self.concurrency,
+        )
+        previous = {
+            s: signal.signal(s, self._on_signal)
+            for s in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             for line in server_warnings(self.relay.connection):
                 log.warning("%s", line)
             runner.start()
             names = ", ".join(c.name for c in runner.consumers) or "none"
             log.warning(
-                "redrelay worker %d ready: queues [%s], %d subscribers", os.getpid(), names, len(self.relay.subscribers)
+                "redrelay worker %d ready: queues [%s], %d subscribers",
+                os.getpid(),
+                names,
+                len(self.relay.subscribers),
             )
             while not self._signalled.wait(0.5):
                 pass
             clean = runner.stop(self.grace)
-            log.warning("redrelay worker %d stopped%s", os.getpid(), "" if clean else " (grace period exceeded)")
+            log.warning(
+                "redrelay worker %d stopped%s",
+                os.getpid(),
+                "" if clean else " (grace period exceeded)",
+            )
             return 0
         finally:
             for s, handler in previous.items():
@@ -127,7 +149,9 @@ def supervise(argv: Sequence[str], processes: int, grace: float) -> int:
     def spawn() -> subprocess.Popen[bytes]:
         # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which
         # passes it on once; otherwise each child would get it twice and exit at once.
-        return subprocess.Popen([sys.executable, "-m", "redrelay", *argv], start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "redrelay", *argv], start_new_session=True
+        )
 
     children = [spawn() for _ in range(processes)]
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -136,7 +160,11 @@ def supervise(argv: Sequence[str], processes: int, grace: float) -> int:
             for i, child in enumerate(children):
                 code = child.poll()
                 if code is not None and not stopping.is_set():
-                    log.warning("worker process %d exited with %s; starting a new one", child.pid, code)
+                    log.warning(
+                        "worker process %d exited with %s; starting a new one",
+                        child.pid,
+                        code,
+                    )
                     time.sleep(0.2)
                     children[i] = spawn()
             stopping.wait(0.2)

@@ -1,0 +1,127 @@
+"""The entry format, ids, names and backoff: pure logic, no Redis."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redrelay import Backoff, ConfigurationError, DecodeError, InvalidName
+from redrelay.codecs import JsonCodec
+from redrelay.protocol.envelope import (
+    MAGIC,
+    decode_entry,
+    encode_entry,
+    new_id,
+    rewrite_header,
+)
+from redrelay.protocol.keys import QueueKeys, validate_name
+from redrelay.protocol.transitions import to_ms, to_seconds
+
+
+def _entry(body: object, deliveries: int = 0, failures: int = 0) -> bytes:
+    return encode_entry(
+        JsonCodec().dumps({"i": "x1", "b": body, "t": 5}), b"j", deliveries, failures
+    )
+
+
+def test_round_trip() -> None:
+    decoded = decode_entry(_entry({"a": [1, 2]}, 3, 1))
+    assert (decoded.deliveries, decoded.failures) == (3, 1)
+    assert decoded.envelope == {"i": "x1", "b": {"a": [1, 2]}, "t": 5}
+
+
+def test_raw_bodies_are_anything_without_the_magic() -> None:
+    decoded = decode_entry(b"hello")
+    assert decoded.envelope is None and decoded.raw == b"hello"
+
+
+def test_rewrite_header_keeps_payload_and_wraps_raw() -> None:
+    entry = _entry("body", 1, 0)
+    assert (
+        decode_entry(rewrite_header(entry, 4, 2)).envelope
+        == decode_entry(entry).envelope
+    )
+    assert (
+        decode_entry(rewrite_header(entry, 4, 2)).deliveries,
+        decode_entry(rewrite_header(entry, 4, 2)).failures,
+    ) == (
+        4,
+        2,
+    )
+    wrapped = decode_entry(rewrite_header(b"raw|bytes", 1, 1, raw_id="r1"))
+    assert (wrapped.raw, wrapped.raw_id, wrapped.deliveries) == (b"raw|bytes", "r1", 1)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        MAGIC,
+        MAGIC + b"x:0:j{}",
+        MAGIC + b"0:0:z{}",
+        MAGIC + b"0:0:j{not json",
+        MAGIC + b"0:0:j[1]",
+        MAGIC + b"0:0:rnoid",
+    ],
+)
+def test_malformed_entries_raise_decode_error_with_the_bytes(entry: bytes) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_entry(entry)
+    assert info.value.raw == entry
+
+
+@given(st.binary(max_size=200))
+def test_decoder_only_raises_decode_error(data: bytes) -> None:
+    for entry in (data, MAGIC + data):
+        try:
+            decode_entry(entry)
+        except DecodeError:
+            pass
+
+
+def test_ids_are_unique_and_time_sortable() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+
+
+def test_keys_share_one_hash_tag() -> None:
+    keys = QueueKeys.of("ns", "emails")
+    for key in (
+        keys.ready,
+        keys.delayed,
+        keys.leases,
+        keys.dead,
+        keys.inflight("c1"),
+        keys.started("c1"),
+    ):
+        assert key.startswith("ns:{emails}:")
+
+
+@pytest.mark.parametrize("name", ["", "a{b}", "a b", "-x", "é", "a*", "x" * 201, 5])
+def test_invalid_names(name: object) -> None:
+    with pytest.raises(InvalidName):
+        validate_name("queue", name)
+
+
+def test_patterns_allow_globs() -> None:
+    assert validate_name("channel", "news.*", pattern=True) == "news.*"
+
+
+def test_durations() -> None:
+    assert to_seconds(timedelta(milliseconds=1500), "delay") == 1.5
+    assert to_ms(0.0011) == 2  # rounded up: a delay is never shortened
+    with pytest.raises(ConfigurationError, match="delay="):
+        to_seconds(-1, "delay")
+    with pytest.raises(ConfigurationError, match="lease="):
+        to_seconds("5", "lease")  # type: ignore[arg-type]
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    fixed = Backoff(base=1, factor=2, max=5, jitter=False)
+    assert [fixed.delay(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
+    jittered = Backoff(base=1, factor=2, max=5)
+    samples = {jittered.delay(3) for _ in range(100)}
+    assert all(0 <= s <= 4 for s in samples) and len(samples) > 1
