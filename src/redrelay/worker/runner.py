@@ -94,9 +94,12 @@ class Runner:
         )
         for consumer in self.consumers:
             lease = Lease(conn, consumer.queue.keys, consumer.options)
-            retry_forever(lease.join, self._halt, f"queue {consumer.name}: join")
+            # Until Redis answers, or until asked to stop (then BrokerUnavailable is raised).
+            retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
             retry_forever(
-                consumer.queue._register, self._halt, f"queue {consumer.name}: register"
+                consumer.queue._register,
+                self._stopping,
+                f"queue {consumer.name}: register",
             )
             self._leases[consumer.name] = lease
             for n in range(consumer.options.concurrency):
@@ -123,6 +126,10 @@ class Runner:
         if name != "redrelay-keeper":
             self._threads.append(thread)
         return thread
+
+    def request_stop(self) -> None:
+        """Ask every loop to stop fetching (safe from a signal handler); ``stop()`` finishes."""
+        self._stopping.set()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Stop fetching, give back unstarted deliveries at once, let running handlers finish.

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..errors import RedrelayError
+from ..errors import BrokerUnavailable, RedrelayError
 from .runner import Runner
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class Worker:
         self.grace = grace
         self._signalled = threading.Event()
         self._signals = 0
+        self._runner: Runner | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -92,6 +93,8 @@ class Worker:
             self.grace,
         )
         self._signalled.set()
+        if self._runner is not None:
+            self._runner.request_stop()
 
     def run(self) -> int:
         """Start, wait for SIGTERM/SIGINT, stop gracefully. Returns the exit status."""
@@ -101,14 +104,19 @@ class Worker:
             subscribers=self.subscribers,
             concurrency=self.concurrency,
         )
+        self._runner = runner
         previous = {
             s: signal.signal(s, self._on_signal)
             for s in (signal.SIGTERM, signal.SIGINT)
         }
         try:
+            try:
+                runner.start()  # retries until Redis answers, logging each failure
+            except BrokerUnavailable:
+                log.warning("stopped before Redis answered")
+                return 0
             for line in server_warnings(self.relay.connection):
                 log.warning("%s", line)
-            runner.start()
             names = ", ".join(c.name for c in runner.consumers) or "none"
             log.warning(
                 "redrelay worker %d ready: queues [%s], %d subscribers",

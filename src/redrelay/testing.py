@@ -1,0 +1,119 @@
+"""pytest fixtures on a real ``redis-server``: ``relay``, ``make_relay`` and more.
+
+The plugin is registered through the ``pytest11`` entry point, so installing redrelay
+makes these fixtures available in every test suite without a ``conftest.py`` import:
+
+- ``redrelay_server`` (session): a ``redis-server`` on a Unix socket in a temporary
+  directory, AOF off, stopped when the session ends.
+- ``redrelay_url`` (session): its URL.
+- ``make_relay`` (function): ``make_relay(**kwargs) -> Relay`` on that server, each
+  relay in its own ``test-<hex>`` namespace unless ``namespace=`` is given; at teardown
+  the relays are closed and every key under their namespaces is deleted.
+- ``relay`` (function): ``make_relay()``.
+
+Example::
+
+    def test_put(relay):
+        relay.queue("emails").put({"to": "ada@example.com"})
+        assert relay.queue("emails").stats().ready == 1
+
+Importing this module is cheap and has no side effect: redrelay itself is imported
+inside the fixtures, when a test asks for one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._server import RedisServer
+    from .relay import Relay
+
+__all__ = ["make_relay", "redrelay_server", "redrelay_url", "relay"]
+
+
+@pytest.fixture(scope="session")
+def redrelay_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A ``redis-server`` for the whole test session (Unix socket, AOF off)."""
+    from ._server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redrelay-server"), appendonly=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redrelay_url(redrelay_server: RedisServer) -> str:
+    """The URL of the session's ``redis-server``."""
+    return redrelay_server.url
+
+
+@pytest.fixture
+def make_relay(redrelay_url: str) -> Iterator[Callable[..., Relay]]:
+    """A factory of :class:`~redrelay.Relay` objects on the session server.
+
+    ``make_relay(**kwargs)`` passes ``kwargs`` to ``Relay``; ``url`` defaults to the
+    session server and ``namespace`` to a fresh ``test-<hex>``. Pass the same
+    ``namespace=`` twice to get two relays (say, a web process and a worker) that share
+    keys. At teardown every relay is closed and its namespace's keys are deleted.
+    """
+    from .relay import Relay
+
+    relays: list[Relay] = []
+    namespaces: list[str] = []
+
+    def factory(**kwargs: Any) -> Relay:
+        kwargs.setdefault("url", redrelay_url)
+        kwargs.setdefault("namespace", f"test-{secrets.token_hex(6)}")
+        relay = Relay(**kwargs)
+        relays.append(relay)
+        if relay.namespace not in namespaces:
+            namespaces.append(relay.namespace)
+        return relay
+
+    try:
+        yield factory
+    finally:
+        try:
+            for relay in reversed(relays):
+                relay.close()
+        finally:
+            _delete_namespaces(redrelay_url, namespaces)
+
+
+@pytest.fixture
+def relay(make_relay: Callable[..., Relay]) -> Relay:
+    """A :class:`~redrelay.Relay` in its own namespace on the session server."""
+    return make_relay()
+
+
+def _delete_namespaces(url: str, namespaces: list[str]) -> None:
+    """Delete every key under ``<namespace>:`` (SCAN MATCH + UNLINK)."""
+    if not namespaces:
+        return
+    from ._server import RespClient
+
+    with RespClient(url) as client:
+        for namespace in namespaces:
+            pattern = _glob_escape(namespace) + ":*"
+            cursor: bytes = b"0"
+            while True:
+                reply = client.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                assert isinstance(reply, list) and isinstance(reply[0], bytes)
+                cursor, keys = reply[0], reply[1]
+                if isinstance(keys, list) and keys:
+                    client.command("UNLINK", *(k for k in keys if isinstance(k, bytes)))
+                if cursor == b"0":
+                    break
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob characters so a namespace matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
