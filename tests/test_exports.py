@@ -1,0 +1,58 @@
+"""The public surface: one import path, sorted __all__, one exception tree."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import subprocess
+import sys
+
+import redrelay
+from redrelay import errors
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = sorted(name for name in vars(redrelay) if not name.startswith("_"))
+    modules = {name for name, value in vars(redrelay).items() if inspect.ismodule(value)}
+    assert redrelay.__all__ == sorted(redrelay.__all__)
+    assert set(redrelay.__all__) == set(public) - modules
+
+
+def test_every_error_is_a_redrelay_error_and_exported() -> None:
+    classes = [c for c in vars(errors).values() if inspect.isclass(c) and issubclass(c, Exception)]
+    for cls in classes:
+        assert issubclass(cls, redrelay.RedrelayError), cls
+        assert cls.__name__ in redrelay.__all__, cls
+        assert cls.__name__ in (errors.__doc__ or ""), f"{cls.__name__} missing from the drawn tree"
+    builtin_names = {"ConnectionError", "TimeoutError"}
+    assert not builtin_names & {c.__name__ for c in classes}
+
+
+def test_argument_errors_are_also_builtin_errors() -> None:
+    assert issubclass(redrelay.MessageTooLarge, ValueError)
+    assert issubclass(redrelay.InvalidName, ValueError)
+    assert issubclass(redrelay.ConfigurationError, ValueError)
+    assert issubclass(redrelay.EncodeError, TypeError)
+
+
+def test_protocol_never_imports_io() -> None:
+    import redrelay.protocol
+
+    forbidden = ("redis", "socket", "threading", "asyncio", "flask", "django")
+    for info in pkgutil.walk_packages(redrelay.protocol.__path__, "redrelay.protocol."):
+        source = inspect.getsource(importlib.import_module(info.name))
+        for name in forbidden:
+            assert f"import {name}" not in source and f"from {name}" not in source, (info.name, name)
+
+
+def test_importing_does_no_io_and_builds_no_relay() -> None:
+    code = (
+        "import socket, sys\n"
+        "def refuse(*a, **k): raise AssertionError('I/O at import')\n"
+        "socket.socket.connect = refuse\n"
+        "import redrelay, redrelay.testing, redrelay.cli, redrelay.embedded, redrelay.worker.runner\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
