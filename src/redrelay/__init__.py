@@ -6,6 +6,8 @@ handlers; ``relay`` ties them together; ``cli``, ``embedded``, ``testing`` and
 ``contrib/`` sit on top.
 """
 
+from .channel import Channel as Channel
+from .channel import GapReport as GapReport
 from .errors import BrokerError as BrokerError
 from .errors import BrokerFull as BrokerFull
 from .errors import BrokerLoading as BrokerLoading
@@ -39,11 +41,13 @@ __all__ = [
     "BrokerFull",
     "BrokerLoading",
     "BrokerUnavailable",
+    "Channel",
     "ConfigurationError",
     "DeadLetter",
     "DecodeError",
     "DrainTimeout",
     "EncodeError",
+    "GapReport",
     "InvalidName",
     "Message",
     "MessageError",

@@ -17,7 +17,7 @@ from .errors import ConfigurationError, DecodeError
 from .message import Message
 from .protocol.envelope import decode_entry, encode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
-from .protocol.transitions import to_ms, to_seconds
+from .protocol.transitions import check_headers, to_ms, to_seconds
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -95,7 +95,7 @@ class Queue:
             "t": time.time_ns() // 1_000_000,
         }
         if headers:
-            envelope["h"] = _check_headers(headers)
+            envelope["h"] = check_headers(headers)
         codec = self.relay.codec
         entry = encode_entry(codec.dumps(envelope), codec.kind)
         self.relay.check_size(len(entry))
@@ -195,33 +195,36 @@ class Queue:
     # -- inspecting ------------------------------------------------------------------------
 
     def stats(self) -> QueueStats:
-        """Depths, consumers and counters, read in one round trip (plus one per consumer)."""
+        """Depths, consumers and counters, as one consistent snapshot (one ``MULTI``).
+
+        The consumers' in-flight hashes are named by the lease set, so the set is read
+        first and read again inside the transaction; a change in between means a consumer
+        came or went, and the snapshot is taken again.
+        """
         k = self.keys
         conn = self.relay.connection
-        ready, delayed, dead, leases, oldest, counters = conn.pipeline(
-            [
-                ("LLEN", k.ready),
-                ("ZCARD", k.delayed),
-                ("ZCARD", k.dead),
-                ("ZRANGE", k.leases, 0, -1),
-                ("LINDEX", k.ready, -1),
-                ("HGETALL", k.stats),
-            ],
-            transaction=False,
-        )
-        in_flight = 0
-        if leases:
-            in_flight = sum(
-                conn.pipeline(
-                    [("HLEN", k.inflight(c.decode())) for c in leases],
-                    transaction=False,
-                )
+        leases = conn.call("ZRANGE", k.leases, 0, -1)
+        while True:
+            reply = conn.pipeline(
+                [
+                    ("ZRANGE", k.leases, 0, -1),
+                    ("LLEN", k.ready),
+                    ("ZCARD", k.delayed),
+                    ("ZCARD", k.dead),
+                    ("LINDEX", k.ready, -1),
+                    ("HGETALL", k.stats),
+                    *(("HLEN", k.inflight(c.decode())) for c in leases),
+                ]
             )
+            if reply[0] == leases:
+                break
+            leases = reply[0]
+        ready, delayed, dead, oldest, counters = reply[1:6]
         return QueueStats(
             name=self.name,
             ready=ready,
             delayed=delayed,
-            in_flight=in_flight,
+            in_flight=sum(reply[6:]),
             dead=dead,
             consumers=len(leases),
             oldest_age=_age(oldest),
@@ -313,19 +316,6 @@ class Queue:
                 chunk = []
         if chunk:
             yield chunk
-
-
-def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    if not isinstance(headers, Mapping):
-        raise ConfigurationError(
-            f"headers= must be a mapping of str to str, not {type(headers).__name__}"
-        )
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ConfigurationError(
-                f"headers= must map str to str; {key!r}: {value!r} is not"
-            )
-    return dict(headers)
 
 
 def _delay_ms(delay: Duration | None, eta: datetime | None) -> int:

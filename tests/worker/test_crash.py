@@ -167,13 +167,16 @@ def test_handler_that_kills_its_process_is_dead_lettered(
     start_worker(
         "--processes",
         "2",
-        TEST_LEASE="1",
+        TEST_LEASE="2",
         TEST_MAX_DELIVERIES="3",
         TEST_CONCURRENCY="1",
     )
-    wait_for(lambda: q.stats().dead == 1, timeout=60, what="poison dead-lettered")
-    (dead,) = q.dead_letters()
-    assert dead.id == poison
+    wait_for(
+        lambda: poison in {d.id for d in q.dead_letters()},
+        timeout=60,
+        what="poison dead",
+    )
+    (dead,) = [d for d in q.dead_letters() if d.id == poison]
     assert "max_deliveries=3" in dead.reason
     assert dead.attempt == 4
     wait_for(

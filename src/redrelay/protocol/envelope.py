@@ -40,6 +40,7 @@ _MAGIC_LEN = len(MAGIC)
 _RAW_KIND = b"r"[0]
 
 _ID_PREFIX = os.urandom(3).hex()
+_ID_PID = os.getpid()
 _counter = itertools.count()
 _codecs: dict[int, Codec] = {}
 
@@ -47,8 +48,12 @@ _codecs: dict[int, Codec] = {}
 def new_id() -> str:
     """A unique, time-sortable message id: 11 hex digits of ms, 6 of process, 6 of counter.
 
-    Cheaper than uuid4 on the put path, and sorting ids sorts by creation time.
+    Cheaper than uuid4 on the put path, and sorting ids sorts by creation time. A forked
+    child (gunicorn --preload, a forking supervisor) draws a new process part.
     """
+    global _ID_PREFIX, _ID_PID
+    if os.getpid() != _ID_PID:
+        _ID_PREFIX, _ID_PID = os.urandom(3).hex(), os.getpid()
     return (
         f"{time.time_ns() // 1_000_000:011x}{_ID_PREFIX}{next(_counter) & 0xFFFFFF:06x}"
     )

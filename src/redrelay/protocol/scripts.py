@@ -42,7 +42,8 @@ def script(name: str) -> Script:
         raise KeyError(f"no Lua script named {name!r}")
     source = (
         resources.files(__package__)
-        .joinpath("scripts").joinpath(f"{name}.lua")
+        .joinpath("scripts")
+        .joinpath(f"{name}.lua")
         .read_text("utf-8")
     )
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())

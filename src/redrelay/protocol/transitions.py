@@ -6,6 +6,7 @@ import base64
 import random
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,10 +15,25 @@ from ..errors import ConfigurationError
 
 __all__ = [
     "Backoff",
+    "check_headers",
     "dead_record",
     "to_ms",
     "to_seconds",
 ]
+
+
+def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Validate message headers (str to str) and return a plain dict copy."""
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(
+            f"headers= must be a mapping of str to str, not {type(headers).__name__}"
+        )
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ConfigurationError(
+                f"headers= must map str to str; {key!r}: {value!r} is not"
+            )
+    return dict(headers)
 
 
 def to_seconds(
