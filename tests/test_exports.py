@@ -14,17 +14,25 @@ from redrelay import errors
 
 def test_all_is_sorted_and_complete() -> None:
     public = sorted(name for name in vars(redrelay) if not name.startswith("_"))
-    modules = {name for name, value in vars(redrelay).items() if inspect.ismodule(value)}
+    modules = {
+        name for name, value in vars(redrelay).items() if inspect.ismodule(value)
+    }
     assert redrelay.__all__ == sorted(redrelay.__all__)
     assert set(redrelay.__all__) == set(public) - modules
 
 
 def test_every_error_is_a_redrelay_error_and_exported() -> None:
-    classes = [c for c in vars(errors).values() if inspect.isclass(c) and issubclass(c, Exception)]
+    classes = [
+        c
+        for c in vars(errors).values()
+        if inspect.isclass(c) and issubclass(c, Exception)
+    ]
     for cls in classes:
         assert issubclass(cls, redrelay.RedrelayError), cls
         assert cls.__name__ in redrelay.__all__, cls
-        assert cls.__name__ in (errors.__doc__ or ""), f"{cls.__name__} missing from the drawn tree"
+        assert cls.__name__ in (errors.__doc__ or ""), (
+            f"{cls.__name__} missing from the drawn tree"
+        )
     builtin_names = {"ConnectionError", "TimeoutError"}
     assert not builtin_names & {c.__name__ for c in classes}
 
@@ -43,7 +51,10 @@ def test_protocol_never_imports_io() -> None:
     for info in pkgutil.walk_packages(redrelay.protocol.__path__, "redrelay.protocol."):
         source = inspect.getsource(importlib.import_module(info.name))
         for name in forbidden:
-            assert f"import {name}" not in source and f"from {name}" not in source, (info.name, name)
+            assert f"import {name}" not in source and f"from {name}" not in source, (
+                info.name,
+                name,
+            )
 
 
 def test_importing_does_no_io_and_builds_no_relay() -> None:
@@ -54,5 +65,7 @@ def test_importing_does_no_io_and_builds_no_relay() -> None:
         "import redrelay, redrelay.testing, redrelay.cli, redrelay.embedded, redrelay.worker.runner\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "ok"
