@@ -287,3 +287,25 @@ def test_stats_oldest_age_and_consumers(relay: Relay) -> None:
     assert age is not None and 0 <= age < 5
     assert [s.name for s in relay.stats()] == ["q"]
     assert os.environ.get("REDRELAY_URL") is None
+
+
+def test_handler_contexts_wrap_consumers_and_async_handlers_run(relay: Relay) -> None:
+    import contextlib
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def context(message: Message):  # type: ignore[no-untyped-def]
+        events.append(f"enter {message.body}")
+        yield
+        events.append(f"exit {message.body}")
+
+    relay.add_handler_context(context)
+
+    @relay.consumer("q")
+    async def handler(message: Message) -> None:
+        events.append(f"run {message.body}")
+
+    relay.queue("q").put("a")
+    relay.drain()
+    assert events == ["enter a", "run a", "exit a"]

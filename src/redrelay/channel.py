@@ -28,7 +28,6 @@ sequence checks apply.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import queue
@@ -43,7 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, DecodeError, RedrelayError
-from .handlers import Subscriber
+from .handlers import HandlerContext, Subscriber, invoke
 from .io.sync import translate
 from .message import Message
 from .protocol.envelope import decode_entry, encode_entry, new_id
@@ -254,8 +253,14 @@ class Channel:
 class _Worker:
     """One subscriber's thread and its bounded queue of messages."""
 
-    def __init__(self, subscriber: Subscriber, queue_size: int) -> None:
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        queue_size: int,
+        contexts: Sequence[HandlerContext] = (),
+    ) -> None:
         self.subscriber = subscriber
+        self.contexts = contexts
         self.queue_size = queue_size
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.errors = 0
@@ -280,7 +285,7 @@ class _Worker:
         return True
 
     def _run(self) -> None:
-        loop: asyncio.AbstractEventLoop | None = None
+        loop = asyncio.new_event_loop() if self.subscriber.is_async else None
         try:
             while True:
                 item = self.queue.get()
@@ -288,23 +293,15 @@ class _Worker:
                     return
                 if self.abandon:
                     continue
-                loop = self._handle(item, loop)
+                self._handle(item, loop)
         finally:
             if loop is not None:
                 loop.run_until_complete(loop.shutdown_asyncgens())
-                asyncio.set_event_loop(None)
                 loop.close()
 
-    def _handle(
-        self, message: Message, loop: asyncio.AbstractEventLoop | None
-    ) -> asyncio.AbstractEventLoop | None:
+    def _handle(self, message: Message, loop: asyncio.AbstractEventLoop | None) -> None:
         try:
-            result = self.subscriber.handler(message)
-            if inspect.isawaitable(result):
-                if loop is None:
-                    loop = asyncio.new_event_loop()
-                    asyncio.set_event_loop(loop)
-                loop.run_until_complete(result)
+            invoke(self.subscriber.handler, message, self.contexts, loop)
         except Exception:
             self.errors += 1
             log.exception(
@@ -316,7 +313,6 @@ class _Worker:
                 message.id,
             )
         self.handled += 1
-        return loop
 
 
 class _Lost(Exception):
@@ -400,7 +396,9 @@ class Listener:
         self.decode_errors = 0
         #: Messages read from Redis (before dispatch).
         self.received = 0
-        self._workers = [_Worker(s, queue_size) for s in subscribers]
+        self._workers = [
+            _Worker(s, queue_size, relay.handler_contexts) for s in subscribers
+        ]
         self._channels: dict[bytes, list[_Worker]] = {}
         self._patterns: dict[bytes, list[_Worker]] = {}
         for worker in self._workers:

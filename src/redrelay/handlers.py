@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._types import Handler
 from .config import ConsumerOptions
+from .message import Message
 
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["Consumer", "Subscriber"]
+__all__ = ["Consumer", "HandlerContext", "Subscriber", "invoke"]
+
+#: Builds a context manager that a handler runs inside (Flask's app context, Django's
+#: connection hygiene ...). Registered with ``relay.add_handler_context()``.
+HandlerContext = Callable[[Message], AbstractContextManager[Any]]
+
+
+def invoke(
+    handler: Handler,
+    message: Message,
+    contexts: Sequence[HandlerContext],
+    loop: asyncio.AbstractEventLoop | None,
+) -> None:
+    """Run one handler inside the relay's handler contexts; the one place handlers are called.
+
+    A coroutine handler runs to completion on ``loop``: the calling thread's own loop,
+    which runners create once per thread for ``async def`` handlers (a stray awaitable
+    from a plain function gets a throwaway loop). Exceptions propagate to the caller.
+    """
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context(message))
+        result = handler(message)
+        if inspect.isawaitable(result):
+            if loop is None:
+                asyncio.run(_await(result))
+            else:
+                loop.run_until_complete(result)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

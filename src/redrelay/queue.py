@@ -304,9 +304,15 @@ class Queue:
 
     def _id_chunks(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
         if ids is None:
-            # Always read from the start: the previous chunk is gone by the time we read on.
-            while chunk := next(self.iter_dead_ids(), None):
-                yield chunk
+            # Only the letters that are dead now: one that dies again meanwhile gets a later
+            # score, so requeueing everything from a failing queue ends. Always read from
+            # the start: the previous chunk is gone by the time we read on.
+            seconds, micros = self.relay.connection.call("TIME")
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            while raw := self.relay.connection.call(
+                "ZRANGEBYSCORE", self.keys.dead, "-inf", now_ms, "LIMIT", 0, 500
+            ):
+                yield [i.decode() for i in raw]
             return
         chunk = []
         for msg_id in ids:

@@ -12,7 +12,7 @@ from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, resolve_url
 from .errors import ConfigurationError, MessageTooLarge
-from .handlers import Consumer, Subscriber
+from .handlers import Consumer, HandlerContext, Subscriber
 from .io.sync import Connection
 from .protocol.keys import validate_name
 from .protocol.transitions import to_seconds
@@ -108,6 +108,8 @@ class Relay:
         )  # fail now, naming the bad option
         self.consumers: dict[str, Consumer] = {}
         self.subscribers: list[Subscriber] = []
+        #: Context managers every handler runs inside, see add_handler_context().
+        self.handler_contexts: list[HandlerContext] = []
         self.state = RelayState.OPEN
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}
@@ -260,6 +262,14 @@ class Relay:
             return handler
 
         return register
+
+    def add_handler_context(self, context: HandlerContext) -> None:
+        """Run every consumer and subscriber handler inside ``context(message)``.
+
+        For framework glue: Flask pushes an app context, Django cleans up database
+        connections. Contexts are entered in the order they were added.
+        """
+        self.handler_contexts.append(context)
 
     # -- running ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class WorkerProcess:
             }
         )
         full_env.update(env)
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -60,7 +62,8 @@ class WorkerProcess:
             ],
             cwd=ROOT,
             env=full_env,
-            stdout=subprocess.PIPE,
+            # a file, not a pipe: a pipe nobody reads would block a chatty worker
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
@@ -80,17 +83,22 @@ class WorkerProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> str:
+        """Everything the worker printed (stops it first if it still runs)."""
         if self.proc.poll() is None:
             self.kill()
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read().decode(errors="replace")
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def close(self) -> None:
+        """SIGTERM (a supervisor passes it on to its children), then SIGKILL."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
 
 
 def runs(url: str, namespace: str) -> list[tuple[str, int, str, int]]:

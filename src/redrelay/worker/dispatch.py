@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..errors import DecodeError, Reject, Retry
+from ..handlers import invoke
 from ..message import Message
 from ..protocol.envelope import Decoded, decode_entry, rewrite_header
 from ..protocol.transitions import dead_record
@@ -112,10 +113,7 @@ def handle_entry(
             Outcome.REJECTED
         )  # the lease was taken over: the entry is already back in the queue
     try:
-        if loop is not None:
-            loop.run_until_complete(consumer.handler(message))
-        else:
-            consumer.handler(message)
+        invoke(consumer.handler, message, relay.handler_contexts, loop)
     except Reject as exc:
         return _bury(
             relay,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -187,9 +186,17 @@ class Runner:
         loop = asyncio.new_event_loop() if consumer.is_async else None
         try:
             while not self._stopping.is_set():
-                got = self._fetch(consumer, lease)
-                if isinstance(got, Batch):
-                    self._run_batch(consumer, lease, slot, got, loop)
+                try:
+                    got = self._fetch(consumer, lease)
+                    if isinstance(got, Batch):
+                        self._run_batch(consumer, lease, slot, got, loop)
+                except Exception:
+                    # A consumer thread must not die: what it holds stays safe under the
+                    # lease, and the next fetch goes on. This is a bug if it happens.
+                    log.exception(
+                        "queue %s: unexpected error in the consumer loop", consumer.name
+                    )
+                    self._stopping.wait(1.0)
         finally:
             if loop is not None:
                 loop.close()
@@ -200,11 +207,10 @@ class Runner:
             if got is None:
                 lease.heartbeat()
             elif isinstance(got, float):
-                # Whole ms, at least 1: Redis reads a timeout that rounds to 0 as "block forever".
+                # At least 10 ms: Redis 6.2 reads a timeout of "0.001" as 0, "block forever"
+                # (and checks blocked clients' timeouts only every 100 ms anyway).
                 wait = max(
-                    0.001,
-                    math.ceil((self.poll if got < 0 else min(self.poll, got)) * 1000)
-                    / 1000,
+                    0.01, round(self.poll if got < 0 else min(self.poll, got), 3)
                 )
                 if got != 0:
                     lease.conn.call(

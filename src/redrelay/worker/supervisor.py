@@ -37,6 +37,8 @@ def server_warnings(conn: Connection) -> list[str]:
         policy = conn.config_get("maxmemory-policy") or "unknown"
         aof_on = conn.config_get("appendonly") == "yes"
         save_on = bool((conn.config_get("save") or "").strip())
+    except BrokerUnavailable as exc:
+        return [f"cannot check the server's settings: {exc}"]
     except RedrelayError:
         return [
             "cannot read the server's configuration (CONFIG GET refused); check persistence and eviction by hand"
@@ -59,7 +61,10 @@ def server_warnings(conn: Connection) -> list[str]:
 
 
 class Worker:
-    """Runs a relay's consumers and subscribers in this process until signalled."""
+    """Runs a relay's consumers and subscribers in this process until signalled.
+
+    :param parent_pid: stop gracefully when this process (a supervisor) is gone.
+    """
 
     def __init__(
         self,
@@ -69,8 +74,10 @@ class Worker:
         concurrency: int | None = None,
         subscribers: bool = True,
         grace: float = 30.0,
+        parent_pid: int | None = None,
     ) -> None:
         self.relay = relay
+        self.parent_pid = parent_pid
         self.queues = list(queues) if queues is not None else None
         self.concurrency = concurrency
         self.subscribers = subscribers
@@ -125,7 +132,11 @@ class Worker:
                 len(self.relay.subscribers),
             )
             while not self._signalled.wait(0.5):
-                pass
+                if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                    # Children run in sessions of their own (see supervise()), so nothing
+                    # else stops them when their supervisor is SIGKILLed.
+                    log.warning("supervisor %d is gone; stopping", self.parent_pid)
+                    break
             clean = runner.stop(self.grace)
             log.warning(
                 "redrelay worker %d stopped%s",

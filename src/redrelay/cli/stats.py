@@ -1,0 +1,144 @@
+"""``redrelay stats``: depths, consumers, age and counters of each queue."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import click
+import orjson
+
+from ..queue import QueueStats
+from ..relay import Relay
+from ._base import (
+    cli,
+    connection_options,
+    format_age,
+    open_relay,
+    queue_names,
+    require_queue,
+    table,
+)
+
+__all__ = ["stats"]
+
+#: Lifetime counters shown in the table (``--json`` shows every counter).
+COUNTERS = ("acked", "retried", "dead", "recovered", "rejected")
+
+
+@cli.command()
+@click.argument("queues", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option(
+    "-w",
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Print again every SECONDS, with rates, until Ctrl-C.",
+)
+@connection_options()
+@click.pass_context
+def stats(
+    ctx: click.Context, queues: tuple[str, ...], as_json: bool, watch: float | None
+) -> None:
+    """Show the depths and counters of queues (all, or QUEUES).
+
+    \b
+    ready      waiting to be fetched
+    delayed    waiting for their time (delay=, eta=, retry backoff)
+    in flight  fetched by a consumer, not yet acked
+    dead       dead letters (see `redrelay dead list`)
+    consumers  worker processes holding a lease on the queue
+    oldest     age of the oldest ready message
+    Counters since the queue was created: acked, retried, dead (dead-lettered),
+    recovered (taken back from a consumer whose lease expired), rejected (stale
+    acks from a consumer that lost its lease). With --watch, acked/s and dead/s
+    are the rates since the previous print.
+    """
+    relay = open_relay(ctx)
+    names = [require_queue(relay, q).name for q in queues] or queue_names(relay)
+    if watch is not None:
+        _watch(relay, list(queues), watch, as_json)
+        return
+    snapshots = relay.stats(names)
+    if as_json:
+        payload = [dataclasses.asdict(s) for s in snapshots]
+        click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not snapshots:
+        click.echo(
+            f"no queues in namespace {relay.namespace!r} yet "
+            "(a queue appears once something is put on it or a worker consumes it)"
+        )
+        return
+    click.echo(render(snapshots))
+
+
+def _watch(relay: Relay, queues: list[str], interval: float, as_json: bool) -> None:
+    previous: dict[str, QueueStats] = {}
+    last = time.monotonic()
+    try:
+        while True:
+            # Queues that appear while watching are picked up when none were named.
+            snapshots = relay.stats(queues or queue_names(relay))
+            now = time.monotonic()
+            rates = {
+                s.name: _rates(previous[s.name], s, now - last)
+                for s in snapshots
+                if s.name in previous
+            }
+            stamp = time.strftime("%H:%M:%S")
+            if as_json:
+                payload = {
+                    "time": stamp,
+                    "queues": [dataclasses.asdict(s) for s in snapshots],
+                    "rates": rates,
+                }
+                click.echo(orjson.dumps(payload).decode())
+            else:
+                click.echo(f"-- {stamp}")
+                click.echo(render(snapshots, rates) if snapshots else "no queues yet")
+                click.echo("")
+            previous, last = {s.name: s for s in snapshots}, now
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def _rates(before: QueueStats, after: QueueStats, seconds: float) -> dict[str, float]:
+    seconds = max(seconds, 1e-6)
+    return {
+        name: max(0, after.counters.get(name, 0) - before.counters.get(name, 0))
+        / seconds
+        for name in ("acked", "dead")
+    }
+
+
+def render(
+    snapshots: list[QueueStats], rates: dict[str, dict[str, float]] | None = None
+) -> str:
+    """The two tables of ``redrelay stats``: depths (and rates), then lifetime counters."""
+    headers = ["queue", "ready", "delayed", "in flight", "dead", "consumers", "oldest"]
+    rows: list[list[object]] = [
+        [
+            s.name,
+            s.ready,
+            s.delayed,
+            s.in_flight,
+            s.dead,
+            s.consumers,
+            format_age(s.oldest_age),
+        ]
+        for s in snapshots
+    ]
+    if rates is not None:
+        headers += ["acked/s", "dead/s"]
+        for s, cells in zip(snapshots, rows, strict=True):
+            r = rates.get(s.name)
+            cells += [r["acked"], r["dead"]] if r else [None, None]
+    depths = table(headers, rows)
+    counters = table(
+        ["counters", *COUNTERS],
+        [[s.name, *(s.counters.get(c, 0) for c in COUNTERS)] for s in snapshots],
+    )
+    return f"{depths}\n\n{counters}"

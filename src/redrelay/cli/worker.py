@@ -1,0 +1,89 @@
+"""``redrelay worker``: run a relay's consumers and subscribers."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ._base import cli, connection_options, load_relay
+
+__all__ = ["worker"]
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable)."
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    help="Handler threads per queue.",
+)
+@click.option(
+    "-p", "--processes", type=click.IntRange(1, 256), default=1, show_default=True
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds running handlers get on stop.",
+)
+@click.option("--no-subscribers", is_flag=True, help="Do not run channel subscribers.")
+@click.option(
+    "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
+)
+@connection_options(namespace=False)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    target: str,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    processes: int,
+    grace: float,
+    no_subscribers: bool,
+    parent_pid: int | None,
+) -> None:
+    """Run the consumers and subscribers of TARGET (module:relay).
+
+    TARGET names a Relay, or a function returning one (e.g. myapp.tasks:relay).
+    The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
+    --grace and exits 0; a second one exits at once (messages stay safe).
+    """
+    from ..worker.supervisor import Worker, supervise
+
+    relay = load_relay(target, ctx.obj["url"])
+    if processes > 1:
+        argv = [*_without_processes(sys.argv[1:]), "--parent-pid", str(os.getpid())]
+        ctx.exit(supervise(argv, processes, grace))
+    w = Worker(
+        relay,
+        queues=queues or None,
+        concurrency=concurrency,
+        subscribers=not no_subscribers,
+        grace=grace,
+        parent_pid=parent_pid,
+    )
+    ctx.exit(w.run())
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("-p", "--processes"):
+            skip = True
+            continue
+        # "-p2" too: a child that kept it would start a supervisor of its own.
+        if arg.startswith("--processes=") or (arg[:2] == "-p" and arg[2:].isdigit()):
+            continue
+        out.append(arg)
+    return out
