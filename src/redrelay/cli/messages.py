@@ -133,7 +133,7 @@ def tail(
 
     Lost messages (pub/sub is at-most-once) are reported as warnings on stderr.
     """
-    from ..channel import Listener
+    from ..listener import Listener
 
     relay = open_relay(ctx)
     done = threading.Event()

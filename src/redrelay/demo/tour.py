@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..channel import Listener
+from ..listener import Listener
 from ..errors import RedrelayError
 from ..io.sync import redact
 from ..message import Message

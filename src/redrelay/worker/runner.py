@@ -23,7 +23,7 @@ from .dispatch import Outcome, handle_entry
 from .leases import Batch, Lease, recover_expired, retry_forever
 
 if TYPE_CHECKING:
-    from ..channel import Listener
+    from ..listener import Listener
     from ..io.sync import Connection
     from ..relay import Relay
 
@@ -114,7 +114,7 @@ class Runner:
         if self.consumers:
             self._keeper = self._spawn("redrelay-keeper", self._keep)
         if self.with_subscribers:
-            from ..channel import Listener
+            from ..listener import Listener
 
             self._listener = Listener(self.relay, self.relay.subscribers)
             self._listener.start()
