@@ -17,9 +17,9 @@ from typing import IO, Any
 
 import orjson
 
-from ..listener import Listener
 from ..errors import RedrelayError
 from ..io.sync import redact
+from ..listener import Listener
 from ..message import Message
 from ..protocol.keys import QueueKeys
 from ..relay import Relay

@@ -23,8 +23,8 @@ from .dispatch import Outcome, handle_entry
 from .leases import Batch, Lease, recover_expired, retry_forever
 
 if TYPE_CHECKING:
-    from ..listener import Listener
     from ..io.sync import Connection
+    from ..listener import Listener
     from ..relay import Relay
 
 __all__ = ["Runner", "drain"]
