@@ -36,15 +36,24 @@ def invoke(
     which runners create once per thread for ``async def`` handlers (a stray awaitable
     from a plain function gets a throwaway loop). Exceptions propagate to the caller.
     """
+    if not contexts:  # the hot path: no ExitStack per message
+        _call(handler, message, loop)
+        return
     with contextlib.ExitStack() as stack:
         for context in contexts:
             stack.enter_context(context(message))
-        result = handler(message)
-        if inspect.isawaitable(result):
-            if loop is None:
-                asyncio.run(_await(result))
-            else:
-                loop.run_until_complete(result)
+        _call(handler, message, loop)
+
+
+def _call(
+    handler: Handler, message: Message, loop: asyncio.AbstractEventLoop | None
+) -> None:
+    result = handler(message)
+    if result is not None and inspect.isawaitable(result):
+        if loop is None:
+            asyncio.run(_await(result))
+        else:
+            loop.run_until_complete(result)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

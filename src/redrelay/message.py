@@ -38,3 +38,56 @@ class Message:
     raw: bool = False
     #: The lease token of this delivery (``<consumer id>:<n>``); acks carry it.
     delivery_tag: str | None = None
+
+
+def _setter(name: str) -> Any:
+    return getattr(Message, name).__set__
+
+
+_new = object.__new__
+_set_id, _set_body, _set_headers = _setter("id"), _setter("body"), _setter("headers")
+_set_queue, _set_channel, _set_attempt = (
+    _setter("queue"),
+    _setter("channel"),
+    _setter("attempt"),
+)
+_set_failures, _set_enqueued_at = _setter("failures"), _setter("enqueued_at")
+_set_available_at, _set_raw, _set_tag = (
+    _setter("available_at"),
+    _setter("raw"),
+    _setter("delivery_tag"),
+)
+
+
+def make_message(
+    id: str,
+    body: Any,
+    headers: dict[str, str],
+    queue: str | None,
+    channel: str | None,
+    attempt: int,
+    failures: int,
+    enqueued_at: float,
+    available_at: float | None,
+    raw: bool,
+    delivery_tag: str | None,
+) -> Message:
+    """Build a Message about 6x faster than its frozen dataclass ``__init__``. Internal.
+
+    The worker builds one per delivery, and the generated init of a frozen, slotted,
+    kw-only dataclass costs about 3 us: alone, that would cap a consumer thread near
+    300k msg/s. Setting the slots through their descriptors skips the frozen check.
+    """
+    message = _new(Message)
+    _set_id(message, id)
+    _set_body(message, body)
+    _set_headers(message, headers)
+    _set_queue(message, queue)
+    _set_channel(message, channel)
+    _set_attempt(message, attempt)
+    _set_failures(message, failures)
+    _set_enqueued_at(message, enqueued_at)
+    _set_available_at(message, available_at)
+    _set_raw(message, raw)
+    _set_tag(message, delivery_tag)
+    return message

@@ -125,3 +125,13 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     jittered = Backoff(base=1, factor=2, max=5)
     samples = {jittered.delay(3) for _ in range(100)}
     assert all(0 <= s <= 4 for s in samples) and len(samples) > 1
+
+
+def test_fast_message_constructor_matches_the_dataclass() -> None:
+    import dataclasses
+
+    from redrelay import Message
+    from redrelay.message import make_message
+
+    values = {f.name: f"v-{f.name}" for f in dataclasses.fields(Message)}
+    assert make_message(**values) == Message(**values)

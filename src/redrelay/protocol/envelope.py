@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..codecs import Codec, JsonCodec, MsgpackCodec
 from ..errors import DecodeError
 
@@ -38,6 +40,8 @@ __all__ = [
 MAGIC = b"\x1frr1:"
 _MAGIC_LEN = len(MAGIC)
 _RAW_KIND = b"r"[0]
+_JSON_KIND = b"j"[0]
+_json_loads = orjson.loads
 
 _ID_PREFIX = os.urandom(3).hex()
 _ID_PID = os.getpid()
@@ -76,7 +80,7 @@ def rewrite_header(
     return b"%s%d:%d:%s" % (MAGIC, deliveries, failures, entry[second + 1 :])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per delivery, and frozen init is slower
 class Decoded:
     """An entry taken apart: counters, and either an envelope dict or a raw body."""
 
@@ -104,15 +108,21 @@ def decode_entry(entry: bytes) -> Decoded:
     """Decode one entry; raise :class:`DecodeError` (and only that) if it is malformed."""
     if not entry.startswith(MAGIC):
         return Decoded(0, 0, None, entry, None)
+    # One split in C instead of two index() calls: this runs once per delivery.
+    parts = entry.split(b":", 3)
     try:
-        first = entry.index(b":", _MAGIC_LEN)
-        second = entry.index(b":", first + 1)
-        deliveries = int(entry[_MAGIC_LEN:first])
-        failures = int(entry[first + 1 : second])
-        kind = entry[second + 1]
+        deliveries = int(parts[1])
+        failures = int(parts[2])
+        kind = parts[3][0]
     except (ValueError, IndexError):
         raise DecodeError(entry, "bad envelope header") from None
-    payload = entry[second + 2 :]
+    payload = parts[3][1:]
+    if kind == _JSON_KIND:
+        try:
+            envelope = _json_loads(payload)
+        except Exception as exc:
+            raise DecodeError(entry, f"json payload does not decode: {exc}") from None
+        return _checked(entry, deliveries, failures, envelope)
     if kind == _RAW_KIND:
         bar = payload.find(b"|")
         if bar < 0:
@@ -136,9 +146,13 @@ def decode_entry(entry: bytes) -> Decoded:
         raise DecodeError(
             entry, f"{codec.name} payload does not decode: {exc}"
         ) from None
+    return _checked(entry, deliveries, failures, envelope)
+
+
+def _checked(entry: bytes, deliveries: int, failures: int, envelope: Any) -> Decoded:
     if (
-        not isinstance(envelope, dict)
-        or not isinstance(envelope.get("i"), str)
+        type(envelope) is not dict
+        or type(envelope.get("i")) is not str
         or "b" not in envelope
     ):
         raise DecodeError(entry, "envelope is not a mapping with an id and a body")

@@ -12,7 +12,7 @@ import orjson
 
 from ..errors import DecodeError, Reject, Retry
 from ..handlers import invoke
-from ..message import Message
+from ..message import Message, make_message
 from ..protocol.envelope import Decoded, decode_entry, rewrite_header
 from ..protocol.transitions import dead_record
 from .leases import Lease, retry_forever
@@ -37,29 +37,18 @@ class Outcome(enum.Enum):
 
 
 def to_message(queue: str, tag: str, decoded: Decoded) -> Message:
-    """Build the handler's Message from a decoded entry."""
+    """Build the handler's Message from a decoded entry (the fast constructor: hot path)."""
     attempt = decoded.deliveries + 1
     env = decoded.envelope
     if env is None:
-        return Message(
-            id=decoded.raw_id or tag,
-            body=decoded.raw,
-            queue=queue,
-            attempt=attempt,
-            failures=decoded.failures,
-            raw=True,
-            delivery_tag=tag,
-        )
-    return Message(
-        id=env["i"],
-        body=env["b"],
-        headers=env.get("h") or {},
-        queue=queue,
-        attempt=attempt,
-        failures=decoded.failures,
-        enqueued_at=env.get("t", 0) / 1000,
-        delivery_tag=tag,
-    )
+        return make_message(
+            decoded.raw_id or tag, decoded.raw, {}, queue, None, attempt,
+            decoded.failures, 0.0, None, True, tag,
+        )  # fmt: skip
+    return make_message(
+        env["i"], env["b"], env.get("h") or {}, queue, None, attempt,
+        decoded.failures, env.get("t", 0) / 1000, None, False, tag,
+    )  # fmt: skip
 
 
 def handle_entry(

@@ -241,6 +241,7 @@ class Runner:
         with slot.lock:
             slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
         acks: list[str] = []
+        counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         flushed = time.monotonic()
         while True:
             with slot.lock:
@@ -254,7 +255,7 @@ class Runner:
             outcome = handle_entry(
                 self.relay, consumer, lease, tag, entry, loop, self._halt
             )
-            self._count(outcome)
+            counts[outcome] += 1
             if outcome is Outcome.ACKED:
                 acks.append(tag)
                 now = time.monotonic()
@@ -262,6 +263,9 @@ class Runner:
                     self._flush(lease, acks)
                     acks, flushed = [], now
         self._flush(lease, acks)
+        with self._outcome_lock:
+            for outcome, n in counts.items():
+                self.outcomes[outcome] += n
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
         if acks:
