@@ -34,12 +34,12 @@ def test_stale_consumer_ack_is_rejected_and_counted(relay: Relay) -> None:
     q = relay.queue("q")
     q.put_many(["a", "b"])
     stale = _lease(relay)
-    batch = stale.fetch(10)
+    _, batch = stale.fetch(10)
     assert isinstance(batch, Batch) and len(batch.tags) == 2
     _expire(relay, stale)
     assert recover_expired(relay.connection, q.keys) == 2
     rescuer = _lease(relay)
-    taken = rescuer.fetch(10)
+    _, taken = rescuer.fetch(10)
     assert isinstance(taken, Batch)
     assert [decode_entry(e).deliveries for e in taken.entries] == [
         1,
@@ -50,8 +50,12 @@ def test_stale_consumer_ack_is_rejected_and_counted(relay: Relay) -> None:
     assert stale.retry(batch.tags[0], batch.entries[0], 0, "id") is False
     assert stale.bury(batch.tags[1], "id", b"{}", 0) is False
     assert q.stats().counters["rejected"] == 4
+    # acks that ride on a fetch are checked the same way
+    assert stale.fetch(10, batch.tags) == (0, None)
+    assert q.stats().counters["rejected"] == 6
     # ... and nothing it did touched the rescuer's deliveries
-    assert rescuer.ack(taken.tags) == 2
+    held, nothing = rescuer.fetch(10, taken.tags)
+    assert (held, nothing) == (2, -1.0)
     stats = q.stats()
     assert (stats.ready, stats.in_flight, stats.dead) == (0, 0, 0)
 
@@ -61,7 +65,7 @@ def test_lost_lease_is_noticed_and_rejoined_under_a_new_id(relay: Relay) -> None
     old = lease.consumer_id
     _expire(relay, lease)
     recover_expired(relay.connection, lease.keys)
-    assert lease.fetch(1) is None  # no live lease: refuse to fetch
+    assert lease.fetch(1) == (0, None)  # no live lease: refuse to fetch
     assert lease.heartbeat() is False
     assert lease.consumer_id != old and lease.lost == 1
     assert lease.heartbeat() is True
@@ -70,7 +74,7 @@ def test_lost_lease_is_noticed_and_rejoined_under_a_new_id(relay: Relay) -> None
 def test_live_lease_is_not_recovered(relay: Relay) -> None:
     relay.queue("q").put("a")
     lease = _lease(relay, lease=30)
-    assert isinstance(lease.fetch(1), Batch)
+    assert isinstance(lease.fetch(1)[1], Batch)
     assert recover_expired(relay.connection, lease.keys) == 0
     assert relay.queue("q").stats().in_flight == 1
 
@@ -82,7 +86,7 @@ def test_unstarted_entries_are_counted_once_per_crash_started_ones_every_time(
     q.put_many(["poison", "bystander"])
     for _crash in range(3):
         lease = _lease(relay)
-        batch = lease.fetch(10)
+        _, batch = lease.fetch(10)
         assert isinstance(batch, Batch)
         entries = {
             _body(e): (t, e) for t, e in zip(batch.tags, batch.entries, strict=True)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -102,9 +103,14 @@ class Lease:
             self.join()
         return False
 
-    def fetch(self, count: int) -> Batch | float | None:
-        """Take up to ``count`` entries. Returns a Batch, or the seconds until the next delayed
-        message is due (``-1``: none) when the queue is empty, or None if the lease was lost."""
+    def fetch(
+        self, count: int, acks: Sequence[str] = ()
+    ) -> tuple[int, Batch | float | None]:
+        """Ack ``acks``, then take up to ``count`` entries, in one round trip.
+
+        Returns how many acks were still held, and a Batch, or the seconds until the next
+        delayed message is due (``-1``: none) when the queue is empty, or None if the lease
+        was lost."""
         with self._lock:
             first = self._seq
             self._seq += count
@@ -112,15 +118,25 @@ class Lease:
         k = self.keys
         result = self.conn.run(
             "fetch",
-            [k.ready, k.leases, k.inflight(cid), k.delayed, k.delayed_data],
-            [cid, count, first, PROMOTE_LIMIT],
+            [
+                k.ready,
+                k.leases,
+                k.inflight(cid),
+                k.delayed,
+                k.delayed_data,
+                k.stats,
+                k.started(cid),
+            ],
+            [cid, count, first, PROMOTE_LIMIT, *acks],
         )
-        if result == -1:
-            return None
-        if result and isinstance(result[0], int):
-            return result[0] / 1000 if result[0] >= 0 else -1.0
-        tags = [f"{cid}:{first + i}" for i in range(len(result))]
-        return Batch(generation, tags, result)
+        held, status = result[0], result[1]
+        if status == -1:
+            return held, None
+        if status == 0:
+            return held, (result[2] / 1000 if result[2] >= 0 else -1.0)
+        entries = result[2:]
+        tags = [f"{cid}:{first + i}" for i in range(len(entries))]
+        return held, Batch(generation, tags, entries)
 
     def ack(self, tags: list[str]) -> int:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""

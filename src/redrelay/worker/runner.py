@@ -184,12 +184,17 @@ class Runner:
 
     def _consume(self, consumer: Consumer, lease: Lease, slot: _Slot) -> None:
         loop = asyncio.new_event_loop() if consumer.is_async else None
+        acks: list[str] = []  # sent with the next fetch
         try:
             while not self._stopping.is_set():
                 try:
-                    got = self._fetch(consumer, lease)
+                    try:
+                        got = self._fetch(consumer, lease, acks)
+                    except BrokerUnavailable:
+                        continue  # logged; the acks go with the next fetch
+                    acks.clear()
                     if isinstance(got, Batch):
-                        self._run_batch(consumer, lease, slot, got, loop)
+                        self._run_batch(consumer, lease, slot, got, loop, acks)
                 except Exception:
                     # A consumer thread must not die: what it holds stays safe under the
                     # lease, and the next fetch goes on. This is a bug if it happens.
@@ -197,13 +202,17 @@ class Runner:
                         "queue %s: unexpected error in the consumer loop", consumer.name
                     )
                     self._stopping.wait(1.0)
+            self._flush(lease, acks)
         finally:
             if loop is not None:
                 loop.close()
 
-    def _fetch(self, consumer: Consumer, lease: Lease) -> Batch | None:
+    def _fetch(self, consumer: Consumer, lease: Lease, acks: list[str]) -> Batch | None:
+        """Send ``acks`` and fetch; wait when the queue is empty. Raises BrokerUnavailable
+        (after a pause) when Redis is away, so that the caller keeps the acks for later."""
         try:
-            got = lease.fetch(consumer.options.prefetch)
+            held, got = lease.fetch(consumer.options.prefetch, acks)
+            self._note_rejected(lease, len(acks) - held)
             if got is None:
                 lease.heartbeat()
             elif isinstance(got, float):
@@ -228,6 +237,7 @@ class Runner:
                 "queue %s: Redis unavailable (%s); retrying", consumer.name, exc
             )
             self._stopping.wait(1.0)
+            raise
         return None
 
     def _run_batch(
@@ -237,10 +247,12 @@ class Runner:
         slot: _Slot,
         batch: Batch,
         loop: asyncio.AbstractEventLoop | None,
+        acks: list[str],
     ) -> None:
+        """Handle a batch; collect the acks in ``acks`` (they go with the next fetch, or
+        sooner when handlers are slow, so a long batch does not sit on finished work)."""
         with slot.lock:
             slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
-        acks: list[str] = []
         counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         flushed = time.monotonic()
         while True:
@@ -261,8 +273,8 @@ class Runner:
                 now = time.monotonic()
                 if len(acks) >= ACK_BATCH or now - flushed > ACK_INTERVAL:
                     self._flush(lease, acks)
-                    acks, flushed = [], now
-        self._flush(lease, acks)
+                    acks.clear()
+                    flushed = now
         with self._outcome_lock:
             for outcome, n in counts.items():
                 self.outcomes[outcome] += n
@@ -272,14 +284,17 @@ class Runner:
             held = retry_forever(
                 lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}"
             )
-            if held < len(acks):
-                self._count(Outcome.REJECTED, len(acks) - held)
-                log.warning(
-                    "%s: %d acks rejected: this consumer's lease was taken over, so another consumer "
-                    "owns those deliveries now",
-                    lease.keys.prefix,
-                    len(acks) - held,
-                )
+            self._note_rejected(lease, len(acks) - held)
+
+    def _note_rejected(self, lease: Lease, rejected: int) -> None:
+        if rejected > 0:
+            self._count(Outcome.REJECTED, rejected)
+            log.warning(
+                "%s: %d acks rejected: this consumer's lease was taken over, so another consumer "
+                "owns those deliveries now",
+                lease.keys.prefix,
+                rejected,
+            )
 
     def _count(self, outcome: Outcome, n: int = 1) -> None:
         with self._outcome_lock:

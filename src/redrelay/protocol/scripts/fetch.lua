@@ -1,22 +1,39 @@
--- fetch: promote due delayed messages, then move up to ARGV[2] entries from ready into this
--- consumer's in-flight hash, in one atomic step.
+-- fetch: ack the previous batch, promote due delayed messages, then move up to ARGV[2]
+-- entries from ready into this consumer's in-flight hash, in one atomic step (acks ride
+-- along so that a batch costs one round trip, not two).
 --
 -- KEYS[1] ready         list    (consumers take from the right: FIFO)
 -- KEYS[2] leases        zset    consumer id -> lease expiry (server ms)
 -- KEYS[3] inflight      hash    delivery tag -> entry, for this consumer
 -- KEYS[4] delayed       zset    message id -> due (server ms)
 -- KEYS[5] delayed_data  hash    message id -> entry
+-- KEYS[6] stats         hash    counters
+-- KEYS[7] started       hash    this consumer's marked tags (see mark.lua)
 -- ARGV[1] consumer id; ARGV[2] max entries; ARGV[3] sequence number of the first tag;
--- ARGV[4] max delayed entries to promote
+-- ARGV[4] max delayed entries to promote; ARGV[5...] delivery tags to ack first
 --
--- Returns -1 if the consumer holds no live lease (it must re-register under a new id), a
--- table of entries (delivery tags are "<consumer>:<ARGV[3] + i - 1>"), or, when ready is
--- empty, a table with one integer: ms until the next delayed message is due (-1: none).
+-- Returns {acks held, status, ...}. "acks held" counts the ARGV[5...] tags this consumer
+-- still held (the others were taken over: rejected and counted, as in ack.lua). Status 1:
+-- the entries follow (delivery tags are "<consumer>:<ARGV[3] + i - 1>"); status 0: ready
+-- is empty, and the third element is the ms until the next delayed message is due (-1:
+-- none); status -1: the consumer holds no live lease (it must register again).
+local held = 0
+if #ARGV > 4 then
+  local tags = {unpack(ARGV, 5)}
+  held = redis.call('HDEL', KEYS[3], unpack(tags))
+  redis.call('HDEL', KEYS[7], unpack(tags))
+  if held > 0 then
+    redis.call('HINCRBY', KEYS[6], 'acked', held)
+  end
+  if held < #tags then
+    redis.call('HINCRBY', KEYS[6], 'rejected', #tags - held)
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expiry = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if (not expiry) or tonumber(expiry) < now then
-  return -1
+  return {held, -1}
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 if #due > 0 then
@@ -33,9 +50,9 @@ local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
 if not items then
   local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   if #nxt == 0 then
-    return {-1}
+    return {held, 0, -1}
   end
-  return {math.max(0, tonumber(nxt[2]) - now)}
+  return {held, 0, math.max(0, tonumber(nxt[2]) - now)}
 end
 local args = {}
 local first = tonumber(ARGV[3])
@@ -44,4 +61,6 @@ for i = 1, #items do
   args[#args + 1] = items[i]
 end
 redis.call('HSET', KEYS[3], unpack(args))
+table.insert(items, 1, 1)
+table.insert(items, 1, held)
 return items
