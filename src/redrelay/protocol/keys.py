@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from ..errors import InvalidName
 
-__all__ = ["MAX_NAME_LENGTH", "QueueKeys", "channel_key", "queues_key", "validate_name"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "QueueKeys",
+    "channel_key",
+    "epoch_key",
+    "queues_key",
+    "validate_name",
+]
 
 #: Longest queue, channel or namespace name accepted.
 MAX_NAME_LENGTH = 200
@@ -50,6 +57,11 @@ def validate_name(kind: str, name: object, *, pattern: bool = False) -> str:
 def queues_key(namespace: str) -> str:
     """The set of queue names seen by producers and workers (for ``stats``)."""
     return f"{namespace}:queues"
+
+
+def epoch_key(namespace: str) -> str:
+    """A random value set once per data set: if it vanishes or changes, Redis lost its data."""
+    return f"{namespace}:epoch"
 
 
 def channel_key(namespace: str, channel: str) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BrokerUnavailable, ConfigurationError, DrainTimeout, RedrelayError
 from ..handlers import Consumer
 from .dispatch import Outcome, handle_entry
+from .epoch import EpochWatch
 from .leases import Batch, Lease, recover_expired, retry_forever
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class Runner:
         self._conn = conn = self.relay.new_connection(
             socket_timeout=max(10.0, self.poll + 5)
         )
+        self.epoch = EpochWatch(conn, self.relay.namespace)
+        retry_forever(self.epoch.check, self._stopping, "epoch")
         for consumer in self.consumers:
             lease = Lease(conn, consumer.queue.keys, consumer.options)
             # Until Redis answers, or until asked to stop (then BrokerUnavailable is raised).
@@ -306,6 +309,10 @@ class Runner:
         beat = min(lease.options.heartbeat for lease in self._leases.values())
         next_sweep = 0.0
         while not self._halt.wait(min(beat, SWEEP_INTERVAL)):
+            try:
+                self.epoch.check()
+            except RedrelayError as exc:
+                log.warning("epoch check failed (%s); retrying", exc)
             for name, lease in self._leases.items():
                 try:
                     lease.heartbeat()
