@@ -219,6 +219,23 @@ def test_raw_publish_from_another_program(relay: Relay, listen: StartListener) -
         assert len(message.id) == 23
 
 
+def test_signed_subscribers_drop_unsigned_and_forged_messages(
+    make_relay: Callable[..., Relay], listen: StartListener
+) -> None:
+    subscriber = make_relay(signing_key="k" * 32)
+    signed = make_relay(namespace=subscriber.namespace, signing_key="k" * 32)
+    forger = make_relay(namespace=subscriber.namespace, signing_key="x" * 32)
+    plain = make_relay(namespace=subscriber.namespace)
+    got = Collector()
+    listener = listen(subscriber, sub("news", got))
+    forger.publish("news", "forged")
+    plain.publish("news", "unsigned")
+    signed.publish("news", "good")
+    got.wait(1)
+    wait_for(lambda: listener.decode_errors == 2)
+    assert got.bodies == ["good"]
+
+
 def test_async_handler(relay: Relay, listen: StartListener) -> None:
     got = Collector()
     loops: list[asyncio.AbstractEventLoop] = []

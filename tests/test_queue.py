@@ -309,3 +309,41 @@ def test_handler_contexts_wrap_consumers_and_async_handlers_run(relay: Relay) ->
     relay.queue("q").put("a")
     relay.drain()
     assert events == ["enter a", "run a", "exit a"]
+
+
+def test_signed_relay_runs_only_signed_envelopes(
+    make_relay: Callable[..., Relay],
+) -> None:
+    key = "k" * 32
+    producer = make_relay(signing_key=key)
+    consumer = make_relay(namespace=producer.namespace, signing_key=key)
+    stranger = make_relay(namespace=producer.namespace, signing_key="x" * 32)
+    unsigned = make_relay(namespace=producer.namespace)
+    seen = _record(consumer, "q")
+    producer.queue("q").put("good")
+    stranger.queue("q").put("forged")
+    unsigned.queue("q").put("unsigned")
+    consumer.connection.call("LPUSH", consumer.queue("q").keys.ready, b"raw")
+    consumer.drain()
+    assert [m.body for m in seen] == ["good"]
+    reasons = sorted(d.reason for d in consumer.queue("q").dead_letters())
+    assert len(reasons) == 3
+    assert "bad signature" in reasons[0]
+    assert "unsigned envelope" in reasons[1] and "unsigned raw entry" in reasons[2]
+    with pytest.raises(ConfigurationError, match="at least 16 bytes"):
+        make_relay(signing_key="short")
+
+
+def test_signature_survives_retries(make_relay: Callable[..., Relay]) -> None:
+    relay = make_relay(signing_key=b"s" * 32)
+    attempts: list[int] = []
+
+    @relay.consumer("q", retries=2, backoff=0)
+    def flaky(message: Message) -> None:
+        attempts.append(message.attempt)
+        if message.attempt < 3:
+            raise RuntimeError("again")
+
+    relay.queue("q").put("x")
+    relay.drain()
+    assert attempts == [1, 2, 3] and relay.queue("q").stats().dead == 0

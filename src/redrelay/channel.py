@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .listener import GapReport, Listener
-from .protocol.envelope import encode_entry, new_id
+from .protocol.envelope import new_id
 from .protocol.keys import channel_key, validate_name
 from .protocol.transitions import check_headers
 
@@ -172,9 +172,7 @@ class Channel:
         if headers:
             envelope["h"] = check_headers(headers)
         relay = self.relay
-        codec = relay.codec
-        entry = encode_entry(codec.dumps(envelope), codec.kind)
-        relay.check_size(len(entry))
+        entry = relay.encode_envelope(envelope)
         receivers = relay.connection.call("PUBLISH", self.key, entry)
         # Only now: a publish that raised gives its number to the next one, so a
         # subscriber never sees a gap for a message the caller knows was not sent.

@@ -521,7 +521,7 @@ class Listener:
         self, pattern: bytes | None, key: bytes, name: str, data: bytes
     ) -> Message | None:
         try:
-            decoded = decode_entry(data)
+            decoded = decode_entry(data, self.relay.signing_key)
             env = decoded.envelope
             if env is None:
                 return Message(

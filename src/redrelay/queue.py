@@ -15,7 +15,7 @@ import orjson
 from ._types import Duration
 from .errors import ConfigurationError, DecodeError
 from .message import Message
-from .protocol.envelope import decode_entry, encode_entry, new_id, rewrite_header
+from .protocol.envelope import decode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.transitions import check_headers, to_ms, to_seconds
 
@@ -96,10 +96,7 @@ class Queue:
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        codec = self.relay.codec
-        entry = encode_entry(codec.dumps(envelope), codec.kind)
-        self.relay.check_size(len(entry))
-        return entry
+        return self.relay.encode_envelope(envelope)
 
     def put(
         self,

@@ -14,6 +14,7 @@ from .config import ConsumerOptions, resolve_url
 from .errors import ConfigurationError, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
 from .io.sync import Connection
+from .protocol.envelope import encode_entry
 from .protocol.keys import validate_name
 from .protocol.transitions import to_seconds
 from .queue import Queue, QueueStats
@@ -67,6 +68,9 @@ class Relay:
         ``./.redrelay``).
     :param on_gap: called with a :class:`GapReport` when a channel subscriber sees that
         messages were lost (they are also logged and counted).
+    :param signing_key: a shared secret; when set, every envelope is signed (HMAC-SHA256)
+        and consumers and subscribers refuse unsigned or forged ones (dead-lettered or
+        dropped and counted, never run). Raw bodies from other programs are refused too.
     :param consumer_defaults: defaults for ``@relay.consumer`` (``retries``, ``backoff``,
         ``lease``, ``heartbeat``, ``prefetch``, ``concurrency``, ``max_deliveries``).
     """
@@ -83,6 +87,7 @@ class Relay:
         connect_retries: int = 3,
         data_dir: str | None = None,
         on_gap: Callable[[GapReport], None] | None = None,
+        signing_key: str | bytes | None = None,
         **consumer_defaults: Any,
     ) -> None:
         self.url = resolve_url(url)
@@ -102,6 +107,13 @@ class Relay:
         self.connect_retries = connect_retries
         self.data_dir = data_dir
         self.on_gap = on_gap
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode()
+        if signing_key is not None and len(signing_key) < 16:
+            raise ConfigurationError(
+                "signing_key= must be at least 16 bytes; use a long random secret"
+            )
+        self.signing_key = signing_key
         self.consumer_defaults = dict(consumer_defaults)
         ConsumerOptions.build(
             **self.consumer_defaults
@@ -166,6 +178,14 @@ class Relay:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def encode_envelope(self, envelope: dict[str, Any]) -> bytes:
+        """Encode (and sign) an envelope as an entry, enforcing the size limit."""
+        codec = self.codec
+        entry = encode_entry(codec.dumps(envelope), codec.kind, key=self.signing_key)
+        if len(entry) > self.max_message_size:
+            raise MessageTooLarge(len(entry), self.max_message_size)
+        return entry
 
     def check_size(self, size: int) -> None:
         """Raise :class:`MessageTooLarge` if an encoded message of ``size`` bytes is over the limit."""

@@ -16,6 +16,8 @@ was retried or recovered: ``<id>|<raw bytes>``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import os
 import time
@@ -25,7 +27,7 @@ from typing import Any
 import orjson
 
 from ..codecs import Codec, JsonCodec, MsgpackCodec
-from ..errors import DecodeError
+from ..errors import DecodeError, SignatureError
 
 __all__ = [
     "MAGIC",
@@ -63,10 +65,27 @@ def new_id() -> str:
     )
 
 
+def sign(key: bytes, kind: bytes, payload: bytes) -> bytes:
+    """HMAC-SHA256 of the kind byte and the payload (the counters are not covered: they
+    change on every retry, and forging them can only dead-letter a message sooner)."""
+    return hmac.new(key, kind + payload, hashlib.sha256).digest()
+
+
 def encode_entry(
-    payload: bytes, kind: bytes, deliveries: int = 0, failures: int = 0
+    payload: bytes,
+    kind: bytes,
+    deliveries: int = 0,
+    failures: int = 0,
+    *,
+    key: bytes | None = None,
 ) -> bytes:
-    """Frame an encoded payload as a queue entry."""
+    """Frame an encoded payload as a queue entry; with ``key``, a signed one.
+
+    A signed entry has an upper-case kind, then the 32-byte signature, then the payload.
+    """
+    if key is not None:
+        kind = kind.upper()
+        payload = sign(key, kind, payload) + payload
     return b"%s%d:%d:%s%s" % (MAGIC, deliveries, failures, kind, payload)
 
 
@@ -104,9 +123,18 @@ def _codec_for(kind: int) -> Codec:
     return codec
 
 
-def decode_entry(entry: bytes) -> Decoded:
-    """Decode one entry; raise :class:`DecodeError` (and only that) if it is malformed."""
+def decode_entry(entry: bytes, key: bytes | None = None) -> Decoded:
+    """Decode one entry; raise :class:`DecodeError` (and only that) if it is malformed.
+
+    With ``key``, only entries signed with it decode: an unsigned or forged one raises
+    :class:`SignatureError` (a subclass). Without, signatures are not checked.
+    """
     if not entry.startswith(MAGIC):
+        if key is not None:
+            raise SignatureError(
+                entry,
+                "unsigned raw entry; this relay requires signed envelopes (signing_key=)",
+            )
         return Decoded(0, 0, None, entry, None)
     # One split in C instead of two index() calls: this runs once per delivery.
     parts = entry.split(b":", 3)
@@ -117,6 +145,7 @@ def decode_entry(entry: bytes) -> Decoded:
     except (ValueError, IndexError):
         raise DecodeError(entry, "bad envelope header") from None
     payload = parts[3][1:]
+    kind, payload = _verified(entry, kind, payload, key)
     if kind == _JSON_KIND:
         try:
             envelope = _json_loads(payload)
@@ -147,6 +176,27 @@ def decode_entry(entry: bytes) -> Decoded:
             entry, f"{codec.name} payload does not decode: {exc}"
         ) from None
     return _checked(entry, deliveries, failures, envelope)
+
+
+def _verified(
+    entry: bytes, kind: int, payload: bytes, key: bytes | None
+) -> tuple[int, bytes]:
+    """Strip and check the signature of a signed entry (upper-case kind)."""
+    if 65 <= kind <= 90:
+        signature, payload = payload[:32], payload[32:]
+        if key is not None and not hmac.compare_digest(
+            signature, sign(key, bytes([kind]), payload)
+        ):
+            raise SignatureError(
+                entry, "bad signature: forged, altered, or signed with another key"
+            )
+        return kind + 32, payload
+    if key is not None:
+        raise SignatureError(
+            entry,
+            "unsigned envelope; this relay requires signed envelopes (signing_key=)",
+        )
+    return kind, payload
 
 
 def _checked(entry: bytes, deliveries: int, failures: int, envelope: Any) -> Decoded:

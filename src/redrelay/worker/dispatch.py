@@ -63,7 +63,7 @@ def handle_entry(
     """Process one delivery. Never raises for anything the message or handler did."""
     opts = consumer.options
     try:
-        decoded = decode_entry(entry)
+        decoded = decode_entry(entry, relay.signing_key)
     except DecodeError as exc:
         return _bury(
             relay,
