@@ -347,3 +347,40 @@ def test_signature_survives_retries(make_relay: Callable[..., Relay]) -> None:
     relay.queue("q").put("x")
     relay.drain()
     assert attempts == [1, 2, 3] and relay.queue("q").stats().dead == 0
+
+
+def test_time_limit_interrupts_a_busy_handler(relay: Relay) -> None:
+    done: list[str] = []
+
+    @relay.consumer("q", retries=0, time_limit=0.3)
+    def handler(message: Message) -> None:
+        if message.body == "spin":
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # pure Python: interruptible
+                pass
+        done.append(message.body)
+
+    relay.queue("q").put_many(["spin", "next"])
+    relay.drain(timeout=15)
+    assert done == ["next"]
+    (dead,) = relay.queue("q").dead_letters()
+    assert dead.body == "spin" and "TimeLimitExceeded" in dead.reason
+
+
+def test_time_limit_abandons_a_handler_stuck_in_c(relay: Relay) -> None:
+    done: list[str] = []
+
+    @relay.consumer("q", retries=0, time_limit=0.2, concurrency=1)
+    def handler(message: Message) -> None:
+        if message.body == "stuck":
+            time.sleep(4)  # in C: the interrupt only lands when it returns
+            return
+        done.append(message.body)
+
+    relay.queue("q").put_many(["stuck", "a", "b"])
+    start = time.monotonic()
+    relay.drain(timeout=15)
+    assert sorted(done) == ["a", "b"]
+    assert time.monotonic() - start < 3.5  # the others did not wait for the stuck call
+    (dead,) = relay.queue("q").dead_letters()
+    assert dead.body == "stuck" and "abandoned" in dead.reason

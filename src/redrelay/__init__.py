@@ -26,6 +26,7 @@ from .errors import RedrelayError as RedrelayError
 from .errors import Reject as Reject
 from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
+from .errors import TimeLimitExceeded as TimeLimitExceeded
 from .message import Message as Message
 from .protocol.transitions import Backoff as Backoff
 from .queue import DeadLetter as DeadLetter
@@ -62,4 +63,5 @@ __all__ = [
     "Relay",
     "Retry",
     "SignatureError",
+    "TimeLimitExceeded",
 ]

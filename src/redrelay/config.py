@@ -36,6 +36,9 @@ class ConsumerOptions:
     :param backoff: delay before each retry.
     :param lease: seconds a consumer's deliveries stay its own without a heartbeat.
     :param heartbeat: seconds between heartbeats (default: a quarter of the lease).
+    :param time_limit: seconds a handler may run; past it :class:`TimeLimitExceeded` is
+        raised inside the handler (a failure: retried, then dead-lettered), and a handler
+        that does not stop within a second more is abandoned (None: no limit).
     :param max_deliveries: hand-outs (crashes included) before the message is dead-lettered
         without running (default: ``retries + 3``).
     """
@@ -47,6 +50,7 @@ class ConsumerOptions:
     lease: float = 10.0
     heartbeat: float = 2.5
     max_deliveries: int = 6
+    time_limit: float | None = None
 
     @classmethod
     def build(
@@ -59,6 +63,7 @@ class ConsumerOptions:
         lease: Duration = 10.0,
         heartbeat: Duration | None = None,
         max_deliveries: int | None = None,
+        time_limit: Duration | None = None,
     ) -> ConsumerOptions:
         """Validate public arguments (naming the bad one) and fill derived defaults."""
         _positive_int("concurrency", concurrency, 1024)
@@ -92,6 +97,9 @@ class ConsumerOptions:
             lease=lease_s,
             heartbeat=beat,
             max_deliveries=max_deliveries,
+            time_limit=None
+            if time_limit is None
+            else to_seconds(time_limit, "time_limit", allow_zero=False),
         )
 
 

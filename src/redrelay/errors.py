@@ -18,6 +18,7 @@
     │   ├── QueueNotFound
     │   └── MessageNotFound
     ├── DrainTimeout                         ``relay.drain()`` did not empty the queues in time
+    ├── TimeLimitExceeded                    raised inside a handler that ran past its time_limit
     ├── Retry                                raised by a handler: retry later (``delay=``)
     └── Reject                               raised by a handler: dead-letter now, with a reason
 
@@ -46,6 +47,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SignatureError",
+    "TimeLimitExceeded",
 ]
 
 
@@ -138,6 +140,14 @@ class MessageNotFound(NotFound):
 
 class DrainTimeout(RedrelayError):
     """``relay.drain()`` gave up before the queues were empty."""
+
+
+class TimeLimitExceeded(RedrelayError):
+    """Raised inside a handler that ran longer than its consumer's ``time_limit``.
+
+    It counts as a failure (retry with backoff, then dead letter). A handler stuck in C
+    code that cannot be interrupted is abandoned instead: see ``time_limit`` in the README.
+    """
 
 
 class Retry(RedrelayError):

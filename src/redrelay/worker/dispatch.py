@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ..errors import DecodeError, Reject, Retry
+from ..errors import DecodeError, Reject, Retry, TimeLimitExceeded
 from ..handlers import invoke
 from ..message import Message, make_message
 from ..protocol.envelope import Decoded, decode_entry, rewrite_header
@@ -20,6 +20,7 @@ from .leases import Lease, retry_forever
 if TYPE_CHECKING:
     from ..handlers import Consumer
     from ..relay import Relay
+    from .timelimit import Slot
 
 __all__ = ["Outcome", "handle_entry"]
 
@@ -59,8 +60,13 @@ def handle_entry(
     entry: bytes,
     loop: asyncio.AbstractEventLoop | None,
     halt: threading.Event,
+    slot: Slot | None = None,
 ) -> Outcome:
-    """Process one delivery. Never raises for anything the message or handler did."""
+    """Process one delivery. Never raises for anything the message or handler did.
+
+    ``slot`` is the consumer thread's: if the watchdog abandoned it while the handler ran,
+    the watchdog already failed this delivery, so nothing more is done here.
+    """
     opts = consumer.options
     try:
         decoded = decode_entry(entry, relay.signing_key)
@@ -103,6 +109,21 @@ def handle_entry(
         )  # the lease was taken over: the entry is already back in the queue
     try:
         invoke(consumer.handler, message, relay.handler_contexts, loop)
+    except TimeLimitExceeded as exc:
+        if slot is not None and slot.abandoned:
+            return Outcome.REJECTED
+        return _fail(
+            relay,
+            consumer,
+            lease,
+            tag,
+            entry,
+            message,
+            decoded.failures + 1,
+            exc,
+            None,
+            halt,
+        )
     except Reject as exc:
         return _bury(
             relay,
@@ -214,3 +235,36 @@ def _bury(
         f"dead-letter on {consumer.name}",
     )
     return Outcome.DEAD if ok else Outcome.REJECTED
+
+
+def fail_delivery(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    entry: bytes,
+    exc: BaseException,
+    halt: threading.Event,
+) -> Outcome:
+    """Count a failure for a delivery whose handler did not finish normally (abandoned past
+    its time limit, or cut by an unexpected worker error): retry it, or dead-letter it."""
+    try:
+        decoded = decode_entry(entry, relay.signing_key)
+    except DecodeError as error:
+        reason = f"malformed entry: {error.reason}"
+        return _bury(
+            relay, consumer, lease, tag, f"bad-{tag}", entry, reason, None, 1, halt
+        )
+    message = to_message(consumer.name, tag, decoded)
+    return _fail(
+        relay,
+        consumer,
+        lease,
+        tag,
+        entry,
+        message,
+        decoded.failures + 1,
+        exc,
+        None,
+        halt,
+    )

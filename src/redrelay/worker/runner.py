@@ -13,15 +13,21 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BrokerUnavailable, ConfigurationError, DrainTimeout, RedrelayError
+from ..errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    DrainTimeout,
+    RedrelayError,
+    TimeLimitExceeded,
+)
 from ..handlers import Consumer
-from .dispatch import Outcome, handle_entry
+from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .leases import Batch, Lease, recover_expired, retry_forever
+from .timelimit import Slot, interrupt
 
 if TYPE_CHECKING:
     from ..io.sync import Connection
@@ -38,20 +44,6 @@ MAX_WAIT = 0.5
 SWEEP_INTERVAL = 1.0
 #: Acks are flushed when this many are pending or this many seconds passed.
 ACK_BATCH, ACK_INTERVAL = 200, 0.05
-
-
-class _Slot:
-    """One consumer thread's unstarted deliveries, which ``stop()`` may give back at once."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.pending: deque[tuple[str, bytes]] = deque()
-
-    def take_all(self) -> list[str]:
-        with self.lock:
-            tags = [tag for tag, _ in self.pending]
-            self.pending.clear()
-        return tags
 
 
 class Runner:
@@ -75,7 +67,7 @@ class Runner:
         self._stopping = threading.Event()
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._slots: list[tuple[Lease, _Slot]] = []
+        self._slots: list[Slot] = []
         self._leases: dict[str, Lease] = {}
         self._keeper: threading.Thread | None = None
         self._listener: Listener | None = None
@@ -105,27 +97,26 @@ class Runner:
             )
             self._leases[consumer.name] = lease
             for n in range(consumer.options.concurrency):
-                slot = _Slot()
-                self._slots.append((lease, slot))
-                self._spawn(
-                    f"redrelay-{consumer.name}-{n}",
-                    self._consume,
-                    consumer,
-                    lease,
-                    slot,
-                )
+                self._start_slot(Slot(consumer, lease), n)
         if self.consumers:
             self._keeper = self._spawn("redrelay-keeper", self._keep)
+        if any(c.options.time_limit is not None for c in self.consumers):
+            self._spawn("redrelay-watchdog", self._watch)
         if self.with_subscribers:
             from ..listener import Listener
 
             self._listener = Listener(self.relay, self.relay.subscribers)
             self._listener.start()
 
+    def _start_slot(self, slot: Slot, n: int) -> None:
+        self._slots.append(slot)
+        name = f"redrelay-{slot.consumer.name}-{n}"
+        self._spawn(name, self._consume, slot.consumer, slot.lease, slot)
+
     def _spawn(self, name: str, target: Any, *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
-        if name != "redrelay-keeper":
+        if name not in ("redrelay-keeper", "redrelay-watchdog"):
             self._threads.append(thread)
         return thread
 
@@ -141,11 +132,11 @@ class Runner:
         expires (heartbeats stop here), exactly as if the process had died.
         """
         self._stopping.set()
-        for lease, slot in self._slots:
+        for slot in self._slots:
             tags = slot.take_all()
             if tags:
                 try:
-                    lease.release(tags)
+                    slot.lease.release(tags)
                 except RedrelayError as exc:
                     log.warning(
                         "could not give back %d deliveries (%s); they return after the lease",
@@ -185,11 +176,12 @@ class Runner:
 
     # -- consumer threads ------------------------------------------------------------------
 
-    def _consume(self, consumer: Consumer, lease: Lease, slot: _Slot) -> None:
+    def _consume(self, consumer: Consumer, lease: Lease, slot: Slot) -> None:
         loop = asyncio.new_event_loop() if consumer.is_async else None
         acks: list[str] = []  # sent with the next fetch
+        slot.thread_id = threading.get_ident()
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not slot.abandoned:
                 try:
                     try:
                         got = self._fetch(consumer, lease, acks)
@@ -198,14 +190,16 @@ class Runner:
                     acks.clear()
                     if isinstance(got, Batch):
                         self._run_batch(consumer, lease, slot, got, loop, acks)
-                except Exception:
-                    # A consumer thread must not die: what it holds stays safe under the
-                    # lease, and the next fetch goes on. This is a bug if it happens.
+                except Exception as exc:
+                    # A consumer thread must not die, nor sit on what it holds while its
+                    # lease lives on: fail the running delivery, give back the rest.
                     log.exception(
                         "queue %s: unexpected error in the consumer loop", consumer.name
                     )
+                    self._give_up(slot, exc)
                     self._stopping.wait(1.0)
-            self._flush(lease, acks)
+            if not slot.abandoned:
+                self._flush(lease, acks)
         finally:
             if loop is not None:
                 loop.close()
@@ -247,7 +241,7 @@ class Runner:
         self,
         consumer: Consumer,
         lease: Lease,
-        slot: _Slot,
+        slot: Slot,
         batch: Batch,
         loop: asyncio.AbstractEventLoop | None,
         acks: list[str],
@@ -267,12 +261,21 @@ class Runner:
                     slot.pending.clear()
                     break
                 tag, entry = slot.pending.popleft()
+                slot.current, slot.interrupted_at = (tag, entry, time.monotonic()), None
             outcome = handle_entry(
-                self.relay, consumer, lease, tag, entry, loop, self._halt
+                self.relay, consumer, lease, tag, entry, loop, self._halt, slot
             )
+            # Under the lock the watchdog interrupts under: a TimeLimitExceeded that lands
+            # here finds slot.current still set, and _give_up() retries the delivery (at
+            # worst it runs again; it is never left in flight with a live lease).
+            with slot.lock:
+                if slot.abandoned:
+                    return  # the watchdog failed this delivery and gave back the rest
+                if outcome is Outcome.ACKED:
+                    acks.append(tag)
+                slot.current = None
             counts[outcome] += 1
             if outcome is Outcome.ACKED:
-                acks.append(tag)
                 now = time.monotonic()
                 if len(acks) >= ACK_BATCH or now - flushed > ACK_INTERVAL:
                     self._flush(lease, acks)
@@ -298,6 +301,65 @@ class Runner:
                 lease.keys.prefix,
                 rejected,
             )
+
+    def _give_up(self, slot: Slot, exc: BaseException) -> None:
+        """Fail the delivery a slot is running and give back its unstarted ones."""
+        current, slot.current = slot.current, None
+        try:
+            if current is not None:
+                tag, entry, _ = current
+                outcome = fail_delivery(
+                    self.relay, slot.consumer, slot.lease, tag, entry, exc, self._halt
+                )
+                self._count(outcome)
+            slot.lease.release(slot.take_all())
+        except RedrelayError as error:
+            log.warning(
+                "could not give back deliveries (%s); they return after the lease",
+                error,
+            )
+
+    def _watch(self) -> None:
+        """Interrupt handlers past their time limit; abandon the ones that do not stop."""
+        while not self._halt.wait(0.05):
+            now = time.monotonic()
+            for slot in list(self._slots):
+                action = slot.overdue(now)
+                if action == "interrupt" and slot.thread_id is not None:
+                    with (
+                        slot.lock
+                    ):  # see _run_batch: never while it finishes a delivery
+                        if slot.current is None:
+                            continue
+                        slot.interrupted_at = now
+                        interrupt(slot.thread_id)
+                    log.warning(
+                        "queue %s: handler ran past its time limit (%.1fs); interrupting it",
+                        slot.consumer.name,
+                        slot.consumer.options.time_limit,
+                    )
+                elif action == "abandon":
+                    with slot.lock:
+                        slot.abandoned = True
+                    log.error(
+                        "queue %s: handler did not stop after its time limit (blocked in C "
+                        "code?); abandoning its thread and starting a new one",
+                        slot.consumer.name,
+                    )
+                    self._give_up(
+                        slot,
+                        TimeLimitExceeded(
+                            "the handler did not stop; its thread was abandoned"
+                        ),
+                    )
+                    self._slots.remove(slot)
+                    self._threads = [
+                        t for t in self._threads if t.ident != slot.thread_id
+                    ]
+                    if not self._stopping.is_set():
+                        self._start_slot(
+                            Slot(slot.consumer, slot.lease), len(self._slots)
+                        )
 
     def _count(self, outcome: Outcome, n: int = 1) -> None:
         with self._outcome_lock:
@@ -325,7 +387,7 @@ class Runner:
 
     def pending(self) -> int:
         """Deliveries fetched by this runner and not yet started."""
-        return sum(len(slot.pending) for _, slot in self._slots)
+        return sum(len(slot.pending) for slot in self._slots)
 
 
 def _select(

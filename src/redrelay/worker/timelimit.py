@@ -1,0 +1,72 @@
+"""Handler time limits: interrupt a handler that runs too long, abandon one that won't stop.
+
+Python cannot kill a thread. So past ``time_limit`` the watchdog raises
+:class:`TimeLimitExceeded` inside the handler's thread (``PyThreadState_SetAsyncExc``, as
+Dramatiq does); it lands at the next Python bytecode, and the handler fails like any other
+(retry with backoff, then dead letter). A handler blocked in C code (a socket read without
+a timeout, say) does not see it: one second later the watchdog abandons the thread — it
+performs the failure transition itself, gives back the thread's unstarted deliveries and
+starts a replacement thread. If the stuck call ever returns, the abandoned thread finds
+its delivery gone (its tag is no longer held) and exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..errors import TimeLimitExceeded
+
+if TYPE_CHECKING:
+    from ..handlers import Consumer
+    from .leases import Lease
+
+__all__ = ["Slot", "interrupt"]
+
+log = logging.getLogger("redrelay.worker")
+
+#: Seconds a handler gets to stop after TimeLimitExceeded before its thread is abandoned.
+ABANDON_AFTER = 1.0
+
+
+class Slot:
+    """One consumer thread's state: unstarted deliveries (which ``stop()`` gives back at
+    once) and the delivery running now (which the watchdog may interrupt)."""
+
+    def __init__(self, consumer: Consumer, lease: Lease) -> None:
+        self.consumer = consumer
+        self.lease = lease
+        self.lock = threading.Lock()
+        self.pending: deque[tuple[str, bytes]] = deque()
+        #: (tag, entry, monotonic start) of the delivery being handled.
+        self.current: tuple[str, bytes, float] | None = None
+        self.thread_id: int | None = None
+        self.interrupted_at: float | None = None
+        self.abandoned = False
+
+    def take_all(self) -> list[str]:
+        with self.lock:
+            tags = [tag for tag, _ in self.pending]
+            self.pending.clear()
+        return tags
+
+    def overdue(self, now: float) -> str | None:
+        """ "interrupt" or "abandon" when the running handler is past its limit, else None."""
+        limit = self.consumer.options.time_limit
+        current = self.current
+        if limit is None or current is None or self.abandoned:
+            return None
+        if self.interrupted_at is None:
+            return "interrupt" if now - current[2] > limit else None
+        return "abandon" if now - self.interrupted_at > ABANDON_AFTER else None
+
+
+def interrupt(thread_id: int) -> bool:
+    """Raise TimeLimitExceeded in a thread at its next bytecode."""
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimitExceeded)
+    )
+    return bool(done == 1)
