@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._faults import crash_point
 from ._types import Duration
 from .errors import ConfigurationError, DecodeError
 from .message import Message
@@ -178,6 +179,7 @@ class Queue:
             commands.append(
                 ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
             )
+        crash_point("put_many")
         self.relay.connection.pipeline(commands, transaction=True)
         self._registered = True
         return ids

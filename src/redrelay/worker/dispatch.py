@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from .._faults import crash_point
 from ..errors import DecodeError, Reject, Retry, TimeLimitExceeded
 from ..handlers import invoke
 from ..message import Message, make_message
@@ -107,6 +108,7 @@ def handle_entry(
         return (
             Outcome.REJECTED
         )  # the lease was taken over: the entry is already back in the queue
+    crash_point("handler")
     try:
         invoke(consumer.handler, message, relay.handler_contexts, loop)
     except TimeLimitExceeded as exc:
@@ -197,6 +199,7 @@ def _fail(
         delay,
     )
     new_entry = rewrite_header(entry, message.attempt, failures, raw_id=message.id)
+    crash_point("retry")
     ok = retry_forever(
         lambda: lease.retry(tag, new_entry, delay, message.id),
         halt,
@@ -229,6 +232,7 @@ def _bury(
         )
     )
     cap = relay.dead_letter_cap
+    crash_point("bury")
     ok = retry_forever(
         lambda: lease.bury(tag, msg_id, record, cap),
         halt,

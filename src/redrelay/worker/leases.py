@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._faults import crash_point
 from ..errors import BrokerUnavailable
 from ..protocol.keys import QueueKeys
 from ..protocol.transitions import to_ms
@@ -224,6 +225,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
     total = 0
     for raw in expired:
         cid = raw.decode()
+        crash_point("recover")
         n = int(
             conn.run(
                 "recover",

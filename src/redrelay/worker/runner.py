@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._faults import crash_point
 from ..errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -207,6 +208,8 @@ class Runner:
     def _fetch(self, consumer: Consumer, lease: Lease, acks: list[str]) -> Batch | None:
         """Send ``acks`` and fetch; wait when the queue is empty. Raises BrokerUnavailable
         (after a pause) when Redis is away, so that the caller keeps the acks for later."""
+        if acks:
+            crash_point("ack")
         try:
             held, got = lease.fetch(consumer.options.prefetch, acks)
             self._note_rejected(lease, len(acks) - held)
@@ -248,6 +251,7 @@ class Runner:
     ) -> None:
         """Handle a batch; collect the acks in ``acks`` (they go with the next fetch, or
         sooner when handlers are slow, so a long batch does not sit on finished work)."""
+        crash_point("fetch")
         with slot.lock:
             slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
         counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
@@ -287,6 +291,7 @@ class Runner:
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
         if acks:
+            crash_point("ack")
             held = retry_forever(
                 lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}"
             )
