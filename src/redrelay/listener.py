@@ -21,7 +21,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -205,6 +205,8 @@ class Listener:
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
         poll_interval: float = 0.1,
+        contexts: Sequence[HandlerContext] | None = None,
+        on_gap: Callable[[GapReport], None] | None = None,
     ) -> None:
         if queue_size < 1:
             raise ConfigurationError(f"queue_size= must be >= 1, got {queue_size!r}")
@@ -217,6 +219,8 @@ class Listener:
             if not value > 0:
                 raise ConfigurationError(f"{name}= must be > 0 seconds, got {value!r}")
         self.relay = relay
+        #: Called with each report, after ``relay.on_gap`` (exceptions are logged).
+        self.on_gap = on_gap
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.backoff_base = backoff_base
@@ -237,7 +241,10 @@ class Listener:
         #: Messages read from Redis (before dispatch).
         self.received = 0
         self._workers = [
-            _Worker(s, queue_size, relay.handler_contexts) for s in subscribers
+            _Worker(
+                s, queue_size, relay.handler_contexts if contexts is None else contexts
+            )
+            for s in subscribers
         ]
         self._channels: dict[bytes, list[_Worker]] = {}
         self._patterns: dict[bytes, list[_Worker]] = {}
@@ -602,9 +609,9 @@ class Listener:
         if report.missed is not None:
             self.missed += report.missed
         log.warning("%s", report)
-        on_gap = self.relay.on_gap
-        if on_gap is not None:
-            try:
-                on_gap(report)
-            except Exception:
-                log.exception("relay.on_gap raised on %s", report)
+        for on_gap in (self.relay.on_gap, self.on_gap):
+            if on_gap is not None:
+                try:
+                    on_gap(report)
+                except Exception:
+                    log.exception("on_gap raised on %s", report)

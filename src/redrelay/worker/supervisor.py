@@ -149,7 +149,13 @@ class Worker:
                 signal.signal(s, handler)
 
 
-def supervise(argv: Sequence[str], processes: int, grace: float) -> int:
+def supervise(
+    argv: Sequence[str],
+    processes: int,
+    grace: float,
+    *,
+    command: Sequence[str] | None = None,
+) -> int:
     """Run ``processes`` copies of ``python -m redrelay <argv>``; restart those that die.
 
     Signals are passed on to the children; the supervisor exits once they all exited.
@@ -166,11 +172,12 @@ def supervise(argv: Sequence[str], processes: int, grace: float) -> int:
                 child.send_signal(signal.SIGKILL if signals > 1 else signum)
 
     def spawn() -> subprocess.Popen[bytes]:
+        prefix = (
+            [sys.executable, "-m", "redrelay"] if command is None else list(command)
+        )
         # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which
         # passes it on once; otherwise each child would get it twice and exit at once.
-        return subprocess.Popen(
-            [sys.executable, "-m", "redrelay", *argv], start_new_session=True
-        )
+        return subprocess.Popen([*prefix, *argv], start_new_session=True)
 
     children = [spawn() for _ in range(processes)]
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -1,0 +1,44 @@
+"""Django integration: an installed app that makes Redis the project's message broker.
+
+Add ``"redrelay.contrib.django"`` to ``INSTALLED_APPS`` (and ``migrate`` for the outbox
+table). Then:
+
+- settings in ``REDRELAY = {"default": {"URL": ..., "NAMESPACE": ..., "OPTIONS": {...}}}``
+  (see :mod:`redrelay.contrib.django.conf`);
+- handlers in each app's ``consumers.py``, found at startup, declared with
+  :func:`consumer` and :func:`subscriber`;
+- :func:`get_relay` for the relay of an alias (built lazily, rebuilt after a settings
+  change);
+- :func:`enqueue_on_commit` and :func:`publish_on_commit` to send only what a committed
+  transaction decided, optionally through the outbox table;
+- ``manage.py relay_worker``, ``relay_stats``, ``relay_dead``, ``relay_outbox``;
+- system checks ``redrelay.E0xx``/``W0xx``; an SSE view (:mod:`.views`); a backend for
+  Django's tasks framework (:mod:`.tasks`).
+
+Importing this package does no I/O and reads no setting.
+"""
+
+try:
+    import django  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "redrelay.contrib.django needs Django: pip install 'redrelay[django]'"
+    ) from exc
+
+from .conf import InvalidRelaySettings as InvalidRelaySettings
+from .outbox import enqueue_on_commit as enqueue_on_commit
+from .outbox import flush_outbox as flush_outbox
+from .outbox import publish_on_commit as publish_on_commit
+from .relays import consumer as consumer
+from .relays import get_relay as get_relay
+from .relays import subscriber as subscriber
+
+__all__ = [
+    "InvalidRelaySettings",
+    "consumer",
+    "enqueue_on_commit",
+    "flush_outbox",
+    "get_relay",
+    "publish_on_commit",
+    "subscriber",
+]

@@ -1,0 +1,172 @@
+"""System checks (``manage.py check``): the ``REDRELAY`` setting, handlers, the outbox.
+
+====================  =========================================================
+id                    problem
+====================  =========================================================
+``redrelay.E001``     ``REDRELAY`` is not a dict of aliases
+``redrelay.E002``     an alias is not a dict
+``redrelay.E003``     ``REDRELAY`` has no ``"default"`` alias
+``redrelay.E004``     ``URL`` is not a str, or has an unsupported scheme
+``redrelay.E005``     an alias has an unknown key (a typo, with a suggestion)
+``redrelay.E006``     ``OPTIONS`` is not a dict, or has an unknown or invalid option
+``redrelay.E007``     ``NAMESPACE`` is not a valid name
+``redrelay.E008``     ``OUTBOX``, ``OUTBOX_POLL`` or ``OUTBOX_BATCH`` is invalid
+``redrelay.E009``     ``SSE_AUTHORIZE`` cannot be imported or is not callable, or
+                      ``SSE_KEEPALIVE`` is invalid
+``redrelay.E010``     a handler declared with ``@consumer``/``@subscriber`` cannot be
+                      registered (bad options, two consumers for one queue ...)
+``redrelay.E011``     a ``TASKS`` backend of redrelay is misconfigured (see
+                      :mod:`redrelay.contrib.django.tasks`)
+``redrelay.W001``     no URL (the embedded development server) while ``DEBUG`` is off
+``redrelay.W002``     the outbox is enabled but its table does not exist (database
+                      check: ``migrate``, ``check --database default``)
+====================  =========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.utils import DatabaseError
+
+from ...config import ENV_URL
+from .conf import DEFAULT_ALIAS, InvalidRelaySettings, problems
+from .relays import build_relay
+
+__all__ = ["check_handlers", "check_outbox_table", "check_settings", "register_checks"]
+
+#: The tag of every redrelay check (``manage.py check --tag redrelay``).
+TAG = "redrelay"
+
+
+def register_checks() -> None:
+    """Register the checks (called by ``AppConfig.ready()``; idempotent)."""
+    checks.register(check_settings, TAG)
+    checks.register(check_handlers, TAG)
+    checks.register(check_outbox_table, TAG, checks.Tags.database)
+
+
+def _aliases() -> dict[Any, Any] | None:
+    raw = getattr(settings, "REDRELAY", None)
+    if raw is None:
+        return {DEFAULT_ALIAS: {}}
+    return raw if isinstance(raw, dict) else None
+
+
+def check_settings(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E001-E009 and W001: the ``REDRELAY`` setting."""
+    aliases = _aliases()
+    if aliases is None:
+        raw = getattr(settings, "REDRELAY", None)
+        return [
+            checks.Error(
+                f"settings.REDRELAY must be a dict of aliases, got {type(raw).__name__}.",
+                hint='e.g. REDRELAY = {"default": {"URL": "redis://localhost:6379/0"}}',
+                id="redrelay.E001",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    if DEFAULT_ALIAS not in aliases:
+        errors.append(
+            checks.Error(
+                'settings.REDRELAY has no "default" alias.',
+                hint="get_relay(), the worker and the tasks backend use "
+                '"default" unless told otherwise; add REDRELAY["default"].',
+                id="redrelay.E003",
+            )
+        )
+    for alias, config in aliases.items():
+        for problem in problems(str(alias), config):
+            errors.append(
+                checks.Error(
+                    problem.msg, hint=problem.hint, id=f"redrelay.{problem.code}"
+                )
+            )
+        if isinstance(config, dict):
+            errors.extend(_embedded_warning(str(alias), config))
+    return errors
+
+
+def _embedded_warning(alias: str, config: dict[str, Any]) -> Iterable[checks.Warning]:
+    if config.get("URL") is None and not os.environ.get(ENV_URL) and not settings.DEBUG:
+        yield checks.Warning(
+            f"REDRELAY[{alias!r}] has no URL, so redrelay starts its embedded "
+            "development redis-server, and DEBUG is off.",
+            hint=f"Set REDRELAY[{alias!r}]['URL'] (or $REDRELAY_URL) to your Redis server in "
+            "production; the embedded server is for development on one machine.",
+            id="redrelay.W001",
+        )
+
+
+def check_handlers(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E010: every declared handler can be registered on its relay (no I/O)."""
+    aliases = _aliases()
+    if aliases is None:
+        return []  # E001 says it
+    errors: list[checks.CheckMessage] = []
+    for alias, config in aliases.items():
+        if not isinstance(config, dict) or any(problems(str(alias), config)):
+            continue  # the settings check reports those
+        try:
+            build_relay(str(alias))
+        except InvalidRelaySettings as exc:
+            errors.append(
+                checks.Error(
+                    str(exc),
+                    hint="Fix the decorator's options, or the TASKS backend's OPTIONS.",
+                    id="redrelay.E010",
+                )
+            )
+    return errors
+
+
+def check_outbox_table(
+    app_configs: Sequence[Any] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[checks.CheckMessage]:
+    """W002: the outbox is on but its table is missing (a database check).
+
+    A warning, not an error: ``migrate`` runs the database checks before migrating,
+    and an error would stop it from creating the table.
+    """
+    aliases = _aliases()
+    if not databases or aliases is None:
+        return []
+    enabled = [
+        str(alias)
+        for alias, config in aliases.items()
+        if isinstance(config, dict) and config.get("OUTBOX") is True
+    ]
+    if not enabled:
+        return []
+    from .models import OutboxMessage
+
+    table = OutboxMessage._meta.db_table
+    warnings: list[checks.CheckMessage] = []
+    for database in databases:
+        if database != DEFAULT_DB_ALIAS:
+            continue
+        try:
+            tables = connections[database].introspection.table_names()
+        except DatabaseError:
+            continue
+        if table not in tables:
+            warnings.append(
+                checks.Warning(
+                    f"REDRELAY[{enabled[0]!r}] enables the outbox, but the table {table!r} "
+                    f"does not exist in database {database!r}.",
+                    hint="Run `manage.py migrate redrelay`.",
+                    id="redrelay.W002",
+                )
+            )
+    return warnings

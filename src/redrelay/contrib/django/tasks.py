@@ -1,0 +1,463 @@
+"""A backend for Django's tasks framework (``django.tasks``) on redrelay queues.
+
+``django.tasks`` (Django >= 6.0) defines tasks and their results; this backend runs them
+on the redrelay worker. On Django 5.x it uses the ``django-tasks`` backport (add
+``"django_tasks"`` to ``INSTALLED_APPS`` there)::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "redrelay.contrib.django.tasks.RedRelayBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {
+                "RELAY": "default",          # the REDRELAY alias
+                "QUEUE_PREFIX": "tasks.",    # task queue "emails" -> redrelay queue "tasks.emails"
+                "RESULT_TTL": 86400,         # seconds results are kept; None keeps them
+                "CONSUMER": {"concurrency": 4, "lease": 30},
+            },
+        }
+    }
+
+How it works:
+
+- ``task.enqueue(*args, **kwargs)`` writes the result record (status ``READY``) to Redis,
+  then puts ``{"id", "task", "args", "kwargs"}`` on the queue ``<QUEUE_PREFIX><queue_name>``
+  (``run_after`` becomes the message's ``eta``). Arguments must be JSON values, as
+  everywhere in ``django.tasks``; anything else fails in the caller.
+- ``manage.py relay_worker`` consumes every queue in ``QUEUES`` (the consumers are
+  registered on the relay of ``RELAY`` when it is built). It marks the record
+  ``RUNNING``, runs the task, and stores ``SUCCESSFUL`` with the return value, or
+  ``FAILED`` with the exception's class and traceback. A task that raises is not retried
+  (``django.tasks`` has no retries); a worker that dies mid-task hands it to another
+  worker under redrelay's lease rule, and ``result.attempts`` counts the runs. A
+  delivery of a task whose record is already finished is acknowledged without running it
+  again.
+- ``backend.get_result(id)`` reads the record: status, return value, errors, timestamps,
+  worker ids. Records expire ``RESULT_TTL`` seconds after their last change (plus any
+  ``run_after`` delay), so memory stays bounded.
+
+**Priority** is not supported: redrelay queues are FIFO, and an urgent task should get a
+``queue_name`` of its own (each queue has its own consumer threads, so it never waits
+behind another queue's backlog). A task with a non-zero priority fails validation,
+saying so. ``CONSUMER`` options default to ``prefetch=1`` (tasks are usually slow; one
+thread should not hold a batch that others could start). ``retries`` is not an option.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from collections.abc import Iterable
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from django.core import checks
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from ...errors import ConfigurationError, RedrelayError, Reject
+from ...message import Message
+from ...protocol.envelope import new_id
+from ...relay import Relay
+from ._tasks_conf import TasksSettings, problems, tasks_settings
+from .conf import DEFAULT_ALIAS, InvalidRelaySettings
+from .relays import get_relay
+
+if TYPE_CHECKING:
+    from django_tasks import TaskResultStatus, task_backends
+    from django_tasks.backends.base import BaseTaskBackend
+    from django_tasks.base import (
+        DEFAULT_TASK_PRIORITY,
+        Task,
+        TaskContext,
+        TaskError,
+        TaskResult,
+    )
+    from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued, task_finished, task_started
+else:
+    try:  # Django >= 6.0
+        from django.tasks import TaskResultStatus, task_backends
+        from django.tasks.backends.base import BaseTaskBackend
+        from django.tasks.base import (
+            DEFAULT_TASK_PRIORITY,
+            Task,
+            TaskContext,
+            TaskError,
+            TaskResult,
+        )
+        from django.tasks.exceptions import InvalidTask as InvalidTaskError
+        from django.tasks.exceptions import TaskResultDoesNotExist
+        from django.tasks.signals import task_enqueued, task_finished, task_started
+    except ImportError:  # the django-tasks backport
+        try:
+            from django_tasks import TaskResultStatus, task_backends
+            from django_tasks.backends.base import BaseTaskBackend
+            from django_tasks.base import (
+                DEFAULT_TASK_PRIORITY,
+                Task,
+                TaskContext,
+                TaskError,
+                TaskResult,
+            )
+            from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+            from django_tasks.signals import task_enqueued, task_finished, task_started
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "RedRelayBackend needs django.tasks (Django >= 6.0) or the django-tasks "
+                "backport: pip install 'redrelay[django]'"
+            ) from exc
+
+__all__ = ["RedRelayBackend", "register_consumers"]
+
+T = TypeVar("T")
+
+_FINISHED = ("SUCCESSFUL", "FAILED")
+
+
+def _result_key(namespace: str, result_id: str) -> str:
+    # Beside the queue keys of the namespace, outside any queue's hash tag: one key each.
+    return f"{namespace}:task-result:{result_id}"
+
+
+def register_consumers(
+    relay: Relay, relay_alias: str, task_alias: str, params: dict[str, Any]
+) -> None:
+    """Register the consumers of ``TASKS[task_alias]`` on ``relay`` if it is theirs.
+
+    Called when the relay of ``relay_alias`` is built (see ``conf.build_relay``).
+    """
+    if any(problems(params)):
+        return  # redrelay.E011 says why; enqueue() raises it
+    config = tasks_settings(task_alias, params)
+    if config.relay != relay_alias:
+        return
+
+    def run_task(message: Message) -> None:
+        backend = task_backends[task_alias]
+        if not isinstance(backend, RedRelayBackend):
+            raise Reject(f"TASKS[{task_alias!r}] is no longer a RedRelayBackend")
+        backend.run(message)
+
+    run_task.__qualname__ = f"run_task[{task_alias}]"
+    for queue in config.queues:
+        try:
+            relay.consumer(f"{config.prefix}{queue}", **config.consumer)(run_task)
+        except ConfigurationError as exc:
+            raise InvalidRelaySettings(f"TASKS[{task_alias!r}]: {exc}") from exc
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _normalize_json(value: Any) -> Any:
+    """JSON values only, as ``django.tasks`` requires of return values."""
+    if isinstance(value, dict):
+        return {str(k): _normalize_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalize_json(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a task must return JSON values, not {type(value).__name__}")
+
+
+class RedRelayBackend(BaseTaskBackend):
+    """Runs ``django.tasks`` tasks on redrelay queues; see the module docstring.
+
+    ``supports_defer`` (``run_after``), ``supports_async_task`` and
+    ``supports_get_result`` are true; ``supports_priority`` is false.
+    """
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = False
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self._params = params
+        self._config: TasksSettings | None = None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[-64:]
+
+    @property
+    def config(self) -> TasksSettings:
+        """The backend's validated settings.
+
+        :raises InvalidRelaySettings: they are invalid (``check()`` lists every problem).
+        """
+        if self._config is None:
+            self._config = tasks_settings(self.alias, self._params)
+        return self._config
+
+    # -- producing -------------------------------------------------------------------------
+
+    def queue_for(self, queue_name: str) -> str:
+        """The redrelay queue of a task queue: ``<QUEUE_PREFIX><queue_name>``."""
+        return f"{self.config.prefix}{queue_name}"
+
+    def validate_task(self, task: Task[Any, Any]) -> None:
+        """Django's checks, with a message that says what to do about priorities."""
+        if task.priority != DEFAULT_TASK_PRIORITY:
+            raise InvalidTaskError(
+                f"RedRelayBackend does not support priorities (task {task.name!r} has "
+                f"priority={task.priority}): redrelay queues are FIFO. Give urgent tasks "
+                "a queue_name of their own (listed in QUEUES): each queue has its own "
+                "consumer threads."
+            )
+        super().validate_task(task)
+
+    def enqueue(self, task: Task[Any, T], args: Any, kwargs: Any) -> TaskResult[T]:
+        """Store a ``READY`` record and put the task on its queue.
+
+        :raises BrokerUnavailable: Redis did not answer; the task was not enqueued.
+        """
+        self.validate_task(task)
+        result: TaskResult[T] = TaskResult(
+            task=task,
+            id=new_id(),
+            status=TaskResultStatus("READY"),
+            enqueued_at=timezone.now(),
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        relay = get_relay(self.config.relay)
+        record = self._record(result)
+        extra_ttl = 0.0
+        if task.run_after is not None:
+            extra_ttl = max(0.0, (task.run_after - timezone.now()).total_seconds())
+        # The record first: a worker that gets the message always finds it.
+        self._save(relay, record, extra_ttl)
+        try:
+            relay.queue(self.queue_for(task.queue_name)).put(
+                {
+                    "id": result.id,
+                    "task": task.module_path,
+                    "args": result.args,
+                    "kwargs": result.kwargs,
+                },
+                eta=task.run_after,
+            )
+        except RedrelayError:
+            try:
+                relay.connection.call("DEL", _result_key(relay.namespace, result.id))
+            except RedrelayError:
+                pass  # it expires
+            raise
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult[Any]:
+        """The result of a task, read from Redis.
+
+        :raises TaskResultDoesNotExist: no such id, or its record expired
+            (``RESULT_TTL``).
+        """
+        relay = get_relay(self.config.relay)
+        record = self._load(relay, result_id)
+        if record is None:
+            raise TaskResultDoesNotExist(result_id)
+        try:
+            task = self._task(record["task"])
+        except (ImportError, TypeError) as exc:
+            raise TaskResultDoesNotExist(
+                f"{result_id}: its task {record['task']!r} cannot be loaded ({exc})"
+            ) from exc
+        return self._result(task, record)
+
+    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        """``redrelay.E011`` for each problem with the backend's settings."""
+        from django.apps import apps
+        from django.conf import settings
+
+        params = {"OPTIONS": self.options, "QUEUES": sorted(self.queues)}
+        found = list(problems(params))
+        if not apps.is_installed("redrelay.contrib.django"):
+            found.append(
+                "'redrelay.contrib.django' is not in INSTALLED_APPS, so relay_worker "
+                "does not exist"
+            )
+        relay = self.options.get("RELAY", DEFAULT_ALIAS)
+        aliases = getattr(settings, "REDRELAY", None) or {DEFAULT_ALIAS: {}}
+        if isinstance(aliases, dict) and relay not in aliases:
+            found.append(f"OPTIONS['RELAY'] names {relay!r}, not a REDRELAY alias")
+        for problem in found:
+            yield checks.Error(
+                f"TASKS[{self.alias!r}]: {problem}.",
+                hint="See redrelay.contrib.django.tasks for the backend's settings.",
+                id="redrelay.E011",
+            )
+
+    # -- running (in the worker) -----------------------------------------------------------
+
+    def run(self, message: Message) -> None:
+        """Run the task of one message and store its result; the worker calls this.
+
+        Never raises for what the task did: a failed task is a ``FAILED`` result, not a
+        redrelay retry. A message that is not a task is dead-lettered.
+        """
+        body = message.body
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("id"), str)
+            and isinstance(body.get("task"), str)
+        ):
+            raise Reject(
+                "not a task message (expected {'id', 'task', 'args', 'kwargs'})"
+            )
+        relay = get_relay(self.config.relay)
+        record = self._load(relay, body["id"]) or self._record_from(body, message)
+        if record["status"] in _FINISHED:
+            return  # a redelivery after the result was stored: do not run it twice
+        now = timezone.now()
+        record.update(
+            status="RUNNING",
+            started_at=record.get("started_at") or _iso(now),
+            last_attempted_at=_iso(now),
+            worker_ids=[*record.get("worker_ids", []), self.worker_id],
+        )
+        try:
+            task = self._task(body["task"])
+        except (ImportError, TypeError) as exc:
+            self._finish(relay, record, exc)  # no task object: no signals
+            return
+        self._save(relay, record)
+        result = self._result(task, record)
+        task_started.send(type(self), task_result=result)
+        error: Exception | None = None
+        try:
+            args, kwargs = record.get("args", []), record.get("kwargs", {})
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=result), *args, **kwargs)
+            else:
+                value = task.call(*args, **kwargs)
+            record["return_value"] = _normalize_json(value)
+        except Exception as exc:
+            error = exc
+        self._finish(relay, record, error)
+        task_finished.send(type(self), task_result=self._result(task, record))
+
+    def _finish(
+        self, relay: Relay, record: dict[str, Any], exc: BaseException | None
+    ) -> None:
+        record["finished_at"] = _iso(timezone.now())
+        if exc is None:
+            record["status"] = "SUCCESSFUL"
+        else:
+            record["status"] = "FAILED"
+            record.pop("return_value", None)
+            kind = type(exc)
+            record["errors"] = [
+                *record.get("errors", []),
+                {
+                    "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+                    "traceback": "".join(traceback.format_exception(exc)),
+                },
+            ]
+        self._save(relay, record)
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _task(self, path: str) -> Task[Any, Any]:
+        task = import_string(path)
+        if not isinstance(task, Task):
+            raise TypeError(f"{path} is a {type(task).__name__}, not a task")
+        return task
+
+    def _record(self, result: TaskResult[Any]) -> dict[str, Any]:
+        task = result.task
+        return {
+            "id": result.id,
+            "task": task.module_path,
+            "backend": self.alias,
+            "queue_name": task.queue_name,
+            "run_after": _iso(task.run_after),
+            "args": result.args,
+            "kwargs": result.kwargs,
+            "status": "READY",
+            "enqueued_at": _iso(result.enqueued_at),
+            "started_at": None,
+            "last_attempted_at": None,
+            "finished_at": None,
+            "errors": [],
+            "worker_ids": [],
+        }
+
+    def _record_from(self, body: dict[str, Any], message: Message) -> dict[str, Any]:
+        """A record rebuilt from the message, when the stored one expired."""
+        enqueued = datetime.fromtimestamp(message.enqueued_at, tz=dt_timezone.utc)
+        return {
+            "id": body["id"],
+            "task": body["task"],
+            "backend": self.alias,
+            "queue_name": (message.queue or "").removeprefix(self.config.prefix),
+            "run_after": None,
+            "args": body.get("args", []),
+            "kwargs": body.get("kwargs", {}),
+            "status": "READY",
+            "enqueued_at": _iso(enqueued),
+            "started_at": None,
+            "last_attempted_at": None,
+            "finished_at": None,
+            "errors": [],
+            "worker_ids": [],
+        }
+
+    def _save(
+        self, relay: Relay, record: dict[str, Any], extra_ttl: float = 0.0
+    ) -> None:
+        key = _result_key(relay.namespace, record["id"])
+        data = orjson.dumps(record)
+        if self.config.result_ttl is None:
+            relay.connection.call("SET", key, data)
+        else:
+            ttl = self.config.result_ttl + int(extra_ttl)
+            relay.connection.call("SET", key, data, "EX", ttl)
+
+    def _load(self, relay: Relay, result_id: str) -> dict[str, Any] | None:
+        raw = relay.connection.call("GET", _result_key(relay.namespace, result_id))
+        return orjson.loads(raw) if raw is not None else None
+
+    def _result(self, task: Task[Any, Any], record: dict[str, Any]) -> TaskResult[Any]:
+        changes: dict[str, Any] = {}
+        if record.get("queue_name") and record["queue_name"] != task.queue_name:
+            changes["queue_name"] = record["queue_name"]
+        run_after = _parse(record.get("run_after"))
+        if run_after is not None:
+            changes["run_after"] = run_after
+        if changes:
+            task = task.using(**changes)
+        result: TaskResult[Any] = TaskResult(
+            task=task,
+            id=record["id"],
+            status=TaskResultStatus(record["status"]),
+            enqueued_at=_parse(record.get("enqueued_at")),
+            started_at=_parse(record.get("started_at")),
+            last_attempted_at=_parse(record.get("last_attempted_at")),
+            finished_at=_parse(record.get("finished_at")),
+            args=record.get("args", []),
+            kwargs=record.get("kwargs", {}),
+            backend=record.get("backend", self.alias),
+            errors=[
+                TaskError(
+                    exception_class_path=e["exception_class_path"],
+                    traceback=e["traceback"],
+                )
+                for e in record.get("errors", [])
+            ],
+            worker_ids=list(record.get("worker_ids", [])),
+        )
+        object.__setattr__(result, "_return_value", record.get("return_value"))
+        return result
