@@ -55,11 +55,11 @@ def worker(
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
     --grace and exits 0; a second one exits at once (messages stay safe).
     """
-    from ..worker.supervisor import Worker, supervise
+    from ..worker.supervisor import Worker, supervise, without_processes
 
     relay = load_relay(target, ctx.obj["url"])
     if processes > 1:
-        argv = [*_without_processes(sys.argv[1:]), "--parent-pid", str(os.getpid())]
+        argv = [*without_processes(sys.argv[1:]), "--parent-pid", str(os.getpid())]
         ctx.exit(supervise(argv, processes, grace))
     w = Worker(
         relay,
@@ -70,20 +70,3 @@ def worker(
         parent_pid=parent_pid,
     )
     ctx.exit(w.run())
-
-
-def _without_processes(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("-p", "--processes"):
-            skip = True
-            continue
-        # "-p2" too: a child that kept it would start a supervisor of its own.
-        if arg.startswith("--processes=") or (arg[:2] == "-p" and arg[2:].isdigit()):
-            continue
-        out.append(arg)
-    return out

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..io.sync import Connection
     from ..relay import Relay
 
-__all__ = ["Worker", "server_warnings", "supervise"]
+__all__ = ["Worker", "server_warnings", "supervise", "without_processes"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -205,3 +205,21 @@ def supervise(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def without_processes(argv: Sequence[str]) -> list[str]:
+    """A worker command line minus ``-p/--processes`` (what a supervisor's children run)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("-p", "--processes"):
+            skip = True
+            continue
+        # "-p2" too: a child that kept it would start a supervisor of its own.
+        if arg.startswith("--processes=") or (arg[:2] == "-p" and arg[2:].isdigit()):
+            continue
+        out.append(arg)
+    return out

@@ -128,13 +128,12 @@ class Command(BaseCommand):
         # `python <manage.py or -m django> ... relay_worker ...`.
         prefix = [sys.executable, *_program(sys.argv[:at])]
         argv = [
-            *_without_processes(sys.argv[at:]),
+            *supervisor.without_processes(sys.argv[at:]),
             "--parent-pid",
             str(os.getpid()),
         ]
-        child: dict[str, Any] = {"command": prefix}
         return supervisor.supervise(
-            argv, options["processes"], options["grace"], **child
+            argv, options["processes"], options["grace"], command=prefix
         )
 
 
@@ -143,23 +142,6 @@ def _program(head: list[str]) -> list[str]:
     if head and head[0].endswith("__main__.py"):
         return ["-m", "django", *head[1:]]
     return head
-
-
-def _without_processes(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("-p", "--processes"):
-            skip = True
-            continue
-        # "-p2" too: a child that kept it would start a supervisor of its own.
-        if arg.startswith("--processes=") or (arg[:2] == "-p" and arg[2:].isdigit()):
-            continue
-        out.append(arg)
-    return out
 
 
 def _int_range(low: int, high: int) -> Any:
