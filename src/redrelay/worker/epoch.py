@@ -12,6 +12,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
+from ..io.sync import redact
 from ..protocol.keys import epoch_key
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class EpochWatch:
             "Redis at %s lost its data (epoch key %s %s): messages that were queued, delayed, "
             "in flight or dead before are gone. Run Redis with appendonly yes; check for a "
             "restart without persistence, a FLUSHALL or a failover to an empty replica.",
-            self.conn.url,
+            redact(self.conn.url),
             self.key,
             "was replaced" if current != mine else "was missing",
         )
