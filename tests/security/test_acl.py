@@ -346,7 +346,7 @@ def test_wrong_credentials_are_refused_clearly(
         pytest.raises(BrokerUnavailable, match="refused the credentials") as refused,
     ):
         stranger.queue("q").put(1)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20
     assert password not in str(refused.value)  # the URL is redacted
     assert "check the user and password in the URL" in str(refused.value)
     assert isinstance(refused.value.__cause__, rex.AuthenticationError)

@@ -190,7 +190,9 @@ def test_a_bad_server_certificate_is_refused(
         relay = relays(tls_url(port, ssl_ca_certs=certs.ca), connect_retries=1)
         start = time.monotonic()
         error = _refused(relay)
-        assert time.monotonic() - start < 5
+        assert (
+            time.monotonic() - start < 20
+        )  # bounded: not the 40 s of retried connect timeouts
         assert str(error).startswith(f"cannot reach Redis at rediss://127.0.0.1:{port}")
         assert "certificate verify failed" in str(error) and problem in str(error)
         assert isinstance(error.__cause__, rex.ConnectionError)
@@ -236,7 +238,7 @@ def test_plain_redis_url_against_the_tls_port_fails(
     relay = relays(f"redis://127.0.0.1:{tls_server.port}", connect_retries=0)
     start = time.monotonic()
     error = _refused(relay)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20
     assert str(error).startswith(
         f"cannot reach Redis at redis://127.0.0.1:{tls_server.port}"
     )
