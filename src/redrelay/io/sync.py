@@ -80,6 +80,10 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
         raise BrokerUnavailable(
             f"cannot reach Redis at {redact(url)}: {text}{_unreachable_hint(url, text)}"
         ) from exc
+    except rex.OutOfMemoryError as exc:  # redis-py strips the "OOM" prefix of the reply
+        raise BrokerFull(
+            f"Redis at {redact(url)} is full (maxmemory reached): {exc}. Nothing was written."
+        ) from exc
     except rex.NoPermissionError as exc:
         ns = namespace or "<namespace>"
         raise BrokerError(

@@ -212,4 +212,7 @@ def _checked(entry: bytes, deliveries: int, failures: int, envelope: Any) -> Dec
         and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise DecodeError(entry, "headers must map str to str")
+    stamp = envelope.get("t", 0)
+    if type(stamp) is not int and type(stamp) is not float:
+        raise DecodeError(entry, "the enqueue time (t) is not a number")
     return Decoded(deliveries, failures, envelope, None, None)

@@ -259,7 +259,13 @@ def fail_delivery(
         return _bury(
             relay, consumer, lease, tag, f"bad-{tag}", entry, reason, None, 1, halt
         )
-    message = to_message(consumer.name, tag, decoded)
+    try:
+        message = to_message(consumer.name, tag, decoded)
+    except Exception as error:  # the entry itself is bad: never let it kill the thread
+        reason = f"malformed entry: {error}"
+        return _bury(
+            relay, consumer, lease, tag, f"bad-{tag}", entry, reason, None, 1, halt
+        )
     return _fail(
         relay,
         consumer,

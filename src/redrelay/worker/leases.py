@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._faults import crash_point
-from ..errors import BrokerUnavailable
+from ..errors import BrokerFull, BrokerUnavailable
 from ..protocol.keys import QueueKeys
 from ..protocol.transitions import to_ms
 
@@ -29,12 +29,22 @@ if TYPE_CHECKING:
     from ..config import ConsumerOptions
     from ..io.sync import Connection
 
-__all__ = ["Batch", "Lease", "recover_expired"]
+__all__ = ["Batch", "Lease", "Reservation", "recover_expired"]
 
 log = logging.getLogger("redrelay.worker")
 
 #: Delayed entries promoted per fetch.
 PROMOTE_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The delivery tags ``<consumer_id>:<first>...`` one fetch may hand out."""
+
+    consumer_id: str
+    generation: int
+    first: int
+    count: int
 
 
 @dataclass(slots=True)
@@ -104,18 +114,37 @@ class Lease:
             self.join()
         return False
 
+    def reserve(self, count: int) -> Reservation:
+        """Tags for one fetch. Keep it if the fetch fails: see :meth:`fetch`."""
+        with self._lock:
+            first = self._seq
+            self._seq += count
+            return Reservation(self.consumer_id, self.generation, first, count)
+
     def fetch(
-        self, count: int, acks: Sequence[str] = ()
+        self,
+        count: int,
+        acks: Sequence[str] = (),
+        reservation: Reservation | None = None,
     ) -> tuple[int, Batch | float | None]:
         """Ack ``acks``, then take up to ``count`` entries, in one round trip.
 
         Returns how many acks were still held, and a Batch, or the seconds until the next
         delayed message is due (``-1``: none) when the queue is empty, or None if the lease
-        was lost."""
-        with self._lock:
-            first = self._seq
-            self._seq += count
-            cid, generation = self.consumer_id, self.generation
+        was lost.
+
+        A fetch whose reply was lost may still have run: retry it with the same
+        ``reservation`` (and acks), and fetch.lua hands back what the lost call took
+        instead of taking more, so nothing sits in flight with no one working on it.
+        """
+        if reservation is None or reservation.generation != self.generation:
+            reservation = self.reserve(count)
+        cid, generation, first = (
+            reservation.consumer_id,
+            reservation.generation,
+            reservation.first,
+        )
+        count = reservation.count
         k = self.keys
         result = self.conn.run(
             "fetch",
@@ -262,7 +291,9 @@ def retry_forever(action: Any, stop: threading.Event, what: str) -> Any:
     while True:
         try:
             return action()
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, BrokerFull) as exc:
+            # BrokerFull too: an ack or a lease renewal refused at maxmemory is retried
+            # (the worker waits for room) rather than ending the worker.
             if stop.is_set():
                 raise
             log.warning(

@@ -27,7 +27,7 @@ from ..errors import (
 from ..handlers import Consumer
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
-from .leases import Batch, Lease, recover_expired, retry_forever
+from .leases import Batch, Lease, Reservation, recover_expired, retry_forever
 from .timelimit import Slot, interrupt
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ MAX_WAIT = 0.5
 #: Seconds between sweeps for expired leases.
 SWEEP_INTERVAL = 1.0
 #: Acks are flushed when this many are pending or this many seconds passed.
-ACK_BATCH, ACK_INTERVAL = 200, 0.05
+#: ACK_BATCH is above the largest prefetch, so acks normally ride on the next fetch.
+ACK_BATCH, ACK_INTERVAL = 1000, 0.05
 
 
 class Runner:
@@ -180,14 +181,20 @@ class Runner:
     def _consume(self, consumer: Consumer, lease: Lease, slot: Slot) -> None:
         loop = asyncio.new_event_loop() if consumer.is_async else None
         acks: list[str] = []  # sent with the next fetch
+        reservation: Reservation | None = None
         slot.thread_id = threading.get_ident()
         try:
             while not self._stopping.is_set() and not slot.abandoned:
                 try:
+                    if reservation is None:
+                        reservation = lease.reserve(consumer.options.prefetch)
                     try:
-                        got = self._fetch(consumer, lease, acks)
+                        got = self._fetch(consumer, lease, acks, reservation)
                     except BrokerUnavailable:
-                        continue  # logged; the acks go with the next fetch
+                        # Logged. Retry with the same acks and tags: the lost call may
+                        # have run, and fetch.lua then hands back what it took.
+                        continue
+                    reservation = None
                     acks.clear()
                     if isinstance(got, Batch):
                         self._run_batch(consumer, lease, slot, got, loop, acks)
@@ -205,13 +212,19 @@ class Runner:
             if loop is not None:
                 loop.close()
 
-    def _fetch(self, consumer: Consumer, lease: Lease, acks: list[str]) -> Batch | None:
+    def _fetch(
+        self,
+        consumer: Consumer,
+        lease: Lease,
+        acks: list[str],
+        reservation: Reservation,
+    ) -> Batch | None:
         """Send ``acks`` and fetch; wait when the queue is empty. Raises BrokerUnavailable
         (after a pause) when Redis is away, so that the caller keeps the acks for later."""
         if acks:
             crash_point("ack")
         try:
-            held, got = lease.fetch(consumer.options.prefetch, acks)
+            held, got = lease.fetch(consumer.options.prefetch, acks, reservation)
             self._note_rejected(lease, len(acks) - held)
             if got is None:
                 lease.heartbeat()

@@ -17,6 +17,26 @@
 -- the entries follow (delivery tags are "<consumer>:<ARGV[3] + i - 1>"); status 0: ready
 -- is empty, and the third element is the ms until the next delayed message is due (-1:
 -- none); status -1: the consumer holds no live lease (it must register again).
+-- Retried with the same ARGV after a lost reply, it returns the entries the first call
+-- moved (found under their tags) and does nothing else.
+-- A retried fetch whose first reply was lost: it already ran (acks applied, entries
+-- moved), so hand back what it took rather than taking more.
+local first = tonumber(ARGV[3])
+if redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':' .. first) == 1 then
+  local tags = {}
+  for i = 1, tonumber(ARGV[2]) do
+    tags[i] = ARGV[1] .. ':' .. (first + i - 1)
+  end
+  local values = redis.call('HMGET', KEYS[3], unpack(tags))
+  local again = {#ARGV - 4, 1}
+  for i = 1, #values do
+    if not values[i] then
+      break
+    end
+    again[#again + 1] = values[i]
+  end
+  return again
+end
 local held = 0
 if #ARGV > 4 then
   local tags = {unpack(ARGV, 5)}
@@ -55,7 +75,6 @@ if not items then
   return {held, 0, math.max(0, tonumber(nxt[2]) - now)}
 end
 local args = {}
-local first = tonumber(ARGV[3])
 for i = 1, #items do
   args[#args + 1] = ARGV[1] .. ':' .. (first + i - 1)
   args[#args + 1] = items[i]

@@ -1,0 +1,217 @@
+"""Worker subprocesses for the fault tests, a pool that kills them, and waiting helpers."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+import redrelay
+from redrelay.protocol.keys import QueueKeys
+
+from .history import audit
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The redrelay the tests import: workers run the very same code.
+SRC = Path(redrelay.__file__).resolve().parents[1]
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    what: str = "",
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or predicate}"
+            )
+        time.sleep(interval)
+
+
+class FaultWorker:
+    """``python -m redrelay worker tests.faults.app:relay`` on ``broker_url``.
+
+    ``env`` adds ``FAULTS_*`` settings (see ``app.py``); the log goes to a temporary file.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        history_url: str,
+        namespace: str,
+        *args: str,
+        **env: str,
+    ) -> None:
+        full_env = dict(os.environ)
+        full_env.update(
+            {
+                "REDRELAY_URL": broker_url,
+                "FAULTS_HISTORY_URL": history_url,
+                "FAULTS_NAMESPACE": namespace,
+                "PYTHONPATH": os.pathsep.join([str(ROOT), str(SRC)]),
+            }
+        )
+        full_env.update(env)
+        self._log = tempfile.TemporaryFile()
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "redrelay",
+                "worker",
+                "tests.faults.app:relay",
+                *args,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def output(self) -> str:
+        """What the worker logged so far."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        """SIGTERM (graceful stop), then SIGKILL; SIGCONT first in case it was stopped."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def consumers_of(client: redis.Redis, keys: QueueKeys, pid: int) -> list[str]:
+    """The consumer ids registered by process ``pid`` (from the consumers hash)."""
+    out = []
+    for cid, info in client.hgetall(keys.consumers).items():
+        if orjson.loads(info).get("pid") == pid:
+            out.append(cid.decode())
+    return out
+
+
+def held_by_pid(client: redis.Redis, keys: QueueKeys, pid: int) -> set[str]:
+    """Ids in flight with the consumers of process ``pid``."""
+    return audit(client, keys).held_by(consumers_of(client, keys, pid))
+
+
+@dataclass(slots=True)
+class Kill:
+    """One SIGKILL: when, whom, and what the victim held at that moment."""
+
+    t: float
+    pid: int
+    held: set[str]
+    #: Seconds until the first of ``held`` started again in another process (None: held
+    #: nothing, or not measured yet).
+    takeover: float | None = None
+
+
+@dataclass
+class WorkerPool:
+    """``size`` workers kept running: a killed one is replaced at once, as a supervisor does."""
+
+    start: Callable[[], FaultWorker]
+    size: int
+    client: redis.Redis
+    keys: QueueKeys
+    workers: list[FaultWorker] = field(default_factory=list)
+    kills: list[Kill] = field(default_factory=list)
+    retired: list[FaultWorker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workers = [self.start() for _ in range(self.size)]
+
+    def kill_random(self, rng: random.Random) -> Kill:
+        victim = rng.choice(self.workers)
+        t = time.time()
+        victim.kill()
+        kill = Kill(t, victim.pid, held_by_pid(self.client, self.keys, victim.pid))
+        self.kills.append(kill)
+        self.workers[self.workers.index(victim)] = self.start()
+        self.retired.append(victim)
+        return kill
+
+    def close(self) -> None:
+        for worker in self.workers + self.retired:
+            worker.close()
+
+
+def measure_takeovers(kills: list[Kill], runs: list[Any]) -> list[float]:
+    """Fill each kill's ``takeover``: seconds until another process started one of the
+    messages the victim held. Returns the measured ones."""
+    starts: dict[str, list[tuple[float, int]]] = {}
+    for run in runs:
+        if run.event == "start":
+            starts.setdefault(run.id, []).append((run.t, run.pid))
+    measured = []
+    for kill in kills:
+        firsts = [
+            t
+            for msg_id in kill.held
+            for t, pid in starts.get(msg_id, [])
+            if t > kill.t and pid != kill.pid
+        ]
+        if firsts:
+            kill.takeover = min(firsts) - kill.t
+            measured.append(kill.takeover)
+    return measured
+
+
+def unexpected_errors(worker: FaultWorker) -> list[str]:
+    """Log lines that mean a worker bug (a consumer loop that hit an unexpected error)."""
+    return [
+        line
+        for line in worker.output().splitlines()
+        if "unexpected error" in line or line.startswith("Exception in thread")
+    ]
+
+
+def report(name: str, **figures: Any) -> None:
+    """Print one line of figures (``-s`` shows it); append it to ``$FAULTS_FIGURES`` too."""
+    line = f"FAULTS {name} " + orjson.dumps(figures).decode()
+    print(line)
+    path = os.environ.get("FAULTS_FIGURES")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")

@@ -1,0 +1,81 @@
+"""The benchmark harness runs: a tiny N, redrelay and the raw baselines, one round.
+
+The peers are not installed in the test run (``bench/run`` builds their virtualenvs);
+this checks that the harness starts its own redis-server, drives redrelay's real worker
+and the raw redis-py loops, and writes the JSON and Markdown the README is fed from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 200
+
+REDRELAY_ROWS = {
+    "enqueue", "enqueue_bulk", "drain", "e2e", "publish", "latency_p50_unthrottled_us",
+    "latency_p99_unthrottled_us", "latency_p50_paced_us", "latency_p99_paced_us",
+    "memory_per_msg", "worker_idle_rss_mb", "worker_rss_mb",
+}  # fmt: skip
+RAW_ROWS = {
+    "enqueue", "drain_brpop", "enqueue_pipeline", "enqueue_lpush_many", "drain_rpop_count",
+    "drain_reliable", "e2e", "publish", "latency_p99_paced_us", "memory_per_msg",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_harness_runs_with_a_tiny_n(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "harness.py"),
+            "--n", str(N), "--rounds", "1", "--only", "redrelay,raw",
+            "--no-chart", "--timeout", "90", "--out", str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["config"]["n"] == N
+    assert set(doc["runs"]["memory"]) == {"redrelay", "raw"}
+    (redrelay,) = doc["runs"]["memory"]["redrelay"]
+    assert redrelay["drain_acked"] == N and redrelay["e2e_acked"] == N
+    assert redrelay["received_paced"] == f"{N}/{N}"
+
+    measured = {
+        (row["system"], row["metric"])
+        for row in doc["rows"]["memory"]
+        if row.get("median")
+    }
+    missing = {("redrelay", m) for m in REDRELAY_ROWS} | {("raw", m) for m in RAW_ROWS}
+    missing -= measured
+    assert not missing, f"rows without a figure: {sorted(missing)}"
+    seed = [r for r in doc["rows"]["memory"] if r["role"] == "seed"]
+    assert seed and all(r["vs_seed"] == pytest.approx(1.0) for r in seed)
+
+    assert doc["machine"]["cores"] and doc["machine"]["redis_server"]
+    text = (out / "latest.md").read_text()
+    assert "| redrelay queue.put() |" in text and "Machine:" in text
+    assert "redrelay worker (acks)" in done.stdout
+
+
+def test_run_script_is_executable_and_documents_itself() -> None:
+    run = ROOT / "bench" / "run"
+    assert os.access(run, os.X_OK)
+    done = subprocess.run(
+        [str(run), "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--only" in done.stdout and "--aof" in done.stdout
