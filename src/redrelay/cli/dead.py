@@ -13,7 +13,7 @@ import orjson
 from ..queue import DeadLetter, Queue
 from ._base import CliError, cli, connection_options, open_relay, require_queue, table
 
-__all__ = ["dead"]
+__all__ = ["dead", "dead_letter_dict", "format_time", "json_default"]
 
 #: Dead letters moved per round trip in bulk work (one progress-bar step each).
 CHUNK = 500
@@ -55,21 +55,23 @@ def list_(
     q = require_queue(open_relay(ctx), queue)
     letters = q.dead_letters(limit=limit)
     if as_json:
-        payload = [_as_dict(d) for d in letters]
+        payload = [dead_letter_dict(d) for d in letters]
         click.echo(
-            orjson.dumps(payload, option=orjson.OPT_INDENT_2, default=_bytes).decode()
+            orjson.dumps(
+                payload, option=orjson.OPT_INDENT_2, default=json_default
+            ).decode()
         )
         return
     total = q.stats().dead
     if not letters:
         click.echo(f"no dead letters in queue {queue!r}")
         return
-    rows = [[d.id, _when(d.dead_at), d.attempt, d.reason] for d in letters]
+    rows = [[d.id, format_time(d.dead_at), d.attempt, d.reason] for d in letters]
     click.echo(table(["id", "dead at", "attempt", "reason"], rows))
     if tracebacks:
         for d in letters:
             click.echo(f"\n--- {d.id}")
-            click.echo(f"body: {orjson.dumps(d.body, default=_bytes).decode()}")
+            click.echo(f"body: {orjson.dumps(d.body, default=json_default).decode()}")
             click.echo(
                 textwrap.indent(d.traceback or "(no traceback)\n", "  "), nl=False
             )
@@ -163,11 +165,13 @@ def _missing(done: int, seen: int) -> str:
     return f" ({seen - done} were not dead letters: wrong id, or already requeued or purged)"
 
 
-def _when(ts: float) -> str:
+def format_time(ts: float) -> str:
+    """A dead letter's time for people (local time), or "-"."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def _as_dict(d: DeadLetter) -> dict[str, object]:
+def dead_letter_dict(d: DeadLetter) -> dict[str, object]:
+    """A dead letter as JSON-ready data (``--json``; the Django command too)."""
     return {
         "id": d.id,
         "queue": d.queue,
@@ -179,7 +183,8 @@ def _as_dict(d: DeadLetter) -> dict[str, object]:
     }
 
 
-def _bytes(value: object) -> str:
+def json_default(value: object) -> str:
+    """orjson ``default=``: raw bodies (bytes) as text."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     raise TypeError(f"cannot show a {type(value).__name__}")

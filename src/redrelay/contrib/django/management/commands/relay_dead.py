@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import textwrap
-import time
 from typing import Any
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from redrelay.cli._base import table
+from redrelay.cli.dead import dead_letter_dict, format_time, json_default
 from redrelay.errors import RedrelayError
-from redrelay.queue import DeadLetter, Queue
+from redrelay.queue import Queue
 
 from ._common import add_relay_argument, command_error, open_relay, require_queue
 
@@ -78,23 +78,23 @@ class Command(BaseCommand):
     def _list(self, queue: Queue, options: dict[str, Any]) -> None:
         letters = queue.dead_letters(limit=max(1, options["limit"]))
         if options["json"]:
-            payload = [_as_dict(d) for d in letters]
+            payload = [dead_letter_dict(d) for d in letters]
             self.stdout.write(
                 orjson.dumps(
-                    payload, option=orjson.OPT_INDENT_2, default=_text
+                    payload, option=orjson.OPT_INDENT_2, default=json_default
                 ).decode()
             )
             return
         if not letters:
             self.stdout.write(f"no dead letters in queue {queue.name!r}")
             return
-        rows = [[d.id, _when(d.dead_at), d.attempt, d.reason] for d in letters]
+        rows = [[d.id, format_time(d.dead_at), d.attempt, d.reason] for d in letters]
         self.stdout.write(table(["id", "dead at", "attempt", "reason"], rows))
         if options["tracebacks"]:
             for d in letters:
                 self.stdout.write(f"\n--- {d.id}")
                 self.stdout.write(
-                    f"body: {orjson.dumps(d.body, default=_text).decode()}"
+                    f"body: {orjson.dumps(d.body, default=json_default).decode()}"
                 )
                 self.stdout.write(
                     textwrap.indent(d.traceback or "(no traceback)\n", "  "), ending=""
@@ -143,25 +143,3 @@ def _missing(done: int, ids: list[str] | None) -> str:
         f" ({len(ids) - done} were not dead letters: wrong id, or already requeued "
         "or purged)"
     )
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def _as_dict(d: DeadLetter) -> dict[str, object]:
-    return {
-        "id": d.id,
-        "queue": d.queue,
-        "dead_at": d.dead_at,
-        "attempt": d.attempt,
-        "reason": d.reason,
-        "traceback": d.traceback,
-        "body": d.body,
-    }
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"cannot show a {type(value).__name__}")
