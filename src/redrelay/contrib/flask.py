@@ -32,6 +32,8 @@ from __future__ import annotations
 import atexit
 import difflib
 import logging
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -488,23 +490,37 @@ def relay_command(ctx: click.Context, verbose: int) -> None:
     show_default=True,
     help="Seconds running handlers get on stop.",
 )
+@click.option(
+    "-p", "--processes", type=click.IntRange(1, 256), default=1, show_default=True
+)
 @click.option("--no-subscribers", is_flag=True, help="Do not run channel subscribers.")
+@click.option(
+    "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
     queues: tuple[str, ...],
     concurrency: int | None,
     grace: float,
+    processes: int,
     no_subscribers: bool,
+    parent_pid: int | None,
 ) -> None:
     """Run this app's consumers and subscribers, each handler in an app context.
 
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
-    --grace and exits 0; a second one exits at once (messages stay safe). For
-    several processes, start several, or use `redrelay worker --processes N`
-    on a function that returns the app's relay.
+    --grace and exits 0; a second one exits at once (messages stay safe).
+    --processes N runs N such processes (`python -m flask ... relay worker`) and
+    restarts the ones that die.
     """
-    from ..worker.supervisor import Worker
+    from ..worker.supervisor import Worker, supervise, without_processes
+
+    if processes > 1:
+        # The children run this same command line, minus --processes.
+        argv = [*without_processes(sys.argv[1:]), "--parent-pid", str(os.getpid())]
+        command = [sys.executable, "-m", "flask"]
+        ctx.exit(supervise(argv, processes, grace, command=command))
 
     relay = current_app.extensions["redrelay"].relay
     w = Worker(
@@ -513,6 +529,7 @@ def worker(
         concurrency=concurrency,
         subscribers=not no_subscribers,
         grace=grace,
+        parent_pid=parent_pid,
     )
     ctx.exit(w.run())
 

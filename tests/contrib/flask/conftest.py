@@ -83,11 +83,11 @@ def example_app(
 
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
-    """``start_worker(command, env)``: a real worker subprocess, stopped at teardown."""
+    """``start_worker(command, env, *args)``: a real worker subprocess, stopped at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(command: str, env: dict[str, str]) -> WorkerProcess:
-        worker = WorkerProcess(command, env)
+    def start(command: str, env: dict[str, str], *args: str) -> WorkerProcess:
+        worker = WorkerProcess(command, env, *args)
         started.append(worker)
         return worker
 

@@ -57,9 +57,9 @@ def example_env(url: str, namespace: str, **settings: Any) -> dict[str, str]:
 class WorkerProcess:
     """A real worker of the example app: ``flask relay worker`` or ``redrelay worker``."""
 
-    def __init__(self, command: str, env: dict[str, str]) -> None:
+    def __init__(self, command: str, env: dict[str, str], *extra: str) -> None:
         if command == "flask":
-            args = ["-m", "flask", "--app", EXAMPLE, "relay", "worker"]
+            args = ["-m", "flask", "--app", EXAMPLE, "relay", "worker", *extra]
         else:
             args = ["-m", "redrelay", "worker", f"{EXAMPLE}:relay"]
         self._log = tempfile.TemporaryFile()

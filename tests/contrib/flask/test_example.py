@@ -11,7 +11,7 @@ from flask import Flask
 
 from .helpers import EventReader, WorkerProcess, example_env, wait_for
 
-StartWorker = Callable[[str, dict[str, str]], WorkerProcess]
+StartWorker = Callable[..., WorkerProcess]
 
 
 def jobs_stats(app: Flask) -> Any:
@@ -121,3 +121,22 @@ def test_killing_the_worker_mid_run_loses_no_job(
     assert retried
     assert {p["worker"] for p in events if p["attempt"] > 1} == {second.pid}
     reader.close()
+
+
+def test_flask_relay_worker_processes_2(
+    example_app: Flask, redrelay_url: str, namespace: str, start_worker: StartWorker
+) -> None:
+    supervisor = start_worker(
+        "flask", example_env(redrelay_url, namespace), "--processes", "2"
+    )
+    wait_for(
+        lambda: jobs_stats(example_app).consumers == 2, what="two worker processes"
+    )
+    reader = progress_reader(example_app)
+    run = enqueue(example_app, count=6, steps=1, delay=0.05)
+    wait_for(lambda: done_jobs(reader, run) == set(range(1, 7)), what="6 jobs done")
+    workers = {p["worker"] for p in reader.json("progress") if p["run"] == run}
+    assert supervisor.pid not in workers  # run by the children, not the supervisor
+    reader.close()
+    assert supervisor.stop() == 0, supervisor.output()
+    wait_for(lambda: jobs_stats(example_app).consumers == 0, what="children gone")
