@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterator
 
 import click
 import orjson
@@ -20,7 +21,7 @@ from ._base import (
     table,
 )
 
-__all__ = ["stats"]
+__all__ = ["render", "stats", "watch"]
 
 #: Lifetime counters shown in the table (``--json`` shows every counter).
 COUNTERS = ("acked", "retried", "dead", "recovered", "rejected")
@@ -75,34 +76,44 @@ def stats(
 
 
 def _watch(relay: Relay, queues: list[str], interval: float, as_json: bool) -> None:
-    previous: dict[str, QueueStats] = {}
-    last = time.monotonic()
+    # Queues that appear while watching are picked up when none were named.
+    frames = watch(lambda: relay.stats(queues or queue_names(relay)), interval, as_json)
     try:
-        while True:
-            # Queues that appear while watching are picked up when none were named.
-            snapshots = relay.stats(queues or queue_names(relay))
-            now = time.monotonic()
-            rates = {
-                s.name: _rates(previous[s.name], s, now - last)
-                for s in snapshots
-                if s.name in previous
-            }
-            stamp = time.strftime("%H:%M:%S")
-            if as_json:
-                payload = {
-                    "time": stamp,
-                    "queues": [dataclasses.asdict(s) for s in snapshots],
-                    "rates": rates,
-                }
-                click.echo(orjson.dumps(payload).decode())
-            else:
-                click.echo(f"-- {stamp}")
-                click.echo(render(snapshots, rates) if snapshots else "no queues yet")
-                click.echo("")
-            previous, last = {s.name: s for s in snapshots}, now
-            time.sleep(interval)
+        for line in frames:
+            click.echo(line)
     except KeyboardInterrupt:
         return
+
+
+def watch(
+    read: Callable[[], list[QueueStats]], interval: float, as_json: bool
+) -> Iterator[str]:
+    """Lines of ``stats --watch`` forever: a snapshot every ``interval`` seconds, with
+    rates from the previous one (shared by the CLI and the Django command)."""
+    previous: dict[str, QueueStats] = {}
+    last = time.monotonic()
+    while True:
+        snapshots = read()
+        now = time.monotonic()
+        rates = {
+            s.name: _rates(previous[s.name], s, now - last)
+            for s in snapshots
+            if s.name in previous
+        }
+        stamp = time.strftime("%H:%M:%S")
+        if as_json:
+            payload = {
+                "time": stamp,
+                "queues": [dataclasses.asdict(s) for s in snapshots],
+                "rates": rates,
+            }
+            yield orjson.dumps(payload).decode()
+        else:
+            yield f"-- {stamp}"
+            yield render(snapshots, rates) if snapshots else "no queues yet"
+            yield ""
+        previous, last = {s.name: s for s in snapshots}, now
+        time.sleep(interval)
 
 
 def _rates(before: QueueStats, after: QueueStats, seconds: float) -> dict[str, float]:

@@ -109,23 +109,14 @@ def handle_entry(
             Outcome.REJECTED
         )  # the lease was taken over: the entry is already back in the queue
     crash_point("handler")
+    failed: Exception
+    delay: float | None
     try:
         invoke(consumer.handler, message, relay.handler_contexts, loop)
     except TimeLimitExceeded as exc:
         if slot is not None and slot.abandoned:
             return Outcome.REJECTED
-        return _fail(
-            relay,
-            consumer,
-            lease,
-            tag,
-            entry,
-            message,
-            decoded.failures + 1,
-            exc,
-            None,
-            halt,
-        )
+        failed, failures, delay = exc, decoded.failures + 1, None
     except Reject as exc:
         return _bury(
             relay,
@@ -141,23 +132,14 @@ def handle_entry(
         )
     except Retry as exc:
         failures = decoded.failures + (1 if exc.count else 0)
-        return _fail(
-            relay, consumer, lease, tag, entry, message, failures, exc, exc.delay, halt
-        )
+        failed, delay = exc, exc.delay
     except Exception as exc:
-        return _fail(
-            relay,
-            consumer,
-            lease,
-            tag,
-            entry,
-            message,
-            decoded.failures + 1,
-            exc,
-            None,
-            halt,
-        )
-    return Outcome.ACKED
+        failed, failures, delay = exc, decoded.failures + 1, None
+    else:
+        return Outcome.ACKED
+    return _fail(
+        relay, consumer, lease, tag, entry, message, failures, failed, delay, halt
+    )
 
 
 def _fail(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import orjson
 from django.core.management.base import BaseCommand, CommandParser
 
-from redrelay.cli.stats import render
+from redrelay.cli.stats import render, watch
 from redrelay.errors import RedrelayError
-from redrelay.queue import QueueStats
 
 from ._common import (
     add_relay_argument,
@@ -75,41 +73,8 @@ class Command(BaseCommand):
     def _watch(
         self, stats: Any, names: list[str], interval: float, as_json: bool
     ) -> None:
-        previous: dict[str, QueueStats] = {}
-        last = time.monotonic()
         try:
-            while True:
-                snapshots: list[QueueStats] = stats(names or None)
-                now = time.monotonic()
-                rates = {
-                    s.name: _rates(previous[s.name], s, now - last)
-                    for s in snapshots
-                    if s.name in previous
-                }
-                stamp = time.strftime("%H:%M:%S")
-                if as_json:
-                    payload = {
-                        "time": stamp,
-                        "queues": [dataclasses.asdict(s) for s in snapshots],
-                        "rates": rates,
-                    }
-                    self.stdout.write(orjson.dumps(payload).decode())
-                else:
-                    self.stdout.write(f"-- {stamp}")
-                    self.stdout.write(
-                        render(snapshots, rates) if snapshots else "no queues yet"
-                    )
-                    self.stdout.write("")
-                previous, last = {s.name: s for s in snapshots}, now
-                time.sleep(interval)
+            for line in watch(lambda: stats(names or None), interval, as_json):
+                self.stdout.write(line)
         except KeyboardInterrupt:
             return
-
-
-def _rates(before: QueueStats, after: QueueStats, seconds: float) -> dict[str, float]:
-    seconds = max(seconds, 1e-6)
-    return {
-        name: max(0, after.counters.get(name, 0) - before.counters.get(name, 0))
-        / seconds
-        for name in ("acked", "dead")
-    }
