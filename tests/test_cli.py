@@ -681,3 +681,18 @@ def test_worker_processes_2_starts_two_workers(
     proc.signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     wait_for(lambda: q.stats().consumers == 0, 5, "both workers left")
+
+
+def test_stats_watch_frames_show_snapshots_and_rates(relay: Relay) -> None:
+    from redrelay.cli.stats import watch
+
+    queue = relay.queue("w")
+    queue.put_many(range(5))
+    frames = watch(lambda: relay.stats(["w"]), 0.01, as_json=True)
+    first = orjson.loads(next(frames))
+    assert first["queues"][0]["ready"] == 5 and first["rates"] == {}
+    queue.put_many(range(5))
+    second = orjson.loads(next(frames))
+    assert second["queues"][0]["ready"] == 10 and "w" in second["rates"]
+    text = watch(lambda: relay.stats(["w"]), 0.01, as_json=False)
+    assert next(text).startswith("-- ") and "w" in next(text)
