@@ -4,39 +4,56 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any, TypeVar
 
 import click
 
 from ._base import cli, connection_options, load_relay
 
-__all__ = ["worker"]
+__all__ = ["worker", "worker_options"]
+
+F = TypeVar("F", bound=Any)
+
+
+def worker_options(command: F) -> F:
+    """The options of a worker command (``redrelay worker``, ``flask relay worker``)."""
+    for option in reversed(_WORKER_OPTIONS):
+        command = option(command)
+    return command
+
+
+_WORKER_OPTIONS = [
+    click.option(
+        "-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable)."
+    ),
+    click.option(
+        "-c",
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        help="Handler threads per queue.",
+    ),
+    click.option(
+        "-p", "--processes", type=click.IntRange(1, 256), default=1, show_default=True
+    ),
+    click.option(
+        "--grace",
+        type=float,
+        default=30.0,
+        show_default=True,
+        help="Seconds running handlers get on stop.",
+    ),
+    click.option(
+        "--no-subscribers", is_flag=True, help="Do not run channel subscribers."
+    ),
+    click.option(
+        "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
+    ),
+]
 
 
 @cli.command()
 @click.argument("target")
-@click.option(
-    "-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable)."
-)
-@click.option(
-    "-c",
-    "--concurrency",
-    type=click.IntRange(1, 1024),
-    help="Handler threads per queue.",
-)
-@click.option(
-    "-p", "--processes", type=click.IntRange(1, 256), default=1, show_default=True
-)
-@click.option(
-    "--grace",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds running handlers get on stop.",
-)
-@click.option("--no-subscribers", is_flag=True, help="Do not run channel subscribers.")
-@click.option(
-    "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
-)
+@worker_options
 @connection_options(namespace=False)
 @click.pass_context
 def worker(

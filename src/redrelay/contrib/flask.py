@@ -52,6 +52,7 @@ import click
 
 from .._types import Handler
 from ..cli._base import _Group
+from ..cli.worker import worker_options
 from ..errors import ConfigurationError, InvalidName
 from ..protocol.keys import validate_name
 from ..queue import Queue
@@ -474,29 +475,7 @@ def relay_command(ctx: click.Context, verbose: int) -> None:
 
 
 @relay_command.command()
-@click.option(
-    "-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable)."
-)
-@click.option(
-    "-c",
-    "--concurrency",
-    type=click.IntRange(1, 1024),
-    help="Handler threads per queue.",
-)
-@click.option(
-    "--grace",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds running handlers get on stop.",
-)
-@click.option(
-    "-p", "--processes", type=click.IntRange(1, 256), default=1, show_default=True
-)
-@click.option("--no-subscribers", is_flag=True, help="Do not run channel subscribers.")
-@click.option(
-    "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
-)
+@worker_options
 @click.pass_context
 def worker(
     ctx: click.Context,
