@@ -194,40 +194,34 @@ class Queue:
     # -- inspecting ------------------------------------------------------------------------
 
     def stats(self) -> QueueStats:
-        """Depths, consumers and counters, as one consistent snapshot (one ``MULTI``).
+        """Depths, consumers and counters, as one consistent snapshot (one read-only script).
 
         The consumers' in-flight hashes are named by the lease set, so the set is read
-        first and read again inside the transaction; a change in between means a consumer
-        came or went, and the snapshot is taken again.
+        first and read again inside the script; a change in between means a consumer
+        came or went, and the snapshot is taken again. Works on a full Redis too.
         """
         k = self.keys
         conn = self.relay.connection
         leases = conn.call("ZRANGE", k.leases, 0, -1)
         while True:
-            reply = conn.pipeline(
-                [
-                    ("ZRANGE", k.leases, 0, -1),
-                    ("LLEN", k.ready),
-                    ("ZCARD", k.delayed),
-                    ("ZCARD", k.dead),
-                    ("LINDEX", k.ready, -1),
-                    ("HGETALL", k.stats),
-                    *(("HLEN", k.inflight(c.decode())) for c in leases),
-                ]
-            )
+            keys = [k.leases, k.ready, k.delayed, k.dead, k.stats]
+            keys += [k.inflight(c.decode()) for c in leases]
+            reply = conn.run("stats", keys, [])
             if reply[0] == leases:
                 break
             leases = reply[0]
-        ready, delayed, dead, oldest, counters = reply[1:6]
+        ready, delayed, dead, oldest, flat = reply[1:6]
         return QueueStats(
             name=self.name,
             ready=ready,
             delayed=delayed,
-            in_flight=sum(reply[6:]),
+            in_flight=sum(reply[6]),
             dead=dead,
             consumers=len(leases),
-            oldest_age=_age(oldest),
-            counters={key.decode(): int(value) for key, value in counters.items()},
+            oldest_age=_age(oldest or None),
+            counters={
+                flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)
+            },
         )
 
     def peek(self, count: int = 10) -> list[Message]:

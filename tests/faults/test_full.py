@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -83,21 +85,6 @@ def test_full_redis_writes_nothing_partially(small_server: RedisServer) -> None:
     report("redis_full", batches_before_full=batches, single_puts_after=n)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A worker cannot start on (or recover in) a full Redis, so nothing drains it: "
-        "joining runs heartbeat.lua, whose first write is HSET on the consumers hash, a "
-        "deny-oom command, refused at maxmemory; retry_forever() retries only "
-        "BrokerUnavailable, so Runner.start() raises and the worker exits. Renewals "
-        "(ZADD) and recover.lua (RPUSH first) are refused the same way, so a running "
-        "worker loses its lease and its deliveries cannot come back. Fix: let the "
-        "scripts that do not grow the data set run at OOM (Redis >= 7: '#!lua "
-        "flags=allow-oom' shebang; 6.2: make a non-deny-oom write such as the HDEL/DEL "
-        "come first, which lifts the check for the rest of the script), and retry "
-        "BrokerFull in join/heartbeat with a log line instead of crashing."
-    ),
-)
 def test_workers_drain_a_full_redis(small_server: RedisServer) -> None:
     relay = Relay(small_server.url, namespace="full")
     done: list[str] = []
@@ -105,3 +92,37 @@ def test_workers_drain_a_full_redis(small_server: RedisServer) -> None:
     n, _ = _fill(relay)
     relay.drain(timeout=20)
     assert len(done) == n
+    assert len(set(done)) == n
+    q = relay.queue("work")
+    stats = q.stats()
+    assert (stats.ready, stats.in_flight, stats.dead) == (0, 0, 0)
+    assert stats.counters["acked"] == n
+    q.put(BODY)  # drained: producers write again
+    report("redis_full_drain", drained=n)
+
+
+def test_put_is_still_refused_while_workers_run(small_server: RedisServer) -> None:
+    """allow-oom is only on the scripts that move or delete: a full Redis still refuses
+    put (plain, delayed, deduplicated) and put_many while a worker keeps its lease."""
+    relay = Relay(small_server.url, namespace="full")
+    gate = threading.Event()  # handlers hold their messages: nothing is freed
+    relay.consumer("work", lease=2)(lambda m: gate.wait(30))
+    _fill(relay)
+    q = relay.queue("work")
+    relay.start()  # joins (heartbeat.lua) and fetches at OOM
+    try:
+        deadline = time.monotonic() + 10
+        while q.stats().in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert q.stats().in_flight > 0
+        for call in (
+            lambda: q.put(BODY),
+            lambda: q.put(BODY, delay=60),
+            lambda: q.put(BODY, dedup_key="k"),
+            lambda: q.put_many([BODY]),
+        ):
+            with pytest.raises(BrokerFull):
+                call()
+    finally:
+        gate.set()
+        relay.close()

@@ -136,6 +136,9 @@ class Connection:
         self._retries = retries
         self._socket_timeout = socket_timeout
         self._client: redis.Redis | None = None
+        #: Redis < 7 gets scripts without their shebang (decided on the first NOSCRIPT).
+        self._legacy_scripts: bool | None = None
+        self._version: tuple[int, ...] | None = None
 
     @property
     def client(self) -> redis.Redis:
@@ -170,16 +173,34 @@ class Connection:
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run a protocol script by name (EVALSHA, loading it on the first NOSCRIPT)."""
-        s = script(name)
+        sha, source = script(name).for_server(self._legacy_scripts is True)
         try:
             try:
-                return self.client.evalsha(s.sha, len(keys), *keys, *args)
+                return self.client.evalsha(sha, len(keys), *keys, *args)
             except rex.NoScriptError:
-                return self.client.eval(s.source, len(keys), *keys, *args)
+                if self._legacy_scripts is None:  # first load: which dialect?
+                    self._legacy_scripts = self.server_version() < (7, 0)
+                    sha, source = script(name).for_server(self._legacy_scripts)
+                return self.client.eval(source, len(keys), *keys, *args)
         except (rex.RedisError, OSError) as exc:
             # try/except rather than ``with translate()``: the context manager costs
             # about 2 us per call, which shows on the put and publish hot paths.
             raise_translated(self.url, exc, self.namespace)
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's version, asked once per connection.
+
+        By ``HELLO`` (no arguments: the protocol stays as it is), which every ACL user may
+        send, unlike ``INFO``.
+        """
+        if self._version is None:
+            reply = self.call("HELLO")
+            if isinstance(reply, list):
+                reply = dict(zip(reply[::2], reply[1::2], strict=False))
+            raw = reply.get(b"version", reply.get("version", b"0"))
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            self._version = tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
+        return self._version
 
     def call(self, *command: Arg) -> Any:
         """One plain Redis command."""

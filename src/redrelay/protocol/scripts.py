@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["SCRIPT_NAMES", "Script", "script"]
+__all__ = ["SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 
 #: Every script shipped in ``protocol/scripts/``; one file per state transition.
 SCRIPT_NAMES = (
@@ -23,16 +23,35 @@ SCRIPT_NAMES = (
     "release",
     "requeue_dead",
     "retry",
+    "stats",
 )
+
+
+#: Redis 7 reads script flags from a first line like this; Redis 6.2 cannot compile it.
+SHEBANG = "#!lua"
 
 
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A script's name, source and SHA1 (for ``EVALSHA``)."""
+    """A script's name, source and SHA1 (for ``EVALSHA``), and the same for Redis < 7.
+
+    Scripts that must run on a full Redis (every worker-side transition, so that workers
+    can drain it; see docs/reliability.md) start with ``#!lua flags=allow-oom``. Redis 6.2
+    does not know shebangs, so ``legacy_source`` turns that line into a comment (line
+    numbers in Lua errors stay the same); the flags then do not apply.
+    """
 
     name: str
     source: str
     sha: str
+    legacy_source: str
+    legacy_sha: str
+
+    def for_server(self, legacy: bool) -> tuple[str, str]:
+        """``(sha, source)`` for a Redis >= 7 (``legacy`` False) or an older one."""
+        return (
+            (self.legacy_sha, self.legacy_source) if legacy else (self.sha, self.source)
+        )
 
 
 @cache
@@ -46,4 +65,9 @@ def script(name: str) -> Script:
         .joinpath(f"{name}.lua")
         .read_text("utf-8")
     )
-    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+    legacy = "-- " + source if source.startswith(SHEBANG) else source
+    return Script(name, source, _sha1(source), legacy, _sha1(legacy))
+
+
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()

@@ -12,6 +12,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
+from ..errors import BrokerFull
 from ..io.sync import redact
 from ..protocol.keys import epoch_key
 
@@ -35,8 +36,21 @@ class EpochWatch:
     def check(self) -> bool:
         """Return False (after reporting) if the data set changed since the last check."""
         mine = secrets.token_hex(8).encode()
-        self.conn.call("SET", self.key, mine, "NX")
+        # GET first: SET is refused by a full Redis even when it would change nothing,
+        # and a worker must be able to start on a full Redis to drain it.
         current: bytes | None = self.conn.call("GET", self.key)
+        if current is None:
+            try:
+                self.conn.call("SET", self.key, mine, "NX")
+            except BrokerFull:
+                log.warning(
+                    "Redis at %s is full: cannot store the epoch key %s yet",
+                    redact(self.conn.url),
+                    self.key,
+                )
+                if self.epoch is None:
+                    return True  # nothing seen yet: the next check stores it
+            current = self.conn.call("GET", self.key)
         if self.epoch is None or current == self.epoch:
             self.epoch = current
             return True

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- ack: forget delivered entries. O(number of tags).
 --
 -- KEYS[1] inflight  hash of the consumer that received the entries

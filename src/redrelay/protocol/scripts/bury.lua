@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- bury: move one delivery to the dead letters, with its record; trim the oldest past the cap.
 --
 -- KEYS[1] inflight   hash   the consumer's deliveries

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- fetch: ack the previous batch, promote due delayed messages, then move up to ARGV[2]
 -- entries from ready into this consumer's in-flight hash, in one atomic step (acks ride
 -- along so that a batch costs one round trip, not two).

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- heartbeat: extend a consumer's lease, or register it when ARGV[3] is a non-empty info.
 --
 -- KEYS[1] leases     zset  consumer id -> lease expiry (server ms)

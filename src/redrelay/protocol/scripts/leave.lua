@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- leave: a consumer that stops cleanly, with nothing running, gives back what it still holds
 -- (unchanged, to the front of ready) and drops its lease.
 --

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- mark: record that a redelivered entry is about to run, so that if this consumer dies now
 -- the entry's delivery is counted. First deliveries are not marked (that would cost a
 -- round trip per message); recovery counts them all, see recover.lua.

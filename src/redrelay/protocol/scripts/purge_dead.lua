@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- purge_dead: delete dead letters by id.
 --
 -- KEYS[1] dead       zset

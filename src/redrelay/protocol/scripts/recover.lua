@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- recover: if a consumer's lease has expired, move everything it held back to the front of
 -- ready, and forget the consumer. Whichever worker runs it first wins.
 --

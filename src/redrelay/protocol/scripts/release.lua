@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- release: give back deliveries that were fetched but never started (graceful stop, lost
 -- lease), unchanged, to the front of ready so they keep their place.
 --

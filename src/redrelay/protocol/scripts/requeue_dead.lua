@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- requeue_dead: move dead letters back to ready (the back of the queue), each exactly once.
 --
 -- KEYS[1] dead       zset

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- retry: move one delivery back to ready (the back of the queue) or to delayed.
 --
 -- KEYS[1] inflight      hash   the consumer's deliveries
