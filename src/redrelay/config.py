@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from ._types import Duration
 from .errors import ConfigurationError
+from .io.sentinel import SCHEME as SENTINEL_SCHEME
+from .io.sentinel import parse_sentinel_url
+from .io.sync import redact
 from .protocol.transitions import Backoff, to_seconds
 
 __all__ = ["ENV_URL", "ConsumerOptions", "resolve_url"]
@@ -19,9 +22,12 @@ def resolve_url(url: str | None) -> str | None:
     """The URL to use: the argument, else ``$REDRELAY_URL``, else None (the embedded server)."""
     if url is None:
         url = os.environ.get(ENV_URL) or None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+    if url is not None and url.startswith(SENTINEL_SCHEME):
+        parse_sentinel_url(url)  # fail now, naming what is wrong
+    elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
-            f"unsupported Redis URL {url!r}: use redis://host:port/db, rediss:// (TLS) or unix:///path"
+            f"unsupported Redis URL {redact(url)!r}: use redis://host:port/db, rediss:// (TLS), "
+            "unix:///path or redis+sentinel://host:26379,.../<service>[/db]"
         )
     return url
 

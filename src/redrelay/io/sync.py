@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.exceptions as rex
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..errors import (
@@ -20,6 +20,8 @@ from ..errors import (
     ConfigurationError,
 )
 from ..protocol.scripts import script
+from .sentinel import SCHEME as SENTINEL_SCHEME
+from .sentinel import parse_sentinel_url
 
 __all__ = ["Connection", "raise_translated", "redact", "translate"]
 
@@ -27,7 +29,7 @@ Arg = str | bytes | int | float
 
 
 #: URL query parameters whose values are secrets.
-_SECRET_PARAMS = {"password", "ssl_password"}
+_SECRET_PARAMS = {"password", "ssl_password", "sentinel_password"}
 
 
 def redact(url: str) -> str:
@@ -49,6 +51,8 @@ def redact(url: str) -> str:
 
 def _unreachable_hint(url: str, text: str) -> str:
     """A next step for the usual TLS mix-ups, read off the error text."""
+    if text.startswith("No master found"):
+        return "; no Sentinel in the URL answered, or none knows that service name"
     tls = url.startswith("rediss://")
     if not tls and ("reset by peer" in text or "Connection closed by server" in text):
         return "; if the server expects TLS, use a rediss:// URL"
@@ -77,6 +81,8 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
         ) from exc
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
         text = str(exc)
+        if text.startswith("No master found"):  # then a repr of the Sentinel client
+            text = text.split(" : ", 1)[0]
         raise BrokerUnavailable(
             f"cannot reach Redis at {redact(url)}: {text}{_unreachable_hint(url, text)}"
         ) from exc
@@ -115,6 +121,36 @@ def raise_translated(
     )  # pragma: no cover - translate always raises here
 
 
+def _sentinel_client(url: str, options: dict[str, Any]) -> redis.Redis:
+    """A client of the service's current primary, as the Sentinels name it.
+
+    Every new socket asks the Sentinels where the primary is, so after a failover the
+    next reconnect (redis-py retries on the connection error, or on the ``READONLY``
+    reply of a demoted primary) reaches the new one.
+    """
+    from redis.sentinel import Sentinel
+
+    parsed = parse_sentinel_url(url)
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": min(2.0, options["socket_timeout"]),
+        "socket_connect_timeout": 2.0,
+        "retry": Retry(NoBackoff(), 0),  # the next Sentinel is the retry
+        "username": parsed.sentinel_username,
+        "password": parsed.sentinel_password,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(parsed.sentinels), sentinel_kwargs=sentinel_options
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        parsed.service,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        **options,
+    )
+    return client
+
+
 class Connection:
     """A lazily opened redis-py client for one URL, plus script calls by name.
 
@@ -147,8 +183,7 @@ class Connection:
                 tcp: dict[str, Any] = (
                     {} if self.url.startswith("unix:") else {"socket_keepalive": True}
                 )
-                self._client = redis.Redis.from_url(
-                    self.url,
+                options: dict[str, Any] = dict(
                     socket_timeout=self._socket_timeout,
                     socket_connect_timeout=5.0,
                     health_check_interval=15,
@@ -160,6 +195,10 @@ class Connection:
                         rex.BusyLoadingError,
                     ],
                 )
+                if self.url.startswith(SENTINEL_SCHEME):
+                    self._client = _sentinel_client(self.url, options)
+                else:
+                    self._client = redis.Redis.from_url(self.url, **options)
             except ValueError as exc:
                 raise ConfigurationError(
                     f"invalid Redis URL {redact(self.url)!r}: {exc}"

@@ -1,0 +1,193 @@
+"""SIGKILL of the primary under Sentinel, while a producer and a worker process run.
+
+Checks that producers, workers (epoch check included) and the pub/sub listener follow
+the failover on their own, and accounts for every acknowledged put: processed, still
+queued, or lost in the async-replication window (acknowledged by the old primary just
+before it died, not yet on the replica). Run with ``-s`` to see the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from redrelay import BrokerError, BrokerUnavailable, Relay
+from redrelay.protocol.keys import QueueKeys
+
+from ..faults.history import History, audit
+from ..faults.workers import ROOT, SRC, FaultWorker, report, wait_for
+from .conftest import Pair, Sentinels
+
+pytestmark = pytest.mark.slow
+
+#: Puts before the kill; the producer goes on for as many more after it.
+BEFORE_KILL = 600
+
+
+def _producer(url: str, history: History, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        REDRELAY_URL=url,
+        FAULTS_HISTORY_URL=history.url,
+        FAULTS_NAMESPACE=history.namespace,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(SRC)]),
+        PRODUCER_COUNT=str(2 * BEFORE_KILL),
+        PRODUCER_SECONDS="60",
+    )
+    with open(tmp_path / "producer.log", "wb") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.sentinel.producer"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _acked(history: History) -> dict[str, float]:
+    out = {}
+    for raw in history.client.lrange(f"{history.namespace}:acked", 0, -1):
+        msg_id, t = raw.decode().split()
+        out[msg_id] = float(t)
+    return out
+
+
+class Publisher(threading.Thread):
+    """Publishes ``{"n": i}`` every 20 ms through Sentinel; records when each went out."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        super().__init__(daemon=True, name="sentinel-publisher")
+        self.relay = Relay(url, namespace=namespace)
+        self.stop = threading.Event()
+        self.sent: dict[int, float] = {}
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.wait(0.02):
+            n += 1
+            try:
+                self.relay.publish("events", {"n": n})
+            except (BrokerUnavailable, BrokerError):
+                continue
+            self.sent[n] = time.time()
+        self.relay.close()
+
+
+def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
+    pair: Pair,
+    sentinels: Sentinels,
+    history: History,
+    tmp_path: Path,
+) -> None:
+    url = sentinels.url
+    ns = history.namespace
+    old = ("127.0.0.1", pair.primary.port)
+    assert sentinels.primary_address() == old
+    worker = FaultWorker(
+        url,
+        history.url,
+        ns,
+        FAULTS_LEASE="2",
+        FAULTS_HEARTBEAT="0.5",
+        FAULTS_CHANNEL="events",
+    )
+    producer = _producer(url, history, tmp_path)
+    publisher = Publisher(url, ns)
+    publisher.start()
+    try:
+        wait_for(lambda: len(_acked(history)) >= BEFORE_KILL, 60, 0.05, "puts")
+        wait_for(lambda: history.done_ids(), 30, 0.05, "the worker to run")
+        t_kill = history.record_fault("sigkill-primary")
+        pair.primary.kill()
+
+        new = wait_for(
+            lambda: (a := sentinels.primary_address()) != old and a,
+            60,
+            0.05,
+            "failover",
+        )
+        t_failover = time.time()
+        assert new == ("127.0.0.1", pair.replica.port)
+
+        def first_after(times: list[float]) -> float | None:
+            later = [t for t in times if t > t_kill]
+            return min(later) if later else None
+
+        t_put = wait_for(
+            lambda: first_after(list(_acked(history).values())), 60, 0.05, "a put"
+        )
+        # The worker fetched from the new primary: it started a message acked after the kill.
+        after = {i for i, t in _acked(history).items() if t > t_kill}
+        t_work = wait_for(
+            lambda: first_after(
+                [r.t for r in history.runs() if r.event == "start" and r.id in after]
+            ),
+            60,
+            0.05,
+            "the worker to resume",
+        )
+        t_pub = publisher.sent.get(
+            wait_for(
+                lambda: next(
+                    (n for n, t in publisher.sent.items() if t > t_failover), 0
+                ),
+                60,
+                0.05,
+                "a publish",
+            )
+        )
+        assert t_pub is not None
+
+        def received_after() -> list[int]:
+            raw = history.client.lrange(f"{ns}:received", 0, -1)
+            ns_ = [int(r.split()[0]) for r in raw]
+            return [n for n in ns_ if publisher.sent.get(n, 0) > t_failover]
+
+        wait_for(received_after, 60, 0.05, "the subscriber to hear the new primary")
+        assert producer.wait(90) == 0
+        acked = _acked(history)
+
+        client = redis.Redis(port=pair.replica.port)
+        keys = QueueKeys.of(ns, "work")
+
+        def settled() -> bool:
+            left = audit(client, keys)
+            return not left.ids() or acked.keys() <= history.done_ids() | left.ids()
+
+        wait_for(lambda: acked.keys() <= history.done_ids() or settled(), 60, 0.1)
+        wait_for(lambda: audit(client, keys).ids() == set(), 30, 0.1, "the drain")
+    finally:
+        publisher.stop.set()
+        publisher.join(10)
+        if producer.poll() is None:
+            producer.kill()
+        output = worker.output()
+        worker.close()
+    assert "lost its data" not in output  # the epoch key was replicated: no false alarm
+    assert "unexpected error" not in output
+    done = history.done_ids()
+    left = audit(client, keys).ids()
+    lost = set(acked) - done - left
+    # Anything lost was acknowledged by the old primary before it died: the window.
+    assert all(acked[i] <= t_kill for i in lost), "a put acked after the kill was lost"
+    window = t_kill - min(acked[i] for i in lost) if lost else 0.0
+    unknown = history.client.llen(f"{ns}:unknown")
+    report(
+        "sentinel_failover",
+        acked=len(acked),
+        unknown_outcome=unknown,
+        processed=len(done & acked.keys()),
+        lost_in_replication_window=len(lost),
+        loss_window_s=round(window, 3),
+        failover_s=round(t_failover - t_kill, 2),
+        producer_resumed_s=round(t_put - t_kill, 2),
+        worker_resumed_s=round(t_work - t_kill, 2),
+        subscriber_resumed=True,
+    )
