@@ -15,6 +15,7 @@ from .errors import BrokerUnavailable as BrokerUnavailable
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DecodeError as DecodeError
 from .errors import DrainTimeout as DrainTimeout
+from .errors import DurabilityNotConfirmed as DurabilityNotConfirmed
 from .errors import EncodeError as EncodeError
 from .errors import InvalidName as InvalidName
 from .errors import MessageError as MessageError
@@ -47,6 +48,7 @@ __all__ = [
     "DeadLetter",
     "DecodeError",
     "DrainTimeout",
+    "DurabilityNotConfirmed",
     "EncodeError",
     "GapReport",
     "InvalidName",

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from ._types import Duration
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DurabilityNotConfirmed
 from .io.sentinel import SCHEME as SENTINEL_SCHEME
 from .io.sentinel import parse_sentinel_url
 from .io.sync import redact
 from .protocol.transitions import Backoff, to_seconds
 
-__all__ = ["ENV_URL", "ConsumerOptions", "resolve_url"]
+__all__ = ["ENV_URL", "ConsumerOptions", "Durability", "resolve_url"]
 
 #: Environment variable holding the Redis URL.
 ENV_URL = "REDRELAY_URL"
@@ -30,6 +31,59 @@ def resolve_url(url: str | None) -> str | None:
             "unix:///path or redis+sentinel://host:26379,.../<service>[/db]"
         )
     return url
+
+
+#: "replicas:2", "aof", "aof+replicas:1"
+_DURABLE = re.compile(r"(?P<aof>aof)?(?:(?(aof)\+)replicas:(?P<n>[1-9][0-9]*))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What a durable put waits for after its write, on the same connection.
+
+    ``"replicas:N"``: ``WAIT N timeout`` (N replicas have the write in memory);
+    ``"aof"``: ``WAITAOF 1 0 timeout`` (the primary fsynced it to its AOF, Redis >= 7.2);
+    ``"aof+replicas:N"``: ``WAITAOF 1 N timeout`` (the primary and N replicas fsynced it).
+    """
+
+    spec: str
+    replicas: int
+    aof: bool
+    timeout: float
+
+    @classmethod
+    def parse(cls, spec: object, timeout: float, name: str = "durable") -> Durability:
+        """Check a ``durable=`` value, naming the argument and the accepted forms."""
+        match = _DURABLE.fullmatch(spec) if isinstance(spec, str) else None
+        replicas = int(match["n"] or 0) if match else 0
+        if match is None or not replicas <= 100 or not (match["aof"] or replicas):
+            raise ConfigurationError(
+                f"{name}= must be 'replicas:N' (N from 1 to 100), 'aof' or "
+                f"'aof+replicas:N', got {spec!r}"
+            )
+        return cls(match[0], replicas, bool(match["aof"]), timeout)
+
+    def command(self) -> tuple[str | int, ...]:
+        """``WAIT`` or ``WAITAOF``, with the timeout in milliseconds (never 0: forever)."""
+        ms = max(1, round(self.timeout * 1000))
+        if self.aof:
+            return ("WAITAOF", 1, self.replicas, ms)
+        return ("WAIT", self.replicas, ms)
+
+    def check(self, reply: object, ids: list[str]) -> None:
+        """Raise :class:`DurabilityNotConfirmed` unless ``reply`` meets the spec."""
+        if self.aof and isinstance(reply, list) and len(reply) == 2:
+            local, replicas = int(reply[0]), int(reply[1])
+            if local >= 1 and replicas >= self.replicas:
+                return
+            got = f"local AOF fsync {'yes' if local else 'no'}, {replicas} replica(s)"
+        elif not self.aof and isinstance(reply, int):
+            if reply >= self.replicas:
+                return
+            got = f"{reply} replica(s)"
+        else:
+            got = f"an unexpected reply {reply!r}"
+        raise DurabilityNotConfirmed(ids, self.spec, got, self.timeout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

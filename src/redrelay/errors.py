@@ -8,7 +8,8 @@
     ├── BrokerUnavailable                    Redis unreachable after bounded retries (wraps redis errors)
     │   └── BrokerLoading                    Redis is still loading its data set
     ├── BrokerError                          Redis answered with an error
-    │   └── BrokerFull                       Redis is out of memory (maxmemory with noeviction)
+    │   ├── BrokerFull                       Redis is out of memory (maxmemory with noeviction)
+    │   └── DurabilityNotConfirmed           written, but WAIT/WAITAOF did not confirm it in time
     ├── MessageError
     │   ├── EncodeError (TypeError)          the codec cannot encode the body (names the type)
     │   ├── MessageTooLarge (ValueError)     over max_message_size; nothing was written
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "DrainTimeout",
+    "DurabilityNotConfirmed",
     "EncodeError",
     "InvalidName",
     "MessageError",
@@ -82,6 +84,29 @@ class BrokerError(RedrelayError):
 
 class BrokerFull(BrokerError):
     """Redis refused a write because it reached ``maxmemory``; nothing was written."""
+
+
+class DurabilityNotConfirmed(BrokerError):
+    """A durable put WAS written to the primary, but not confirmed where it was asked to be.
+
+    Raised when ``WAIT``/``WAITAOF`` returns fewer replicas (or no local AOF fsync) than
+    ``durable=`` asked for within the timeout. The message is in the queue now; it would
+    be lost only if the primary failed before the replicas caught up. Never retry blindly:
+    a retried put is a second message (use ``dedup_key=`` to make it a no-op).
+    """
+
+    def __init__(
+        self, ids: list[str], asked: str, confirmed: str, timeout: float
+    ) -> None:
+        self.ids = ids
+        self.asked = asked
+        self.confirmed = confirmed
+        shown = ids[0] if len(ids) == 1 else f"{len(ids)} messages, first {ids[0]}"
+        super().__init__(
+            f"the message WAS written ({shown}) but durability was not confirmed: "
+            f"asked {asked}, got {confirmed} within {timeout:g}s. It is in the queue, "
+            "but a failover now could lose it (check the replicas: INFO replication)."
+        )
 
 
 class MessageError(RedrelayError):

@@ -21,6 +21,7 @@ from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.transitions import check_headers, to_ms, to_seconds
 
 if TYPE_CHECKING:
+    from .config import Durability
     from .relay import Relay
 
 __all__ = ["DeadLetter", "Queue", "QueueStats"]
@@ -107,6 +108,7 @@ class Queue:
         eta: datetime | None = None,
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
+        durable: str | bool | None = None,
     ) -> str:
         """Enqueue one message and return its id.
 
@@ -117,12 +119,25 @@ class Queue:
         :raises EncodeError: the codec cannot encode ``body``; nothing was written.
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
         :raises BrokerUnavailable: Redis did not answer after bounded retries.
+        :raises DurabilityNotConfirmed: ``durable=`` (or the relay's) was not confirmed
+            in time; the message WAS written.
         """
         msg_id = new_id()
         entry = self.encode(body, headers, msg_id=msg_id)
         delay_ms = _delay_ms(delay, eta)
+        durability = self.relay.durability(durable)
         if not delay_ms and dedup_key is None:
-            if self._registered:
+            if durability is not None:
+                self._write_durably(
+                    durability,
+                    [
+                        ("SADD", queues_key(self.relay.namespace), self.name),
+                        ("LPUSH", self.keys.ready, entry),
+                    ],
+                    [msg_id],
+                )
+                self._registered = True
+            elif self._registered:
                 self.relay.connection.call("LPUSH", self.keys.ready, entry)
             else:
                 self.relay.connection.pipeline(
@@ -144,20 +159,28 @@ class Queue:
             keys.append(
                 self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
             )
-        ttl_ms = to_ms(self.relay.dedup_ttl)
-        result = self.relay.connection.run(
-            "put", keys, [entry, msg_id, delay_ms, ttl_ms]
-        )
+        args: list[Any] = [entry, msg_id, delay_ms, to_ms(self.relay.dedup_ttl)]
+        if durability is None:
+            result = self.relay.connection.run("put", keys, args)
+        else:
+            command = self.relay.connection.script_command("put", keys, args)
+            result = self._write_durably(durability, [command], [msg_id])[0]
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def put_many(
-        self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None
+        self,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        durable: str | bool | None = None,
     ) -> list[str]:
         """Enqueue many messages in one round trip, all or nothing (``MULTI``/``EXEC``).
 
         Every body is encoded and checked before anything is sent, so a bad body fails the
-        whole call with nothing written. Returns the ids in order.
+        whole call with nothing written. Returns the ids in order. ``durable=`` as in
+        :meth:`put` (one wait for the whole batch).
         """
+        durability = self.relay.durability(durable)
         ids: list[str] = []
         entries: list[bytes] = []
         for index, body in enumerate(bodies):
@@ -180,9 +203,22 @@ class Queue:
                 ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
             )
         crash_point("put_many")
-        self.relay.connection.pipeline(commands, transaction=True)
+        if durability is None:
+            self.relay.connection.pipeline(commands, transaction=True)
+        else:  # MULTI/EXEC spelled out: WAIT inside a transaction would not wait
+            self._write_durably(durability, [("MULTI",), *commands, ("EXEC",)], ids)
         self._registered = True
         return ids
+
+    def _write_durably(
+        self, durability: Durability, commands: list[tuple[Any, ...]], ids: list[str]
+    ) -> list[Any]:
+        """The writes then WAIT/WAITAOF on one connection; raise if not confirmed."""
+        replies, confirmed = self.relay.connection.write_and_wait(
+            commands, durability.command()
+        )
+        durability.check(confirmed, ids)
+        return replies
 
     def _register(self) -> None:
         if not self._registered:

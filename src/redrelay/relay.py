@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
-from .config import ConsumerOptions, resolve_url
+from .config import ConsumerOptions, Durability, resolve_url
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
 from .io.sync import Connection, redact
@@ -71,6 +71,11 @@ class Relay:
     :param signing_key: a shared secret; when set, every envelope is signed (HMAC-SHA256)
         and consumers and subscribers refuse unsigned or forged ones (dead-lettered or
         dropped and counted, never run). Raw bodies from other programs are refused too.
+    :param durable: make every put wait until the write is confirmed: ``"replicas:N"``
+        (``WAIT``: N replicas have it), ``"aof"`` (``WAITAOF``: fsynced to the primary's
+        AOF, Redis >= 7.2) or ``"aof+replicas:N"``; an unconfirmed put raises
+        :class:`DurabilityNotConfirmed` (it WAS written). Per call: ``put(durable=...)``.
+    :param durable_timeout: how long a durable put waits for its confirmation.
     :param consumer_defaults: defaults for ``@relay.consumer`` (``retries``, ``backoff``,
         ``lease``, ``heartbeat``, ``prefetch``, ``concurrency``, ``max_deliveries``).
     """
@@ -88,6 +93,8 @@ class Relay:
         data_dir: str | None = None,
         on_gap: Callable[[GapReport], None] | None = None,
         signing_key: str | bytes | None = None,
+        durable: str | None = None,
+        durable_timeout: Duration = 1.0,
         **consumer_defaults: Any,
     ) -> None:
         self.url = resolve_url(url)
@@ -120,6 +127,13 @@ class Relay:
                 "signing_key= must be at least 16 bytes; use a long random secret"
             )
         self.signing_key = signing_key
+        self.durable_timeout = to_seconds(
+            durable_timeout, "durable_timeout", allow_zero=False
+        )
+        #: What every put waits for (None: nothing), see :meth:`durability`.
+        self.durable = (
+            None if durable is None else Durability.parse(durable, self.durable_timeout)
+        )
         self.consumer_defaults = dict(consumer_defaults)
         ConsumerOptions.build(
             **self.consumer_defaults
@@ -198,6 +212,15 @@ class Relay:
         if len(entry) > self.max_message_size:
             raise MessageTooLarge(len(entry), self.max_message_size)
         return entry
+
+    def durability(self, durable: str | bool | None) -> Durability | None:
+        """What a put with ``durable=`` waits for: None uses the relay's ``durable=``,
+        False waits for nothing, a string is parsed as for the relay."""
+        if durable is None:
+            return self.durable
+        if durable is False:
+            return None
+        return Durability.parse(durable, self.durable_timeout)
 
     def check_size(self, size: int) -> None:
         """Raise :class:`MessageTooLarge` if an encoded message of ``size`` bytes is over the limit."""

@@ -6,7 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from redrelay import BrokerError, Reject, Relay
+from redrelay import (
+    BrokerError,
+    ConfigurationError,
+    DurabilityNotConfirmed,
+    Reject,
+    Relay,
+)
 from redrelay._server import RedisServer, find_redis_server
 from redrelay.io.sync import Connection
 from redrelay.protocol.scripts import SCRIPT_NAMES, SHEBANG, script
@@ -100,4 +106,19 @@ def test_queue_round_trip(version: str, request: pytest.FixtureRequest) -> None:
     assert q.stats().ready == 1
     relay.drain(timeout=20)
     assert q.purge_dead() == 1
+    relay.close()
+
+
+def test_durable_put_loads_the_script_on_62(server_62: RedisServer) -> None:
+    """A durable put's script runs inside a pipeline: its NOSCRIPT is handled there."""
+    relay = Relay(server_62.url, namespace="scripts", durable_timeout=0.05)
+    q = relay.queue("work")
+    with pytest.raises(DurabilityNotConfirmed):  # no replica: written, not confirmed
+        q.put("x", dedup_key="k", durable="replicas:1")
+    assert q.stats().ready == 1
+    with pytest.raises(
+        ConfigurationError, match=r"is 6\.2\.\d+: use durable='replicas:N'"
+    ):
+        q.put("y", durable="aof")
+    assert q.stats().ready == 1
     relay.close()

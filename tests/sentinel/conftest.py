@@ -27,6 +27,8 @@ SERVICE = "relaymain"
 #: Sentinel settings: a primary is down after 1 s without a reply.
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
+#: Redis 7 waits 5 s before a diskless full sync, for more replicas to join.
+NO_SYNC_DELAY = ["--repl-diskless-sync-delay", "0"]
 
 
 def replication(url: str) -> dict[str, str]:
@@ -82,7 +84,9 @@ def history(redis_server_factory: Callable[..., RedisServer]) -> Iterator[Histor
 
 @pytest.fixture
 def pair(redis_server_factory: Callable[..., RedisServer]) -> Iterator[Pair]:
-    primary = redis_server_factory(unix_socket=False, appendonly=False)
+    primary = redis_server_factory(
+        unix_socket=False, appendonly=False, extra_args=NO_SYNC_DELAY
+    )
     replica = redis_server_factory(
         unix_socket=False,
         appendonly=False,

@@ -19,7 +19,7 @@ from ..errors import (
     BrokerUnavailable,
     ConfigurationError,
 )
-from ..protocol.scripts import script
+from ..protocol.scripts import SCRIPT_NAMES, script
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -258,6 +258,64 @@ class Connection:
         else:
             value = None
         return value.decode() if isinstance(value, bytes) else value
+
+    def script_command(
+        self, name: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> tuple[Arg, ...]:
+        """``EVALSHA`` of a protocol script, for :meth:`write_and_wait`."""
+        sha, _ = script(name).for_server(self._legacy_scripts is True)
+        return ("EVALSHA", sha, len(keys), *keys, *args)
+
+    def write_and_wait(
+        self, commands: Sequence[Sequence[Arg]], wait: Sequence[Arg]
+    ) -> tuple[list[Any], Any]:
+        """Writes, then ``WAIT``/``WAITAOF``, in one non-transactional pipeline.
+
+        One pipeline runs on one socket, so the wait covers these writes (WAIT counts
+        the replicas that acknowledged this connection's last write). A ``NOSCRIPT``
+        loads the scripts and sends it all again. Returns (write replies, wait reply).
+        """
+        if wait[0] == "WAITAOF" and self.server_version() < (7, 2):
+            shown = ".".join(map(str, self.server_version()))
+            raise ConfigurationError(
+                f"durable='aof' needs WAITAOF (Redis >= 7.2); Redis at "
+                f"{redact(self.url)} is {shown}: use durable='replicas:N'"
+            )
+        for attempt in range(2):
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for command in (*commands, wait):
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                replies = list(pipe.execute(raise_on_error=False))
+                if attempt == 0 and any(
+                    isinstance(r, rex.NoScriptError) for r in replies
+                ):
+                    commands = self._load_scripts(commands)
+                    continue
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+            except (rex.RedisError, OSError) as exc:
+                raise_translated(self.url, exc, self.namespace)
+            return replies[:-1], replies[-1]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _load_scripts(self, commands: Sequence[Sequence[Arg]]) -> list[Sequence[Arg]]:
+        """Load the scripts ``commands`` call; return them with this server's SHAs."""
+        if self._legacy_scripts is None:
+            self._legacy_scripts = self.server_version() < (7, 0)
+        dialect: dict[Arg, tuple[str, str]] = {}
+        for name in SCRIPT_NAMES:
+            s = script(name)
+            dialect[s.sha] = dialect[s.legacy_sha] = s.for_server(self._legacy_scripts)
+        out: list[Sequence[Arg]] = []
+        for command in commands:
+            if command[0] == "EVALSHA" and command[1] in dialect:
+                sha, source = dialect[command[1]]
+                self.client.script_load(source)
+                command = ("EVALSHA", sha, *command[2:])
+            out.append(command)
+        return out
 
     def pipeline(
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
