@@ -164,8 +164,13 @@ class Queue:
             result = self.relay.connection.run("put", keys, args)
         else:
             command = self.relay.connection.script_command("put", keys, args)
-            result = self._write_durably(durability, [command], [msg_id])[0]
-        return result.decode() if isinstance(result, bytes) else str(result)
+            replies, confirmed = self.relay.connection.write_and_wait(
+                [command], durability.command()
+            )
+            result = replies[0]
+            # The id in the queue: an earlier one when the dedup key was taken.
+            durability.check(confirmed, [_text(result)])
+        return _text(result)
 
     def put_many(
         self,
@@ -351,6 +356,10 @@ class Queue:
                 chunk = []
         if chunk:
             yield chunk
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _delay_ms(delay: Duration | None, eta: datetime | None) -> int:

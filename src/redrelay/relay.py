@@ -55,7 +55,8 @@ class Relay:
 
         relay.queue("emails").put({"to": "ada@example.com"})
 
-    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL
+        (see :mod:`redrelay.io.sentinel`).
     :param namespace: prefix of every key and channel, so several apps can share a server.
     :param codec: ``"json"`` (default) or ``"msgpack"``, or a :class:`Codec` object.
     :param max_message_size: largest encoded message in bytes; bigger ones raise

@@ -39,9 +39,12 @@ def test_durable_puts_are_on_the_replica_when_they_return(pair: Pair) -> None:
 def test_unconfirmed_put_raises_and_says_it_was_written(pair: Pair) -> None:
     relay = Relay(pair.primary.url, namespace="durable", durable_timeout=1.0)
     q = relay.queue("work")
-    q.put("warm-up", durable="replicas:1")
+    first = q.put("warm-up", dedup_key="dk", durable="replicas:1")
     pair.pause_replica()
     try:
+        with pytest.raises(DurabilityNotConfirmed) as dedup:
+            q.put("same key", dedup_key="dk", durable="replicas:1")
+        assert dedup.value.ids == [first]  # the message in the queue, not the new id
         with pytest.raises(DurabilityNotConfirmed) as info:
             q.put("one", durable="replicas:1")
         assert "WAS written" in str(info.value)

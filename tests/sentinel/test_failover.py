@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from redrelay import BrokerError, BrokerUnavailable, Relay
+from redrelay import BrokerError, BrokerUnavailable, DurabilityNotConfirmed, Relay
 from redrelay.protocol.keys import QueueKeys
 
 from ..faults.history import History, audit
@@ -163,6 +163,10 @@ def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
             return [n for n in ns_ if publisher.sent.get(n, 0) > t_failover]
 
         wait_for(received_after, 60, 0.05, "the subscriber to hear the new primary")
+        # The promoted replica has no replica of its own: durable puts say so.
+        with Relay(url, namespace=ns, durable_timeout=0.2) as relay:
+            with pytest.raises(DurabilityNotConfirmed):
+                relay.queue("other").put("x", durable="replicas:1")
         assert producer.wait(90) == 0
         acked = _acked(history)
 

@@ -202,7 +202,8 @@ def _url_problems(where: str, url: object) -> Iterator[Problem]:
         yield Problem(
             "E004",
             f"{where}['URL'] must be a str or None, got {type(url).__name__}.",
-            "Use redis://host:port/db, rediss:// (TLS) or unix:///path, or None for "
+            "Use redis://host:port/db, rediss:// (TLS), unix:///path or "
+            "redis+sentinel://host:26379,.../<service>, or None for "
             "$REDRELAY_URL or the embedded development server.",
         )
         return
