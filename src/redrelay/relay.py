@@ -27,6 +27,9 @@ __all__ = ["Relay", "RelayState"]
 
 H = TypeVar("H", bound=Handler)
 
+#: Longest ``durable_timeout``: well under the 10 s socket timeout of connections.
+MAX_DURABLE_TIMEOUT = 5.0
+
 #: Default size limit of one encoded message.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
@@ -131,6 +134,12 @@ class Relay:
         self.durable_timeout = to_seconds(
             durable_timeout, "durable_timeout", allow_zero=False
         )
+        if self.durable_timeout > MAX_DURABLE_TIMEOUT:
+            # A WAIT longer than the socket timeout would be cut, and the put retried.
+            raise ConfigurationError(
+                f"durable_timeout= must be at most {MAX_DURABLE_TIMEOUT:g} seconds "
+                f"(under the connection's socket timeout), got {self.durable_timeout:g}"
+            )
         #: What every put waits for (None: nothing), see :meth:`durability`.
         self.durable = (
             None if durable is None else Durability.parse(durable, self.durable_timeout)

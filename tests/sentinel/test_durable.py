@@ -130,6 +130,7 @@ def test_bad_durable_values_are_refused(value: object) -> None:
             relay.queue("q").put(1, durable=value)  # type: ignore[arg-type]
 
 
-def test_bad_durable_timeout_is_refused() -> None:
+@pytest.mark.parametrize("timeout", [0, -1, 5.5, "x"])
+def test_bad_durable_timeout_is_refused(timeout: object) -> None:
     with pytest.raises(ConfigurationError, match="durable_timeout"):
-        Relay("redis://127.0.0.1:1", durable="replicas:1", durable_timeout=0)
+        Relay("redis://127.0.0.1:1", durable="replicas:1", durable_timeout=timeout)  # type: ignore[arg-type]
