@@ -90,7 +90,8 @@ def pair(redis_server_factory: Callable[..., RedisServer]) -> Iterator[Pair]:
     replica = redis_server_factory(
         unix_socket=False,
         appendonly=False,
-        extra_args=["--replicaof", "127.0.0.1", str(primary.port)],
+        # NO_SYNC_DELAY: after a failover the replica is the primary others sync from.
+        extra_args=["--replicaof", "127.0.0.1", str(primary.port), *NO_SYNC_DELAY],
     )
     p = Pair(primary, replica)
     p.wait_synced()

@@ -23,7 +23,7 @@ from redrelay.protocol.keys import QueueKeys
 
 from ..faults.history import History, audit
 from ..faults.workers import ROOT, SRC, FaultWorker, report, wait_for
-from .conftest import Pair, Sentinels
+from .conftest import Pair, Sentinels, replication
 
 pytestmark = pytest.mark.slow
 
@@ -198,6 +198,19 @@ def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
     assert all(acked[i] <= t_kill for i in lost), "a put acked after the kill was lost"
     window = t_kill - min(acked[i] for i in lost) if lost else 0.0
     unknown = history.client.llen(f"{ns}:unknown")
+    # The old primary restarts (empty: no AOF); the Sentinels make it a replica of the
+    # new one, and durable puts are confirmed again.
+    t_restart = time.time()
+    pair.primary.start()
+    wait_for(
+        lambda: replication(pair.primary.url).get("master_link_status") == "up",
+        60,
+        0.1,
+        "the old primary to rejoin as a replica",
+    )
+    rejoined = time.time() - t_restart
+    with Relay(url, namespace=ns, durable="replicas:1", durable_timeout=2) as relay:
+        relay.queue("other").put("confirmed again")
     report(
         "sentinel_failover",
         acked=len(acked),
@@ -210,4 +223,5 @@ def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
         producer_resumed_s=round(t_put - t_kill, 2),
         worker_resumed_s=round(t_work - t_kill, 2),
         subscriber_resumed=True,
+        old_primary_rejoined_as_replica_s=round(rejoined, 2),
     )
