@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
-from redrelay import ConfigurationError, Relay
+from redrelay import BrokerUnavailable, ConfigurationError, Relay
+from redrelay._server import RedisServer, RespClient, find_redis_server, free_port
 from redrelay.io.sentinel import parse_sentinel_url
 from redrelay.io.sync import redact
+
+from ..faults.workers import wait_for
 
 
 def test_full_form() -> None:
@@ -68,9 +75,6 @@ def test_password_never_shown_in_errors() -> None:
 
 
 def test_no_sentinel_answers_is_broker_unavailable() -> None:
-    from redrelay import BrokerUnavailable
-    from redrelay._server import free_port
-
     relay = Relay(
         f"redis+sentinel://u:hunter2@127.0.0.1:{free_port()}/main", connect_retries=0
     )
@@ -78,3 +82,47 @@ def test_no_sentinel_answers_is_broker_unavailable() -> None:
         relay.queue("q").put(1)
     assert "hunter2" not in str(info.value)
     assert "main" in str(info.value)
+
+
+def test_passwords_reach_the_servers_and_the_sentinel(
+    redis_server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """user:password@ goes to the primary, sentinel_password= to the Sentinels."""
+    primary = redis_server_factory(unix_socket=False, appendonly=False)
+    with RespClient(primary.url) as admin:  # after start(): it PINGs without a password
+        admin.command("CONFIG", "SET", "requirepass", "srv-pw")
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nrequirepass sent-pw\n"
+        f"sentinel monitor main 127.0.0.1 {primary.port} 1\n"
+        "sentinel auth-pass main srv-pw\n"
+    )
+    sentinel = subprocess.Popen(
+        [find_redis_server(), str(conf), "--sentinel"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"redis+sentinel://:srv-pw@127.0.0.1:{port}/main"
+
+        def put() -> str | None:
+            try:
+                return Relay(f"{base}?sentinel_password=sent-pw").queue("q").put(1)
+            except BrokerUnavailable:
+                return None  # the Sentinel is not listening yet
+
+        assert wait_for(put, 20, 0.1, "a put through the Sentinel")
+        with pytest.raises(BrokerUnavailable, match="sentinel_password") as info:
+            Relay(f"{base}?sentinel_password=wrong", connect_retries=0).queue("q").put(
+                1
+            )
+        assert "wrong" not in str(info.value) and "srv-pw" not in str(info.value)
+        wrong_server_pw = base.replace("srv-pw", "nope") + "?sentinel_password=sent-pw"
+        with pytest.raises(BrokerUnavailable, match="refused the credentials") as info:
+            Relay(wrong_server_pw, connect_retries=0).queue("q").put(1)
+        assert "nope" not in str(info.value)
+    finally:
+        sentinel.kill()
+        sentinel.wait(10)

@@ -52,7 +52,10 @@ def redact(url: str) -> str:
 def _unreachable_hint(url: str, text: str) -> str:
     """A next step for the usual TLS mix-ups, read off the error text."""
     if text.startswith("No master found"):
-        return "; no Sentinel in the URL answered, or none knows that service name"
+        return (
+            "; no Sentinel in the URL answered (check the hosts, and sentinel_password= "
+            "if they need one), or none knows that service name"
+        )
     tls = url.startswith("rediss://")
     if not tls and ("reset by peer" in text or "Connection closed by server" in text):
         return "; if the server expects TLS, use a rediss:// URL"
