@@ -75,6 +75,8 @@ RELAY_SETTINGS = (
     "dead_letter_cap",
     "connect_retries",
     "data_dir",
+    "durable",
+    "durable_timeout",
     "concurrency",
     "prefetch",
     "retries",
@@ -171,6 +173,8 @@ class RedRelay:
         - ``REDRELAY_DEAD_LETTER_CAP``: dead letters kept per queue (default 100000).
         - ``REDRELAY_CONNECT_RETRIES``: retries of a producer call (default 3).
         - ``REDRELAY_DATA_DIR``: the embedded server's directory (default ``./.redrelay``).
+        - ``REDRELAY_DURABLE``, ``REDRELAY_DURABLE_TIMEOUT``: durable puts (default off,
+          1 s), see docs/reliability.md.
         - Consumer defaults, overridden per ``@broker.consumer(...)``:
           ``REDRELAY_CONCURRENCY`` (1), ``REDRELAY_PREFETCH`` (50), ``REDRELAY_RETRIES``
           (3), ``REDRELAY_BACKOFF`` (1.0 s), ``REDRELAY_LEASE`` (10 s),

@@ -95,11 +95,15 @@ def test_settings_come_from_app_config(make_app: MakeApp, redrelay_url: str) -> 
         REDRELAY_SSE_RETRY_MS=500,
         REDRELAY_SSE_BUFFER=9,
         REDRELAY_DATA_DIR=None,  # None: unset
+        REDRELAY_DURABLE="replicas:2",
+        REDRELAY_DURABLE_TIMEOUT=0.5,
     )
     state = app.extensions["redrelay"]
     relay = state.relay
     assert relay.url == redrelay_url
     assert relay.max_message_size == 4096 and relay.dedup_ttl == 60
+    assert relay.durable is not None and relay.durable.replicas == 2
+    assert relay.durable_timeout == 0.5
     jobs = relay.consumers["jobs"].options
     assert (jobs.lease, jobs.retries, jobs.concurrency, jobs.prefetch) == (4, 2, 3, 7)
     assert jobs.heartbeat == 1.0
@@ -133,6 +137,7 @@ def test_constructor_options_are_defaults_that_config_overrides(
         ({"REDRELAY_START_IN_PROCESS": "maybe"}, "REDRELAY_START_IN_PROCESS"),
         ({"REDRELAY_SSE_KEEPALIVE": 0}, "REDRELAY_SSE_KEEPALIVE"),
         ({"REDRELAY_SSE_BUFFER": 0}, "REDRELAY_SSE_BUFFER"),
+        ({"REDRELAY_DURABLE": "replicas:0"}, "durable=.*REDRELAY_DURABLE"),
     ],
 )
 def test_bad_settings_fail_at_init_app_naming_the_key(
