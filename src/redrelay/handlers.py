@@ -83,6 +83,10 @@ class Consumer:
         """Shortcut for ``relay.queue(name).put(body, ...)``."""
         return self.queue.put(body, **options)
 
+    async def aput(self, body: Any, **options: Any) -> str:
+        """Shortcut for ``await relay.queue(name).aput(body, ...)``."""
+        return await self.queue.aput(body, **options)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Subscriber:

@@ -18,6 +18,7 @@ from .errors import ConfigurationError, DecodeError
 from .message import Message
 from .protocol.envelope import decode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
+from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
 
 if TYPE_CHECKING:
@@ -118,23 +119,39 @@ class Queue:
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
         :raises BrokerUnavailable: Redis did not answer after bounded retries.
         """
+        msg_id, steps = self._prepare_put(body, delay, eta, headers, dedup_key)
+        return self._put_done(msg_id, steps, self.relay.connection.send(steps))
+
+    async def aput(
+        self,
+        body: Any,
+        *,
+        delay: Duration | None = None,
+        eta: datetime | None = None,
+        headers: Mapping[str, str] | None = None,
+        dedup_key: str | None = None,
+    ) -> str:
+        """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
+        msg_id, steps = self._prepare_put(body, delay, eta, headers, dedup_key)
+        return self._put_done(msg_id, steps, await self.relay.aconnection.send(steps))
+
+    def _prepare_put(
+        self,
+        body: Any,
+        delay: Duration | None,
+        eta: datetime | None,
+        headers: Mapping[str, str] | None,
+        dedup_key: str | None,
+    ) -> tuple[str, tuple[Step, ...]]:
+        """Check, encode and build what ``put``/``aput`` send (the one copy of that logic)."""
         msg_id = new_id()
         entry = self.encode(body, headers, msg_id=msg_id)
         delay_ms = _delay_ms(delay, eta)
         if not delay_ms and dedup_key is None:
             if self._registered:
-                self.relay.connection.call("LPUSH", self.keys.ready, entry)
-            else:
-                self.relay.connection.pipeline(
-                    [
-                        ("SADD", queues_key(self.relay.namespace), self.name),
-                        ("LPUSH", self.keys.ready, entry),
-                    ],
-                    transaction=False,
-                )
-                self._registered = True
-            return msg_id
-        self._register()
+                return msg_id, (Step((("LPUSH", self.keys.ready, entry),)),)
+            register = ("SADD", queues_key(self.relay.namespace), self.name)
+            return msg_id, (Step((register, ("LPUSH", self.keys.ready, entry))),)
         keys = [self.keys.ready, self.keys.delayed, self.keys.delayed_data]
         if dedup_key is not None:
             if not isinstance(dedup_key, str) or not dedup_key:
@@ -145,10 +162,19 @@ class Queue:
                 self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
             )
         ttl_ms = to_ms(self.relay.dedup_ttl)
-        result = self.relay.connection.run(
-            "put", keys, [entry, msg_id, delay_ms, ttl_ms]
+        put = Step(script="put", keys=keys, args=[entry, msg_id, delay_ms, ttl_ms])
+        if self._registered:
+            return msg_id, (put,)
+        return msg_id, (
+            Step((("SADD", queues_key(self.relay.namespace), self.name),)),
+            put,
         )
-        return result.decode() if isinstance(result, bytes) else str(result)
+
+    def _put_done(self, msg_id: str, steps: tuple[Step, ...], reply: Any) -> str:
+        self._registered = True
+        if steps[-1].script is None:
+            return msg_id
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     def put_many(
         self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None
@@ -158,6 +184,25 @@ class Queue:
         Every body is encoded and checked before anything is sent, so a bad body fails the
         whole call with nothing written. Returns the ids in order.
         """
+        ids, steps = self._prepare_put_many(bodies, headers)
+        if steps:
+            self.relay.connection.send(steps)
+            self._registered = True
+        return ids
+
+    async def aput_many(
+        self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """:meth:`put_many` as a coroutine (same arguments, errors and result)."""
+        ids, steps = self._prepare_put_many(bodies, headers)
+        if steps:
+            await self.relay.aconnection.send(steps)
+            self._registered = True
+        return ids
+
+    def _prepare_put_many(
+        self, bodies: Iterable[Any], headers: Mapping[str, str] | None
+    ) -> tuple[list[str], tuple[Step, ...]]:
         ids: list[str] = []
         entries: list[bytes] = []
         for index, body in enumerate(bodies):
@@ -171,7 +216,7 @@ class Queue:
                 raise
             ids.append(msg_id)
         if not entries:
-            return ids
+            return ids, ()
         commands: list[tuple[Any, ...]] = [
             ("SADD", queues_key(self.relay.namespace), self.name)
         ]
@@ -180,9 +225,7 @@ class Queue:
                 ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
             )
         crash_point("put_many")
-        self.relay.connection.pipeline(commands, transaction=True)
-        self._registered = True
-        return ids
+        return ids, (Step(commands, transaction=True),)
 
     def _register(self) -> None:
         if not self._registered:
@@ -200,11 +243,17 @@ class Queue:
         first and read again inside the transaction; a change in between means a consumer
         came or went, and the snapshot is taken again.
         """
+        return self.relay.connection.drive(self._stats_plan())
+
+    async def astats(self) -> QueueStats:
+        """:meth:`stats` as a coroutine."""
+        return await self.relay.aconnection.drive(self._stats_plan())
+
+    def _stats_plan(self) -> Plan[QueueStats]:
         k = self.keys
-        conn = self.relay.connection
-        leases = conn.call("ZRANGE", k.leases, 0, -1)
+        leases = yield Step((("ZRANGE", k.leases, 0, -1),))
         while True:
-            reply = conn.pipeline(
+            reply = yield Step(
                 [
                     ("ZRANGE", k.leases, 0, -1),
                     ("LLEN", k.ready),
@@ -213,7 +262,8 @@ class Queue:
                     ("LINDEX", k.ready, -1),
                     ("HGETALL", k.stats),
                     *(("HLEN", k.inflight(c.decode())) for c in leases),
-                ]
+                ],
+                transaction=True,
             )
             if reply[0] == leases:
                 break

@@ -13,9 +13,11 @@ from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, resolve_url
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
+from .io.aio import AsyncConnection
 from .io.sync import Connection, redact
 from .protocol.envelope import encode_entry
-from .protocol.keys import validate_name
+from .protocol.keys import queues_key, validate_name
+from .protocol.requests import Plan, Step
 from .protocol.transitions import to_seconds
 from .queue import Queue, QueueStats
 
@@ -132,6 +134,7 @@ class Relay:
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}
         self._connection: Connection | None = None
+        self._aconnection: AsyncConnection | None = None
         self._lock = threading.Lock()
         self._runner: Runner | None = None
 
@@ -160,6 +163,23 @@ class Relay:
                     )
         return self._connection
 
+    @property
+    def aconnection(self) -> AsyncConnection:
+        """The shared asyncio connection: one ``redis.asyncio`` client per event loop.
+
+        Used by the ``a``-prefixed methods (``aput``, ``apublish`` ...). Opening it resolves
+        the URL like :attr:`connection` (starting the embedded server, a blocking step,
+        on first use in development).
+        """
+        if self._aconnection is None:
+            url = self.connection.url  # resolves the URL once, for both layers
+            with self._lock:
+                if self._aconnection is None:
+                    self._aconnection = AsyncConnection(
+                        url, retries=self.connect_retries, namespace=self.namespace
+                    )
+        return self._aconnection
+
     def new_connection(
         self, *, retries: int = 0, socket_timeout: float = 10.0
     ) -> Connection:
@@ -179,6 +199,19 @@ class Relay:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+            # Its clients close with their event loops; aclose() closes the running one's.
+            self._aconnection = None
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and close the running event loop's asyncio client too.
+
+        Other loops' clients are closed when those loops shut down (see
+        :mod:`redrelay.io.aio`).
+        """
+        aconnection = self._aconnection
+        self.close()
+        if aconnection is not None:
+            await aconnection.close()
 
     def __enter__(self) -> Relay:
         return self
@@ -228,18 +261,27 @@ class Relay:
         """Publish ``body`` on a channel; returns how many subscribers Redis handed it to."""
         return self.channel(channel).publish(body, headers=headers)
 
+    async def apublish(
+        self, channel: str, body: Any, *, headers: dict[str, str] | None = None
+    ) -> int:
+        """:meth:`publish` as a coroutine."""
+        return await self.channel(channel).apublish(body, headers=headers)
+
     def stats(self, queues: Iterable[str] | None = None) -> list[QueueStats]:
         """Stats of the given queues, else of every queue known to the server."""
-        if queues is None:
-            from .protocol.keys import queues_key
-
-            names = sorted(
-                n.decode()
-                for n in self.connection.call("SMEMBERS", queues_key(self.namespace))
-            )
-        else:
-            names = list(queues)
+        names = self.connection.drive(self._names_plan(queues))
         return [self.queue(n).stats() for n in names]
+
+    async def astats(self, queues: Iterable[str] | None = None) -> list[QueueStats]:
+        """:meth:`stats` as a coroutine."""
+        names = await self.aconnection.drive(self._names_plan(queues))
+        return [await self.queue(n).astats() for n in names]
+
+    def _names_plan(self, queues: Iterable[str] | None) -> Plan[list[str]]:
+        if queues is not None:
+            return list(queues)
+        known = yield Step((("SMEMBERS", queues_key(self.namespace)),))
+        return sorted(n.decode() for n in known)
 
     # -- registration (no Redis I/O) -------------------------------------------------------
 

@@ -1,118 +1,27 @@
-"""Blocking I/O on redis-py: connections, script calls and error translation."""
+"""Blocking I/O on redis-py: connections, script calls and error translation.
+
+:mod:`redrelay.io.aio` is its asyncio twin, with the same methods (coroutines there);
+``tests/io/test_drift.py`` fails if the two drift apart.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import redis
 import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..errors import (
-    BrokerError,
-    BrokerFull,
-    BrokerLoading,
-    BrokerUnavailable,
-    ConfigurationError,
-)
+from ..errors import ConfigurationError
+from ..protocol.requests import Step
 from ..protocol.scripts import script
+from ._shared import Arg, client_options, raise_translated, redact, translate
 
 __all__ = ["Connection", "raise_translated", "redact", "translate"]
 
-Arg = str | bytes | int | float
-
-
-#: URL query parameters whose values are secrets.
-_SECRET_PARAMS = {"password", "ssl_password"}
-
-
-def redact(url: str) -> str:
-    """The URL without its passwords (``user:password@`` and ``?password=``), for logs."""
-    parts = urlsplit(url)
-    if parts.password is None and not _SECRET_PARAMS & {
-        k for k, _ in parse_qsl(parts.query)
-    }:
-        return url  # untouched: urlunsplit would turn unix:///path into unix:/path
-    if parts.password is not None:
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        hidden = [(k, "***" if k in _SECRET_PARAMS else v) for k, v in pairs]
-        parts = parts._replace(query=urlencode(hidden, safe="*/:"))
-    return urlunsplit(parts)
-
-
-def _unreachable_hint(url: str, text: str) -> str:
-    """A next step for the usual TLS mix-ups, read off the error text."""
-    tls = url.startswith("rediss://")
-    if not tls and ("reset by peer" in text or "Connection closed by server" in text):
-        return "; if the server expects TLS, use a rediss:// URL"
-    if tls and ("certificate required" in text or "EOF occurred in violation" in text):
-        return (
-            "; the server may require a client certificate: add ssl_certfile= and "
-            "ssl_keyfile= to the URL's query"
-        )
-    if tls and ("Timeout" in text or "timed out" in text or "WRONG_VERSION" in text):
-        return "; is this port speaking TLS? a plain Redis port needs a redis:// URL"
-    return ""
-
-
-@contextlib.contextmanager
-def translate(url: str, namespace: str | None = None) -> Iterator[None]:
-    """Re-raise redis errors as redrelay errors, keeping the cause."""
-    try:
-        yield
-    except rex.BusyLoadingError as exc:
-        raise BrokerLoading(
-            f"Redis at {redact(url)} is loading its data set; try again shortly"
-        ) from exc
-    except rex.AuthenticationError as exc:
-        raise BrokerUnavailable(
-            f"Redis at {redact(url)} refused the credentials ({exc}); check the user and password in the URL"
-        ) from exc
-    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-        text = str(exc)
-        raise BrokerUnavailable(
-            f"cannot reach Redis at {redact(url)}: {text}{_unreachable_hint(url, text)}"
-        ) from exc
-    except rex.OutOfMemoryError as exc:  # redis-py strips the "OOM" prefix of the reply
-        raise BrokerFull(
-            f"Redis at {redact(url)} is full (maxmemory reached): {exc}. Nothing was written."
-        ) from exc
-    except rex.NoPermissionError as exc:
-        ns = namespace or "<namespace>"
-        raise BrokerError(
-            f"Redis at {redact(url)} refused a command ({exc}): the user needs the keys "
-            f"~{ns}:*, the channels &{ns}:* (and &{ns}:<pattern> for each pattern "
-            "subscription) and the commands listed in docs/security.md"
-        ) from exc
-    except rex.ResponseError as exc:
-        text = str(exc)
-        if text.startswith("OOM") or "OOM command not allowed" in text:
-            raise BrokerFull(
-                f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."
-            ) from exc
-        raise BrokerError(
-            f"Redis at {redact(url)} answered with an error: {text}"
-        ) from exc
-    except rex.RedisError as exc:
-        raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
-
-
-def raise_translated(
-    url: str, exc: BaseException, namespace: str | None = None
-) -> NoReturn:
-    """Raise the redrelay error for a redis (or socket) error, with ``exc`` as the cause."""
-    with translate(url, namespace):
-        raise exc
-    raise AssertionError(
-        "unreachable"
-    )  # pragma: no cover - translate always raises here
+T = TypeVar("T")
 
 
 class Connection:
@@ -141,21 +50,10 @@ class Connection:
     def client(self) -> redis.Redis:
         if self._client is None:
             try:
-                tcp: dict[str, Any] = (
-                    {} if self.url.startswith("unix:") else {"socket_keepalive": True}
-                )
                 self._client = redis.Redis.from_url(
                     self.url,
-                    socket_timeout=self._socket_timeout,
-                    socket_connect_timeout=5.0,
-                    health_check_interval=15,
-                    **tcp,
                     retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
-                    retry_on_error=[
-                        rex.ConnectionError,
-                        rex.TimeoutError,
-                        rex.BusyLoadingError,
-                    ],
+                    **client_options(self.url, self._socket_timeout),
                 )
             except ValueError as exc:
                 raise ConfigurationError(
@@ -164,6 +62,7 @@ class Connection:
         return self._client
 
     def close(self) -> None:
+        """Close the client (a later call opens a new one)."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -208,3 +107,26 @@ class Connection:
             for command in commands:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             return list(pipe.execute())
+
+    def send(self, steps: Sequence[Step]) -> Any:
+        """Send prepared steps (:mod:`redrelay.protocol.requests`) in order; the last reply."""
+        reply = None
+        for step in steps:
+            if step.script is not None:
+                reply = self.run(step.script, step.keys, step.args)
+            elif len(step.commands) == 1:
+                reply = self.call(*step.commands[0])
+            else:
+                reply = self.pipeline(step.commands, transaction=step.transaction)
+        return reply
+
+    def drive(self, plan: Generator[Step | Sequence[Step], Any, T]) -> T:
+        """Run a plan of several dependent round trips; its result."""
+        try:
+            request = next(plan)
+            while True:
+                steps = (request,) if isinstance(request, Step) else request
+                request = plan.send(self.send(steps))
+        except StopIteration as done:
+            result: T = done.value
+            return result
