@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -315,23 +316,47 @@ class Relay:
 
         return register
 
-    def subscriber(self, channel: str, *, pattern: bool = False) -> Callable[[H], H]:
+    def subscriber(
+        self, channel: str, *, pattern: bool = False, concurrency: int = 1
+    ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
 
         Every process running it receives every message published while it is connected
         (at-most-once); gaps are reported, see :mod:`redrelay.channel`.
+
+        :param concurrency: for an ``async def`` handler, messages handled at once (as
+            coroutines on the worker's event loop; above 1, order is not kept). A plain
+            function handles one message at a time on its own thread.
         """
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
         )
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= 10_000
+        ):
+            raise ConfigurationError(
+                f"concurrency= must be an int from 1 to 10000, got {concurrency!r}"
+            )
 
         def register(handler: H) -> H:
             if not callable(handler):
                 raise ConfigurationError(
                     f"@relay.subscriber({channel!r}) must decorate a callable"
                 )
+            if concurrency != 1 and not inspect.iscoroutinefunction(handler):
+                raise ConfigurationError(
+                    f"@relay.subscriber({channel!r}, concurrency={concurrency}) needs an "
+                    "async def handler: a plain function runs on one thread"
+                )
             self.subscribers.append(
-                Subscriber(channel=channel, pattern=pattern, handler=handler)
+                Subscriber(
+                    channel=channel,
+                    pattern=pattern,
+                    handler=handler,
+                    concurrency=concurrency,
+                )
             )
             return handler
 
