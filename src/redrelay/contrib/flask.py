@@ -274,10 +274,13 @@ class RedRelay:
 
         return decorate
 
-    def subscriber(self, channel: str, *, pattern: bool = False) -> Callable[[H], H]:
+    def subscriber(
+        self, channel: str, *, pattern: bool = False, concurrency: int = 1
+    ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` on every app's relay.
 
-        See :meth:`Relay.subscriber`; the handler runs inside the app context.
+        See :meth:`Relay.subscriber` (``concurrency=`` for ``async def`` handlers); the
+        handler runs inside the app context.
         """
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
@@ -285,7 +288,9 @@ class RedRelay:
 
         def decorate(handler: H) -> H:
             def register(relay: Relay) -> None:
-                relay.subscriber(channel, pattern=pattern)(handler)
+                relay.subscriber(channel, pattern=pattern, concurrency=concurrency)(
+                    handler
+                )
 
             self._register(register)
             return handler
