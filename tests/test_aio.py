@@ -269,3 +269,20 @@ def test_async_subscribers_run_concurrently(make_relay: Callable[..., Relay]) ->
     finally:
         relay.stop()
     assert len(state["threads"]) == 1
+
+
+def test_more_concurrent_calls_than_pooled_connections_wait_their_turn(
+    relay: Relay,
+) -> None:
+    from redrelay.io.aio import MAX_CONNECTIONS
+
+    q = relay.queue("burst")
+    n = MAX_CONNECTIONS * 3
+
+    async def main() -> list[str]:
+        ids = await asyncio.gather(*(q.aput(i) for i in range(n)))
+        assert (await q.astats()).ready == n
+        return list(ids)
+
+    ids = run(main())
+    assert len(set(ids)) == n

@@ -78,6 +78,11 @@ def redact(url: str) -> str:
 
 def _unreachable_hint(url: str, text: str) -> str:
     """A next step for the usual TLS mix-ups, read off the error text."""
+    if "No connection available" in text or "Too many connections" in text:
+        return (
+            "; every pooled connection was busy: too many concurrent calls on one "
+            "event loop (bound them, e.g. with a semaphore)"
+        )
     tls = url.startswith("rediss://")
     if not tls and ("reset by peer" in text or "Connection closed by server" in text):
         return "; if the server expects TLS, use a rediss:// URL"

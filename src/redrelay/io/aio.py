@@ -36,6 +36,8 @@ __all__ = ["AsyncConnection"]
 
 T = TypeVar("T")
 
+#: Connections of one loop's client: concurrent commands beyond it wait their turn.
+MAX_CONNECTIONS = 100
 #: asyncio.TimeoutError is not an OSError before Python 3.11.
 _IO_ERRORS = (rex.RedisError, OSError, asyncio.TimeoutError)
 
@@ -95,11 +97,17 @@ class AsyncConnection:
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> aioredis.Redis:
         try:
-            client = aioredis.Redis.from_url(
+            # A blocking pool: past MAX_CONNECTIONS concurrent commands on one loop, a
+            # command waits for a free connection (up to socket_timeout) instead of
+            # failing at once with "Too many connections", redis.asyncio's default.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=self._socket_timeout,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
                 **client_options(self.url, self._socket_timeout),
             )
+            client = aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(
                 f"invalid Redis URL {redact(self.url)!r}: {exc}"
