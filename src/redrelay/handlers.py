@@ -34,9 +34,10 @@ def invoke(
 ) -> None:
     """Run one handler inside the relay's handler contexts; the one place handlers are called.
 
-    A coroutine handler runs to completion on ``loop``: the calling thread's own loop,
-    which runners create once per thread for ``async def`` handlers (a stray awaitable
-    from a plain function gets a throwaway loop). Exceptions propagate to the caller.
+    The worker runs ``async def`` handlers with :func:`ainvoke` on its event loop
+    thread instead; an awaitable that still reaches here (a plain function returning
+    one) runs to completion on ``loop``, else on a throwaway loop. Exceptions propagate
+    to the caller.
     """
     if not contexts:  # the hot path: no ExitStack per message
         _call(handler, message, loop)
