@@ -286,3 +286,26 @@ def test_more_concurrent_calls_than_pooled_connections_wait_their_turn(
 
     ids = run(main())
     assert len(set(ids)) == n
+
+
+def test_ainvoke_time_limit_and_the_handlers_own_errors() -> None:
+    from redrelay.errors import TimeLimitExceeded
+    from redrelay.handlers import ainvoke
+
+    message = Message(id="1", body=None)
+
+    async def slow(message: Message) -> None:
+        await asyncio.sleep(30)
+
+    async def own_timeout(message: Message) -> None:
+        raise TimeoutError("the handler's own")
+
+    async def exits(message: Message) -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(TimeLimitExceeded, match=r"time limit \(0.05s\)"):
+        run(ainvoke(slow, message, (), 0.05))
+    with pytest.raises(TimeoutError, match="the handler's own"):
+        run(ainvoke(own_timeout, message, (), 5.0))  # not mistaken for the limit
+    with pytest.raises(RuntimeError, match="SystemExit"):
+        run(ainvoke(exits, message, ()))

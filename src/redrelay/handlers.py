@@ -76,15 +76,20 @@ async def ainvoke(
     ``time_limit`` the handler is cancelled and :class:`TimeLimitExceeded` raised: a
     coroutine, unlike a thread, can always be stopped at its next ``await``.
     """
-    with contextlib.ExitStack() as stack:
-        for context in contexts:
-            stack.enter_context(context(message))
-        result = handler(message)
-        if result is not None and inspect.isawaitable(result):
-            if time_limit is None:
-                await result
-            else:
-                await _limited(result, time_limit)
+    try:
+        with contextlib.ExitStack() as stack:
+            for context in contexts:
+                stack.enter_context(context(message))
+            result = handler(message)
+            if result is not None and inspect.isawaitable(result):
+                if time_limit is None:
+                    await result
+                else:
+                    await _limited(result, time_limit)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # Out of a task these would stop the worker's event loop, and with it every
+        # other handler: a handler calling sys.exit() fails its delivery instead.
+        raise RuntimeError(f"the handler raised {type(exc).__name__}({exc})") from exc
 
 
 async def _limited(awaitable: Awaitable[Any], limit: float) -> None:

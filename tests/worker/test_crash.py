@@ -130,12 +130,20 @@ def test_stalled_worker_is_taken_over_and_its_late_ack_rejected(
         assert w.wait() == 0
 
 
+@pytest.mark.parametrize(
+    "handlers", [{}, {"TEST_ASYNC": "1"}], ids=["threads", "async"]
+)
 def test_sigterm_is_graceful(
-    app_relay: Relay, redrelay_url: str, start_worker: Callable[..., WorkerProcess]
+    app_relay: Relay,
+    redrelay_url: str,
+    start_worker: Callable[..., WorkerProcess],
+    handlers: dict[str, str],
 ) -> None:
     ns, q = app_relay.namespace, app_relay.queue("work")
     ids = q.put_many([{"op": "sleep", "s": 1.0} for _ in range(10)])
-    worker = start_worker(TEST_CONCURRENCY="1", TEST_PREFETCH="10", TEST_LEASE="30")
+    worker = start_worker(
+        TEST_CONCURRENCY="1", TEST_PREFETCH="10", TEST_LEASE="30", **handlers
+    )
     wait_for(
         lambda: _started_by(redrelay_url, ns, worker.pid) == 1,
         what="first handler started",
