@@ -7,9 +7,10 @@ visible instead of silent: every publisher stamps a sequence number per channel,
 skipped (see there).
 
 **Publishers and order.** A publisher is one thread of one :class:`~redrelay.Relay`
-(for ``apublish``, one asyncio task): its id is ``<random relay id>.<number>``. A thread's publishes reach Redis one
-after the other, so its sequence numbers arrive in order; the publishes of two threads
-race, so one counter shared by the threads would report gaps that are only reorderings.
+(for ``apublish``, one asyncio task): its id is ``<random relay id>.<number>``. A
+thread's publishes reach Redis one after the other, so its sequence numbers arrive in
+order; the publishes of two threads race, so one counter shared by the threads would
+report gaps that are only reorderings.
 Coroutines of one thread interleave and their publishes go out on different pooled
 connections, so ``apublish`` numbers per task instead (a task awaits its publishes one
 after the other). A failed publish does not use up its number. A forked process gets

@@ -14,7 +14,6 @@ from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, resolve_url
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
-from .io.aio import AsyncConnection
 from .io.sync import Connection, redact
 from .protocol.envelope import encode_entry
 from .protocol.keys import queues_key, validate_name
@@ -24,6 +23,7 @@ from .queue import Queue, QueueStats
 
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
+    from .io.aio import AsyncConnection
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
@@ -168,11 +168,14 @@ class Relay:
     def aconnection(self) -> AsyncConnection:
         """The shared asyncio connection: one ``redis.asyncio`` client per event loop.
 
-        Used by the ``a``-prefixed methods (``aput``, ``apublish`` ...). Opening it resolves
-        the URL like :attr:`connection` (starting the embedded server, a blocking step,
-        on first use in development).
+        Used by the ``a``-prefixed methods (``aput``, ``apublish`` ...). Opening it
+        resolves the URL like :attr:`connection` (starting the embedded server, a
+        blocking step, on first use in development). ``redis.asyncio`` is imported
+        here, not with redrelay.
         """
         if self._aconnection is None:
+            from .io.aio import AsyncConnection
+
             url = self.connection.url  # resolves the URL once, for both layers
             with self._lock:
                 if self._aconnection is None:
