@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from redrelay import (
     BrokerUnavailable,
@@ -309,3 +310,27 @@ def test_ainvoke_time_limit_and_the_handlers_own_errors() -> None:
         run(ainvoke(own_timeout, message, (), 5.0))  # not mistaken for the limit
     with pytest.raises(RuntimeError, match="SystemExit"):
         run(ainvoke(exits, message, ()))
+
+
+def test_redis_killed_and_restarted_under_a_running_loop(
+    redis_server_factory: Callable[..., Any],
+) -> None:
+    server = redis_server_factory()  # AOF on: the restart keeps the data
+    relay = Relay(server.url, namespace="restart", connect_retries=1)
+    q = relay.queue("q")
+
+    async def main() -> None:
+        await q.aput("before")
+        server.kill()
+        with pytest.raises(BrokerUnavailable, match="cannot reach Redis") as down:
+            await q.aput("while down")
+        assert isinstance(down.value.__cause__, (OSError, redis.RedisError))
+        await asyncio.to_thread(server.start)
+        await q.aput("after")  # the same loop's client reconnects by itself
+        assert [m.body for m in await asyncio.to_thread(q.peek, 5)] == [
+            "before",
+            "after",
+        ]
+        await relay.aclose()
+
+    run(main())
