@@ -334,3 +334,21 @@ def test_redis_killed_and_restarted_under_a_running_loop(
         await relay.aclose()
 
     run(main())
+
+
+def test_a_loop_closed_without_shutdown_is_forgotten(relay: Relay) -> None:
+    q = relay.queue("q")
+
+    async def put_then_drop_sockets() -> None:
+        await q.aput(1)
+        # (its sockets closed here only so that this test leaves no unclosed socket
+        # behind: asyncio warns about those, whichever library opened them)
+        await relay.aconnection.client.connection_pool.disconnect()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(put_then_drop_sockets())
+    loop.close()  # no shutdown_asyncgens(): the client's entry stays behind
+    assert len(relay.aconnection._clients) == 1
+    run(q.aput(2))  # the next new client drops the dead loop's entry
+    assert relay.aconnection._clients == {}
+    assert [m.body for m in q.peek(5)] == [1, 2]

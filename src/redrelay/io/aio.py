@@ -112,7 +112,7 @@ class AsyncConnection:
             raise ConfigurationError(
                 f"invalid Redis URL {redact(self.url)!r}: {exc}"
             ) from exc
-        closer = self._closer(loop, client)
+        closer = self._closer(id(loop), client)
         # Step the generator to its ``yield`` now, on this loop's thread: the loop's
         # first-iteration hook registers it, and at shutdown the loop closes it, which
         # closes the client on its own loop (see the module docstring).
@@ -124,20 +124,22 @@ class AsyncConnection:
             for key, old in list(self._clients.items()):
                 dead = old.loop()
                 if dead is None or dead.is_closed():
-                    del self._clients[key]  # closed without shutdown: just forget it
+                    # Closed without shutting down its async generators: the client
+                    # cannot be closed without its loop; its sockets go with it.
+                    del self._clients[key]
             self._clients[id(loop)] = _LoopClient(loop, client, closer)
         return client
 
     async def _closer(
-        self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis
+        self, key: int, client: aioredis.Redis
     ) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
             with self._lock:
-                entry = self._clients.get(id(loop))
+                entry = self._clients.get(key)
                 if entry is not None and entry.client is client:
-                    del self._clients[id(loop)]
+                    del self._clients[key]
             await client.aclose()
 
     async def close(self) -> None:
