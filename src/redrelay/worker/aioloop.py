@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -207,6 +208,7 @@ class _AsyncBatch:
         self.bounded = bounded
         self.acks = acks
         self.running: dict[Future, tuple[str, bytes, Started]] = {}
+        self.done: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.flushed = time.monotonic()
 
@@ -225,29 +227,39 @@ class _AsyncBatch:
             runner.relay.handler_contexts,
             consumer.options.time_limit,
         )
-        self.running[self.bounded.submit(coro)] = (tag, entry, started)
+        # The loop thread reports each end on ``done``: harvesting costs O(1) per
+        # coroutine, not a scan of every running future.
+        self.running[self.bounded.submit(coro, self.done.put)] = (tag, entry, started)
 
     def harvest(self, wait: float) -> None:
         """Settle the coroutines that ended (waiting up to ``wait`` for one)."""
         if self.running:
-            done, _ = concurrent.futures.wait(
-                self.running, wait, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            for future in done:
-                tag, entry, started = self.running.pop(future)
-                outcome = _outcome(
-                    self.runner, self.consumer, self.lease, tag, entry, started, future
-                )
-                if outcome is None:
-                    continue  # cancelled at shutdown: it returns under the lease rule
-                self.counts[outcome] += 1
-                if outcome is Outcome.ACKED:
-                    self.acks.append(tag)
+            try:
+                future = self.done.get(timeout=wait) if wait else self.done.get_nowait()
+            except queue.Empty:
+                future = None
+            while future is not None:
+                self._settle(future)
+                try:
+                    future = self.done.get_nowait()
+                except queue.Empty:
+                    future = None
         now = time.monotonic()
         if self.acks and now - self.flushed > _ACK_INTERVAL:
             self.runner._flush(self.lease, self.acks)
             self.acks.clear()
             self.flushed = now
+
+    def _settle(self, future: Future) -> None:
+        tag, entry, started = self.running.pop(future)
+        outcome = _outcome(
+            self.runner, self.consumer, self.lease, tag, entry, started, future
+        )
+        if outcome is None:
+            return  # cancelled at shutdown: it returns under the lease rule
+        self.counts[outcome] += 1
+        if outcome is Outcome.ACKED:
+            self.acks.append(tag)
 
 
 def _outcome(
