@@ -163,28 +163,49 @@ def run_async_batch(
     with slot.lock:
         slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
     run = _AsyncBatch(runner, consumer, lease, bounded, acks)
+    try:
+        _start_all(runner, lease, slot, batch, bounded, run)
+    finally:
+        # Even after an unexpected error (the consumer loop then fails the delivery in
+        # slot.current and gives back the rest): what runs is settled, never left in
+        # flight under a live lease.
+        while run.running and not runner._halt.is_set():
+            run.harvest(0.05)
+        with runner._outcome_lock:
+            for outcome, n in run.counts.items():
+                runner.outcomes[outcome] += n
+
+
+def _start_all(
+    runner: Runner,
+    lease: Lease,
+    slot: Slot,
+    batch: Batch,
+    bounded: Bounded,
+    run: _AsyncBatch,
+) -> None:
+    """Start the batch's coroutines as permits come free, settling finished ones."""
     while True:
         with slot.lock:
             if not slot.pending or runner._stopping.is_set():
-                break
+                return
             if lease.generation != batch.generation:
                 slot.pending.clear()  # taken over: these are back in the queue already
-                break
+                return
         if not bounded.acquire(timeout=0.05):
             run.harvest(0)
             continue
         with slot.lock:
             item = slot.pending.popleft() if slot.pending else None
+            if item is not None:  # _give_up() fails it if begin() raises
+                slot.current = (*item, time.monotonic())
         if item is None:
             bounded.release()  # stop() gave them back meanwhile
-            break
+            return
         run.start(*item)
+        with slot.lock:  # the watchdog reads it under the lock (see Runner._watch)
+            slot.current = None
         run.harvest(0)
-    while run.running and not runner._halt.is_set():
-        run.harvest(0.05)
-    with runner._outcome_lock:
-        for outcome, n in run.counts.items():
-            runner.outcomes[outcome] += n
 
 
 #: Seconds between ack flushes while a batch's coroutines finish (as for threads).
@@ -215,7 +236,13 @@ class _AsyncBatch:
     def start(self, tag: str, entry: bytes) -> None:
         """Check one delivery and send its handler to the loop (a permit is held)."""
         runner, consumer = self.runner, self.consumer
-        started = begin(runner.relay, consumer, self.lease, tag, entry, runner._halt)
+        try:
+            started = begin(
+                runner.relay, consumer, self.lease, tag, entry, runner._halt
+            )
+        except BaseException:
+            self.bounded.release()  # the consumer loop handles the error; keep the permit
+            raise
         if isinstance(started, Outcome):
             self.bounded.release()
             self.counts[started] += 1
