@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from redrelay import Channel, Queue, Relay
+from redrelay.contrib.flask import RedRelay
 from redrelay.handlers import Consumer
 from redrelay.io.aio import AsyncConnection
 from redrelay.io.sync import Connection
@@ -41,7 +42,7 @@ def test_io_layers_have_the_same_methods_and_signatures() -> None:
     assert isinstance(vars(AsyncConnection)["client"], property)
 
 
-@pytest.mark.parametrize("cls", [Queue, Channel, Relay, Consumer])
+@pytest.mark.parametrize("cls", [Queue, Channel, Relay, Consumer, RedRelay])
 def test_every_async_method_has_a_sync_twin_with_the_same_parameters(
     cls: type,
 ) -> None:
@@ -61,6 +62,7 @@ def test_every_async_method_has_a_sync_twin_with_the_same_parameters(
         Channel: {"apublish"},
         Relay: {"apublish", "astats", "aclose"},
         Consumer: {"aput"},
+        RedRelay: {"apublish"},
     }[cls]
     assert promised <= set(twins)
 

@@ -348,6 +348,12 @@ class RedRelay:
         """``relay.publish(...)`` of the current app; returns how many subscribers got it."""
         return self.relay.publish(channel, body, headers=headers)
 
+    async def apublish(
+        self, channel: str, body: Any, *, headers: dict[str, str] | None = None
+    ) -> int:
+        """:meth:`publish` as a coroutine, for ``async def`` views and handlers."""
+        return await self.relay.apublish(channel, body, headers=headers)
+
     def sse_blueprint(
         self,
         *,
