@@ -13,7 +13,10 @@ Run it on the embedded Redis, with a worker and uvicorn::
 or by hand, in two terminals::
 
     redrelay worker examples.asgi_app.app:relay
-    uvicorn examples.asgi_app.app:app --port 8001
+    uvicorn examples.asgi_app.app:app --port 8001 --timeout-graceful-shutdown 2
+
+(an open event stream is a request in progress: without the timeout, uvicorn's graceful
+shutdown waits for the browser tab to close).
 
 Environment: ``REDRELAY_URL`` (default: the embedded server), ``ASGI_EXAMPLE_NAMESPACE``
 (default ``asgi-example``), ``ASGI_EXAMPLE_STEP_SECONDS`` (default 0.3).

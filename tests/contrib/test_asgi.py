@@ -4,11 +4,6 @@ process, a real Redis; SSE streams read with a bounded count and a deadline."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,17 +20,11 @@ from redrelay import Relay
 from redrelay.contrib.asgi import channel_stream
 from redrelay.contrib.sse import hub_for
 
+from ..asgi_example import free_port, run_example
 from ..worker.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _events(lines: Iterator[str], count: int, deadline: float) -> list[dict[str, str]]:
@@ -64,7 +53,7 @@ class _Server:
     """uvicorn serving ``app`` on a thread, on a free loopback port."""
 
     def __init__(self, app: Any) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning"
         )
@@ -117,56 +106,12 @@ def test_channel_stream_streams_and_unregisters_on_disconnect(relay: Relay) -> N
 
 @pytest.fixture
 def example(
-    redrelay_url: str, make_relay: Callable[..., Relay]
+    make_relay: Callable[..., Relay], redrelay_url: str
 ) -> Iterator[tuple[str, Relay]]:
     """The example app under uvicorn and its worker, as real subprocesses."""
     relay = make_relay()
-    env = {
-        **os.environ,
-        "REDRELAY_URL": redrelay_url,
-        "ASGI_EXAMPLE_NAMESPACE": relay.namespace,
-        "ASGI_EXAMPLE_STEP_SECONDS": "0.01",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-    }
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    web = subprocess.Popen(
-        [str(bin_dir / "uvicorn"), "examples.asgi_app.app:app", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "redrelay", "worker", "examples.asgi_app.app:relay"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/stats", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, timeout=WAIT, interval=0.1, what="uvicorn serving the example")
+    with run_example(redrelay_url, relay.namespace) as base:
         yield base, relay
-    finally:
-        codes = []
-        for proc in (web, worker):
-            proc.terminate()
-        for proc in (web, worker):
-            try:
-                codes.append(proc.wait(WAIT))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait(WAIT))
-    # uvicorn re-raises the SIGTERM after its graceful shutdown; the worker exits 0
-    assert codes[0] in (0, -signal.SIGTERM) and codes[1] == 0, codes
 
 
 def test_example_enqueues_with_aput_and_streams_async_progress(
