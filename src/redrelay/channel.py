@@ -6,11 +6,15 @@ visible instead of silent: every publisher stamps a sequence number per channel,
 :class:`~redrelay.listener.Listener` reports a :class:`GapReport` when a number is
 skipped (see there).
 
-**Publishers and order.** A publisher is one thread of one :class:`~redrelay.Relay`:
-its id is ``<random relay id>.<thread number>``. A thread's publishes reach Redis one
-after the other, so its sequence numbers arrive in order; the publishes of two threads
-race, so one counter shared by the threads would report gaps that are only reorderings.
-A failed publish does not use up its number. A forked process gets new ids.
+**Publishers and order.** A publisher is one thread of one :class:`~redrelay.Relay`
+(for ``apublish``, one asyncio task): its id is ``<random relay id>.<number>``. A
+thread's publishes reach Redis one after the other, so its sequence numbers arrive in
+order; the publishes of two threads race, so one counter shared by the threads would
+report gaps that are only reorderings.
+Coroutines of one thread interleave and their publishes go out on different pooled
+connections, so ``apublish`` numbers per task instead (a task awaits its publishes one
+after the other). A failed publish does not use up its number. A forked process gets
+new ids.
 
 **Interop.** Another program can ``PUBLISH <namespace>:<channel> <bytes>``; the bytes
 reach subscribers as a ``Message(raw=True, body=b"...")`` with a fresh id, and no
@@ -19,6 +23,7 @@ sequence checks apply.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import threading
@@ -57,6 +62,10 @@ class _Publisher:
 
     def __init__(self) -> None:
         self.local = threading.local()
+        #: apublish's streams, one per asyncio task (weakly: tasks come and go).
+        self.tasks: weakref.WeakKeyDictionary[asyncio.Task[Any], _Stream] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._epoch = -1
         self._id = ""
@@ -67,6 +76,21 @@ class _Publisher:
 
     def new_stream(self) -> _Stream:
         """A stream for the calling thread (a forked child gets new ids and counters)."""
+        stream = self._make_stream()
+        self.local.stream = stream
+        return stream
+
+    def task_stream(self, task: asyncio.Task[Any]) -> _Stream:
+        """The stream of an asyncio task, created on its first ``apublish``."""
+        with self._lock:
+            stream = self.tasks.get(task)
+        if stream is None or stream.epoch != _fork_epoch:
+            stream = self._make_stream()
+            with self._lock:
+                self.tasks[task] = stream
+        return stream
+
+    def _make_stream(self) -> _Stream:
         with self._lock:
             if self._epoch != _fork_epoch:
                 self._epoch, self._id, self._threads = (
@@ -75,9 +99,7 @@ class _Publisher:
                     0,
                 )
             self._threads += 1
-            stream = _Stream(f"{self._id}.{self._threads}", self._epoch)
-        self.local.stream = stream
-        return stream
+            return _Stream(f"{self._id}.{self._threads}", self._epoch)
 
 
 _publishers: weakref.WeakKeyDictionary[Relay, _Publisher] = weakref.WeakKeyDictionary()
@@ -161,6 +183,32 @@ class Channel:
         stream: _Stream | None = getattr(publisher.local, "stream", None)
         if stream is None or stream.epoch != _fork_epoch:
             stream = publisher.new_stream()
+        seq, command = self._prepare(stream, body, headers)
+        receivers = self.relay.connection.call(*command)
+        # Only now: a publish that raised gives its number to the next one, so a
+        # subscriber never sees a gap for a message the caller knows was not sent.
+        stream.seqs[self.key] = seq
+        return int(receivers)
+
+    async def apublish(
+        self, body: Any, *, headers: Mapping[str, str] | None = None
+    ) -> int:
+        """:meth:`publish` as a coroutine (same arguments, errors and result).
+
+        Sequence numbers are kept per asyncio task (see the module docstring).
+        """
+        publisher = self._publisher or self._bind()
+        task = asyncio.current_task()
+        stream = publisher.task_stream(task) if task is not None else self._stream()
+        seq, command = self._prepare(stream, body, headers)
+        receivers = await self.relay.aconnection.call(*command)
+        stream.seqs[self.key] = seq
+        return int(receivers)
+
+    def _prepare(
+        self, stream: _Stream, body: Any, headers: Mapping[str, str] | None
+    ) -> tuple[int, tuple[str, str, bytes]]:
+        """The next sequence number and the ``PUBLISH`` command (checked and encoded)."""
         seq = stream.seqs.get(self.key, 0) + 1
         envelope: dict[str, Any] = {
             "i": new_id(),
@@ -171,10 +219,4 @@ class Channel:
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        relay = self.relay
-        entry = relay.encode_envelope(envelope)
-        receivers = relay.connection.call("PUBLISH", self.key, entry)
-        # Only now: a publish that raised gives its number to the next one, so a
-        # subscriber never sees a gap for a message the caller knows was not sent.
-        stream.seqs[self.key] = seq
-        return int(receivers)
+        return seq, ("PUBLISH", self.key, self.relay.encode_envelope(envelope))

@@ -90,8 +90,9 @@ class Durability:
 class ConsumerOptions:
     """How one queue is consumed. Built by ``@relay.consumer`` from the relay's defaults.
 
-    :param concurrency: handler threads in each worker process.
-    :param prefetch: entries fetched per round trip by each thread.
+    :param concurrency: handler threads in each worker process; for an ``async def``
+        handler, coroutines in flight at once on the worker's one event loop thread.
+    :param prefetch: entries fetched per round trip by each fetching thread.
     :param retries: failed attempts that are retried; then the message is dead-lettered.
     :param backoff: delay before each retry.
     :param lease: seconds a consumer's deliveries stay its own without a heartbeat.

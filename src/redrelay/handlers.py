@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -12,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._types import Handler
 from .config import ConsumerOptions
+from .errors import TimeLimitExceeded
 from .message import Message
 
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["Consumer", "HandlerContext", "Subscriber", "invoke"]
+__all__ = ["Consumer", "HandlerContext", "Subscriber", "ainvoke", "invoke"]
 
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
 #: connection hygiene ...). Registered with ``relay.add_handler_context()``.
@@ -32,9 +34,10 @@ def invoke(
 ) -> None:
     """Run one handler inside the relay's handler contexts; the one place handlers are called.
 
-    A coroutine handler runs to completion on ``loop``: the calling thread's own loop,
-    which runners create once per thread for ``async def`` handlers (a stray awaitable
-    from a plain function gets a throwaway loop). Exceptions propagate to the caller.
+    The worker runs ``async def`` handlers with :func:`ainvoke` on its event loop
+    thread instead; an awaitable that still reaches here (a plain function returning
+    one) runs to completion on ``loop``, else on a throwaway loop. Exceptions propagate
+    to the caller.
     """
     if not contexts:  # the hot path: no ExitStack per message
         _call(handler, message, loop)
@@ -60,6 +63,56 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+async def ainvoke(
+    handler: Handler,
+    message: Message,
+    contexts: Sequence[HandlerContext],
+    time_limit: float | None = None,
+) -> None:
+    """:func:`invoke` for the worker's event loop: ``await`` the handler in its contexts.
+
+    Each call runs in its own task (``run_coroutine_threadsafe``), so context variables
+    set by a handler context (Flask's app context) are the task's own. Past
+    ``time_limit`` the handler is cancelled and :class:`TimeLimitExceeded` raised: a
+    coroutine, unlike a thread, can always be stopped at its next ``await``.
+    """
+    try:
+        with contextlib.ExitStack() as stack:
+            for context in contexts:
+                stack.enter_context(context(message))
+            result = handler(message)
+            if result is not None and inspect.isawaitable(result):
+                if time_limit is None:
+                    await result
+                else:
+                    await _limited(result, time_limit)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # Out of a task these would stop the worker's event loop, and with it every
+        # other handler: a handler calling sys.exit() fails its delivery instead.
+        raise RuntimeError(f"the handler raised {type(exc).__name__}({exc})") from exc
+
+
+async def _limited(awaitable: Awaitable[Any], limit: float) -> None:
+    if sys.version_info >= (3, 11):
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                await awaitable
+        except TimeoutError as exc:
+            if timeout.expired():  # not a TimeoutError of the handler's own
+                raise TimeLimitExceeded(
+                    f"the handler ran past its time limit ({limit:g}s)"
+                ) from exc
+            raise
+    else:  # pragma: no cover - Python 3.10
+        try:
+            await asyncio.wait_for(awaitable, limit)
+        except asyncio.TimeoutError as exc:
+            raise TimeLimitExceeded(
+                f"the handler ran past its time limit ({limit:g}s)"
+            ) from exc
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Consumer:
     """A handler bound to a queue with its options. Calling it calls the handler."""
@@ -83,6 +136,10 @@ class Consumer:
         """Shortcut for ``relay.queue(name).put(body, ...)``."""
         return self.queue.put(body, **options)
 
+    async def aput(self, body: Any, **options: Any) -> str:
+        """Shortcut for ``await relay.queue(name).aput(body, ...)``."""
+        return await self.queue.aput(body, **options)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Subscriber:
@@ -91,6 +148,9 @@ class Subscriber:
     channel: str
     pattern: bool
     handler: Handler
+    #: Messages handled at once: coroutines in flight for an ``async def`` handler
+    #: (1, the default, keeps publication order); always 1 for a plain function.
+    concurrency: int = 1
 
     @property
     def is_async(self) -> bool:

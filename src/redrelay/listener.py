@@ -15,7 +15,8 @@ use a topic.
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
+import functools
 import logging
 import queue
 import random
@@ -27,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, DecodeError, RedrelayError
-from .handlers import HandlerContext, Subscriber, invoke
+from .handlers import HandlerContext, Subscriber, ainvoke, invoke
 from .io.sync import translate
 from .message import Message
 from .protocol.envelope import decode_entry, new_id
@@ -35,6 +36,7 @@ from .protocol.keys import channel_key, validate_name
 
 if TYPE_CHECKING:
     from .relay import Relay
+    from .worker.aioloop import Bounded, LoopThread
 
 __all__ = ["GapReport", "Listener"]
 
@@ -98,8 +100,11 @@ class _Worker:
         subscriber: Subscriber,
         queue_size: int,
         contexts: Sequence[HandlerContext] = (),
+        bounded: Bounded | None = None,
     ) -> None:
         self.subscriber = subscriber
+        #: For an async handler: its coroutines' bound on the event loop thread.
+        self.bounded = bounded
         self.contexts = contexts
         self.queue_size = queue_size
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -125,7 +130,7 @@ class _Worker:
         return True
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop() if self.subscriber.is_async else None
+        bounded = self.bounded
         try:
             while True:
                 item = self.queue.get()
@@ -133,15 +138,37 @@ class _Worker:
                     return
                 if self.abandon:
                     continue
-                self._handle(item, loop)
+                if bounded is None:
+                    self._handle(item)
+                    continue
+                bounded.acquire()  # at most `concurrency` coroutines at once
+                coro = ainvoke(self.subscriber.handler, item, self.contexts)
+                bounded.submit(coro, functools.partial(self._done, item))
         finally:
-            if loop is not None:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+            if bounded is not None:
+                bounded.wait_all()  # Listener.stop() bounds this with its timeout
 
-    def _handle(self, message: Message, loop: asyncio.AbstractEventLoop | None) -> None:
+    def _done(self, message: Message, future: concurrent.futures.Future[Any]) -> None:
+        """An async handler ended (on the loop thread)."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self.errors += 1
+            log.error(
+                "subscriber %s of %r failed on message %s",
+                getattr(
+                    self.subscriber.handler, "__qualname__", self.subscriber.handler
+                ),
+                message.channel,
+                message.id,
+                exc_info=error,
+            )
+        self.handled += 1
+
+    def _handle(self, message: Message) -> None:
         try:
-            invoke(self.subscriber.handler, message, self.contexts, loop)
+            invoke(self.subscriber.handler, message, self.contexts, None)
         except Exception:
             self.errors += 1
             log.exception(
@@ -155,6 +182,14 @@ class _Worker:
         self.handled += 1
 
 
+def _bounded(aio: LoopThread | None, subscriber: Subscriber) -> Bounded | None:
+    if aio is None or not subscriber.is_async:
+        return None
+    from .worker.aioloop import Bounded
+
+    return Bounded(aio, subscriber.concurrency)
+
+
 class _Lost(Exception):
     """The subscription connection is gone or unresponsive."""
 
@@ -166,7 +201,8 @@ class Listener:
     bounded queue, so a slow handler never delays the others or the reading. When a
     queue is full, new messages for that subscriber are dropped and reported as a gap
     ("subscriber too slow"). A handler's exception is logged with its traceback.
-    ``async def`` handlers run on an event loop of their subscriber thread.
+    ``async def`` handlers run as coroutines on one event loop thread (``aio``, the
+    worker's, else the listener's own), up to each subscriber's ``concurrency`` at once.
 
     The connection is watched: when nothing has been read for ``ping_interval`` seconds
     the listener sends ``PING``, and if no reply comes within ``ping_timeout`` it treats
@@ -192,6 +228,9 @@ class Listener:
     :param backoff_base: first reconnect delay in seconds; doubled per failed attempt.
     :param backoff_cap: longest reconnect delay.
     :param poll_interval: how often the listener thread checks for ``stop()``.
+    :param aio: the event loop thread for ``async def`` subscribers (a
+        :class:`~redrelay.worker.aioloop.LoopThread`); by default the listener starts
+        its own when it has any.
     """
 
     def __init__(
@@ -207,6 +246,7 @@ class Listener:
         poll_interval: float = 0.1,
         contexts: Sequence[HandlerContext] | None = None,
         on_gap: Callable[[GapReport], None] | None = None,
+        aio: LoopThread | None = None,
     ) -> None:
         if queue_size < 1:
             raise ConfigurationError(f"queue_size= must be >= 1, got {queue_size!r}")
@@ -240,9 +280,17 @@ class Listener:
         self.decode_errors = 0
         #: Messages read from Redis (before dispatch).
         self.received = 0
+        self._own_aio: LoopThread | None = None
+        if aio is None and any(s.is_async for s in subscribers):
+            from .worker.aioloop import LoopThread
+
+            aio = self._own_aio = LoopThread("redrelay-subscribers-asyncio")
         self._workers = [
             _Worker(
-                s, queue_size, relay.handler_contexts if contexts is None else contexts
+                s,
+                queue_size,
+                relay.handler_contexts if contexts is None else contexts,
+                _bounded(aio, s),
             )
             for s in subscribers
         ]
@@ -294,6 +342,8 @@ class Listener:
         self._started = True
         if not self._workers:
             return
+        if self._own_aio is not None:
+            self._own_aio.start()
         for worker in self._workers:
             worker.thread.start()
         self._thread = threading.Thread(
@@ -325,6 +375,8 @@ class Listener:
         ]
         for worker in stuck:
             worker.abandon = True
+        if self._own_aio is not None and not stuck:
+            self._own_aio.stop(max(0.0, deadline - time.monotonic()))
         if stuck or thread.is_alive():
             log.warning(
                 "listener stop: %d subscriber threads still busy after %.1f s (%s)",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -18,6 +18,7 @@ from .errors import ConfigurationError, DecodeError
 from .message import Message
 from .protocol.envelope import decode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
+from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
 
 if TYPE_CHECKING:
@@ -28,6 +29,14 @@ __all__ = ["DeadLetter", "Queue", "QueueStats"]
 
 #: put_many sends this many entries per LPUSH (all inside one MULTI/EXEC).
 PUT_MANY_CHUNK = 1000
+
+
+class _Put(NamedTuple):
+    """What ``put``/``aput`` send, and what their reply is checked against."""
+
+    msg_id: str
+    steps: tuple[Step, ...]
+    durability: Durability | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,34 +131,43 @@ class Queue:
         :raises DurabilityNotConfirmed: ``durable=`` (or the relay's) was not confirmed
             in time; the message WAS written.
         """
+        put = self._prepare_put(body, delay, eta, headers, dedup_key, durable)
+        return self._put_done(put, self.relay.connection.send(put.steps))
+
+    async def aput(
+        self,
+        body: Any,
+        *,
+        delay: Duration | None = None,
+        eta: datetime | None = None,
+        headers: Mapping[str, str] | None = None,
+        dedup_key: str | None = None,
+        durable: str | bool | None = None,
+    ) -> str:
+        """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
+        put = self._prepare_put(body, delay, eta, headers, dedup_key, durable)
+        return self._put_done(put, await self.relay.aconnection.send(put.steps))
+
+    def _prepare_put(
+        self,
+        body: Any,
+        delay: Duration | None,
+        eta: datetime | None,
+        headers: Mapping[str, str] | None,
+        dedup_key: str | None,
+        durable: str | bool | None,
+    ) -> _Put:
+        """Check, encode and build what ``put``/``aput`` send (the one copy of that logic)."""
         msg_id = new_id()
         entry = self.encode(body, headers, msg_id=msg_id)
         delay_ms = _delay_ms(delay, eta)
         durability = self.relay.durability(durable)
+        wait = None if durability is None else durability.command()
+        register = ("SADD", queues_key(self.relay.namespace), self.name)
         if not delay_ms and dedup_key is None:
-            if durability is not None:
-                self._write_durably(
-                    durability,
-                    [
-                        ("SADD", queues_key(self.relay.namespace), self.name),
-                        ("LPUSH", self.keys.ready, entry),
-                    ],
-                    [msg_id],
-                )
-                self._registered = True
-            elif self._registered:
-                self.relay.connection.call("LPUSH", self.keys.ready, entry)
-            else:
-                self.relay.connection.pipeline(
-                    [
-                        ("SADD", queues_key(self.relay.namespace), self.name),
-                        ("LPUSH", self.keys.ready, entry),
-                    ],
-                    transaction=False,
-                )
-                self._registered = True
-            return msg_id
-        self._register()
+            push = ("LPUSH", self.keys.ready, entry)
+            commands = (push,) if self._registered else (register, push)
+            return _Put(msg_id, (Step(commands, wait=wait),), durability)
         keys = [self.keys.ready, self.keys.delayed, self.keys.delayed_data]
         if dedup_key is not None:
             if not isinstance(dedup_key, str) or not dedup_key:
@@ -159,18 +177,24 @@ class Queue:
             keys.append(
                 self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
             )
-        args: list[Any] = [entry, msg_id, delay_ms, to_ms(self.relay.dedup_ttl)]
-        if durability is None:
-            result = self.relay.connection.run("put", keys, args)
-        else:
-            command = self.relay.connection.script_command("put", keys, args)
-            replies, confirmed = self.relay.connection.write_and_wait(
-                [command], durability.command()
-            )
-            result = replies[0]
-            # The id in the queue: an earlier one when the dedup key was taken.
-            durability.check(confirmed, [_text(result)])
-        return _text(result)
+        ttl_ms = to_ms(self.relay.dedup_ttl)
+        put = Step(
+            script="put", keys=keys, args=[entry, msg_id, delay_ms, ttl_ms], wait=wait
+        )
+        if self._registered:
+            return _Put(msg_id, (put,), durability)
+        return _Put(msg_id, (Step((register,)), put), durability)
+
+    def _put_done(self, put: _Put, reply: Any) -> str:
+        self._registered = True
+        if put.durability is not None:
+            reply, confirmed = reply
+        # A script's reply is the id in the queue: an earlier one when the dedup key
+        # was taken.
+        result = put.msg_id if put.steps[-1].script is None else _text(reply)
+        if put.durability is not None:
+            put.durability.check(confirmed, [result])
+        return result
 
     def put_many(
         self,
@@ -185,6 +209,31 @@ class Queue:
         whole call with nothing written. Returns the ids in order. ``durable=`` as in
         :meth:`put` (one wait for the whole batch).
         """
+        ids, steps, durability = self._prepare_put_many(bodies, headers, durable)
+        if steps:
+            self._put_many_done(ids, durability, self.relay.connection.send(steps))
+        return ids
+
+    async def aput_many(
+        self,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        durable: str | bool | None = None,
+    ) -> list[str]:
+        """:meth:`put_many` as a coroutine (same arguments, errors and result)."""
+        ids, steps, durability = self._prepare_put_many(bodies, headers, durable)
+        if steps:
+            reply = await self.relay.aconnection.send(steps)
+            self._put_many_done(ids, durability, reply)
+        return ids
+
+    def _prepare_put_many(
+        self,
+        bodies: Iterable[Any],
+        headers: Mapping[str, str] | None,
+        durable: str | bool | None,
+    ) -> tuple[list[str], tuple[Step, ...], Durability | None]:
         durability = self.relay.durability(durable)
         ids: list[str] = []
         entries: list[bytes] = []
@@ -199,7 +248,7 @@ class Queue:
                 raise
             ids.append(msg_id)
         if not entries:
-            return ids
+            return ids, (), durability
         commands: list[tuple[Any, ...]] = [
             ("SADD", queues_key(self.relay.namespace), self.name)
         ]
@@ -208,22 +257,15 @@ class Queue:
                 ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
             )
         crash_point("put_many")
-        if durability is None:
-            self.relay.connection.pipeline(commands, transaction=True)
-        else:  # MULTI/EXEC spelled out: WAIT inside a transaction would not wait
-            self._write_durably(durability, [("MULTI",), *commands, ("EXEC",)], ids)
-        self._registered = True
-        return ids
+        wait = None if durability is None else durability.command()
+        return ids, (Step(commands, transaction=True, wait=wait),), durability
 
-    def _write_durably(
-        self, durability: Durability, commands: list[tuple[Any, ...]], ids: list[str]
-    ) -> list[Any]:
-        """The writes then WAIT/WAITAOF on one connection; raise if not confirmed."""
-        replies, confirmed = self.relay.connection.write_and_wait(
-            commands, durability.command()
-        )
-        durability.check(confirmed, ids)
-        return replies
+    def _put_many_done(
+        self, ids: list[str], durability: Durability | None, reply: Any
+    ) -> None:
+        self._registered = True
+        if durability is not None:
+            durability.check(reply[1], ids)
 
     def _register(self) -> None:
         if not self._registered:
@@ -241,13 +283,19 @@ class Queue:
         first and read again inside the script; a change in between means a consumer
         came or went, and the snapshot is taken again. Works on a full Redis too.
         """
+        return self.relay.connection.drive(self._stats_plan())
+
+    async def astats(self) -> QueueStats:
+        """:meth:`stats` as a coroutine."""
+        return await self.relay.aconnection.drive(self._stats_plan())
+
+    def _stats_plan(self) -> Plan[QueueStats]:
         k = self.keys
-        conn = self.relay.connection
-        leases = conn.call("ZRANGE", k.leases, 0, -1)
+        leases = yield Step((("ZRANGE", k.leases, 0, -1),))
         while True:
             keys = [k.leases, k.ready, k.delayed, k.dead, k.stats]
             keys += [k.inflight(c.decode()) for c in leases]
-            reply = conn.run("stats", keys, [])
+            reply = yield Step(script="stats", keys=keys)
             if reply[0] == leases:
                 break
             leases = reply[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -15,12 +16,14 @@ from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
 from .io.sync import Connection, redact
 from .protocol.envelope import encode_entry
-from .protocol.keys import validate_name
+from .protocol.keys import queues_key, validate_name
+from .protocol.requests import Plan, Step
 from .protocol.transitions import to_seconds
 from .queue import Queue, QueueStats
 
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
+    from .io.aio import AsyncConnection
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
@@ -156,6 +159,7 @@ class Relay:
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}
         self._connection: Connection | None = None
+        self._aconnection: AsyncConnection | None = None
         self._lock = threading.Lock()
         self._runner: Runner | None = None
 
@@ -184,6 +188,26 @@ class Relay:
                     )
         return self._connection
 
+    @property
+    def aconnection(self) -> AsyncConnection:
+        """The shared asyncio connection: one ``redis.asyncio`` client per event loop.
+
+        Used by the ``a``-prefixed methods (``aput``, ``apublish`` ...). Opening it
+        resolves the URL like :attr:`connection` (starting the embedded server, a
+        blocking step, on first use in development). ``redis.asyncio`` is imported
+        here, not with redrelay.
+        """
+        if self._aconnection is None:
+            from .io.aio import AsyncConnection
+
+            url = self.connection.url  # resolves the URL once, for both layers
+            with self._lock:
+                if self._aconnection is None:
+                    self._aconnection = AsyncConnection(
+                        url, retries=self.connect_retries, namespace=self.namespace
+                    )
+        return self._aconnection
+
     def new_connection(
         self, *, retries: int = 0, socket_timeout: float = 10.0
     ) -> Connection:
@@ -203,6 +227,19 @@ class Relay:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+            # Its clients close with their event loops; aclose() closes the running one's.
+            self._aconnection = None
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and close the running event loop's asyncio client too.
+
+        Other loops' clients are closed when those loops shut down (see
+        :mod:`redrelay.io.aio`).
+        """
+        aconnection = self._aconnection
+        self.close()
+        if aconnection is not None:
+            await aconnection.close()
 
     def __enter__(self) -> Relay:
         return self
@@ -261,18 +298,27 @@ class Relay:
         """Publish ``body`` on a channel; returns how many subscribers Redis handed it to."""
         return self.channel(channel).publish(body, headers=headers)
 
+    async def apublish(
+        self, channel: str, body: Any, *, headers: dict[str, str] | None = None
+    ) -> int:
+        """:meth:`publish` as a coroutine."""
+        return await self.channel(channel).apublish(body, headers=headers)
+
     def stats(self, queues: Iterable[str] | None = None) -> list[QueueStats]:
         """Stats of the given queues, else of every queue known to the server."""
-        if queues is None:
-            from .protocol.keys import queues_key
-
-            names = sorted(
-                n.decode()
-                for n in self.connection.call("SMEMBERS", queues_key(self.namespace))
-            )
-        else:
-            names = list(queues)
+        names = self.connection.drive(self._names_plan(queues))
         return [self.queue(n).stats() for n in names]
+
+    async def astats(self, queues: Iterable[str] | None = None) -> list[QueueStats]:
+        """:meth:`stats` as a coroutine."""
+        names = await self.aconnection.drive(self._names_plan(queues))
+        return [await self.queue(n).astats() for n in names]
+
+    def _names_plan(self, queues: Iterable[str] | None) -> Plan[list[str]]:
+        if queues is not None:
+            return list(queues)
+        known = yield Step((("SMEMBERS", queues_key(self.namespace)),))
+        return sorted(n.decode() for n in known)
 
     # -- registration (no Redis I/O) -------------------------------------------------------
 
@@ -306,23 +352,47 @@ class Relay:
 
         return register
 
-    def subscriber(self, channel: str, *, pattern: bool = False) -> Callable[[H], H]:
+    def subscriber(
+        self, channel: str, *, pattern: bool = False, concurrency: int = 1
+    ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
 
         Every process running it receives every message published while it is connected
         (at-most-once); gaps are reported, see :mod:`redrelay.channel`.
+
+        :param concurrency: for an ``async def`` handler, messages handled at once (as
+            coroutines on the worker's event loop; above 1, order is not kept). A plain
+            function handles one message at a time on its own thread.
         """
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
         )
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not 1 <= concurrency <= 10_000
+        ):
+            raise ConfigurationError(
+                f"concurrency= must be an int from 1 to 10000, got {concurrency!r}"
+            )
 
         def register(handler: H) -> H:
             if not callable(handler):
                 raise ConfigurationError(
                     f"@relay.subscriber({channel!r}) must decorate a callable"
                 )
+            if concurrency != 1 and not inspect.iscoroutinefunction(handler):
+                raise ConfigurationError(
+                    f"@relay.subscriber({channel!r}, concurrency={concurrency}) needs an "
+                    "async def handler: a plain function runs on one thread"
+                )
             self.subscribers.append(
-                Subscriber(channel=channel, pattern=pattern, handler=handler)
+                Subscriber(
+                    channel=channel,
+                    pattern=pattern,
+                    handler=handler,
+                    concurrency=concurrency,
+                )
             )
             return handler
 

@@ -1,12 +1,14 @@
 """A relay for worker subprocesses in tests; behaviour is chosen by each message's body.
 
 Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds), TEST_MAX_DELIVERIES,
-TEST_PREFETCH, TEST_CONCURRENCY. Every handler run is recorded in ``<ns>:test:runs``
+TEST_PREFETCH, TEST_CONCURRENCY, TEST_ASYNC (1: the handler is an ``async def``, run as
+coroutines on the worker's event loop, TEST_CONCURRENCY of them at once). Every handler run is recorded in ``<ns>:test:runs``
 (a list of "<id> <pid> <event>") so tests can check what ran, where and how often.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -38,7 +40,6 @@ def record(message: Message, event: str) -> None:
     _client.rpush(RUNS, f"{message.id} {os.getpid()} {event} {message.attempt}")
 
 
-@relay.consumer("work")
 def work(message: Message) -> None:
     body = message.body if isinstance(message.body, dict) else {"op": "raw"}
     op = body.get("op", "ok")
@@ -50,3 +51,20 @@ def work(message: Message) -> None:
     elif op == "fail":
         raise RuntimeError("asked to fail")
     record(message, "done")
+
+
+async def awork(message: Message) -> None:
+    """``work`` as a coroutine: the same ops, sleeping with ``asyncio.sleep``."""
+    body = message.body if isinstance(message.body, dict) else {"op": "raw"}
+    op = body.get("op", "ok")
+    record(message, "start")
+    if op == "sleep":
+        await asyncio.sleep(float(body["s"]))
+    elif op == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif op == "fail":
+        raise RuntimeError("asked to fail")
+    record(message, "done")
+
+
+relay.consumer("work")(awork if os.environ.get("TEST_ASYNC") == "1" else work)

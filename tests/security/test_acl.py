@@ -9,6 +9,7 @@ the epoch check, and what must be refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -376,3 +377,36 @@ def _runs(url: str, namespace: str) -> list[list[str]]:
 
 def _done(url: str, namespace: str) -> set[str]:
     return {run[0] for run in _runs(url, namespace) if run[2] == "done"}
+
+
+def test_async_calls_work_as_the_user_and_are_refused_like_sync(
+    relay: Relay, ns_user: NamespaceUser
+) -> None:
+    stranger = _stranger(ns_user)
+
+    async def main() -> list[str]:
+        await relay.queue("q").aput(1)
+        await relay.queue("q").aput(2, delay=30)
+        await relay.queue("q").aput_many([3, 4])
+        await relay.apublish("news", 1)
+        assert (await relay.queue("q").astats()).ready == 3
+        refusals = []
+        for call in (
+            lambda: stranger.queue("q").aput(1),
+            lambda: stranger.queue("q").aput(1, delay=5),
+            lambda: stranger.queue("q").aput_many([1, 2]),
+            lambda: stranger.astats(),
+            lambda: stranger.apublish("news", 1),
+        ):
+            with pytest.raises(BrokerError, match="no permissions") as refused:
+                await call()
+            assert isinstance(refused.value.__cause__, rex.NoPermissionError)
+            refusals.append(str(refused.value))
+        await relay.aclose()
+        await stranger.aclose()
+        return refusals
+
+    refusals = asyncio.run(main())
+    assert all("~other:*" in text and "&other:*" in text for text in refusals)
+    assert ns_user.admin("KEYS", "other:*") == []
+    assert "key other:{q}:ready" in ns_user.denials(reset=True)  # then reset: expected

@@ -8,6 +8,7 @@ as a boolean), and every connection redrelay opens (producer, worker, listener) 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
@@ -260,3 +261,43 @@ def test_rediss_url_against_a_plain_port_says_so(
     url = tls_url(plain.port or 0, ssl_ca_certs=certs.ca, socket_timeout="0.3")
     relay = relays(url, connect_retries=0)
     assert "TLS" in str(_refused(relay))
+
+
+# -- asyncio: the same URL handling and the same errors ----------------------------------
+
+
+def test_async_producers_over_tls(tls_server: TlsServer, relays: MakeRelay) -> None:
+    relay = relays(tls_server.url)
+    queue = relay.queue("q")
+
+    async def main() -> tuple[int, int]:
+        await queue.aput("one")
+        await queue.aput("late", delay=30)
+        await queue.aput_many(["two", "three"])
+        await relay.apublish("news", 1)
+        stats = await queue.astats()
+        client = relay.aconnection.client
+        assert client.connection_pool.connection_kwargs["ssl_ca_certs"]
+        await relay.aconnection.close()
+        return stats.ready, stats.delayed
+
+    assert asyncio.run(main()) == (3, 1)
+    assert [m.body for m in queue.peek(3)] == ["one", "two", "three"]
+
+
+def test_async_tls_mix_up_is_told_like_sync(
+    tls_server: TlsServer, relays: MakeRelay
+) -> None:
+    relay = relays(f"redis://127.0.0.1:{tls_server.port}", connect_retries=0)
+
+    async def refused() -> BrokerUnavailable:
+        with pytest.raises(BrokerUnavailable) as error:
+            await relay.queue("q").aput("secret")
+        await relay.aclose()
+        return error.value
+
+    error = asyncio.run(refused())
+    assert str(error).startswith(
+        f"cannot reach Redis at redis://127.0.0.1:{tls_server.port}"
+    )
+    assert "rediss://" in str(error)

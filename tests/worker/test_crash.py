@@ -6,6 +6,8 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
+
 from redrelay import Relay
 
 from .helpers import WorkerProcess, done_counts, runs, wait_for
@@ -15,12 +17,34 @@ def _started_by(url: str, ns: str, pid: int) -> int:
     return sum(1 for r in runs(url, ns) if r[1] == pid and r[2] == "start")
 
 
+def _most_at_once(url: str, ns: str, pid: int) -> int:
+    """The most handlers of ``pid`` between their start and done records at one time."""
+    running = most = 0
+    for _, who, event, _ in runs(url, ns):
+        if who == pid:
+            running += 1 if event == "start" else -1 if event == "done" else 0
+            most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize(
+    "handlers",
+    [
+        {},
+        # async def handlers: 20 coroutines at once on the worker's event loop
+        {"TEST_ASYNC": "1", "TEST_CONCURRENCY": "20"},
+    ],
+    ids=["threads", "async"],
+)
 def test_sigkill_mid_batch_loses_nothing(
-    app_relay: Relay, redrelay_url: str, start_worker: Callable[..., WorkerProcess]
+    app_relay: Relay,
+    redrelay_url: str,
+    start_worker: Callable[..., WorkerProcess],
+    handlers: dict[str, str],
 ) -> None:
     ns, q = app_relay.namespace, app_relay.queue("work")
     ids = q.put_many([{"op": "sleep", "s": 0.01} for _ in range(300)])
-    first = start_worker(TEST_LEASE="1", TEST_PREFETCH="20")
+    first = start_worker(TEST_LEASE="1", TEST_PREFETCH="20", **handlers)
     wait_for(
         lambda: _started_by(redrelay_url, ns, first.pid) >= 30, what="first worker busy"
     )
@@ -29,7 +53,7 @@ def test_sigkill_mid_batch_loses_nothing(
     assert held > 0, (
         "the killed worker held nothing: the test did not kill it mid-batch"
     )
-    second = start_worker(TEST_LEASE="1", TEST_PREFETCH="20")
+    second = start_worker(TEST_LEASE="1", TEST_PREFETCH="20", **handlers)
     wait_for(
         lambda: len(done_counts(redrelay_url, ns)) == len(ids),
         timeout=60,
@@ -44,6 +68,8 @@ def test_sigkill_mid_batch_loses_nothing(
         r for r in runs(redrelay_url, ns) if r[1] == second.pid and r[3] == 2
     ]
     assert len(second_attempts) >= 1
+    if handlers:  # coroutines really ran side by side (two threads cannot exceed 2)
+        assert _most_at_once(redrelay_url, ns, second.pid) > 2
 
 
 def test_long_handler_is_not_redelivered(
@@ -104,12 +130,20 @@ def test_stalled_worker_is_taken_over_and_its_late_ack_rejected(
         assert w.wait() == 0
 
 
+@pytest.mark.parametrize(
+    "handlers", [{}, {"TEST_ASYNC": "1"}], ids=["threads", "async"]
+)
 def test_sigterm_is_graceful(
-    app_relay: Relay, redrelay_url: str, start_worker: Callable[..., WorkerProcess]
+    app_relay: Relay,
+    redrelay_url: str,
+    start_worker: Callable[..., WorkerProcess],
+    handlers: dict[str, str],
 ) -> None:
     ns, q = app_relay.namespace, app_relay.queue("work")
     ids = q.put_many([{"op": "sleep", "s": 1.0} for _ in range(10)])
-    worker = start_worker(TEST_CONCURRENCY="1", TEST_PREFETCH="10", TEST_LEASE="30")
+    worker = start_worker(
+        TEST_CONCURRENCY="1", TEST_PREFETCH="10", TEST_LEASE="30", **handlers
+    )
     wait_for(
         lambda: _started_by(redrelay_url, ns, worker.pid) == 1,
         what="first handler started",

@@ -27,15 +27,21 @@ def _all_accounted(relay: Relay, url: str, ids: list[str], failing: set[str]) ->
     assert set(done_counts(url, relay.namespace)) == set(ids) - failing
 
 
+@pytest.mark.parametrize("handlers", ["threads", "async"])
 @pytest.mark.parametrize(
     "step", ["fetch", "handler", "ack", "retry", "bury", "recover"]
 )
 def test_crash_at_step_loses_nothing(
     step: str,
+    handlers: str,
     app_relay: Relay,
     redrelay_url: str,
     start_worker: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if handlers == "async":  # async def handlers on the worker's event loop
+        monkeypatch.setenv("TEST_ASYNC", "1")
+        monkeypatch.setenv("TEST_CONCURRENCY", "8")
     q = app_relay.queue("work")
     ids = q.put_many([{"op": "ok"} for _ in range(20)])
     failing = set(q.put_many([{"op": "fail"} for _ in range(2)]))

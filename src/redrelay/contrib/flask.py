@@ -278,10 +278,13 @@ class RedRelay:
 
         return decorate
 
-    def subscriber(self, channel: str, *, pattern: bool = False) -> Callable[[H], H]:
+    def subscriber(
+        self, channel: str, *, pattern: bool = False, concurrency: int = 1
+    ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` on every app's relay.
 
-        See :meth:`Relay.subscriber`; the handler runs inside the app context.
+        See :meth:`Relay.subscriber` (``concurrency=`` for ``async def`` handlers); the
+        handler runs inside the app context.
         """
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
@@ -289,7 +292,9 @@ class RedRelay:
 
         def decorate(handler: H) -> H:
             def register(relay: Relay) -> None:
-                relay.subscriber(channel, pattern=pattern)(handler)
+                relay.subscriber(channel, pattern=pattern, concurrency=concurrency)(
+                    handler
+                )
 
             self._register(register)
             return handler
@@ -346,6 +351,12 @@ class RedRelay:
     ) -> int:
         """``relay.publish(...)`` of the current app; returns how many subscribers got it."""
         return self.relay.publish(channel, body, headers=headers)
+
+    async def apublish(
+        self, channel: str, body: Any, *, headers: dict[str, str] | None = None
+    ) -> int:
+        """:meth:`publish` as a coroutine, for ``async def`` views and handlers."""
+        return await self.relay.apublish(channel, body, headers=headers)
 
     def sse_blueprint(
         self,

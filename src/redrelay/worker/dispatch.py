@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from .timelimit import Slot
 
-__all__ = ["Outcome", "handle_entry"]
+__all__ = ["Outcome", "Started", "begin", "handle_entry", "settle"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -53,6 +54,14 @@ def to_message(queue: str, tag: str, decoded: Decoded) -> Message:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A delivery that passed its checks: the handler may run now."""
+
+    message: Message
+    decoded: Decoded
+
+
 def handle_entry(
     relay: Relay,
     consumer: Consumer,
@@ -63,10 +72,37 @@ def handle_entry(
     halt: threading.Event,
     slot: Slot | None = None,
 ) -> Outcome:
-    """Process one delivery. Never raises for anything the message or handler did.
+    """Process one delivery on this thread. Never raises for anything the message or
+    handler did.
 
     ``slot`` is the consumer thread's: if the watchdog abandoned it while the handler ran,
-    the watchdog already failed this delivery, so nothing more is done here.
+    the watchdog already failed this delivery, so nothing more is done here. Async
+    handlers run on the worker's event loop instead (:mod:`redrelay.worker.aioloop`),
+    between the same :func:`begin` and :func:`settle`.
+    """
+    started = begin(relay, consumer, lease, tag, entry, halt)
+    if isinstance(started, Outcome):
+        return started
+    crash_point("handler")
+    try:
+        invoke(consumer.handler, started.message, relay.handler_contexts, loop)
+    except Exception as exc:
+        return settle(relay, consumer, lease, tag, entry, started, exc, halt, slot)
+    return Outcome.ACKED
+
+
+def begin(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    entry: bytes,
+    halt: threading.Event,
+) -> Started | Outcome:
+    """Decode and check a delivery before its handler runs.
+
+    Returns what the handler needs, or the outcome when it must not run (a malformed
+    entry or one over ``max_deliveries`` is dead-lettered; a lost lease rejects it).
     """
     opts = consumer.options
     try:
@@ -108,16 +144,28 @@ def handle_entry(
         return (
             Outcome.REJECTED
         )  # the lease was taken over: the entry is already back in the queue
-    crash_point("handler")
-    failed: Exception
-    delay: float | None
-    try:
-        invoke(consumer.handler, message, relay.handler_contexts, loop)
-    except TimeLimitExceeded as exc:
+    return Started(message, decoded)
+
+
+def settle(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    entry: bytes,
+    started: Started,
+    error: Exception,
+    halt: threading.Event,
+    slot: Slot | None = None,
+) -> Outcome:
+    """What follows a handler that raised ``error``: retry, dead letter, or nothing."""
+    message, decoded = started.message, started.decoded
+    delay: float | None = None
+    if isinstance(error, TimeLimitExceeded):
         if slot is not None and slot.abandoned:
             return Outcome.REJECTED
-        failed, failures, delay = exc, decoded.failures + 1, None
-    except Reject as exc:
+        failures = decoded.failures + 1
+    elif isinstance(error, Reject):
         return _bury(
             relay,
             consumer,
@@ -125,20 +173,18 @@ def handle_entry(
             tag,
             message.id,
             entry,
-            f"rejected: {exc.reason}",
-            exc,
+            f"rejected: {error.reason}",
+            error,
             message.attempt,
             halt,
         )
-    except Retry as exc:
-        failures = decoded.failures + (1 if exc.count else 0)
-        failed, delay = exc, exc.delay
-    except Exception as exc:
-        failed, failures, delay = exc, decoded.failures + 1, None
+    elif isinstance(error, Retry):
+        failures = decoded.failures + (1 if error.count else 0)
+        delay = error.delay
     else:
-        return Outcome.ACKED
+        failures = decoded.failures + 1
     return _fail(
-        relay, consumer, lease, tag, entry, message, failures, failed, delay, halt
+        relay, consumer, lease, tag, entry, message, failures, error, delay, halt
     )
 
 

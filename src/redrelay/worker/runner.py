@@ -4,11 +4,12 @@ Each consumer thread fetches a batch (``prefetch``) under its queue's lease, run
 handler on each entry in turn on that same thread (no hand-off per message), and acks in
 batches. A separate keeper thread heartbeats every lease and recovers expired consumers'
 deliveries. ``redrelay worker``, ``relay.start()`` and ``relay.drain()`` all run this code.
+``async def`` handlers run as coroutines on one event loop thread, fed by the same
+fetching threads (:mod:`redrelay.worker.aioloop`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -25,6 +26,7 @@ from ..errors import (
     TimeLimitExceeded,
 )
 from ..handlers import Consumer
+from .aioloop import Bounded, LoopThread, fetchers, run_async_batch
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .leases import Batch, Lease, Reservation, recover_expired, retry_forever
@@ -74,6 +76,9 @@ class Runner:
         self._keeper: threading.Thread | None = None
         self._listener: Listener | None = None
         self._conn: Connection | None = None
+        #: The event loop of async handlers, and each async consumer's bound.
+        self._aio: LoopThread | None = None
+        self._bounded: dict[str, Bounded] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -88,6 +93,11 @@ class Runner:
         )
         self.epoch = EpochWatch(conn, self.relay.namespace)
         retry_forever(self.epoch.check, self._stopping, "epoch")
+        if any(c.is_async for c in self.consumers) or (
+            self.with_subscribers and any(s.is_async for s in self.relay.subscribers)
+        ):
+            self._aio = LoopThread()
+            self._aio.start()
         for consumer in self.consumers:
             lease = Lease(conn, consumer.queue.keys, consumer.options)
             # Until Redis answers, or until asked to stop (then BrokerUnavailable is raised).
@@ -98,7 +108,10 @@ class Runner:
                 f"queue {consumer.name}: register",
             )
             self._leases[consumer.name] = lease
-            for n in range(consumer.options.concurrency):
+            if consumer.is_async and self._aio is not None:
+                limit = consumer.options.concurrency
+                self._bounded[consumer.name] = Bounded(self._aio, limit)
+            for n in range(fetchers(consumer)):
                 self._start_slot(Slot(consumer, lease), n)
         if self.consumers:
             self._keeper = self._spawn("redrelay-keeper", self._keep)
@@ -107,7 +120,7 @@ class Runner:
         if self.with_subscribers:
             from ..listener import Listener
 
-            self._listener = Listener(self.relay, self.relay.subscribers)
+            self._listener = Listener(self.relay, self.relay.subscribers, aio=self._aio)
             self._listener.start()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
@@ -172,6 +185,8 @@ class Runner:
             )
         if self._listener is not None:
             self._listener.stop()
+        if self._aio is not None and clean:
+            self._aio.stop()
         if self._conn is not None and clean:
             self._conn.close()
         return clean
@@ -179,7 +194,7 @@ class Runner:
     # -- consumer threads ------------------------------------------------------------------
 
     def _consume(self, consumer: Consumer, lease: Lease, slot: Slot) -> None:
-        loop = asyncio.new_event_loop() if consumer.is_async else None
+        bounded = self._bounded.get(consumer.name)
         acks: list[str] = []  # sent with the next fetch
         reservation: Reservation | None = None
         slot.thread_id = threading.get_ident()
@@ -196,8 +211,10 @@ class Runner:
                         continue
                     reservation = None
                     acks.clear()
-                    if isinstance(got, Batch):
-                        self._run_batch(consumer, lease, slot, got, loop, acks)
+                    if isinstance(got, Batch) and bounded is not None:
+                        run_async_batch(self, consumer, lease, slot, got, bounded, acks)
+                    elif isinstance(got, Batch):
+                        self._run_batch(consumer, lease, slot, got, acks)
                 except Exception as exc:
                     # A consumer thread must not die, nor sit on what it holds while its
                     # lease lives on: fail the running delivery, give back the rest.
@@ -209,8 +226,7 @@ class Runner:
             if not slot.abandoned:
                 self._flush(lease, acks)
         finally:
-            if loop is not None:
-                loop.close()
+            slot.thread_id = None  # nothing left for the watchdog to interrupt
 
     def _fetch(
         self,
@@ -259,7 +275,6 @@ class Runner:
         lease: Lease,
         slot: Slot,
         batch: Batch,
-        loop: asyncio.AbstractEventLoop | None,
         acks: list[str],
     ) -> None:
         """Handle a batch; collect the acks in ``acks`` (they go with the next fetch, or
@@ -280,7 +295,7 @@ class Runner:
                 tag, entry = slot.pending.popleft()
                 slot.current, slot.interrupted_at = (tag, entry, time.monotonic()), None
             outcome = handle_entry(
-                self.relay, consumer, lease, tag, entry, loop, self._halt, slot
+                self.relay, consumer, lease, tag, entry, None, self._halt, slot
             )
             # Under the lock the watchdog interrupts under: a TimeLimitExceeded that lands
             # here finds slot.current still set, and _give_up() retries the delivery (at

@@ -113,13 +113,19 @@ def consumer(
 
 
 def subscriber(
-    channel: str, *, pattern: bool = False, alias: str = DEFAULT_ALIAS
+    channel: str,
+    *,
+    pattern: bool = False,
+    alias: str = DEFAULT_ALIAS,
+    concurrency: int = 1,
 ) -> Callable[[H], H]:
     """Declare the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
 
     Subscribers run in ``manage.py relay_worker`` (every worker process receives every
     message published while it is connected). Like :func:`consumer`, the declaration is
     registered on the relay of ``alias`` whenever it is built.
+
+    ``concurrency`` is that of :meth:`redrelay.Relay.subscriber` (``async def`` handlers).
 
     Example::
 
@@ -135,7 +141,13 @@ def subscriber(
                 f"@subscriber({channel!r}) must decorate a callable"
             )
         _declare(
-            _Declaration("subscriber", channel, handler, alias, {"pattern": pattern})
+            _Declaration(
+                "subscriber",
+                channel,
+                handler,
+                alias,
+                {"pattern": pattern, "concurrency": concurrency},
+            )
         )
         return handler
 

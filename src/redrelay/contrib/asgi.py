@@ -1,0 +1,182 @@
+"""Server-sent events for ASGI apps (Starlette, FastAPI, Django's ASGI handler, bare ASGI).
+
+Two pieces, both framework-neutral (no Starlette import):
+
+- :func:`channel_events`: the async iterator of SSE frames of one channel, to hand to
+  a streaming response (``StreamingResponse(channel_events(relay, "jobs"), ...)``).
+  It is :meth:`EventHub.astream <redrelay.contrib.sse.EventHub.astream>`: one shared
+  Redis subscription per process, gaps told as ``event: gap`` frames.
+- :class:`EventStream`: a plain ASGI app that sends any such iterator as a
+  ``text/event-stream`` response and stops it as soon as the client leaves
+  (``http.disconnect``), so an idle stream is not left until its next keep-alive.
+  :func:`channel_stream` builds one that streams the channel named in the path.
+
+Example (Starlette)::
+
+    from starlette.routing import Route
+    from redrelay.contrib.asgi import channel_stream
+
+    routes = [
+        Route("/events/{channel}", channel_stream(relay, authorize=may_watch)),
+    ]
+
+Authorization is the app's: ``authorize(scope, channel)`` returns (or awaits to) True
+to allow the stream; otherwise the answer is 403. An invalid channel name is a 404.
+A durable topic can be streamed the same way: an :class:`EventStream` over its frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidName
+from .sse import DEFAULT_BUFFER, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS, hub_for
+
+if TYPE_CHECKING:
+    from ..relay import Relay
+
+__all__ = ["SSE_HEADERS", "EventStream", "channel_events", "channel_stream"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: ``authorize(scope, channel)``: may this request watch this channel?
+Authorize = Callable[[Scope, str], "bool | Awaitable[bool]"]
+
+#: Response headers of an event stream: no caching, no proxy buffering (nginx).
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+def channel_events(
+    relay: Relay,
+    channel: str,
+    *,
+    last_event_id: str | None = None,
+    keepalive: float = DEFAULT_KEEPALIVE,
+    retry_ms: int | None = DEFAULT_RETRY_MS,
+    buffer: int = DEFAULT_BUFFER,
+) -> AsyncIterator[bytes]:
+    """The SSE frames of ``channel`` as an async iterator (see :mod:`redrelay.contrib.sse`).
+
+    :param last_event_id: the request's ``Last-Event-ID`` header, if any.
+    :raises InvalidName: ``channel`` is not a valid channel name (at the call).
+    """
+    return hub_for(relay).astream(
+        channel,
+        keepalive=keepalive,
+        retry_ms=retry_ms,
+        buffer=buffer,
+        last_event_id=last_event_id,
+    )
+
+
+class EventStream:
+    """An ASGI app that streams ``frames(scope)`` as ``text/event-stream``.
+
+    ``frames`` returns the async iterator of a request (None: 403 Forbidden; raising
+    :class:`InvalidName`: 404). The iterator is closed when the client disconnects,
+    when it ends, or when the server shuts down.
+    """
+
+    def __init__(
+        self, frames: Callable[[Scope], Awaitable[AsyncIterator[bytes] | None]]
+    ):
+        self.frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError(f"EventStream serves HTTP only, not {scope['type']!r}")
+        try:
+            frames = await self.frames(scope)
+        except InvalidName as exc:
+            await _plain(send, 404, str(exc))
+            return
+        if frames is None:
+            await _plain(send, 403, "not allowed to watch this stream")
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(k.encode(), v.encode()) for k, v in SSE_HEADERS.items()],
+            }
+        )
+        pump = asyncio.ensure_future(_pump(frames, send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, gone):
+                task.cancel()
+            await asyncio.gather(pump, gone, return_exceptions=True)
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                await aclose()  # unregisters the client now, not at garbage collection
+        if pump.done() and not pump.cancelled() and pump.exception() is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def channel_stream(
+    relay: Relay,
+    *,
+    authorize: Authorize | None = None,
+    param: str = "channel",
+    keepalive: float = DEFAULT_KEEPALIVE,
+    retry_ms: int | None = DEFAULT_RETRY_MS,
+    buffer: int = DEFAULT_BUFFER,
+) -> EventStream:
+    """An :class:`EventStream` of the channel named by the path parameter ``param``
+    (the router's ``scope["path_params"]``, else the last path segment).
+
+    :param authorize: ``authorize(scope, channel)``, sync or async; False answers 403.
+    """
+
+    async def frames(scope: Scope) -> AsyncIterator[bytes] | None:
+        params = scope.get("path_params") or {}
+        channel = params.get(param) or scope["path"].rstrip("/").rsplit("/", 1)[-1]
+        if authorize is not None:
+            allowed = authorize(scope, channel)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                return None
+        headers = dict(scope.get("headers") or [])
+        last = headers.get(b"last-event-id")
+        return channel_events(
+            relay,
+            channel,
+            last_event_id=last.decode("latin-1") if last else None,
+            keepalive=keepalive,
+            retry_ms=retry_ms,
+            buffer=buffer,
+        )
+
+    return EventStream(frames)
+
+
+async def _pump(frames: AsyncIterator[bytes], send: Send) -> None:
+    async for frame in frames:
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": text.encode()})

@@ -1,0 +1,306 @@
+"""Asyncio I/O on ``redis.asyncio``: the twin of :mod:`redrelay.io.sync`.
+
+Same class shape, same method names and parameters, coroutines instead of blocking
+calls; the same URL handling (:func:`~redrelay.io._shared.client_options`) and the same
+error translation (:func:`~redrelay.io._shared.translate`). ``tests/io/test_drift.py``
+compares the two with :mod:`inspect` and fails if they drift.
+
+**Event loops.** A ``redis.asyncio`` client belongs to the event loop it was first used
+on: its sockets are that loop's transports. One :class:`AsyncConnection` may be used from
+several loops (an ASGI server's loop, ``asyncio.run()`` in a script, Django's
+``async_to_sync`` making a loop per call), so it keeps **one client per running loop**.
+A loop's client is closed on that loop when the loop shuts down its async generators
+(``asyncio.run()``, ``asgiref`` and the worker all do), or by ``await conn.close()`` on it;
+a client whose loop was closed without that is dropped on the next use from any loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Generator, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+
+from ..errors import ConfigurationError
+from ..protocol.requests import Step
+from ..protocol.scripts import script
+from ._shared import (
+    Arg,
+    check_wait,
+    client_options,
+    durable_commands,
+    durable_reply,
+    raise_translated,
+    redact,
+    server_version,
+    translate,
+)
+from .sentinel import SCHEME as SENTINEL_SCHEME
+from .sentinel import parse_sentinel_url
+
+__all__ = ["AsyncConnection"]
+
+T = TypeVar("T")
+
+#: Connections of one loop's client: concurrent commands beyond it wait their turn.
+MAX_CONNECTIONS = 100
+#: asyncio.TimeoutError is not an OSError before Python 3.11.
+_IO_ERRORS = (rex.RedisError, OSError, asyncio.TimeoutError)
+
+
+def _sentinel_client(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    """The async twin of :func:`redrelay.io.sync._sentinel_client`."""
+    from redis.asyncio.sentinel import Sentinel
+
+    parsed = parse_sentinel_url(url)
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": min(2.0, options["socket_timeout"]),
+        "socket_connect_timeout": 2.0,
+        "retry": Retry(NoBackoff(), 0),  # the next Sentinel is the retry
+        "username": parsed.sentinel_username,
+        "password": parsed.sentinel_password,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(parsed.sentinels), sentinel_kwargs=sentinel_options
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        parsed.service,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        **options,
+    )
+    return client
+
+
+class _LoopClient:
+    """A client and the loop it belongs to (weakly: a dead loop must not be kept)."""
+
+    __slots__ = ("client", "closer", "loop")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        client: aioredis.Redis,
+        closer: AsyncGenerator[None, None],
+    ) -> None:
+        self.loop = weakref.ref(loop)
+        self.client = client
+        self.closer = closer
+
+
+class AsyncConnection:
+    """A lazily opened ``redis.asyncio`` client per event loop, plus script calls by name.
+
+    The async twin of :class:`~redrelay.io.sync.Connection`: every method has the same
+    name and parameters, and is a coroutine. See the module docstring on event loops.
+
+    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL (ACL user and password in it).
+    :param retries: retries of a command on a connection error before
+        :class:`BrokerUnavailable` reaches the caller.
+    :param socket_timeout: seconds a reply may take.
+    :param namespace: named in permission errors (the ACL rules the namespace needs).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retries: int = 3,
+        socket_timeout: float = 10.0,
+        namespace: str | None = None,
+    ) -> None:
+        self.url = url
+        self.namespace = namespace
+        self._retries = retries
+        self._socket_timeout = socket_timeout
+        self._clients: dict[int, _LoopClient] = {}
+        self._lock = threading.Lock()
+        #: Redis < 7 gets scripts without their shebang (decided on the first NOSCRIPT).
+        self._legacy_scripts: bool | None = None
+        self._version: tuple[int, ...] | None = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The running loop's client (created on first use from that loop)."""
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(id(loop))
+        if entry is not None and entry.loop() is loop:
+            return entry.client
+        return self._open(loop)
+
+    def _open(self, loop: asyncio.AbstractEventLoop) -> aioredis.Redis:
+        try:
+            # A blocking pool: past MAX_CONNECTIONS concurrent commands on one loop, a
+            # command waits for a free connection (up to socket_timeout) instead of
+            # failing at once with "Too many connections", redis.asyncio's default.
+            if self.url.startswith(SENTINEL_SCHEME):
+                options = client_options(self.url, self._socket_timeout)
+                options["retry"] = Retry(
+                    ExponentialBackoff(cap=1.0, base=0.05), self._retries
+                )
+                return self._register(loop, _sentinel_client(self.url, options))
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=self._socket_timeout,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
+                **client_options(self.url, self._socket_timeout),
+            )
+            client = aioredis.Redis.from_pool(pool)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"invalid Redis URL {redact(self.url)!r}: {exc}"
+            ) from exc
+        return self._register(loop, client)
+
+    def _register(
+        self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis
+    ) -> aioredis.Redis:
+        closer = self._closer(id(loop), client)
+        # Step the generator to its ``yield`` now, on this loop's thread: the loop's
+        # first-iteration hook registers it, and at shutdown the loop closes it, which
+        # closes the client on its own loop (see the module docstring).
+        try:
+            closer.__anext__().send(None)
+        except StopIteration:
+            pass
+        with self._lock:
+            for key, old in list(self._clients.items()):
+                dead = old.loop()
+                if dead is None or dead.is_closed():
+                    # Closed without shutting down its async generators: the client
+                    # cannot be closed without its loop; its sockets go with it.
+                    del self._clients[key]
+            self._clients[id(loop)] = _LoopClient(loop, client, closer)
+        return client
+
+    async def _closer(
+        self, key: int, client: aioredis.Redis
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                entry = self._clients.get(key)
+                if entry is not None and entry.client is client:
+                    del self._clients[key]
+            await client.aclose()
+
+    async def close(self) -> None:
+        """Close the running loop's client (a later call opens a new one).
+
+        Clients of other loops are closed by their own loops (see the module docstring).
+        """
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(id(loop))
+        if entry is not None and entry.loop() is loop:
+            await entry.closer.aclose()
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a protocol script by name (EVALSHA, loading it on the first NOSCRIPT)."""
+        sha, source = script(name).for_server(self._legacy_scripts is True)
+        client = self.client
+        try:
+            try:
+                return await client.evalsha(sha, len(keys), *keys, *args)
+            except rex.NoScriptError:
+                if self._legacy_scripts is None:  # first load: which dialect?
+                    self._legacy_scripts = await self.server_version() < (7, 0)
+                    sha, source = script(name).for_server(self._legacy_scripts)
+                return await client.eval(source, len(keys), *keys, *args)
+        except _IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+
+    async def call(self, *command: Arg) -> Any:
+        """One plain Redis command."""
+        try:
+            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except _IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+
+    async def server_version(self) -> tuple[int, ...]:
+        """The server's version, asked once per connection (``HELLO``)."""
+        if self._version is None:
+            self._version = server_version(await self.call("HELLO"))
+        return self._version
+
+    async def config_get(self, name: str) -> str | None:
+        """One server setting (CONFIG GET), or None if the server does not say."""
+        reply = await self.call("CONFIG", "GET", name)
+        if isinstance(reply, dict):
+            value = reply.get(name, reply.get(name.encode()))
+        elif isinstance(reply, list) and len(reply) == 2:
+            value = reply[1]
+        else:
+            value = None
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
+    ) -> list[Any]:
+        """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
+        with translate(self.url, self.namespace):
+            try:
+                pipe = self.client.pipeline(transaction=transaction)
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute())
+            except asyncio.TimeoutError as exc:  # not an OSError before 3.11
+                raise rex.TimeoutError(str(exc) or "timed out") from exc
+
+    async def send(self, steps: Sequence[Step]) -> Any:
+        """Send prepared steps (:mod:`redrelay.protocol.requests`) in order; the last reply."""
+        reply: Any = None
+        for step in steps:
+            if step.wait is not None:
+                reply = await self._send_durably(step)
+            elif step.script is not None:
+                reply = await self.run(step.script, step.keys, step.args)
+            elif len(step.commands) == 1:
+                reply = await self.call(*step.commands[0])
+            else:
+                reply = await self.pipeline(step.commands, transaction=step.transaction)
+        return reply
+
+    async def _send_durably(self, step: Step) -> tuple[Any, Any]:
+        """The async twin of :meth:`redrelay.io.sync.Connection._send_durably`."""
+        assert step.wait is not None
+        check_wait(self.url, step.wait, await self.server_version())
+        if self._legacy_scripts is None:
+            self._legacy_scripts = await self.server_version() < (7, 0)
+        sha, source = (
+            script(step.script).for_server(self._legacy_scripts)
+            if step.script is not None
+            else ("", "")
+        )
+        try:
+            for attempt in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for command in durable_commands(step, sha):
+                    pipe.execute_command(*command)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+                if attempt == 0 and isinstance(replies[0], rex.NoScriptError):
+                    await self.client.script_load(source)
+                    continue
+                return durable_reply(replies)
+        except _IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def drive(self, plan: Generator[Step | Sequence[Step], Any, T]) -> T:
+        """Run a plan of several dependent round trips; its result."""
+        try:
+            request = next(plan)
+            while True:
+                steps = (request,) if isinstance(request, Step) else request
+                request = plan.send(await self.send(steps))
+        except StopIteration as done:
+            result: T = done.value
+            return result
