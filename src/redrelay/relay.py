@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,12 +22,15 @@ from .queue import Queue, QueueStats
 
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
+    from .topic import Topic, TopicSubscription
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
 
 H = TypeVar("H", bound=Handler)
 
+#: Entries a topic keeps by default (see :data:`redrelay.topic.DEFAULT_MAXLEN`).
+DEFAULT_TOPIC_MAXLEN = 100_000
 #: Default size limit of one encoded message.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
@@ -126,11 +130,14 @@ class Relay:
         )  # fail now, naming the bad option
         self.consumers: dict[str, Consumer] = {}
         self.subscribers: list[Subscriber] = []
+        #: ``@relay.subscriber(topic, group=...)`` registrations (durable topics).
+        self.topic_subscribers: list[TopicSubscription] = []
         #: Context managers every handler runs inside, see add_handler_context().
         self.handler_contexts: list[HandlerContext] = []
         self.state = RelayState.OPEN
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}
+        self._topics: dict[tuple[str, int | None, float | None], Topic] = {}
         self._connection: Connection | None = None
         self._lock = threading.Lock()
         self._runner: Runner | None = None
@@ -222,6 +229,35 @@ class Relay:
             ch = self._channels.setdefault(name, Channel(self, name))
         return ch
 
+    def topic(
+        self,
+        name: str,
+        *,
+        maxlen: int | None = DEFAULT_TOPIC_MAXLEN,
+        max_age: Duration | None = None,
+    ) -> Topic:
+        """The durable topic called ``name`` (no I/O; validates the name and retention).
+
+        Retention is bounded by default: about ``maxlen`` entries (100,000), or entries
+        younger than ``max_age``. ``maxlen=None`` (or 0) without ``max_age`` keeps every
+        entry forever; the stream then grows until Redis is full. A group that falls
+        further behind than the retention loses entries: that is reported (log line and
+        the ``trimmed_unread`` counter), never silent. See docs/topics.md.
+        """
+        from .topic import Topic
+
+        key = (
+            name,
+            maxlen,
+            None if max_age is None else to_seconds(max_age, "max_age"),
+        )
+        t = self._topics.get(key)
+        if t is None:
+            t = self._topics.setdefault(
+                key, Topic(self, name, maxlen=maxlen, max_age=max_age)
+            )
+        return t
+
     def publish(
         self, channel: str, body: Any, *, headers: dict[str, str] | None = None
     ) -> int:
@@ -273,12 +309,43 @@ class Relay:
 
         return register
 
-    def subscriber(self, channel: str, *, pattern: bool = False) -> Callable[[H], H]:
+    def subscriber(
+        self,
+        channel: str,
+        *,
+        pattern: bool = False,
+        group: str | None = None,
+        start: str | datetime = "now",
+        **options: Any,
+    ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
 
         Every process running it receives every message published while it is connected
         (at-most-once); gaps are reported, see :mod:`redrelay.channel`.
+
+        With ``group=``, ``channel`` names a durable **topic** instead
+        (``relay.topic(name)``): every group gets every message, at least once; the
+        consumers of one group share them. ``start`` places a new group: ``"now"``,
+        ``"beginning"``, after a stream id, or from a datetime (replay); a group that
+        exists keeps its position. Options are those of ``@relay.consumer`` (retries,
+        backoff, lease, heartbeat, prefetch, concurrency, max_deliveries).
+
+        Example::
+
+            @relay.subscriber("orders", group="billing", retries=5)
+            def bill(message):
+                ...
         """
+        if group is not None:
+            return self._topic_subscriber(channel, group, start, options)
+        if options or start != "now":
+            extra = ", ".join(
+                sorted({*options, *(["start"] if start != "now" else [])})
+            )
+            raise ConfigurationError(
+                f"@relay.subscriber({channel!r}): {extra} apply only to topic "
+                "subscriptions; pass group= to subscribe to a durable topic"
+            )
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
         )
@@ -290,6 +357,42 @@ class Relay:
                 )
             self.subscribers.append(
                 Subscriber(channel=channel, pattern=pattern, handler=handler)
+            )
+            return handler
+
+        return register
+
+    def _topic_subscriber(
+        self, topic: str, group: str, start: object, options: dict[str, Any]
+    ) -> Callable[[H], H]:
+        from .topic import TopicSubscription, parse_start, validate_group
+
+        validate_group(group)
+        position = parse_start(start)
+        if "time_limit" in options:
+            raise ConfigurationError(
+                "time_limit= is not supported on topic subscribers yet; use it on queues"
+            )
+        defaults = {
+            k: v for k, v in self.consumer_defaults.items() if k != "time_limit"
+        }
+        opts = ConsumerOptions.build(**{**defaults, **options})
+        t = self.topic(topic)
+
+        def register(handler: H) -> H:
+            if not callable(handler):
+                raise ConfigurationError(
+                    f"@relay.subscriber({topic!r}, group={group!r}) must decorate a callable"
+                )
+            for sub in self.topic_subscribers:
+                if sub.topic.name == topic and sub.group == group:
+                    raise ConfigurationError(
+                        f"topic {topic!r} group {group!r} already has a subscriber: {sub.handler!r}"
+                    )
+            self.topic_subscribers.append(
+                TopicSubscription(
+                    topic=t, group=group, handler=handler, options=opts, start=position
+                )
             )
             return handler
 

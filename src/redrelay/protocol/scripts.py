@@ -23,6 +23,14 @@ SCRIPT_NAMES = (
     "release",
     "requeue_dead",
     "retry",
+    "topic_ack",
+    "topic_bury",
+    "topic_create",
+    "topic_fetch",
+    "topic_publish",
+    "topic_recover",
+    "topic_requeue_dead",
+    "topic_retry",
 )
 
 

@@ -29,6 +29,7 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .leases import Batch, Lease, Reservation, recover_expired, retry_forever
 from .timelimit import Slot, interrupt
+from .topics import TopicRunner
 
 if TYPE_CHECKING:
     from ..io.sync import Connection
@@ -59,10 +60,17 @@ class Runner:
         subscribers: bool = True,
         concurrency: int | None = None,
         poll: float = MAX_WAIT,
+        topics: bool | None = None,
     ) -> None:
         self.relay = relay
         self.consumers = _select(relay, queues, concurrency)
         self.with_subscribers = subscribers and bool(relay.subscribers)
+        run_topics = subscribers if topics is None else topics
+        self.topics = (
+            TopicRunner(relay, poll=poll)
+            if run_topics and relay.topic_subscribers
+            else None
+        )
         self.poll = poll
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self._outcome_lock = threading.Lock()
@@ -79,7 +87,7 @@ class Runner:
 
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
-        if not self.consumers and not self.with_subscribers:
+        if not self.consumers and not self.with_subscribers and not self.topics:
             raise ConfigurationError(
                 "nothing to run: no consumers or subscribers are registered on this relay"
             )
@@ -109,6 +117,8 @@ class Runner:
 
             self._listener = Listener(self.relay, self.relay.subscribers)
             self._listener.start()
+        if self.topics is not None:
+            self.topics.start()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         self._slots.append(slot)
@@ -125,6 +135,8 @@ class Runner:
     def request_stop(self) -> None:
         """Ask every loop to stop fetching (safe from a signal handler); ``stop()`` finishes."""
         self._stopping.set()
+        if self.topics is not None:
+            self.topics.request_stop()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Stop fetching, give back unstarted deliveries at once, let running handlers finish.
@@ -146,9 +158,13 @@ class Runner:
                         exc,
                     )
         deadline = time.monotonic() + grace
+        if self.topics is not None:
+            self.topics.request_stop()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         clean = not any(t.is_alive() for t in self._threads)
+        if self.topics is not None:
+            clean = self.topics.stop(max(0.0, deadline - time.monotonic())) and clean
         self._halt.set()
         if self._keeper is not None:
             self._keeper.join(5.0)
@@ -436,13 +452,14 @@ def drain(
     relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0
 ) -> None:
     """Run consumers until their queues hold nothing ready, delayed or in flight."""
-    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01)
+    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01, topics=True)
     runner.start()
     deadline = time.monotonic() + timeout
     try:
         while True:
             if runner.pending() == 0 and all(_empty(c) for c in runner.consumers):
-                return
+                if runner.topics is None or runner.topics.idle():
+                    return
             if time.monotonic() > deadline:
                 left = {
                     c.name: dataclasses.asdict(c.queue.stats())

@@ -1,0 +1,530 @@
+"""Runs topic subscribers: one consumer of its group per thread, leases, retries, recovery.
+
+Each thread is a consumer of its topic's group (a stream consumer named by a fresh id)
+holding a lease in the group's ``leases`` sorted set, kept alive by the keeper thread's
+heartbeats, not by the handler. So a handler may run for 30 minutes without its entry
+being taken (no idle-time reclaim); a consumer that stops heartbeating for longer than
+its lease loses everything it holds back to the group (``topic_recover.lua``) within a
+sweep. An entry's owner in the stream's pending list is the lease token: acks, retries
+and dead-letterings from a consumer that lost its lease are rejected and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from ..errors import BrokerError, BrokerUnavailable, DecodeError, Reject, Retry
+from ..handlers import invoke
+from ..message import Message
+from ..protocol.envelope import decode_entry
+from ..protocol.transitions import dead_record, to_ms
+from ..topic import PARKED, TopicSubscription, pairs, text
+from .dispatch import Outcome
+from .leases import retry_forever
+
+if TYPE_CHECKING:
+    from ..io.sync import Connection
+    from ..relay import Relay
+
+__all__ = ["GroupLease", "TopicRunner", "group_idle", "recover_group"]
+
+log = logging.getLogger("redrelay.worker")
+
+#: Seconds between sweeps for expired leases.
+SWEEP_INTERVAL = 1.0
+#: Acks are sent at once when handlers are slower than this (else with the next fetch).
+ACK_INTERVAL = 0.05
+
+
+@dataclass(slots=True)
+class Fetched:
+    """One fetch's reply: entries as (stream id, entry, deliveries, failures)."""
+
+    held: int
+    status: int
+    trimmed_pending: int
+    trimmed_unread: int
+    wait: float
+    items: list[tuple[str, bytes, int, int]]
+
+
+class GroupLease:
+    """One thread's consumer in a topic's group."""
+
+    def __init__(self, conn: Connection, sub: TopicSubscription) -> None:
+        self.conn = conn
+        self.sub = sub
+        self.stream = sub.topic.keys.stream
+        self.keys = sub.keys
+        self.lease_ms = to_ms(sub.options.lease)
+        self.consumer_id = ""
+
+    def join(self) -> None:
+        """Register under a fresh consumer id (first start, or after the lease was lost)."""
+        self.consumer_id = uuid.uuid4().hex[:16]
+        info = orjson.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        )
+        self.conn.run(
+            "heartbeat",
+            [self.keys.leases, self.keys.consumers],
+            [self.consumer_id, self.lease_ms, info],
+        )
+
+    def heartbeat(self) -> bool:
+        """Extend the lease; if it was taken over, log it, join again and return False."""
+        cid = self.consumer_id
+        if self.conn.run(
+            "heartbeat",
+            [self.keys.leases, self.keys.consumers],
+            [cid, self.lease_ms, b""],
+        ):
+            return True
+        if cid == self.consumer_id:
+            log.warning(
+                "topic %s: the lease of consumer %s expired and was taken over; what it held "
+                "went back to the group; joining again",
+                self.sub.name,
+                cid,
+            )
+            self.join()
+        return False
+
+    def fetch(self, count: int, acks: list[str], resync: bool) -> Fetched:
+        """Ack ``acks``, then take up to ``count`` entries, in one round trip."""
+        k = self.keys
+        r = self.conn.run(
+            "topic_fetch",
+            [self.stream, k.leases, k.retry, k.failures, k.stats, k.cursor],
+            [k.group, self.consumer_id, count, "1" if resync else "0", *acks],
+        )
+        items = [
+            (r[i].decode(), r[i + 1], int(r[i + 2]), int(r[i + 3]))
+            for i in range(5, len(r), 4)
+        ]
+        wait = -1.0 if r[4] < 0 else r[4] / 1000
+        return Fetched(int(r[0]), int(r[1]), int(r[2]), int(r[3]), wait, items)
+
+    def ack(self, ids: list[str]) -> int:
+        k = self.keys
+        return int(
+            self.conn.run(
+                "topic_ack",
+                [self.stream, k.failures, k.stats],
+                [k.group, self.consumer_id, *ids],
+            )
+        )
+
+    def retry(self, sid: str, delay: float, failures: int) -> int:
+        k = self.keys
+        return int(
+            self.conn.run(
+                "topic_retry",
+                [self.stream, k.retry, k.failures, k.stats],
+                [k.group, self.consumer_id, sid, to_ms(delay), failures, PARKED],
+            )
+        )
+
+    def bury(self, sid: str, msg_id: str, record: bytes, cap: int) -> bool:
+        k = self.keys
+        return bool(
+            self.conn.run(
+                "topic_bury",
+                [self.stream, k.dead, k.dead_data, k.failures, k.stats],
+                [k.group, self.consumer_id, sid, msg_id, record, cap],
+            )
+        )
+
+    def leave(self) -> int:
+        """Drop the lease, handing anything still held back to the group (due at once)."""
+        return recover_group(self.conn, self.sub, self.consumer_id, leave=True)
+
+
+def create_group(conn: Connection, sub: TopicSubscription) -> bool:
+    """Create the group at its start position if it does not exist (MKSTREAM)."""
+    created = conn.run(
+        "topic_create", [sub.topic.keys.stream, sub.keys.cursor], [sub.group, sub.start]
+    )
+    return bool(created)
+
+
+def recover_group(
+    conn: Connection, sub: TopicSubscription, consumer: str, *, leave: bool = False
+) -> int:
+    """Give a consumer's entries back to its group if its lease expired (or it leaves)."""
+    k = sub.keys
+    n, trimmed = conn.run(
+        "topic_recover",
+        [sub.topic.keys.stream, k.leases, k.consumers, k.retry, k.stats],
+        [k.group, consumer, PARKED, "1" if leave else "0"],
+    )
+    if trimmed:
+        log.warning(
+            "topic %s: %d entries held by consumer %s were trimmed from the stream before "
+            "they were done (retention too short for the backlog?)",
+            sub.name,
+            trimmed,
+            consumer,
+        )
+    if n > 0 and not leave:
+        log.warning(
+            "topic %s: consumer %s missed its lease; %d entries went back to the group",
+            sub.name,
+            consumer,
+            n,
+        )
+    return int(n)
+
+
+def recover_expired(conn: Connection, sub: TopicSubscription) -> None:
+    seconds, micros = conn.call("TIME")
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    for raw in conn.call("ZRANGEBYSCORE", sub.keys.leases, "-inf", f"({now_ms}"):
+        recover_group(conn, sub, raw.decode())
+
+
+def group_idle(conn: Connection, sub: TopicSubscription) -> bool:
+    """True when the group has read the whole stream, holds nothing and has no retries."""
+    stream = sub.topic.keys.stream
+    groups, last, retrying = conn.pipeline(
+        [
+            ("XINFO", "GROUPS", stream),
+            ("XREVRANGE", stream, "+", "-", "COUNT", 1),
+            ("ZCARD", sub.keys.retry),
+        ],
+        transaction=False,
+    )
+    for info in map(pairs, groups):
+        if text(info["name"]) != sub.group:
+            continue
+        delivered = text(info["last-delivered-id"])
+        caught_up = not last or _id(delivered) >= _id(last[0][0].decode())
+        return caught_up and int(info["pending"]) == 0 and int(retrying) == 0
+    return False
+
+
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class TopicRunner:
+    """The topic subscribers of one relay, on threads of this process."""
+
+    def __init__(self, relay: Relay, *, poll: float = 0.5) -> None:
+        self.relay = relay
+        self.subs = list(relay.topic_subscribers)
+        self.poll = poll
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._halt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._leases: list[GroupLease] = []
+        self._keeper: threading.Thread | None = None
+        self._conn: Connection | None = None
+
+    def start(self) -> None:
+        """Create each group (at its start position), join, start threads and the keeper."""
+        self._conn = conn = self.relay.new_connection(
+            socket_timeout=max(10.0, self.poll + 5)
+        )
+        for sub in self.subs:
+            retry_forever(
+                lambda s=sub: create_group(conn, s), self._stopping, f"topic {sub.name}"
+            )
+            retry_forever(sub.topic.register, self._stopping, f"topic {sub.name}")
+            for n in range(sub.options.concurrency):
+                lease = GroupLease(conn, sub)
+                retry_forever(lease.join, self._stopping, f"topic {sub.name}: join")
+                self._leases.append(lease)
+                thread = threading.Thread(
+                    target=self._consume,
+                    args=(lease,),
+                    name=f"redrelay-topic-{sub.name}-{n}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
+        if self.subs:
+            self._keeper = threading.Thread(
+                target=self._keep, name="redrelay-topic-keeper", daemon=True
+            )
+            self._keeper.start()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Stop fetching, let running handlers finish within ``grace``, give back the rest.
+
+        Threads still running after ``grace`` keep their entries, which go back to the
+        group when their lease expires (heartbeats stop here).
+        """
+        self._stopping.set()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in self._threads)
+        self._halt.set()
+        if self._keeper is not None:
+            self._keeper.join(5.0)
+        if clean:
+            for lease in self._leases:
+                try:
+                    lease.leave()
+                except BrokerError as exc:
+                    log.warning(
+                        "topic %s: could not leave cleanly (%s)", lease.sub.name, exc
+                    )
+            if self._conn is not None:
+                self._conn.close()
+        return clean
+
+    def idle(self) -> bool:
+        """Every group read to the end, nothing pending or waiting for a retry."""
+        conn = self.relay.connection
+        return all(group_idle(conn, sub) for sub in self.subs)
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _consume(self, lease: GroupLease) -> None:
+        sub = lease.sub
+        loop = asyncio.new_event_loop() if _is_async(sub) else None
+        acks: list[str] = []
+        resync = False
+        try:
+            while not self._stopping.is_set():
+                try:
+                    got = lease.fetch(sub.options.prefetch, acks, resync)
+                except BrokerError as exc:
+                    # BrokerUnavailable: the reply may be lost, so resync (re-read what this
+                    # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
+                    log.warning("topic %s: fetch failed (%s); retrying", sub.name, exc)
+                    resync = True
+                    if "NOGROUP" in str(exc):
+                        self._recreate(lease)
+                    self._stopping.wait(1.0)
+                    continue
+                except Exception:
+                    log.exception("topic %s: unexpected error in fetch", sub.name)
+                    self._stopping.wait(1.0)
+                    continue
+                self._report(lease, len(acks), got)
+                acks.clear()
+                resync = False
+                if got.status == -1:
+                    retry_forever(lease.heartbeat, self._stopping, f"topic {sub.name}")
+                elif got.status == 0:
+                    self._wait(lease, got.wait)
+                else:
+                    self._run_batch(lease, got.items, loop, acks)
+            if acks:
+                retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {sub.name}")
+        finally:
+            if loop is not None:
+                loop.close()
+
+    def _recreate(self, lease: GroupLease) -> None:
+        try:
+            create_group(lease.conn, lease.sub)
+            lease.join()
+        except BrokerError:
+            pass
+
+    def _wait(self, lease: GroupLease, due: float) -> None:
+        wait = self.poll if due < 0 else min(self.poll, due)
+        if wait <= 0:
+            return
+        try:
+            lease.conn.call(
+                "XREAD", "BLOCK", max(10, int(wait * 1000)), "COUNT", 1,
+                "STREAMS", lease.stream, "$",
+            )  # fmt: skip
+        except BrokerUnavailable:
+            self._stopping.wait(1.0)
+
+    def _run_batch(
+        self,
+        lease: GroupLease,
+        items: list[tuple[str, bytes, int, int]],
+        loop: asyncio.AbstractEventLoop | None,
+        acks: list[str],
+    ) -> None:
+        flushed = time.monotonic()
+        cid = lease.consumer_id
+        for sid, entry, deliveries, failures in items:
+            if self._stopping.is_set() or lease.consumer_id != cid:
+                return  # the rest goes back on leave(), or already went with the lease
+            outcome = self._handle(lease, sid, entry, deliveries, failures, loop)
+            with self._lock:
+                self.outcomes[outcome] += 1
+            if outcome is Outcome.ACKED:
+                acks.append(sid)
+                now = time.monotonic()
+                if now - flushed > ACK_INTERVAL:
+                    held = retry_forever(
+                        lambda: lease.ack(acks), self._halt, f"ack on {lease.sub.name}"
+                    )
+                    self._rejected(lease, len(acks) - held)
+                    acks.clear()
+                    flushed = now
+
+    def _handle(
+        self,
+        lease: GroupLease,
+        sid: str,
+        entry: bytes,
+        deliveries: int,
+        failures: int,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Outcome:
+        """One delivery: decode, check the delivery limit, run, then ack/retry/bury."""
+        sub, opts = lease.sub, lease.sub.options
+        try:
+            decoded = decode_entry(entry, self.relay.signing_key)
+        except DecodeError as exc:
+            reason = f"malformed entry: {exc.reason}"
+            return self._bury(lease, sid, f"bad-{sid}", entry, reason, None, deliveries)
+        env = decoded.envelope
+        message = Message(
+            id=sid if env is None else env["i"],
+            body=decoded.raw if env is None else env["b"],
+            headers={} if env is None else (env.get("h") or {}),
+            topic=sub.topic.name,
+            stream_id=sid,
+            attempt=deliveries,
+            failures=failures,
+            enqueued_at=0.0 if env is None else env.get("t", 0) / 1000,
+            raw=env is None,
+            delivery_tag=f"{lease.consumer_id}:{sid}",
+        )
+        if deliveries > opts.max_deliveries:
+            reason = (
+                f"delivered {deliveries - 1} times without finishing (max_deliveries="
+                f"{opts.max_deliveries}): its consumer crashed, was killed or lost its lease"
+            )
+            return self._bury(lease, sid, message.id, entry, reason, None, deliveries)
+        delay: float | None = None
+        try:
+            invoke(sub.handler, message, self.relay.handler_contexts, loop)
+        except Reject as exc:
+            reason = f"rejected: {exc.reason}"
+            return self._bury(lease, sid, message.id, entry, reason, exc, deliveries)
+        except Retry as exc:
+            failed: Exception = exc
+            failures, delay = failures + (1 if exc.count else 0), exc.delay
+        except Exception as exc:
+            failed, failures = exc, failures + 1
+        else:
+            return Outcome.ACKED
+        if failures > opts.retries:
+            reason = (
+                f"failed {failures} times (retries={opts.retries}); last error: "
+                f"{type(failed).__name__}: {failed}"
+            )
+            return self._bury(lease, sid, message.id, entry, reason, failed, deliveries)
+        if delay is None:
+            delay = opts.backoff.delay(failures)
+        log.info(
+            "topic %s: message %s failed (attempt %d, %s: %s); retrying in %.2fs",
+            sub.name, message.id, deliveries, type(failed).__name__, failed, delay,
+        )  # fmt: skip
+        d = delay
+        done = retry_forever(
+            lambda: lease.retry(sid, d, failures), self._halt, f"retry on {sub.name}"
+        )
+        return Outcome.RETRIED if done else Outcome.REJECTED
+
+    def _bury(
+        self,
+        lease: GroupLease,
+        sid: str,
+        msg_id: str,
+        entry: bytes,
+        reason: str,
+        exc: BaseException | None,
+        attempt: int,
+    ) -> Outcome:
+        sub = lease.sub
+        log.warning("topic %s: message %s dead-lettered: %s", sub.name, msg_id, reason)
+        record = dead_record(
+            id=msg_id, queue=sub.topic.name, entry=entry, reason=reason, exc=exc,
+            attempt=attempt,
+        )  # fmt: skip
+        record["stream_id"], record["group"] = sid, sub.group
+        data, cap = orjson.dumps(record), self.relay.dead_letter_cap
+        ok = retry_forever(
+            lambda: lease.bury(sid, msg_id, data, cap),
+            self._halt,
+            f"dead-letter on {sub.name}",
+        )
+        return Outcome.DEAD if ok else Outcome.REJECTED
+
+    def _rejected(self, lease: GroupLease, n: int) -> None:
+        if n > 0:
+            with self._lock:
+                self.outcomes[Outcome.REJECTED] += n
+            log.warning(
+                "topic %s: %d acks rejected: this consumer's lease was taken over",
+                lease.sub.name,
+                n,
+            )
+
+    def _report(self, lease: GroupLease, sent: int, got: Fetched) -> None:
+        sub = lease.sub
+        self._rejected(lease, sent - got.held)
+        if got.trimmed_unread:
+            many = (
+                "an unknown number of" if got.trimmed_unread < 0 else got.trimmed_unread
+            )
+            log.warning(
+                "topic %s: %s entries were trimmed from the stream before group %s read "
+                "them (retention maxlen/max_age too short for this group's backlog); "
+                "counted as trimmed_unread",
+                sub.topic.name, many, sub.group,
+            )  # fmt: skip
+        if got.trimmed_pending:
+            log.warning(
+                "topic %s: %d entries group %s had read were trimmed before they were "
+                "done; counted as trimmed_pending",
+                sub.topic.name, got.trimmed_pending, sub.group,
+            )  # fmt: skip
+
+    def _keep(self) -> None:
+        beat = min(s.options.heartbeat for s in self.subs)
+        next_sweep = 0.0
+        while not self._halt.wait(min(beat, SWEEP_INTERVAL)):
+            for lease in self._leases:
+                try:
+                    lease.heartbeat()
+                except BrokerError as exc:
+                    log.warning("topic %s: heartbeat failed (%s)", lease.sub.name, exc)
+            if time.monotonic() < next_sweep:
+                continue
+            next_sweep = time.monotonic() + SWEEP_INTERVAL
+            for sub in self.subs:
+                try:
+                    recover_expired(self._conn or self.relay.connection, sub)
+                except BrokerError as exc:
+                    log.warning("topic %s: recovery sweep failed (%s)", sub.name, exc)
+
+
+def _is_async(sub: TopicSubscription) -> bool:
+    return inspect.iscoroutinefunction(sub.handler)
+
+
+def any_topics(relay: Relay) -> bool:
+    """True when the relay has topic subscribers (for the runner's "nothing to run")."""
+    return bool(relay.topic_subscribers)
