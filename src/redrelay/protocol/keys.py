@@ -184,5 +184,6 @@ class GroupKeys:
     dead_data: str
     #: hash of counters (acked, retried, dead, recovered, rejected, trimmed ...).
     stats: str
-    #: string: the last stream id this group read (to notice entries trimmed unread).
+    #: hash: ``id``, the last stream id this group read, and ``read``, how many entries
+    #: the stream ever had up to it (to notice and count entries trimmed unread).
     cursor: str

@@ -7,7 +7,8 @@
 -- KEYS[3] retry     zset    stream id -> due (server ms)
 -- KEYS[4] failures  hash    stream id -> failures so far
 -- KEYS[5] stats     hash    counters
--- KEYS[6] cursor    string  the last stream id this group read
+-- KEYS[6] cursor    hash    id: the last stream id this group read; read: entries the
+--                           stream ever had up to it (unknown after a start from an id)
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] max entries; ARGV[4] '1' to resync (a
 -- previous fetch's reply was lost: what it took is handed out again); ARGV[5...] stream
 -- ids to ack first (as topic_ack.lua: only those this consumer still holds)
@@ -128,39 +129,49 @@ end
 
 if #out < count * 4 then
   -- Entries trimmed before this group read them: the cursor (the last id it read) is
-  -- older than the stream's first entry, and an entry after the cursor was deleted.
-  local cursor = redis.call('GET', KEYS[6])
+  -- older than the stream's first entry, and the stream lost more entries (entries
+  -- added - length) than the group had read up to its cursor.
+  local cur = redis.call('HMGET', KEYS[6], 'id', 'read')
+  local cursor, read = cur[1], tonumber(cur[2])
   local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-  if cursor and first[1] and before(cursor, first[1][1]) then
-    local info = redis.call('XINFO', 'STREAM', KEYS[1])
-    local added, length = field(info, 'entries-added'), field(info, 'length')
-    local last, read
-    local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-    for i = 1, #groups do
-      if field(groups[i], 'name') == group then
-        last, read = field(groups[i], 'last-delivered-id'), field(groups[i], 'entries-read')
+  local info = nil
+  local function stream_info()
+    if not info then
+      local flat = redis.call('XINFO', 'STREAM', KEYS[1])
+      info = {}
+      for i = 1, #flat, 2 do
+        info[flat[i]] = flat[i + 1]
       end
     end
-    if last and before(last, first[1][1]) then
-      local deleted = field(info, 'max-deleted-entry-id')
-      if deleted == nil or before(last, deleted) then
-        if added and read then
-          unread = math.max(1, added - length - read)
-        else
-          unread = -1
-        end
+    return info
+  end
+  if cursor and first[1] and before(cursor, first[1][1]) then
+    local added, length = stream_info()['entries-added'], stream_info()['length']
+    if added and read then
+      if added - length > read then
+        unread = added - length - read
+        read = added - length
       end
-    elseif last then
-      redis.call('SET', KEYS[6], last)
+    elseif (not added) or added > length then
+      unread = -1
     end
   end
-  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out / 4, 'STREAMS', KEYS[1], '>')
+  local want = count - #out / 4
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
   local entries = got and got[1] and got[1][2] or {}
   for i = 1, #entries do
     add(entries[i][1], entries[i][2], 1)
   end
+  if read then
+    read = read + #entries
+  elseif #entries < want then
+    read = stream_info()['entries-added']  -- caught up: everything so far was seen
+  end
   if #entries > 0 then
-    redis.call('SET', KEYS[6], entries[#entries][1])
+    redis.call('HSET', KEYS[6], 'id', entries[#entries][1])
+  end
+  if read then
+    redis.call('HSET', KEYS[6], 'read', read)
   end
 end
 
