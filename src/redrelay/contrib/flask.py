@@ -58,6 +58,7 @@ from ..protocol.keys import validate_name
 from ..queue import Queue
 from ..relay import Relay
 from .sse import DEFAULT_BUFFER, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS, EventHub, hub_for
+from .topic_sse import stream_topic
 
 __all__ = ["RedRelay", "RedRelayState", "create_sse_blueprint"]
 
@@ -560,9 +561,30 @@ def create_sse_blueprint(
 
         app.register_blueprint(broker.sse_blueprint(authorize=authorize))
 
-    An invalid channel name answers 404.
+    An invalid channel name answers 404. ``GET <url_prefix>/topics/<topic>`` streams a
+    durable topic instead, resuming after the browser's ``Last-Event-ID`` (see
+    :mod:`redrelay.contrib.topic_sse`); ``authorize`` is asked about ``"topics/<topic>"``.
     """
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
+
+    @bp.get("/topics/<topic>")
+    def topic_events(topic: str) -> Response:
+        try:
+            validate_name("topic", topic)
+        except InvalidName:
+            abort(404)
+        if authorize is not None and not authorize(f"topics/{topic}"):
+            abort(403)
+        state = ext.state()
+        body = stream_topic(
+            state.relay,
+            topic,
+            last_event_id=request.headers.get("Last-Event-ID"),
+            keepalive=state.sse_keepalive,
+            retry_ms=state.sse_retry_ms,
+        )
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(body, mimetype="text/event-stream", headers=headers)
 
     @bp.get("/<channel>")
     def events(channel: str) -> Response:
