@@ -253,45 +253,45 @@ class Topic:
     def stats(self) -> TopicStats:
         """The stream's length and ends, and each group's lag, pending entries and counters."""
         conn = self.relay.connection
-        length, first, last = conn.pipeline(
-            [
-                ("XLEN", self.keys.stream),
-                ("XRANGE", self.keys.stream, "-", "+", "COUNT", 1),
-                ("XREVRANGE", self.keys.stream, "+", "-", "COUNT", 1),
-            ],
-            transaction=False,
-        )
+        stream: dict[str, Any] = {}
         infos: list[dict[str, Any]] = []
-        if length or conn.call("EXISTS", self.keys.stream):
+        if conn.call("EXISTS", self.keys.stream):
+            stream = pairs(conn.call("XINFO", "STREAM", self.keys.stream))
             infos = [pairs(g) for g in conn.call("XINFO", "GROUPS", self.keys.stream)]
-        groups = [self._group_stats(info) for info in infos]
-        return TopicStats(
+        first, last = stream.get("first-entry"), stream.get("last-entry")
+        snapshot = TopicStats(
             name=self.name,
-            length=int(length),
-            first_id=first[0][0].decode() if first else None,
-            last_id=last[0][0].decode() if last else None,
-            groups=sorted(groups, key=lambda g: g.group),
+            length=int(stream.get("length", 0)),
+            first_id=text(first[0]) if first else None,
+            last_id=text(last[0]) if last else None,
+            groups=[],
         )
+        added = stream.get("entries-added")
+        groups = [self._group_stats(i, snapshot, added) for i in infos]
+        snapshot.groups.extend(sorted(groups, key=lambda g: g.group))
+        return snapshot
 
-    def _group_stats(self, info: dict[str, Any]) -> GroupStats:
+    def _group_stats(
+        self, info: dict[str, Any], topic: TopicStats, added: Any
+    ) -> GroupStats:
         name = text(info["name"])
         k = self.keys.group(name)
-        consumers, retrying, dead, counters = self.relay.connection.pipeline(
+        consumers, retrying, dead, counters, cursor = self.relay.connection.pipeline(
             [
                 ("ZCARD", k.leases),
                 ("ZCARD", k.retry),
                 ("ZCARD", k.dead),
                 ("HGETALL", k.stats),
+                ("HMGET", k.cursor, "id", "read"),
             ],
             transaction=False,
         )
-        lag = info.get("lag")
         return GroupStats(
             group=name,
             consumers=int(consumers),
             pending=int(info.get("pending", 0)),
             retrying=int(retrying),
-            lag=None if lag is None else int(lag),
+            lag=_lag(info, topic, added, cursor),
             dead=int(dead),
             counters={text(key): int(v) for key, v in counters.items()},
         )
@@ -310,6 +310,16 @@ class Topic:
             return []
         records = self.relay.connection.call("HMGET", k.dead_data, *ids)
         return [_dead_letter(r) for r in records if r is not None]
+
+    def iter_dead_ids(self, group: str, batch: int = 500) -> Iterator[list[str]]:
+        """A group's dead-letter ids in batches, oldest first (for bulk requeue and purge)."""
+        k = self.keys.group(validate_group(group))
+        start = 0
+        while ids := self.relay.connection.call(
+            "ZRANGE", k.dead, start, start + batch - 1
+        ):
+            yield [i.decode() for i in ids]
+            start += batch
 
     def requeue_dead(self, group: str, ids: Iterable[str] | None = None) -> int:
         """Give dead letters (all, or these message ids) back to ``group`` only.
@@ -366,6 +376,31 @@ class Topic:
         chunk = list(ids)
         for start in range(0, len(chunk), 500):
             yield chunk[start : start + 500]
+
+
+def _lag(
+    info: dict[str, Any], topic: TopicStats, added: Any, cursor: list[Any]
+) -> int | None:
+    """Entries the group has not read: Redis's own ``lag`` (7.0+) when it knows, else
+    from the group's cursor (entries the stream had up to the last id read), else from
+    where the last read id sits in the stream (caught up, or behind everything)."""
+    if info.get("lag") is not None:
+        return int(info["lag"])
+    delivered = text(info.get("last-delivered-id", "0-0"))
+    cursor_id, read = cursor
+    if added is not None and read is not None and cursor_id is not None:
+        if text(cursor_id) == delivered:
+            return max(0, int(added) - int(read))
+    if topic.last_id is None or _id(delivered) >= _id(topic.last_id):
+        return 0
+    if topic.first_id is not None and _id(delivered) < _id(topic.first_id):
+        return topic.length
+    return None
+
+
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def text(value: Any) -> str:
