@@ -18,7 +18,7 @@ from ._base import CliError, cli, connection_options, open_relay, table
 __all__ = ["GroupDead", "render_topics", "require_group", "topic_names", "topics"]
 
 #: Counters shown in the topic table (``--json`` shows every counter).
-COUNTERS = ("acked", "retried", "dead", "recovered", "rejected", "trimmed_unread")
+COUNTERS = ("acked", "retried", "recovered", "rejected", "trimmed_unread")
 
 
 def topic_names(relay: Relay) -> list[str]:

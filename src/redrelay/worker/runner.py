@@ -65,7 +65,9 @@ class Runner:
         self.relay = relay
         self.consumers = _select(relay, queues, concurrency)
         self.with_subscribers = subscribers and bool(relay.subscribers)
-        run_topics = subscribers if topics is None else topics
+        # Topic subscribers are durable work, not channel listeners: they run unless
+        # only some queues were asked for (``redrelay worker -q ...``).
+        run_topics = queues is None if topics is None else topics
         self.topics = (
             TopicRunner(relay, poll=poll)
             if run_topics and relay.topic_subscribers
@@ -452,7 +454,7 @@ def drain(
     relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0
 ) -> None:
     """Run consumers until their queues hold nothing ready, delayed or in flight."""
-    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01, topics=True)
+    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01)
     runner.start()
     deadline = time.monotonic() + timeout
     try:
@@ -465,6 +467,8 @@ def drain(
                     c.name: dataclasses.asdict(c.queue.stats())
                     for c in runner.consumers
                 }
+                if runner.topics is not None:
+                    left.update(runner.topics.backlog())
                 raise DrainTimeout(f"queues not empty after {timeout}s: {left}")
             time.sleep(0.01)
     finally:

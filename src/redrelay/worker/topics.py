@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -296,6 +296,19 @@ class TopicRunner:
         """Every group read to the end, nothing pending or waiting for a retry."""
         conn = self.relay.connection
         return all(group_idle(conn, sub) for sub in self.subs)
+
+    def backlog(self) -> dict[str, dict[str, Any]]:
+        """Each group's lag, pending and retrying entries (for DrainTimeout's message)."""
+        out: dict[str, dict[str, Any]] = {}
+        for sub in self.subs:
+            for g in sub.topic.stats().groups:
+                if g.group == sub.group:
+                    out[sub.name] = {
+                        "lag": g.lag,
+                        "pending": g.pending,
+                        "retrying": g.retrying,
+                    }
+        return out
 
     # -- threads ---------------------------------------------------------------------------
 
