@@ -351,3 +351,87 @@ def test_bad_arguments_give_clear_errors(relay: Relay) -> None:
     relay.subscriber("t", group="g")(lambda m: None)
     with pytest.raises(ConfigurationError, match="already has a subscriber"):
         relay.subscriber("t", group="g")(lambda m: None)
+
+
+def test_entries_trimmed_before_a_beginning_group_existed_are_reported(
+    relay: Relay,
+) -> None:
+    topic = relay.topic("t", maxlen=10)
+    topic.publish_many(list(range(1000)))
+    length = topic.stats().length
+    seen = _record(relay, "t", "late", start="beginning")
+    relay.drain(timeout=10)
+    assert [m.body for m in seen] == list(range(1000 - length, 1000))
+    assert _counters(relay, "t", "late")["trimmed_unread"] == 1000 - length
+    topic.publish("more")  # caught up since: nothing more is reported
+    relay.drain(timeout=10)
+    assert _counters(relay, "t", "late")["trimmed_unread"] == 1000 - length
+
+
+def test_entry_trimmed_while_waiting_for_its_retry_is_reported(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    @relay.subscriber("t", group="g", start="beginning", retries=5, backoff=0.3)
+    def handler(message: Message) -> None:
+        calls.append(message.body)
+        if message.body == 0:
+            raise RuntimeError("try later")
+
+    relay.start()
+    try:
+        relay.topic("t").publish(0)
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # while entry 0 waits for its retry, retention trims it away
+        relay.topic("t", maxlen=1).publish_many(list(range(1, 400)))
+        with caplog.at_level(logging.WARNING, logger="redrelay.worker"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if _counters(relay, "t", "g").get("trimmed_pending"):
+                    break
+                time.sleep(0.05)
+    finally:
+        relay.stop()
+    assert _counters(relay, "t", "g")["trimmed_pending"] == 1
+    assert calls.count(0) == 1  # it was not run again: it is gone
+    assert "trimmed before they were done" in caplog.text
+
+
+def test_stop_gives_back_unstarted_entries(make_relay: Callable[..., Relay]) -> None:
+    first = make_relay(prefetch=20)
+    started = threading.Event()
+    seen_first: list[int] = []
+
+    @first.subscriber("t", group="g", start="beginning")
+    def slow(message: Message) -> None:
+        seen_first.append(message.body)
+        started.set()
+        time.sleep(0.2)
+
+    first.topic("t").publish_many(list(range(20)))
+    first.start()
+    assert started.wait(10)
+    first.stop(grace=10)  # the running handler finishes; the other 19 go back
+    second = make_relay(namespace=first.namespace)
+    seen_second = _record(second, "t", "g")
+    second.drain(timeout=10)
+    assert sorted(seen_first + [m.body for m in seen_second]) == list(range(20))
+    (group,) = second.topic("t").stats().groups
+    assert group.pending == 0 and group.consumers == 0
+
+
+def test_a_fetch_whose_reply_was_lost_is_handed_out_again(relay: Relay) -> None:
+    _record(relay, "t", "g", start="beginning")
+    (sub,) = relay.topic_subscribers
+    ids = relay.topic("t").publish_many(["a", "b", "c"])
+    create_group(relay.connection, sub)
+    lease = GroupLease(relay.connection, sub)
+    lease.join()
+    lease.fetch(2, [], False)  # its reply "is lost"
+    again = lease.fetch(2, [], True)
+    assert [i[0] for i in again.items] == ids[:2]
+    nxt = lease.fetch(2, [i[0] for i in again.items], False)
+    assert nxt.held == 2 and [i[0] for i in nxt.items] == ids[2:]

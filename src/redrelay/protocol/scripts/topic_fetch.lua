@@ -128,12 +128,15 @@ if #out < count * 4 then
 end
 
 if #out < count * 4 then
-  -- Entries trimmed before this group read them: the cursor (the last id it read) is
-  -- older than the stream's first entry, and the stream lost more entries (entries
-  -- added - length) than the group had read up to its cursor.
+  local want = count - #out / 4
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
+  local entries = got and got[1] and got[1][2] or {}
+  -- Entries trimmed before this group read them. Only worth a look when this read
+  -- starts at the stream's first entry and the group's cursor (the last id it read) is
+  -- older: then the stream lost more entries (entries-added - length) than the group
+  -- had read up to its cursor. Idle polls read and write nothing here.
   local cur = redis.call('HMGET', KEYS[6], 'id', 'read')
   local cursor, read = cur[1], tonumber(cur[2])
-  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
   local info = nil
   local function stream_info()
     if not info then
@@ -145,32 +148,33 @@ if #out < count * 4 then
     end
     return info
   end
-  if cursor and first[1] and before(cursor, first[1][1]) then
-    local added, length = stream_info()['entries-added'], stream_info()['length']
-    if added and read then
-      if added - length > read then
-        unread = added - length - read
-        read = added - length
-      end
-    elseif (not added) or added > length then
-      unread = -1
-    end
-  end
-  local want = count - #out / 4
-  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
-  local entries = got and got[1] and got[1][2] or {}
-  for i = 1, #entries do
-    add(entries[i][1], entries[i][2], 1)
-  end
-  if read then
-    read = read + #entries
-  elseif #entries < want then
-    read = stream_info()['entries-added']  -- caught up: everything so far was seen
-  end
   if #entries > 0 then
+    local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+    if cursor and first[1] and first[1][1] == entries[1][1] and before(cursor, entries[1][1]) then
+      local added, length = stream_info()['entries-added'], stream_info()['length']
+      if added and read then
+        if added - length > read then
+          unread = added - length - read
+          read = added - length
+        end
+      elseif (not added) or added > length then
+        unread = -1
+      end
+    end
+    for i = 1, #entries do
+      add(entries[i][1], entries[i][2], 1)
+    end
+    if read then
+      read = read + #entries
+    end
     redis.call('HSET', KEYS[6], 'id', entries[#entries][1])
   end
-  if read then
+  if (not read) and #entries < want then
+    read = stream_info()['entries-added']  -- caught up: everything so far was seen
+    if read then
+      redis.call('HSET', KEYS[6], 'read', read)
+    end
+  elseif #entries > 0 and read then
     redis.call('HSET', KEYS[6], 'read', read)
   end
 end
