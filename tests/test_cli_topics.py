@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from redrelay import Message, Relay
 from redrelay.cli import cli
-from redrelay.worker.topics import create_group
+from redrelay.worker.topic_leases import create_group
 
 
 @pytest.fixture

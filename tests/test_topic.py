@@ -19,7 +19,7 @@ from redrelay import (
     Relay,
     Retry,
 )
-from redrelay.worker.topics import GroupLease, create_group, recover_expired
+from redrelay.worker.topic_leases import GroupLease, create_group, recover_expired
 
 
 def _record(relay: Relay, topic: str, group: str, **options: object) -> list[Message]:
