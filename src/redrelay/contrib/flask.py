@@ -275,10 +275,13 @@ class RedRelay:
 
         return decorate
 
-    def subscriber(self, channel: str, *, pattern: bool = False) -> Callable[[H], H]:
+    def subscriber(
+        self, channel: str, *, pattern: bool = False, **topic: Any
+    ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` on every app's relay.
 
-        See :meth:`Relay.subscriber`; the handler runs inside the app context.
+        See :meth:`Relay.subscriber` (``group=`` and its options make it a durable topic
+        subscription); the handler runs inside the app context.
         """
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
@@ -286,7 +289,7 @@ class RedRelay:
 
         def decorate(handler: H) -> H:
             def register(relay: Relay) -> None:
-                relay.subscriber(channel, pattern=pattern)(handler)
+                relay.subscriber(channel, pattern=pattern, **topic)(handler)
 
             self._register(register)
             return handler

@@ -102,3 +102,21 @@ def test_topic_stream_authorize_and_bad_names(make_app: MakeApp) -> None:
     assert ok.status_code == 200
     ok.close()
     assert asked == ["topics/private", "topics/public"]
+
+
+def test_extension_topic_subscriber_runs_in_the_app_context(make_app: MakeApp) -> None:
+    from flask import current_app
+
+    ext = RedRelay()
+    seen: list[tuple[str, object]] = []
+
+    @ext.subscriber("orders", group="billing", start="beginning", retries=1)
+    def bill(message: Any) -> None:
+        seen.append((current_app.config["MARK"], message.body))
+
+    app = make_app(ext, MARK="app")
+    relay = ext.relay_for(app)
+    assert relay.topic_subscribers[0].options.retries == 1
+    relay.topic("orders").publish("order-1")
+    relay.drain(timeout=10)
+    assert seen == [("app", "order-1")]

@@ -113,9 +113,12 @@ def consumer(
 
 
 def subscriber(
-    channel: str, *, pattern: bool = False, alias: str = DEFAULT_ALIAS
+    channel: str, *, pattern: bool = False, alias: str = DEFAULT_ALIAS, **topic: Any
 ) -> Callable[[H], H]:
     """Declare the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
+
+    With ``group=`` (and the options of :meth:`redrelay.Relay.subscriber`) it subscribes
+    to a durable topic instead; ``relay_worker`` runs it too.
 
     Subscribers run in ``manage.py relay_worker`` (every worker process receives every
     message published while it is connected). Like :func:`consumer`, the declaration is
@@ -135,7 +138,9 @@ def subscriber(
                 f"@subscriber({channel!r}) must decorate a callable"
             )
         _declare(
-            _Declaration("subscriber", channel, handler, alias, {"pattern": pattern})
+            _Declaration(
+                "subscriber", channel, handler, alias, {"pattern": pattern, **topic}
+            )
         )
         return handler
 
