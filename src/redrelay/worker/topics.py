@@ -100,28 +100,37 @@ class TopicRunner:
     def stop(self, grace: float = 10.0) -> bool:
         """Stop fetching, let running handlers finish within ``grace``, give back the rest.
 
-        Threads still running after ``grace`` keep their entries, which go back to the
-        group when their lease expires (heartbeats stop here).
+        A thread still running after ``grace`` keeps its entries, which go back to the
+        group when its lease expires (heartbeats stop here), as if the process had died.
         """
         self._stopping.set()
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        clean = not any(t.is_alive() for t in self._threads)
         self._halt.set()
         if self._keeper is not None:
             self._keeper.join(5.0)
-        if clean:
-            for lease in self._leases:
-                try:
-                    lease.leave()
-                except BrokerError as exc:
-                    log.warning(
-                        "topic %s: could not leave cleanly (%s)", lease.sub.name, exc
-                    )
-            if self._conn is not None:
-                self._conn.close()
-        return clean
+        running = 0
+        for lease, thread in zip(self._leases, self._threads, strict=True):
+            if thread.is_alive():
+                running += 1
+                continue
+            try:
+                lease.leave()
+            except BrokerError as exc:
+                log.warning(
+                    "topic %s: could not leave cleanly (%s)", lease.sub.name, exc
+                )
+        if running:
+            log.warning(
+                "%d topic handlers still running after the %.1fs grace period; their "
+                "entries go back to their groups when the lease expires",
+                running,
+                grace,
+            )
+        elif self._conn is not None:
+            self._conn.close()
+        return not running
 
     def idle(self) -> bool:
         """Every group read to the end, nothing pending or waiting for a retry."""
