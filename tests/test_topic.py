@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from redrelay import (
 from redrelay.worker.topic_leases import GroupLease, create_group, recover_expired
 
 
-def _record(relay: Relay, topic: str, group: str, **options: object) -> list[Message]:
+def _record(relay: Relay, topic: str, group: str, **options: Any) -> list[Message]:
     seen: list[Message] = []
 
     @relay.subscriber(topic, group=group, **options)

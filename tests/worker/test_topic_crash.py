@@ -88,23 +88,22 @@ def test_sigkilled_topic_workers_lose_nothing_per_group(
     kills = 0
     for round_ in range(4):
         # let the workers get going, then kill one mid-run and start a replacement
-        before = len(_done(redrelay_url, ns, "billing"))
-        wait_for(
-            lambda b=before: len(_done(redrelay_url, ns, "billing")) >= b + 150,
-            timeout=60,
-            what=f"progress in round {round_}",
-        )
+        target = len(_done(redrelay_url, ns, "billing")) + 150
+
+        def progressed(target: int = target) -> bool:
+            return len(_done(redrelay_url, ns, "billing")) >= target
+
+        wait_for(progressed, timeout=60, what=f"progress in round {round_}")
         victim = workers.pop(rng.randrange(len(workers)))
         victim.kill()
         kills += 1
         workers.append(start_topic_worker())
     for group in ("billing", "mail"):
-        wait_for(
-            lambda g=group: set(_done(redrelay_url, ns, g)) == set(range(total)),
-            timeout=120,
-            interval=0.2,
-            what=f"every message done in group {group}",
-        )
+
+        def all_done(group: str = group) -> bool:
+            return set(_done(redrelay_url, ns, group)) == set(range(total))
+
+        wait_for(all_done, timeout=120, interval=0.2, what=f"all done in {group}")
     stats = {g.group: g for g in relay.topic("events").stats().groups}
     assert kills == 4
     # the killed workers held entries that went back to their group
