@@ -43,7 +43,7 @@ class RelayState(enum.Enum):
 
 
 class Relay:
-    """Redis as a message broker: queues, channels, and the handlers that consume them.
+    """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
     argument, else ``$REDRELAY_URL``, else an embedded ``redis-server`` started on a Unix

@@ -138,8 +138,9 @@ class Topic:
 
     :param maxlen: entries kept (approximately, never fewer); None or 0 keeps all
         (the stream grows without bound: only for topics with their own trimming).
-    :param max_age: keep entries this long instead (seconds or timedelta; by the
-        server's clock). Pass ``maxlen=None`` with it, or both apply.
+    :param max_age: keep the entries younger than this instead (seconds or timedelta,
+        by the server's clock); when it is set, ``maxlen`` is not applied (a stream has
+        one trimming rule per ``XADD``).
     """
 
     def __init__(
@@ -171,7 +172,8 @@ class Topic:
         return f"<Topic {self.name!r} namespace={self.relay.namespace!r}>"
 
     def retention(self) -> list[str | int]:
-        """ARGV of the retention bound for the publish scripts (one bound: the tighter)."""
+        """ARGV of the retention bound for the publish scripts: ``max_age`` if set, else
+        ``maxlen``, else none."""
         if self.max_age is not None:
             return ["MINID", to_ms(self.max_age)]
         if self.maxlen is not None:
