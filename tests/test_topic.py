@@ -248,16 +248,38 @@ def test_poison_entry_is_dead_lettered_after_max_deliveries(relay: Relay) -> Non
     relay.topic("t").publish("poison")
     conn = relay.connection
     create_group(conn, sub)
-    for _ in range(2):  # two consumers die holding it
+    for _ in range(2):  # two consumers die running it (a redelivery is marked started)
         lease = GroupLease(conn, sub)
         lease.join()
-        assert len(lease.fetch(10, [], False).items) == 1
+        ((sid, _, deliveries, _),) = lease.fetch(10, [], False).items
+        if deliveries > 1:
+            assert lease.mark(sid)
         conn.call("ZADD", sub.keys.leases, 0, lease.consumer_id)
         recover_expired(conn, sub)
     relay.drain(timeout=10)
     assert seen == []
     (letter,) = relay.topic("t").dead_letters("g")
     assert "max_deliveries=2" in letter.reason
+
+
+def test_unstarted_redeliveries_are_not_counted_per_crash(relay: Relay) -> None:
+    seen = _record(relay, "t", "g", start="beginning", max_deliveries=2)
+    (sub,) = relay.topic_subscribers
+    relay.topic("t").publish_many(["poison", "innocent"])
+    conn = relay.connection
+    create_group(conn, sub)
+    for _ in range(4):  # four consumers die while the first entry of their batch runs
+        lease = GroupLease(conn, sub)
+        lease.join()
+        items = lease.fetch(10, [], False).items
+        if items and items[0][2] > 1:
+            assert lease.mark(items[0][0])
+        conn.call("ZADD", sub.keys.leases, 0, lease.consumer_id)
+        recover_expired(conn, sub)
+    relay.drain(timeout=10)
+    assert [(m.body, m.attempt) for m in seen] == [("innocent", 2)]
+    (letter,) = relay.topic("t").dead_letters("g")
+    assert letter.body == "poison" and "max_deliveries=2" in letter.reason
 
 
 def test_long_handler_is_not_redelivered(make_relay: Callable[..., Relay]) -> None:
@@ -436,3 +458,19 @@ def test_a_fetch_whose_reply_was_lost_is_handed_out_again(relay: Relay) -> None:
     assert [i[0] for i in again.items] == ids[:2]
     nxt = lease.fetch(2, [i[0] for i in again.items], False)
     assert nxt.held == 2 and [i[0] for i in nxt.items] == ids[2:]
+
+
+def test_entries_given_back_by_a_clean_stop_are_not_counted(
+    make_relay: Callable[..., Relay],
+) -> None:
+    relay = make_relay()
+    seen = _record(relay, "t", "g", start="beginning")
+    (sub,) = relay.topic_subscribers
+    relay.topic("t").publish_many(["a", "b"])
+    create_group(relay.connection, sub)
+    lease = GroupLease(relay.connection, sub)
+    lease.join()
+    assert len(lease.fetch(10, [], False).items) == 2
+    assert lease.leave() == 2
+    relay.drain(timeout=10)
+    assert [(m.body, m.attempt) for m in seen] == [("a", 1), ("b", 1)]

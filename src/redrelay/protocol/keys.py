@@ -161,6 +161,7 @@ class TopicKeys:
             dead_data=f"{p}:dead:data",
             stats=f"{p}:stats",
             cursor=f"{p}:cursor",
+            started=f"{p}:started",
         )
 
 
@@ -187,3 +188,5 @@ class GroupKeys:
     #: hash: ``id``, the last stream id this group read, and ``read``, how many entries
     #: the stream ever had up to it (to notice and count entries trimmed unread).
     cursor: str
+    #: hash: stream id -> 1 for redelivered entries whose handler started (topic_mark.lua).
+    started: str

@@ -27,6 +27,7 @@ SCRIPT_NAMES = (
     "topic_bury",
     "topic_create",
     "topic_fetch",
+    "topic_mark",
     "topic_publish",
     "topic_recover",
     "topic_requeue_dead",

@@ -96,7 +96,7 @@ class GroupLease:
         k = self.keys
         r = self.conn.run(
             "topic_fetch",
-            [self.stream, k.leases, k.retry, k.failures, k.stats, k.cursor],
+            [self.stream, k.leases, k.retry, k.failures, k.stats, k.cursor, k.started],
             [k.group, self.consumer_id, count, "1" if resync else "0", *acks],
         )
         items = [
@@ -111,7 +111,7 @@ class GroupLease:
         return int(
             self.conn.run(
                 "topic_ack",
-                [self.stream, k.failures, k.stats],
+                [self.stream, k.failures, k.stats, k.started],
                 [k.group, self.consumer_id, *ids],
             )
         )
@@ -121,7 +121,7 @@ class GroupLease:
         return int(
             self.conn.run(
                 "topic_retry",
-                [self.stream, k.retry, k.failures, k.stats],
+                [self.stream, k.retry, k.failures, k.stats, k.started],
                 [k.group, self.consumer_id, sid, to_ms(delay), failures, PARKED],
             )
         )
@@ -131,8 +131,18 @@ class GroupLease:
         return bool(
             self.conn.run(
                 "topic_bury",
-                [self.stream, k.dead, k.dead_data, k.failures, k.stats],
+                [self.stream, k.dead, k.dead_data, k.failures, k.stats, k.started],
                 [k.group, self.consumer_id, sid, msg_id, record, cap],
+            )
+        )
+
+    def mark(self, sid: str) -> bool:
+        """Record that a redelivered entry starts now; False if it is no longer held."""
+        return bool(
+            self.conn.run(
+                "topic_mark",
+                [self.stream, self.keys.started],
+                [self.keys.group, self.consumer_id, sid],
             )
         )
 
@@ -156,7 +166,7 @@ def recover_group(
     k = sub.keys
     n, trimmed = conn.run(
         "topic_recover",
-        [sub.topic.keys.stream, k.leases, k.consumers, k.retry, k.stats],
+        [sub.topic.keys.stream, k.leases, k.consumers, k.retry, k.stats, k.started],
         [k.group, consumer, PARKED, "1" if leave else "0"],
     )
     if trimmed:

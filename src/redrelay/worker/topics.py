@@ -269,6 +269,10 @@ class TopicRunner:
                 f"{opts.max_deliveries}): its consumer crashed, was killed or lost its lease"
             )
             return self._bury(lease, sid, message.id, entry, reason, None, deliveries)
+        if deliveries > 1 and not retry_forever(
+            lambda: lease.mark(sid), self._halt, f"mark on {sub.name}"
+        ):
+            return Outcome.REJECTED  # the lease was taken over: it is back in the group
         delay: float | None = None
         try:
             invoke(sub.handler, message, self.relay.handler_contexts, loop)

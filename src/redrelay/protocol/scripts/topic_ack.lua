@@ -3,6 +3,7 @@
 -- KEYS[1] stream
 -- KEYS[2] failures  hash  stream id -> failures so far
 -- KEYS[3] stats     hash  counters
+-- KEYS[4] started   hash  marks of started redeliveries
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3...] stream ids
 --
 -- Returns how many were still held. The lease token is the owner in the stream's
@@ -17,6 +18,7 @@ end
 if #owned > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
   redis.call('HDEL', KEYS[2], unpack(owned))
+  redis.call('HDEL', KEYS[4], unpack(owned))
   redis.call('HINCRBY', KEYS[3], 'acked', #owned)
 end
 if #owned < #ARGV - 2 then

@@ -5,6 +5,7 @@
 -- KEYS[3] dead_data  hash  message id -> record (JSON made by the client)
 -- KEYS[4] failures   hash
 -- KEYS[5] stats      hash
+-- KEYS[6] started    hash  marks of started redeliveries
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] stream id; ARGV[4] message id;
 -- ARGV[5] record; ARGV[6] cap (0: no cap)
 --
@@ -15,6 +16,7 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('HDEL', KEYS[6], ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[4])

@@ -9,6 +9,7 @@
 -- KEYS[5] stats     hash    counters
 -- KEYS[6] cursor    hash    id: the last stream id this group read; read: entries the
 --                           stream ever had up to it (unknown after a start from an id)
+-- KEYS[7] started   hash    marks of started redeliveries (cleared on ack)
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] max entries; ARGV[4] '1' to resync (a
 -- previous fetch's reply was lost: what it took is handed out again); ARGV[5...] stream
 -- ids to ack first (as topic_ack.lua: only those this consumer still holds)
@@ -57,6 +58,7 @@ if #ARGV > 4 then
   if held > 0 then
     redis.call('XACK', KEYS[1], group, unpack(owned))
     redis.call('HDEL', KEYS[4], unpack(owned))
+    redis.call('HDEL', KEYS[7], unpack(owned))
     redis.call('HINCRBY', KEYS[5], 'acked', held)
   end
   if held < #ARGV - 4 then

@@ -4,6 +4,7 @@
 -- KEYS[2] retry     zset  stream id -> due (server ms)
 -- KEYS[3] failures  hash  stream id -> failures so far
 -- KEYS[4] stats     hash
+-- KEYS[5] started   hash  marks of started redeliveries
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] stream id; ARGV[4] delay ms;
 -- ARGV[5] failures; ARGV[6] the parking consumer's name
 --
@@ -15,6 +16,7 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 
   redis.call('HINCRBY', KEYS[4], 'rejected', 1)
   return 0
 end
+redis.call('HDEL', KEYS[5], ARGV[3])
 local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[6], 0, ARGV[3], 'JUSTID')
 if #claimed == 0 then
   redis.call('HDEL', KEYS[3], ARGV[3])
