@@ -1,12 +1,15 @@
 """A relay with topic subscribers for worker subprocesses in tests.
 
-Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds). Two groups of the topic
-``events`` record each body's ``n`` in ``<ns>:test:topic:<group>`` (a list) once done.
+Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds), TEST_MAX_DELIVERIES,
+TEST_PREFETCH, TEST_CONCURRENCY, TEST_GROUPS (comma-separated; default both).
+Two groups of the topic ``events`` record each body's ``n`` in ``<ns>:test:topic:<group>``
+(a list) once done; a body with ``"die": true`` SIGKILLs its billing worker.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import redis
@@ -20,9 +23,9 @@ relay = Relay(
     namespace=NAMESPACE,
     lease=LEASE,
     heartbeat=LEASE / 5,
-    prefetch=10,
-    concurrency=2,
-    max_deliveries=50,
+    prefetch=int(os.environ.get("TEST_PREFETCH", "10")),
+    concurrency=int(os.environ.get("TEST_CONCURRENCY", "2")),
+    max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "50")),
 )
 _client: redis.Redis | None = None
 
@@ -35,11 +38,16 @@ def record(group: str, message: Message) -> None:
     _client.rpush(f"{NAMESPACE}:test:topic:{group}", message.body["n"])
 
 
-@relay.subscriber("events", group="billing", start="beginning")
 def billing(message: Message) -> None:
+    if message.body.get("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
     record("billing", message)
 
 
-@relay.subscriber("events", group="mail", start="beginning")
 def mail(message: Message) -> None:
     record("mail", message)
+
+
+for _group in os.environ.get("TEST_GROUPS", "billing,mail").split(","):
+    _handler = {"billing": billing, "mail": mail}[_group]
+    relay.subscriber("events", group=_group, start="beginning")(_handler)

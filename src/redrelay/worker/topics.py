@@ -226,7 +226,9 @@ class TopicRunner:
             if outcome is Outcome.ACKED:
                 acks.append(sid)
                 now = time.monotonic()
-                if now - flushed > ACK_INTERVAL:
+                # A finished redelivery is acked at once: it is marked as started, and
+                # a crash before its ack would count it against max_deliveries.
+                if deliveries > 1 or now - flushed > ACK_INTERVAL:
                     held = retry_forever(
                         lambda: lease.ack(acks), self._halt, f"ack on {lease.sub.name}"
                     )

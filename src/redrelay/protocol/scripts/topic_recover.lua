@@ -47,7 +47,9 @@ while true do
     end
   end
   if #ids > 0 then
-    local rest = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids), 'JUSTID')
+    -- (unpack() must come last in an argument list: anywhere else Lua keeps one value)
+    ids[#ids + 1] = 'JUSTID'
+    local rest = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids))
     for i = 1, #rest do
       claimed[#claimed + 1] = rest[i]
     end
