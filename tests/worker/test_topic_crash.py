@@ -122,6 +122,9 @@ def test_sigkilled_topic_workers_lose_nothing_per_group(
         assert len(done) - total <= 4 * 2 * 2 * 10  # duplicates: at most what was held
         stats = {g.group: g for g in relay.topic("events").stats().groups}
         assert stats[group].pending == 0 and stats[group].dead == 0
+        # nothing was trimmed (the default retention is far above 3000 entries)
+        assert stats[group].counters.get("trimmed_pending", 0) == 0
+        assert stats[group].counters.get("trimmed_unread", 0) == 0
 
 
 def test_a_poison_entry_that_kills_its_workers_is_dead_lettered_in_its_group_only(
