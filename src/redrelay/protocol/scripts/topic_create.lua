@@ -9,6 +9,9 @@
 -- group's start only matters the first time).
 local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
 if not ok then
+  if type(err) == 'table' then
+    err = err.err  -- newer servers raise the error reply as a table
+  end
   if string.find(tostring(err), 'BUSYGROUP', 1, true) then
     return 0
   end
