@@ -474,3 +474,20 @@ def test_entries_given_back_by_a_clean_stop_are_not_counted(
     assert lease.leave() == 2
     relay.drain(timeout=10)
     assert [(m.body, m.attempt) for m in seen] == [("a", 1), ("b", 1)]
+
+
+def test_a_deleted_stream_is_recreated_with_its_group(relay: Relay) -> None:
+    seen = _record(relay, "t", "g", start="beginning")
+    relay.start()
+    try:
+        relay.topic("t").publish("first")
+        deadline = time.monotonic() + 10
+        while len(seen) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        relay.connection.call("DEL", relay.topic("t").keys.stream)  # FLUSHALL, say
+        relay.topic("t").publish("second")
+        while len(seen) < 2 and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+    finally:
+        relay.stop()
+    assert [m.body for m in seen] == ["first", "second"]
