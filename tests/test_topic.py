@@ -358,6 +358,8 @@ def test_bad_arguments_give_clear_errors(relay: Relay) -> None:
         relay.subscriber("no spaces", group="g")
     with pytest.raises(ConfigurationError, match="retries apply only to topic"):
         relay.subscriber("news", retries=3)
+    with pytest.raises(ConfigurationError, match="no pattern"):
+        relay.subscriber("t.*", group="g", pattern=True)
     with pytest.raises(ConfigurationError, match="time_limit"):
         relay.subscriber("t", group="g", time_limit=1)
     with pytest.raises(ConfigurationError, match="prefetch="):

@@ -337,6 +337,11 @@ class Relay:
                 ...
         """
         if group is not None:
+            if pattern:
+                raise ConfigurationError(
+                    f"@relay.subscriber({channel!r}, group={group!r}): topics take no "
+                    "pattern=; subscribe each topic by name"
+                )
             return self._topic_subscriber(channel, group, start, options)
         if options or start != "now":
             extra = ", ".join(
