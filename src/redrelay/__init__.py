@@ -1,7 +1,7 @@
 """redrelay: Redis as the message broker of Flask and Django apps.
 
 Layout: ``protocol/`` decides (keys, Lua, entry format, rules) and never does I/O;
-``io/`` talks to Redis; ``queue``/``channel`` are the primitives; ``worker/`` runs
+``io/`` talks to Redis; ``queue``/``channel``/``topic`` are the primitives; ``worker/`` runs
 handlers; ``relay`` ties them together; ``cli``, ``embedded``, ``testing`` and
 ``contrib/`` sit on top.
 """
@@ -34,6 +34,9 @@ from .queue import DeadLetter as DeadLetter
 from .queue import Queue as Queue
 from .queue import QueueStats as QueueStats
 from .relay import Relay as Relay
+from .topic import GroupStats as GroupStats
+from .topic import Topic as Topic
+from .topic import TopicStats as TopicStats
 
 __version__ = "0.1.0"
 
@@ -51,6 +54,7 @@ __all__ = [
     "DurabilityNotConfirmed",
     "EncodeError",
     "GapReport",
+    "GroupStats",
     "InvalidName",
     "Message",
     "MessageError",
@@ -66,4 +70,6 @@ __all__ = [
     "Retry",
     "SignatureError",
     "TimeLimitExceeded",
+    "Topic",
+    "TopicStats",
 ]

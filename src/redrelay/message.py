@@ -38,6 +38,10 @@ class Message:
     raw: bool = False
     #: The lease token of this delivery (``<consumer id>:<n>``); acks carry it.
     delivery_tag: str | None = None
+    #: Topic name, for topic messages (``id`` is the envelope's; see ``stream_id``).
+    topic: str | None = None
+    #: The entry's stream id, for topic messages (replay from it, SSE ``Last-Event-ID``).
+    stream_id: str | None = None
 
 
 def _setter(name: str) -> Any:
@@ -57,6 +61,7 @@ _set_available_at, _set_raw, _set_tag = (
     _setter("raw"),
     _setter("delivery_tag"),
 )
+_set_topic, _set_stream_id = _setter("topic"), _setter("stream_id")
 
 
 def make_message(
@@ -71,6 +76,8 @@ def make_message(
     available_at: float | None,
     raw: bool,
     delivery_tag: str | None,
+    topic: str | None = None,
+    stream_id: str | None = None,
 ) -> Message:
     """Build a Message about 6x faster than its frozen dataclass ``__init__``. Internal.
 
@@ -90,4 +97,6 @@ def make_message(
     _set_available_at(message, available_at)
     _set_raw(message, raw)
     _set_tag(message, delivery_tag)
+    _set_topic(message, topic)
+    _set_stream_id(message, stream_id)
     return message

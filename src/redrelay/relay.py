@@ -6,6 +6,7 @@ import enum
 import inspect
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +25,7 @@ from .queue import Queue, QueueStats
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
     from .io.aio import AsyncConnection
+    from .topic import Topic, TopicSubscription
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
@@ -33,6 +35,9 @@ H = TypeVar("H", bound=Handler)
 #: Longest ``durable_timeout``: well under the 10 s socket timeout of connections.
 MAX_DURABLE_TIMEOUT = 5.0
 
+
+#: Entries a topic keeps by default (see :data:`redrelay.topic.DEFAULT_MAXLEN`).
+DEFAULT_TOPIC_MAXLEN = 100_000
 #: Default size limit of one encoded message.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
@@ -45,7 +50,7 @@ class RelayState(enum.Enum):
 
 
 class Relay:
-    """Redis as a message broker: queues, channels, and the handlers that consume them.
+    """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
     argument, else ``$REDRELAY_URL``, else an embedded ``redis-server`` started on a Unix
@@ -153,11 +158,14 @@ class Relay:
         )  # fail now, naming the bad option
         self.consumers: dict[str, Consumer] = {}
         self.subscribers: list[Subscriber] = []
+        #: ``@relay.subscriber(topic, group=...)`` registrations (durable topics).
+        self.topic_subscribers: list[TopicSubscription] = []
         #: Context managers every handler runs inside, see add_handler_context().
         self.handler_contexts: list[HandlerContext] = []
         self.state = RelayState.OPEN
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}
+        self._topics: dict[tuple[str, int | None, float | None], Topic] = {}
         self._connection: Connection | None = None
         self._aconnection: AsyncConnection | None = None
         self._lock = threading.Lock()
@@ -292,6 +300,35 @@ class Relay:
             ch = self._channels.setdefault(name, Channel(self, name))
         return ch
 
+    def topic(
+        self,
+        name: str,
+        *,
+        maxlen: int | None = DEFAULT_TOPIC_MAXLEN,
+        max_age: Duration | None = None,
+    ) -> Topic:
+        """The durable topic called ``name`` (no I/O; validates the name and retention).
+
+        Retention is bounded by default: about ``maxlen`` entries (100,000), or entries
+        younger than ``max_age``. ``maxlen=None`` (or 0) without ``max_age`` keeps every
+        entry forever; the stream then grows until Redis is full. A group that falls
+        further behind than the retention loses entries: that is reported (log line and
+        the ``trimmed_unread`` counter), never silent. See docs/topics.md.
+        """
+        from .topic import Topic
+
+        key = (
+            name,
+            maxlen,
+            None if max_age is None else to_seconds(max_age, "max_age"),
+        )
+        t = self._topics.get(key)
+        if t is None:
+            t = self._topics.setdefault(
+                key, Topic(self, name, maxlen=maxlen, max_age=max_age)
+            )
+        return t
+
     def publish(
         self, channel: str, body: Any, *, headers: dict[str, str] | None = None
     ) -> int:
@@ -353,17 +390,53 @@ class Relay:
         return register
 
     def subscriber(
-        self, channel: str, *, pattern: bool = False, concurrency: int = 1
+        self,
+        channel: str,
+        *,
+        pattern: bool = False,
+        group: str | None = None,
+        start: str | datetime = "now",
+        **options: Any,
     ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
 
         Every process running it receives every message published while it is connected
         (at-most-once); gaps are reported, see :mod:`redrelay.channel`.
 
-        :param concurrency: for an ``async def`` handler, messages handled at once (as
-            coroutines on the worker's event loop; above 1, order is not kept). A plain
-            function handles one message at a time on its own thread.
+        With ``group=``, ``channel`` names a durable **topic** instead
+        (``relay.topic(name)``): every group gets every message, at least once; the
+        consumers of one group share them. ``start`` places a new group: ``"now"``,
+        ``"beginning"``, after a stream id, or from a datetime (replay); a group that
+        exists keeps its position. Options are those of ``@relay.consumer`` (retries,
+        backoff, lease, heartbeat, prefetch, concurrency, max_deliveries).
+
+        Example::
+
+            @relay.subscriber("orders", group="billing", retries=5)
+            def bill(message):
+                ...
+
+        :param concurrency: for a channel's ``async def`` handler, messages handled at
+            once (as coroutines on the worker's event loop; above 1, order is not kept).
+            A plain function handles one message at a time on its own thread. For a
+            topic, as for ``@relay.consumer``.
         """
+        if group is not None:
+            if pattern:
+                raise ConfigurationError(
+                    f"@relay.subscriber({channel!r}, group={group!r}): topics take no "
+                    "pattern=; subscribe each topic by name"
+                )
+            return self._topic_subscriber(channel, group, start, options)
+        concurrency = options.pop("concurrency", 1)
+        if options or start != "now":
+            extra = ", ".join(
+                sorted({*options, *(["start"] if start != "now" else [])})
+            )
+            raise ConfigurationError(
+                f"@relay.subscriber({channel!r}): {extra} apply only to topic "
+                "subscriptions; pass group= to subscribe to a durable topic"
+            )
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
         )
@@ -392,6 +465,42 @@ class Relay:
                     pattern=pattern,
                     handler=handler,
                     concurrency=concurrency,
+                )
+            )
+            return handler
+
+        return register
+
+    def _topic_subscriber(
+        self, topic: str, group: str, start: object, options: dict[str, Any]
+    ) -> Callable[[H], H]:
+        from .topic import TopicSubscription, parse_start, validate_group
+
+        validate_group(group)
+        position = parse_start(start)
+        if "time_limit" in options:
+            raise ConfigurationError(
+                "time_limit= is not supported on topic subscribers yet; use it on queues"
+            )
+        defaults = {
+            k: v for k, v in self.consumer_defaults.items() if k != "time_limit"
+        }
+        opts = ConsumerOptions.build(**{**defaults, **options})
+        t = self.topic(topic)
+
+        def register(handler: H) -> H:
+            if not callable(handler):
+                raise ConfigurationError(
+                    f"@relay.subscriber({topic!r}, group={group!r}) must decorate a callable"
+                )
+            for sub in self.topic_subscribers:
+                if sub.topic.name == topic and sub.group == group:
+                    raise ConfigurationError(
+                        f"topic {topic!r} group {group!r} already has a subscriber: {sub.handler!r}"
+                    )
+            self.topic_subscribers.append(
+                TopicSubscription(
+                    topic=t, group=group, handler=handler, options=opts, start=position
                 )
             )
             return handler

@@ -23,6 +23,7 @@ CHUNK = 500
 def dead() -> None:
     """List, requeue and purge dead letters.
 
+    QUEUE is a queue's name, or <topic>/<group> for a topic group's dead letters.
     A message is dead-lettered when its handler failed more than `retries` times,
     raised Reject, crashed its worker `max_deliveries` times, or could not be
     decoded. Nothing is lost: it waits here with the reason until you act.
@@ -52,7 +53,7 @@ def list_(
     One line each: id, time, attempt and reason; --traceback adds the body and
     the traceback of the last failure.
     """
-    q = require_queue(open_relay(ctx), queue)
+    q = _source(ctx, queue)
     letters = q.dead_letters(limit=limit)
     if as_json:
         payload = [dead_letter_dict(d) for d in letters]
@@ -95,7 +96,7 @@ def requeue(ctx: click.Context, queue: str, ids: tuple[str, ...], all_: bool) ->
     Their attempt and failure counts start again from zero. Each moves exactly
     once, even if two people requeue at the same time.
     """
-    q = require_queue(open_relay(ctx), queue)
+    q = _source(ctx, queue)
     _check_choice(ids, all_)
     if all_:
         moved, seen = _bulk(q, q.requeue_dead, "requeueing")
@@ -115,7 +116,7 @@ def purge(
     ctx: click.Context, queue: str, ids: tuple[str, ...], all_: bool, yes: bool
 ) -> None:
     """Delete dead letters of QUEUE (IDS, or --all) for good."""
-    q = require_queue(open_relay(ctx), queue)
+    q = _source(ctx, queue)
     _check_choice(ids, all_)
     if all_:
         total = q.stats().dead
@@ -128,6 +129,15 @@ def purge(
     else:
         deleted, seen = q.purge_dead(ids), len(ids)
     click.echo(f"purged {deleted} dead letters of {queue!r}{_missing(deleted, seen)}")
+
+
+def _source(ctx: click.Context, name: str) -> Queue:
+    """The queue called ``name``, or a topic's group named ``<topic>/<group>``."""
+    if "/" in name:
+        from .topics import require_group
+
+        return require_group(open_relay(ctx), name)  # type: ignore[return-value]
+    return require_queue(open_relay(ctx), name)
 
 
 def _check_choice(ids: tuple[str, ...], all_: bool) -> None:

@@ -66,13 +66,23 @@ def stats(
         payload = [dataclasses.asdict(s) for s in snapshots]
         click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
         return
-    if not snapshots:
+    from .topics import render_topics, topic_names
+
+    topics = [] if queues else [relay.topic(t).stats() for t in topic_names(relay)]
+    if not snapshots and not topics:
         click.echo(
             f"no queues in namespace {relay.namespace!r} yet "
             "(a queue appears once something is put on it or a worker consumes it)"
         )
         return
-    click.echo(render(snapshots))
+    click.echo(
+        "\n\n".join(
+            [
+                *([render(snapshots)] if snapshots else []),
+                *([render_topics(topics)] if topics else []),
+            ]
+        )
+    )
 
 
 def _watch(relay: Relay, queues: list[str], interval: float, as_json: bool) -> None:

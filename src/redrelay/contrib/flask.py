@@ -58,6 +58,7 @@ from ..protocol.keys import validate_name
 from ..queue import Queue
 from ..relay import Relay
 from .sse import DEFAULT_BUFFER, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS, EventHub, hub_for
+from .topic_sse import stream_topic
 
 __all__ = ["RedRelay", "RedRelayState", "create_sse_blueprint"]
 
@@ -279,12 +280,13 @@ class RedRelay:
         return decorate
 
     def subscriber(
-        self, channel: str, *, pattern: bool = False, concurrency: int = 1
+        self, channel: str, *, pattern: bool = False, **options: Any
     ) -> Callable[[H], H]:
         """Register the decorated function as a subscriber of ``channel`` on every app's relay.
 
-        See :meth:`Relay.subscriber` (``concurrency=`` for ``async def`` handlers); the
-        handler runs inside the app context.
+        See :meth:`Relay.subscriber` (``concurrency=`` for ``async def`` handlers;
+        ``group=`` and its options make it a durable topic subscription); the handler
+        runs inside the app context.
         """
         validate_name(
             "channel pattern" if pattern else "channel", channel, pattern=pattern
@@ -292,9 +294,7 @@ class RedRelay:
 
         def decorate(handler: H) -> H:
             def register(relay: Relay) -> None:
-                relay.subscriber(channel, pattern=pattern, concurrency=concurrency)(
-                    handler
-                )
+                relay.subscriber(channel, pattern=pattern, **options)(handler)
 
             self._register(register)
             return handler
@@ -575,9 +575,30 @@ def create_sse_blueprint(
 
         app.register_blueprint(broker.sse_blueprint(authorize=authorize))
 
-    An invalid channel name answers 404.
+    An invalid channel name answers 404. ``GET <url_prefix>/topics/<topic>`` streams a
+    durable topic instead, resuming after the browser's ``Last-Event-ID`` (see
+    :mod:`redrelay.contrib.topic_sse`); ``authorize`` is asked about ``"topics/<topic>"``.
     """
     bp = Blueprint(name, __name__, url_prefix=url_prefix)
+
+    @bp.get("/topics/<topic>")
+    def topic_events(topic: str) -> Response:
+        try:
+            validate_name("topic", topic)
+        except InvalidName:
+            abort(404)
+        if authorize is not None and not authorize(f"topics/{topic}"):
+            abort(403)
+        state = ext.state()
+        body = stream_topic(
+            state.relay,
+            topic,
+            last_event_id=request.headers.get("Last-Event-ID"),
+            keepalive=state.sse_keepalive,
+            retry_ms=state.sse_retry_ms,
+        )
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(body, mimetype="text/event-stream", headers=headers)
 
     @bp.get("/<channel>")
     def events(channel: str) -> Response:

@@ -81,6 +81,7 @@ __all__ = [
     "EVENT_HEADER",
     "EventHub",
     "hub_for",
+    "stream_topic",
 ]
 
 #: Seconds without a frame after which a stream sends a ``: keep-alive`` comment.
@@ -496,3 +497,7 @@ def _jsonable(value: object) -> object:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
+
+
+# Topics are streamed from the stream itself, resumable: see redrelay.contrib.topic_sse.
+from .topic_sse import stream_topic as stream_topic  # noqa: E402

@@ -15,9 +15,11 @@ from ..errors import InvalidName
 __all__ = [
     "MAX_NAME_LENGTH",
     "QueueKeys",
+    "TopicKeys",
     "channel_key",
     "epoch_key",
     "queues_key",
+    "topics_key",
     "validate_name",
 ]
 
@@ -57,6 +59,15 @@ def validate_name(kind: str, name: object, *, pattern: bool = False) -> str:
 def queues_key(namespace: str) -> str:
     """The set of queue names seen by producers and workers (for ``stats``)."""
     return f"{namespace}:queues"
+
+
+def topics_key(namespace: str) -> str:
+    """The set of topic names seen by publishers and workers (for ``stats``).
+
+    Registered with its own command, never from a script: on a Cluster it lives in
+    another slot than the topic's keys.
+    """
+    return f"{namespace}:topics"
 
 
 def epoch_key(namespace: str) -> str:
@@ -117,3 +128,65 @@ class QueueKeys:
     def dedup(self, key: str) -> str:
         """String holding the id of the message put under a deduplication key."""
         return f"{self.prefix}:dedup:{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicKeys:
+    """The keys of one topic; build with ``TopicKeys.of(namespace, name)``.
+
+    All share the topic's hash tag, so every script runs in one slot. They sit under
+    ``<ns>:{<topic>}:topic`` so that a queue and a topic of the same name never collide.
+    """
+
+    prefix: str
+    #: the stream; each entry has one field ``e`` (the envelope) and, for an entry
+    #: requeued from one group's dead letters, ``g`` (the only group that runs it).
+    stream: str
+
+    @classmethod
+    def of(cls, namespace: str, name: str) -> TopicKeys:
+        p = f"{namespace}:{{{name}}}:topic"
+        return cls(prefix=p, stream=p)
+
+    def group(self, group: str) -> GroupKeys:
+        """The keys of one consumer group of this topic."""
+        p = f"{self.prefix}:g:{group}"
+        return GroupKeys(
+            group=group,
+            leases=f"{p}:leases",
+            consumers=f"{p}:consumers",
+            retry=f"{p}:retry",
+            failures=f"{p}:failures",
+            dead=f"{p}:dead",
+            dead_data=f"{p}:dead:data",
+            stats=f"{p}:stats",
+            cursor=f"{p}:cursor",
+            started=f"{p}:started",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKeys:
+    """The keys of one consumer group (besides the stream and its Redis-side group)."""
+
+    group: str
+    #: sorted set: consumer id -> lease expiry (server ms).
+    leases: str
+    #: hash: consumer id -> JSON info (host, pid, started).
+    consumers: str
+    #: sorted set: stream id -> due time (server ms) of entries waiting to be delivered
+    #: again (a retry's backoff, or a dead consumer's entries, due at once).
+    retry: str
+    #: hash: stream id -> failures so far (only for entries that failed).
+    failures: str
+    #: sorted set: message id -> time it died (server ms).
+    dead: str
+    #: hash: message id -> dead record (JSON).
+    dead_data: str
+    #: hash of counters (acked, retried, dead, recovered, rejected, trimmed ...).
+    stats: str
+    #: hash: ``id``, the last stream id this group read, and ``read``, how many entries
+    #: the stream ever had up to it (to notice and count entries trimmed unread).
+    cursor: str
+    #: hash: stream id -> 1 for redelivered entries whose handler started (topic_mark.lua).
+    started: str

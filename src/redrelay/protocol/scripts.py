@@ -24,6 +24,15 @@ SCRIPT_NAMES = (
     "requeue_dead",
     "retry",
     "stats",
+    "topic_ack",
+    "topic_bury",
+    "topic_create",
+    "topic_fetch",
+    "topic_mark",
+    "topic_publish",
+    "topic_recover",
+    "topic_requeue_dead",
+    "topic_retry",
 )
 
 

@@ -31,6 +31,7 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .leases import Batch, Lease, Reservation, recover_expired, retry_forever
 from .timelimit import Slot, interrupt
+from .topics import TopicRunner
 
 if TYPE_CHECKING:
     from ..io.sync import Connection
@@ -61,10 +62,19 @@ class Runner:
         subscribers: bool = True,
         concurrency: int | None = None,
         poll: float = MAX_WAIT,
+        topics: bool | None = None,
     ) -> None:
         self.relay = relay
         self.consumers = _select(relay, queues, concurrency)
         self.with_subscribers = subscribers and bool(relay.subscribers)
+        # Topic subscribers are durable work, not channel listeners: they run unless
+        # only some queues were asked for (``redrelay worker -q ...``).
+        run_topics = queues is None if topics is None else topics
+        self.topics = (
+            TopicRunner(relay, poll=poll)
+            if run_topics and relay.topic_subscribers
+            else None
+        )
         self.poll = poll
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self._outcome_lock = threading.Lock()
@@ -84,7 +94,7 @@ class Runner:
 
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
-        if not self.consumers and not self.with_subscribers:
+        if not self.consumers and not self.with_subscribers and not self.topics:
             raise ConfigurationError(
                 "nothing to run: no consumers or subscribers are registered on this relay"
             )
@@ -122,6 +132,8 @@ class Runner:
 
             self._listener = Listener(self.relay, self.relay.subscribers, aio=self._aio)
             self._listener.start()
+        if self.topics is not None:
+            self.topics.start()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         self._slots.append(slot)
@@ -138,6 +150,8 @@ class Runner:
     def request_stop(self) -> None:
         """Ask every loop to stop fetching (safe from a signal handler); ``stop()`` finishes."""
         self._stopping.set()
+        if self.topics is not None:
+            self.topics.request_stop()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Stop fetching, give back unstarted deliveries at once, let running handlers finish.
@@ -147,6 +161,28 @@ class Runner:
         expires (heartbeats stop here), exactly as if the process had died.
         """
         self._stopping.set()
+        self._give_back_unstarted()
+        deadline = time.monotonic() + grace
+        if self.topics is not None:
+            self.topics.request_stop()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in self._threads)
+        if self.topics is not None:
+            clean = self.topics.stop(max(0.0, deadline - time.monotonic())) and clean
+        self._halt.set()
+        if self._keeper is not None:
+            self._keeper.join(5.0)
+        self._leave(clean, grace)
+        if self._listener is not None:
+            self._listener.stop()
+        if self._aio is not None and clean:
+            self._aio.stop()
+        if self._conn is not None and clean:
+            self._conn.close()
+        return clean
+
+    def _give_back_unstarted(self) -> None:
         for slot in self._slots:
             tags = slot.take_all()
             if tags:
@@ -158,24 +194,10 @@ class Runner:
                         len(tags),
                         exc,
                     )
-        deadline = time.monotonic() + grace
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        clean = not any(t.is_alive() for t in self._threads)
-        self._halt.set()
-        if self._keeper is not None:
-            self._keeper.join(5.0)
-        if clean:
-            for name, lease in self._leases.items():
-                try:
-                    lease.leave()
-                except RedrelayError as exc:
-                    log.warning(
-                        "queue %s: could not leave cleanly (%s); the lease will expire",
-                        name,
-                        exc,
-                    )
-        else:
+
+    def _leave(self, clean: bool, grace: float) -> None:
+        """Leave every queue when all handlers finished; else their leases expire."""
+        if not clean:
             running = sum(t.is_alive() for t in self._threads)
             log.warning(
                 "%d handlers still running after the %.1fs grace period; their messages return to the "
@@ -183,13 +205,16 @@ class Runner:
                 running,
                 grace,
             )
-        if self._listener is not None:
-            self._listener.stop()
-        if self._aio is not None and clean:
-            self._aio.stop()
-        if self._conn is not None and clean:
-            self._conn.close()
-        return clean
+            return
+        for name, lease in self._leases.items():
+            try:
+                lease.leave()
+            except RedrelayError as exc:
+                log.warning(
+                    "queue %s: could not leave cleanly (%s); the lease will expire",
+                    name,
+                    exc,
+                )
 
     # -- consumer threads ------------------------------------------------------------------
 
@@ -457,12 +482,15 @@ def drain(
     try:
         while True:
             if runner.pending() == 0 and all(_empty(c) for c in runner.consumers):
-                return
+                if runner.topics is None or runner.topics.idle():
+                    return
             if time.monotonic() > deadline:
                 left = {
                     c.name: dataclasses.asdict(c.queue.stats())
                     for c in runner.consumers
                 }
+                if runner.topics is not None:
+                    left.update(runner.topics.backlog())
                 raise DrainTimeout(f"queues not empty after {timeout}s: {left}")
             time.sleep(0.01)
     finally:

@@ -125,11 +125,15 @@ class Worker:
             for line in server_warnings(self.relay.connection):
                 log.warning("%s", line)
             names = ", ".join(c.name for c in runner.consumers) or "none"
+            topics = (
+                ", ".join(s.name for s in runner.topics.subs) if runner.topics else ""
+            )
             log.warning(
-                "redrelay worker %d ready: queues [%s], %d subscribers",
+                "redrelay worker %d ready: queues [%s], %d subscribers%s",
                 os.getpid(),
                 names,
                 len(self.relay.subscribers),
+                f", topic groups [{topics}]" if topics else "",
             )
             while not self._signalled.wait(0.5):
                 if self.parent_pid is not None and os.getppid() != self.parent_pid:

@@ -162,6 +162,18 @@ def test_declarations_reach_relays_built_before_and_after(redrelay_url: str) -> 
 
 
 @pytest.mark.usefixtures("declarations")
+def test_a_topic_subscriber_declaration(app_relay: Relay) -> None:
+    @subscriber("orders", group="billing", start="beginning", retries=2)
+    def bill(message: Message) -> None:
+        pass
+
+    (sub,) = [s for s in app_relay.topic_subscribers if s.handler is bill]
+    assert (sub.topic.name, sub.group, sub.start, sub.options.retries) == (
+        "orders", "billing", "0", 2,
+    )  # fmt: skip
+
+
+@pytest.mark.usefixtures("declarations")
 def test_a_declaration_for_another_alias_stays_with_it(redrelay_url: str) -> None:
     @consumer("side-queue", alias="side")
     def side(message: Message) -> None:

@@ -25,6 +25,7 @@ class StaffOnly(EventStreamView):
 urlpatterns = [
     path("order/", order),
     path("events/<str:channel>/", sse_view),
+    path("topics/<str:topic>/", sse_view),
     path("fixed/", EventStreamView.as_view(channel="news")),
     path("staff/<str:channel>/", StaffOnly.as_view()),
 ]

@@ -113,13 +113,12 @@ def consumer(
 
 
 def subscriber(
-    channel: str,
-    *,
-    pattern: bool = False,
-    alias: str = DEFAULT_ALIAS,
-    concurrency: int = 1,
+    channel: str, *, pattern: bool = False, alias: str = DEFAULT_ALIAS, **options: Any
 ) -> Callable[[H], H]:
     """Declare the decorated function as a subscriber of ``channel`` (a glob if ``pattern``).
+
+    With ``group=`` (and the options of :meth:`redrelay.Relay.subscriber`) it subscribes
+    to a durable topic instead; ``relay_worker`` runs it too.
 
     Subscribers run in ``manage.py relay_worker`` (every worker process receives every
     message published while it is connected). Like :func:`consumer`, the declaration is
@@ -142,11 +141,7 @@ def subscriber(
             )
         _declare(
             _Declaration(
-                "subscriber",
-                channel,
-                handler,
-                alias,
-                {"pattern": pattern, "concurrency": concurrency},
+                "subscriber", channel, handler, alias, {"pattern": pattern, **options}
             )
         )
         return handler

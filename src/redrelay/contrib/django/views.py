@@ -42,6 +42,7 @@ from django.views import View
 from ...errors import InvalidName
 from ...protocol.keys import validate_name
 from ..sse import hub_for
+from ..topic_sse import stream_topic
 from .conf import DEFAULT_ALIAS, relay_settings
 from .relays import get_relay
 
@@ -62,6 +63,8 @@ class EventStreamView(View):
     """
 
     channel: str | None = None
+    #: a durable topic to stream instead (resumes after ``Last-Event-ID``; WSGI only)
+    topic: str | None = None
     relay: str = DEFAULT_ALIAS
     keepalive: float | None = None
     http_method_names = ["get"]
@@ -69,6 +72,9 @@ class EventStreamView(View):
     def get(
         self, request: HttpRequest, channel: str | None = None, **kwargs: Any
     ) -> HttpResponseBase:
+        topic = self.topic or kwargs.get("topic")
+        if topic is not None:
+            return self.topic_stream(request, topic)
         name = self.channel or channel
         if name is None:
             raise ImproperlyConfigured(
@@ -82,6 +88,26 @@ class EventStreamView(View):
         if not self.authorize(request, name):
             return HttpResponseForbidden(f"not allowed to watch channel {name!r}")
         return self.stream(request, name)
+
+    def topic_stream(self, request: HttpRequest, topic: str) -> HttpResponseBase:
+        """A topic's stream (``as_view(topic=...)`` or a ``<str:topic>`` URL argument);
+        ``authorize`` is asked about ``"topics/<topic>"``."""
+        try:
+            validate_name("topic", topic)
+        except InvalidName as exc:
+            raise Http404(str(exc)) from exc
+        if not self.authorize(request, f"topics/{topic}"):
+            return HttpResponseForbidden(f"not allowed to watch topic {topic!r}")
+        body = stream_topic(
+            get_relay(self.relay),
+            topic,
+            last_event_id=request.headers.get("Last-Event-ID"),
+            keepalive=self.keepalive or relay_settings(self.relay).sse_keepalive,
+        )
+        response = StreamingHttpResponse(body, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
 
     def authorize(self, request: HttpRequest, channel: str) -> bool:
         """May this request watch ``channel``? ``SSE_AUTHORIZE`` decides, else yes.

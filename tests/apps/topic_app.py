@@ -1,0 +1,53 @@
+"""A relay with topic subscribers for worker subprocesses in tests.
+
+Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds), TEST_MAX_DELIVERIES,
+TEST_PREFETCH, TEST_CONCURRENCY, TEST_GROUPS (comma-separated; default both).
+Two groups of the topic ``events`` record each body's ``n`` in ``<ns>:test:topic:<group>``
+(a list) once done; a body with ``"die": true`` SIGKILLs its billing worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import redis
+
+from redrelay import Message, Relay
+
+NAMESPACE = os.environ.get("TEST_NAMESPACE", "test-app")
+LEASE = float(os.environ.get("TEST_LEASE", "2"))
+relay = Relay(
+    os.environ.get("REDRELAY_URL"),
+    namespace=NAMESPACE,
+    lease=LEASE,
+    heartbeat=LEASE / 5,
+    prefetch=int(os.environ.get("TEST_PREFETCH", "10")),
+    concurrency=int(os.environ.get("TEST_CONCURRENCY", "2")),
+    max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "50")),
+)
+_client: redis.Redis | None = None
+
+
+def record(group: str, message: Message) -> None:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
+    time.sleep(0.001)
+    _client.rpush(f"{NAMESPACE}:test:topic:{group}", message.body["n"])
+
+
+def billing(message: Message) -> None:
+    if message.body.get("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    record("billing", message)
+
+
+def mail(message: Message) -> None:
+    record("mail", message)
+
+
+for _group in os.environ.get("TEST_GROUPS", "billing,mail").split(","):
+    _handler = {"billing": billing, "mail": mail}[_group]
+    relay.subscriber("events", group=_group, start="beginning")(_handler)
