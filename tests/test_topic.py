@@ -349,6 +349,37 @@ def test_async_handler(relay: Relay) -> None:
     assert seen == ["x"]
 
 
+def test_apublish_and_apublish_many_reach_every_group(relay: Relay) -> None:
+    """The async twins write the same entries (one copy of the logic: _publish_plan)."""
+    import asyncio
+
+    seen: list[object] = []
+
+    @relay.subscriber("at", group="g", start="beginning")
+    def handler(message: Message) -> None:
+        seen.append(message.body)
+
+    async def main() -> list[str]:
+        topic = relay.topic("at")
+        first = await topic.apublish({"n": 0}, headers={"k": "v"})
+        rest = await topic.apublish_many([{"n": 1}, {"n": 2}])
+        assert await topic.apublish_many([]) == []
+        with pytest.raises(ConfigurationError):
+            await topic.apublish({"n": 3}, headers={"k": 1})  # type: ignore[dict-item]
+        return [first, *rest]
+
+    ids = asyncio.run(main())
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert [
+        e[0]
+        for e in relay.connection.call(
+            "XRANGE", relay.topic("at").keys.stream, "-", "+"
+        )
+    ] == [i.encode() for i in ids]
+    relay.drain(timeout=10)
+    assert seen == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
 def test_bad_arguments_give_clear_errors(relay: Relay) -> None:
     with pytest.raises(ConfigurationError, match="start="):
         relay.subscriber("t", group="g", start="yesterday")

@@ -23,6 +23,7 @@ from .config import ConsumerOptions
 from .errors import ConfigurationError, InvalidName
 from .protocol.envelope import new_id, rewrite_header
 from .protocol.keys import GroupKeys, TopicKeys, topics_key, validate_name
+from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
 from .queue import DeadLetter, _dead_letter
 
@@ -201,12 +202,14 @@ class Topic:
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
         :raises BrokerUnavailable: Redis did not answer after bounded retries.
         """
-        entry = self.encode(body, headers)
-        self.register()
-        ids = self.relay.connection.run(
-            "topic_publish", [self.keys.stream], [*self.retention(), entry]
-        )
-        return str(ids[0].decode())
+        return self.relay.connection.drive(self._publish_plan([body], headers))[0]
+
+    async def apublish(
+        self, body: Any, *, headers: Mapping[str, str] | None = None
+    ) -> str:
+        """:meth:`publish` as a coroutine (same arguments, errors and result)."""
+        plan = self._publish_plan([body], headers)
+        return (await self.relay.aconnection.drive(plan))[0]
 
     def publish_many(
         self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None
@@ -216,23 +219,41 @@ class Topic:
         Every body is encoded and checked first, so a bad body fails the whole call
         with nothing written. Each chunk of 1000 is appended atomically (one script).
         """
+        return self.relay.connection.drive(self._publish_plan(iter(bodies), headers))
+
+    async def apublish_many(
+        self, bodies: Iterable[Any], *, headers: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """:meth:`publish_many` as a coroutine (same arguments, errors and result)."""
+        plan = self._publish_plan(iter(bodies), headers)
+        return await self.relay.aconnection.drive(plan)
+
+    def _publish_plan(
+        self, bodies: Iterable[Any], headers: Mapping[str, str] | None
+    ) -> Plan[list[str]]:
+        """The one copy of publishing, for the sync and async layers (see protocol/requests)."""
         entries: list[bytes] = []
         for index, body in enumerate(bodies):
             try:
                 entries.append(self.encode(body, headers))
             except Exception as exc:
                 note = getattr(exc, "add_note", None)  # Python >= 3.11
-                if note is not None:
+                if note is not None and not isinstance(bodies, list):
                     note(f"in publish_many, body at index {index}; nothing was written")
                 raise
         if not entries:
             return []
-        self.register()
+        if not self._registered:
+            # Its own command: on a Cluster that set is in another slot than the topic.
+            yield Step((("SADD", topics_key(self.relay.namespace), self.name),))
+            self._registered = True
         ids: list[str] = []
         for start in range(0, len(entries), PUBLISH_CHUNK):
             chunk = entries[start : start + PUBLISH_CHUNK]
-            reply = self.relay.connection.run(
-                "topic_publish", [self.keys.stream], [*self.retention(), *chunk]
+            reply = yield Step(
+                script="topic_publish",
+                keys=[self.keys.stream],
+                args=[*self.retention(), *chunk],
             )
             ids += [i.decode() for i in reply]
         return ids

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from redrelay import Channel, Queue, Relay
+from redrelay import Channel, Queue, Relay, Topic
 from redrelay.contrib.flask import RedRelay
 from redrelay.handlers import Consumer
 from redrelay.io.aio import AsyncConnection
@@ -42,7 +42,7 @@ def test_io_layers_have_the_same_methods_and_signatures() -> None:
     assert isinstance(vars(AsyncConnection)["client"], property)
 
 
-@pytest.mark.parametrize("cls", [Queue, Channel, Relay, Consumer, RedRelay])
+@pytest.mark.parametrize("cls", [Queue, Channel, Topic, Relay, Consumer, RedRelay])
 def test_every_async_method_has_a_sync_twin_with_the_same_parameters(
     cls: type,
 ) -> None:
@@ -60,6 +60,7 @@ def test_every_async_method_has_a_sync_twin_with_the_same_parameters(
     promised = {
         Queue: {"aput", "aput_many", "astats"},
         Channel: {"apublish"},
+        Topic: {"apublish", "apublish_many"},
         Relay: {"apublish", "astats", "aclose"},
         Consumer: {"aput"},
         RedRelay: {"apublish"},
