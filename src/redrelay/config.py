@@ -11,6 +11,9 @@ from .protocol.transitions import Backoff, to_seconds
 
 __all__ = ["ENV_URL", "ConsumerOptions", "resolve_url"]
 
+#: URL schemes that select Redis Cluster: ``redis+cluster://host:port[,host:port...]``.
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
 #: Environment variable holding the Redis URL.
 ENV_URL = "REDRELAY_URL"
 
@@ -19,9 +22,11 @@ def resolve_url(url: str | None) -> str | None:
     """The URL to use: the argument, else ``$REDRELAY_URL``, else None (the embedded server)."""
     if url is None:
         url = os.environ.get(ENV_URL) or None
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+    schemes = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
+    if url is not None and not url.startswith(schemes):
         raise ConfigurationError(
-            f"unsupported Redis URL {url!r}: use redis://host:port/db, rediss:// (TLS) or unix:///path"
+            f"unsupported Redis URL {url!r}: use redis://host:port/db, rediss:// (TLS), "
+            "unix:///path or redis+cluster://host:port[,host:port...] (Redis Cluster)"
         )
     return url
 

@@ -19,6 +19,13 @@ from .message import Message
 from .protocol.envelope import decode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.transitions import check_headers, to_ms, to_seconds
+from .sharding import (
+    ShardPicker,
+    merge_stats,
+    resolve_shards,
+    shard_keys,
+    validate_shards,
+)
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -69,16 +76,56 @@ class DeadLetter:
 
 
 class Queue:
-    """A named work queue. Get one with ``relay.queue(name)``; it holds no connection."""
+    """A named work queue. Get one with ``relay.queue(name)``; it holds no connection.
 
-    def __init__(self, relay: Relay, name: str) -> None:
+    ``shards`` splits it over several hash tags (Redis Cluster slots), see
+    :mod:`redrelay.sharding`; None adopts the count stored with the queue (1 if none).
+    """
+
+    def __init__(self, relay: Relay, name: str, shards: int | None = None) -> None:
         self.relay = relay
         self.name = validate_name("queue", name)
+        #: The plain queue's keys; a sharded queue's data lives in ``shard_keys()``.
         self.keys = QueueKeys.of(relay.namespace, name)
+        self.declared_shards = validate_shards(shards)
         self._registered = False
+        self._shards: list[QueueKeys] | None = None
+        self._picker = ShardPicker(1)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} namespace={self.relay.namespace!r}>"
+
+    def declare(self, shards: int | None) -> None:
+        """Declare the shard count (``relay.queue(name, shards=)``); a different one raises."""
+        shards = validate_shards(shards)
+        if shards is None or shards == self.declared_shards:
+            return
+        known = self.declared_shards or (len(self._shards) if self._shards else None)
+        if known is not None and known != shards:
+            raise ConfigurationError(
+                f"queue {self.name!r} already has shards={known} in this process; got shards={shards}"
+            )
+        self.declared_shards = shards
+
+    def shard_keys(self, *, register: bool = False) -> list[QueueKeys]:
+        """The keys of each shard (one: the plain queue), read from Redis on first use.
+
+        ``register`` also records the queue (and its shard count) for ``stats``.
+        """
+        if self._shards is None or (register and not self._registered):
+            n = resolve_shards(
+                self.relay.connection,
+                self.keys,
+                self.name,
+                self.declared_shards,
+                register=queues_key(self.relay.namespace).encode()
+                if register
+                else None,
+            )
+            self._shards = shard_keys(self.relay.namespace, self.name, n)
+            self._picker = ShardPicker(n)
+            self._registered = self._registered or register
+        return self._shards
 
     # -- producing -------------------------------------------------------------------------
 
@@ -121,29 +168,26 @@ class Queue:
         msg_id = new_id()
         entry = self.encode(body, headers, msg_id=msg_id)
         delay_ms = _delay_ms(delay, eta)
+        shards = self._shards if self._registered else None
+        if shards is None:
+            shards = self.shard_keys(register=True)
         if not delay_ms and dedup_key is None:
-            if self._registered:
-                self.relay.connection.call("LPUSH", self.keys.ready, entry)
-            else:
-                self.relay.connection.pipeline(
-                    [
-                        ("SADD", queues_key(self.relay.namespace), self.name),
-                        ("LPUSH", self.keys.ready, entry),
-                    ],
-                    transaction=False,
-                )
-                self._registered = True
+            k = shards[self._picker.next()] if len(shards) > 1 else shards[0]
+            self.relay.connection.call("LPUSH", k.ready, entry)
             return msg_id
-        self._register()
-        keys = [self.keys.ready, self.keys.delayed, self.keys.delayed_data]
+        k = shards[0]
         if dedup_key is not None:
             if not isinstance(dedup_key, str) or not dedup_key:
                 raise ConfigurationError(
                     f"dedup_key= must be a non-empty str, got {dedup_key!r}"
                 )
-            keys.append(
-                self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
-            )
+            # By the key, so a repeated put meets the first one's dedup key.
+            k = shards[self._picker.by_key(dedup_key)]
+        elif len(shards) > 1:
+            k = shards[self._picker.next()]
+        keys = [k.ready, k.delayed, k.delayed_data]
+        if dedup_key is not None:
+            keys.append(k.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32]))
         ttl_ms = to_ms(self.relay.dedup_ttl)
         result = self.relay.connection.run(
             "put", keys, [entry, msg_id, delay_ms, ttl_ms]
@@ -156,7 +200,8 @@ class Queue:
         """Enqueue many messages in one round trip, all or nothing (``MULTI``/``EXEC``).
 
         Every body is encoded and checked before anything is sent, so a bad body fails the
-        whole call with nothing written. Returns the ids in order.
+        whole call with nothing written. Returns the ids in order. A sharded queue deals
+        the bodies over its shards, one ``MULTI`` per shard: all or nothing *per shard*.
         """
         ids: list[str] = []
         entries: list[bytes] = []
@@ -172,24 +217,23 @@ class Queue:
             ids.append(msg_id)
         if not entries:
             return ids
-        commands: list[tuple[Any, ...]] = [
-            ("SADD", queues_key(self.relay.namespace), self.name)
-        ]
-        for start in range(0, len(entries), PUT_MANY_CHUNK):
-            commands.append(
-                ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
-            )
+        shards = self.shard_keys(register=True)
+        groups = self._picker.spread(len(entries)) if len(shards) > 1 else [[]]
         crash_point("put_many")
-        self.relay.connection.pipeline(commands, transaction=True)
-        self._registered = True
+        for k, group in zip(shards, groups, strict=True):
+            # One queue tag per MULTI: a transaction must stay in one Cluster slot.
+            part = [entries[i] for i in group] if len(shards) > 1 else entries
+            commands: list[tuple[Any, ...]] = [
+                ("LPUSH", k.ready, *part[start : start + PUT_MANY_CHUNK])
+                for start in range(0, len(part), PUT_MANY_CHUNK)
+            ]
+            if commands:
+                self.relay.connection.pipeline(commands, transaction=True)
         return ids
 
     def _register(self) -> None:
         if not self._registered:
-            self.relay.connection.call(
-                "SADD", queues_key(self.relay.namespace), self.name
-            )
-            self._registered = True
+            self.shard_keys(register=True)
 
     # -- inspecting ------------------------------------------------------------------------
 
@@ -198,9 +242,15 @@ class Queue:
 
         The consumers' in-flight hashes are named by the lease set, so the set is read
         first and read again inside the transaction; a change in between means a consumer
-        came or went, and the snapshot is taken again.
+        came or went, and the snapshot is taken again. A sharded queue sums its shards'
+        snapshots (each consistent on its own).
         """
-        k = self.keys
+        shards = self.shard_keys()
+        if len(shards) == 1:
+            return self._stats(shards[0])
+        return merge_stats(self.name, [self._stats(k) for k in shards])
+
+    def _stats(self, k: QueueKeys) -> QueueStats:
         conn = self.relay.connection
         leases = conn.call("ZRANGE", k.leases, 0, -1)
         while True:
@@ -231,46 +281,65 @@ class Queue:
         )
 
     def peek(self, count: int = 10) -> list[Message]:
-        """The next ``count`` ready messages, oldest first, without taking them."""
-        entries = self.relay.connection.call("LRANGE", self.keys.ready, -count, -1)
-        return [
-            m
-            for m in (_to_message(self.name, e) for e in reversed(entries))
-            if m is not None
-        ]
+        """The next ``count`` ready messages, oldest first, without taking them.
+
+        For a sharded queue: the oldest ``count`` over all shards, by enqueue time.
+        """
+        messages: list[Message] = []
+        for k in self.shard_keys():
+            entries = self.relay.connection.call("LRANGE", k.ready, -count, -1)
+            messages += [
+                m
+                for m in (_to_message(self.name, e) for e in reversed(entries))
+                if m is not None
+            ]
+        if len(self.shard_keys()) > 1:
+            messages.sort(key=lambda m: m.enqueued_at)
+        return messages[:count]
 
     # -- dead letters ----------------------------------------------------------------------
 
     def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        """Dead letters, newest first."""
-        ids = self.relay.connection.call(
-            "ZREVRANGE", self.keys.dead, offset, offset + limit - 1
-        )
-        if not ids:
-            return []
-        records = self.relay.connection.call("HMGET", self.keys.dead_data, *ids)
-        return [_dead_letter(r) for r in records if r is not None]
+        """Dead letters, newest first (over all shards of a sharded queue)."""
+        conn = self.relay.connection
+        found: list[tuple[float, bytes, QueueKeys]] = []
+        for k in self.shard_keys():
+            reply = conn.call("ZREVRANGE", k.dead, 0, offset + limit - 1, "WITHSCORES")
+            found += [(float(score), i, k) for i, score in _pairs(reply)]
+        found.sort(key=lambda item: item[0], reverse=True)
+        page = found[offset : offset + limit]
+        letters: list[DeadLetter] = []
+        for k in self.shard_keys():
+            ids = [i for _, i, owner in page if owner is k]
+            if ids:
+                records = conn.call("HMGET", k.dead_data, *ids)
+                letters += [_dead_letter(r) for r in records if r is not None]
+        letters.sort(key=lambda letter: letter.dead_at, reverse=True)
+        return letters
 
     def iter_dead_ids(self, batch: int = 500) -> Iterator[list[str]]:
-        """Dead-letter ids in batches, oldest first (for bulk requeue and purge)."""
-        start = 0
-        while True:
-            ids = self.relay.connection.call(
-                "ZRANGE", self.keys.dead, start, start + batch - 1
-            )
-            if not ids:
-                return
-            yield [i.decode() for i in ids]
-            start += batch
+        """Dead-letter ids in batches, oldest first per shard (for bulk requeue and purge)."""
+        for k in self.shard_keys():
+            start = 0
+            while ids := self.relay.connection.call(
+                "ZRANGE", k.dead, start, start + batch - 1
+            ):
+                yield [i.decode() for i in ids]
+                start += batch
 
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         """Move dead letters (all, or these ids) back to the end of the queue, counters reset.
 
-        Each id moves exactly once, even if two operators requeue at the same time.
+        Each id moves exactly once, even if two operators requeue at the same time. A
+        dead letter of a sharded queue goes back to its own shard.
         """
+        wanted = None if ids is None else list(ids)
+        return sum(self._requeue_dead(k, wanted) for k in self.shard_keys())
+
+    def _requeue_dead(self, k: QueueKeys, ids: list[str] | None) -> int:
         total = 0
-        for chunk in self._id_chunks(ids):
-            records = self.relay.connection.call("HMGET", self.keys.dead_data, *chunk)
+        for chunk in self._id_chunks(k, ids):
+            records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
             args: list[Any] = []
             for msg_id, record in zip(chunk, records, strict=True):
                 if record is not None:
@@ -283,44 +352,45 @@ class Queue:
             if args:
                 total += int(
                     self.relay.connection.run(
-                        "requeue_dead",
-                        [self.keys.dead, self.keys.dead_data, self.keys.ready],
-                        args,
+                        "requeue_dead", [k.dead, k.dead_data, k.ready], args
                     )
                 )
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or these ids). Returns how many were deleted."""
+        wanted = None if ids is None else list(ids)
         total = 0
-        for chunk in self._id_chunks(ids):
-            total += int(
-                self.relay.connection.run(
-                    "purge_dead", [self.keys.dead, self.keys.dead_data], chunk
+        for k in self.shard_keys():
+            for chunk in self._id_chunks(k, wanted):
+                total += int(
+                    self.relay.connection.run(
+                        "purge_dead", [k.dead, k.dead_data], chunk
+                    )
                 )
-            )
         return total
 
-    def _id_chunks(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
+    def _id_chunks(self, k: QueueKeys, ids: list[str] | None) -> Iterator[list[str]]:
         if ids is None:
             # Only the letters that are dead now: one that dies again meanwhile gets a later
             # score, so requeueing everything from a failing queue ends. Always read from
-            # the start: the previous chunk is gone by the time we read on.
-            seconds, micros = self.relay.connection.call("TIME")
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            # the start: the previous chunk is gone by the time we read on. The clock is
+            # the one of the node holding the shard, which stamped the deaths.
+            now_ms = self.relay.connection.time_ms(k.dead)
             while raw := self.relay.connection.call(
-                "ZRANGEBYSCORE", self.keys.dead, "-inf", now_ms, "LIMIT", 0, 500
+                "ZRANGEBYSCORE", k.dead, "-inf", now_ms, "LIMIT", 0, 500
             ):
                 yield [i.decode() for i in raw]
             return
-        chunk = []
-        for msg_id in ids:
-            chunk.append(msg_id)
-            if len(chunk) == 500:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        for start in range(0, len(ids), 500):
+            yield ids[start : start + 500]
+
+
+def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
+    """ZRANGE ... WITHSCORES as (member, score) pairs (RESP2 flat list or RESP3 pairs)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _delay_ms(delay: Duration | None, eta: datetime | None) -> int:

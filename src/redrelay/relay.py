@@ -206,11 +206,18 @@ class Relay:
 
     # -- primitives ------------------------------------------------------------------------
 
-    def queue(self, name: str) -> Queue:
-        """The queue called ``name`` (no I/O; validates the name)."""
+    def queue(self, name: str, *, shards: int | None = None) -> Queue:
+        """The queue called ``name`` (no I/O; validates the name).
+
+        :param shards: split the queue over this many hash tags, so that Redis Cluster
+            spreads it over its nodes (see docs/scaling.md). None: the count stored with
+            the queue by its first producer or worker (1 if none).
+        :raises ConfigurationError: ``shards`` differs from the count declared before.
+        """
         q = self._queues.get(name)
         if q is None:
-            q = self._queues.setdefault(name, Queue(self, name))
+            q = self._queues.setdefault(name, Queue(self, name, shards))
+        q.declare(shards)
         return q
 
     def channel(self, name: str) -> Channel:
@@ -246,7 +253,8 @@ class Relay:
     def consumer(self, queue: str, **options: Any) -> Callable[[H], H]:
         """Register the decorated function as the consumer of ``queue``.
 
-        Options override the relay's ``consumer_defaults`` (see :class:`ConsumerOptions`).
+        Options override the relay's ``consumer_defaults`` (see :class:`ConsumerOptions`);
+        ``shards=`` declares the queue's shard count, as ``relay.queue(name, shards=)``.
         The function receives a :class:`Message`; returning acks it, raising retries it with
         backoff, :class:`Retry` and :class:`Reject` control that explicitly.
 
@@ -256,8 +264,9 @@ class Relay:
             def make_thumbnail(message):
                 ...
         """
+        shards = options.pop("shards", None)
         opts = ConsumerOptions.build(**{**self.consumer_defaults, **options})
-        q = self.queue(queue)
+        q = self.queue(queue, shards=shards)
 
         def register(handler: H) -> H:
             if not callable(handler):

@@ -10,8 +10,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry
 
+from ..config import CLUSTER_SCHEMES
 from ..errors import (
     BrokerError,
     BrokerFull,
@@ -21,9 +24,19 @@ from ..errors import (
 )
 from ..protocol.scripts import script
 
-__all__ = ["Connection", "raise_translated", "redact", "translate"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "Connection",
+    "is_cluster_url",
+    "raise_translated",
+    "redact",
+    "translate",
+]
 
 Arg = str | bytes | int | float
+
+#: Everything a redis-py call can raise: RedisClusterException is not a RedisError.
+_ERRORS = (rex.RedisError, rex.RedisClusterException, OSError)
 
 
 #: URL query parameters whose values are secrets.
@@ -67,6 +80,21 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
     """Re-raise redis errors as redrelay errors, keeping the cause."""
     try:
         yield
+    except (rex.ClusterDownError, rex.TryAgainError, rex.SlotNotCoveredError) as exc:
+        raise BrokerUnavailable(
+            f"Redis Cluster at {redact(url)} cannot serve the request now ({exc}); "
+            "a node is down or slots are moving"
+        ) from exc
+    except (
+        rex.AskError
+    ) as exc:  # MovedError too: a plain client talking to a cluster node
+        raise ConfigurationError(
+            f"Redis at {redact(url)} is a Redis Cluster node (it answered "
+            f"{type(exc).__name__.removesuffix('Error').upper()} {exc}); "
+            "use a redis+cluster:// URL"
+        ) from exc
+    except rex.RedisClusterException as exc:
+        raise _cluster_error(url, exc) from exc
     except rex.BusyLoadingError as exc:
         raise BrokerLoading(
             f"Redis at {redact(url)} is loading its data set; try again shortly"
@@ -104,6 +132,42 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
         raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
 
 
+def _cluster_error(url: str, exc: BaseException) -> Exception:
+    """The redrelay error for a redis-py cluster client error (it is no RedisError)."""
+    text = str(exc)
+    if "not enabled" in text:
+        return ConfigurationError(
+            f"Redis at {redact(url)} is not a Redis Cluster ({text}); use a redis:// URL"
+        )
+    if "cannot be connected" in text or "reachable" in text:
+        return BrokerUnavailable(f"cannot reach Redis Cluster at {redact(url)}: {text}")
+    return BrokerError(f"Redis Cluster client error for {redact(url)}: {text}")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` selects Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def _split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[auth@]h1:p1,h2:p2/0?q`` -> (``redis://[auth@]h1:p1/0?q``, [(h2, p2)])."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for host in hosts.split(","):
+        name, _, port = host.strip().rpartition(":")
+        if not name or not port.isdigit():
+            raise ConfigurationError(
+                f"invalid Redis Cluster URL {redact(url)!r}: each node must be host:port"
+            )
+        nodes.append((name, int(port)))
+    base = scheme.removesuffix("+cluster")
+    first = f"{base}://{auth}{at}{nodes[0][0]}:{nodes[0][1]}{slash}{path}"
+    return (first + (f"?{query}" if query else "")), nodes[1:]
+
+
 def raise_translated(
     url: str, exc: BaseException, namespace: str | None = None
 ) -> NoReturn:
@@ -136,9 +200,15 @@ class Connection:
         self._retries = retries
         self._socket_timeout = socket_timeout
         self._client: redis.Redis | None = None
+        #: Whether the URL selects Redis Cluster (the client is then a RedisCluster).
+        self.is_cluster = is_cluster_url(url)
 
     @property
     def client(self) -> redis.Redis:
+        """The redis-py client: a ``redis.Redis``, or a ``RedisCluster`` that routes each
+        command to the node of its keys (typed as Redis: they share the command API)."""
+        if self._client is None and self.is_cluster:
+            self._client = self._cluster_client()
         if self._client is None:
             try:
                 tcp: dict[str, Any] = (
@@ -163,6 +233,74 @@ class Connection:
                 ) from exc
         return self._client
 
+    def _cluster_client(self) -> Any:
+        first, others = _split_cluster_url(self.url)
+        try:
+            return RedisCluster.from_url(
+                first,
+                startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=5.0,
+                socket_keepalive=True,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"invalid Redis URL {redact(self.url)!r}: {exc}"
+            ) from exc
+        except _ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+
+    def time_ms(self, key: str | None = None) -> int:
+        """The server's clock in ms (on a cluster: of the node that holds ``key``, whose
+        clock the lease scripts of that key's queue use)."""
+        try:
+            if self.is_cluster and key is not None:
+                node = self.client.get_node_from_key(key)  # type: ignore[attr-defined]
+                reply = self.client.execute_command("TIME", target_nodes=node)  # type: ignore[no-untyped-call]
+            else:
+                reply = self.client.execute_command("TIME")  # type: ignore[no-untyped-call]
+        except _ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        seconds, micros = reply
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def node_tags(self, prefix: str) -> list[str]:
+        """On a cluster, one hash tag ``<prefix><n>`` per primary, held by that node."""
+        owners: dict[str, str] = {}
+        try:
+            primaries = {n.name for n in self.client.get_primaries()}  # type: ignore[attr-defined]
+            slots = self.client.nodes_manager.slots_cache  # type: ignore[attr-defined]
+        except _ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        n = 0
+        while len(owners) < len(primaries) and n < 100_000:
+            tag = f"{prefix}{n}"
+            nodes = slots.get(key_slot(tag.encode()))
+            if nodes:
+                owners.setdefault(nodes[0].name, tag)
+            n += 1
+        return sorted(owners.values())
+
+    def subscriber_connection(self, turn: int = 0) -> Any:
+        """A bare redis-py connection (RESP2, not connected yet) for SUBSCRIBE.
+
+        On a cluster, classic PUBLISH reaches every node, so one node is enough: ``turn``
+        picks it in rotation, so a listener that lost its node tries the next one.
+        """
+        try:
+            if self.is_cluster:
+                nodes = sorted(self.client.get_primaries(), key=lambda n: n.name)  # type: ignore[attr-defined]
+                node = nodes[turn % len(nodes)]
+                if node.redis_connection is None:
+                    self.client.nodes_manager.initialize()  # type: ignore[attr-defined]
+                pool = node.redis_connection.connection_pool
+            else:
+                pool = self.client.connection_pool
+        except _ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        return pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -176,7 +314,7 @@ class Connection:
                 return self.client.evalsha(s.sha, len(keys), *keys, *args)
             except rex.NoScriptError:
                 return self.client.eval(s.source, len(keys), *keys, *args)
-        except (rex.RedisError, OSError) as exc:
+        except _ERRORS as exc:
             # try/except rather than ``with translate()``: the context manager costs
             # about 2 us per call, which shows on the put and publish hot paths.
             raise_translated(self.url, exc, self.namespace)
@@ -185,7 +323,7 @@ class Connection:
         """One plain Redis command."""
         try:
             return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
-        except (rex.RedisError, OSError) as exc:
+        except _ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
     def config_get(self, name: str) -> str | None:

@@ -24,30 +24,47 @@ log = logging.getLogger("redrelay.worker")
 
 
 class EpochWatch:
-    """Checks the epoch key; ``wipes`` counts the data losses seen."""
+    """Checks the epoch key; ``wipes`` counts the data losses seen.
+
+    On Redis Cluster each node can lose its data on its own, so there is one epoch key per
+    primary as well (``<namespace>:{epoch-<n>}``, a tag whose slot that node holds).
+    """
 
     def __init__(self, conn: Connection, namespace: str) -> None:
         self.conn = conn
+        self.namespace = namespace
         self.key = epoch_key(namespace)
-        self.epoch: bytes | None = None
+        self.epochs: dict[str, bytes] = {}
         self.wipes = 0
+
+    def keys(self) -> list[str]:
+        """The epoch keys: the namespace's, and on a cluster one per primary."""
+        tags = self.conn.node_tags("epoch-") if self.conn.is_cluster else []
+        return [self.key] + [f"{self.namespace}:{{{tag}}}" for tag in tags]
 
     def check(self) -> bool:
         """Return False (after reporting) if the data set changed since the last check."""
         mine = secrets.token_hex(8).encode()
-        self.conn.call("SET", self.key, mine, "NX")
-        current: bytes | None = self.conn.call("GET", self.key)
-        if self.epoch is None or current == self.epoch:
-            self.epoch = current
-            return True
-        self.wipes += 1
-        log.error(
-            "Redis at %s lost its data (epoch key %s %s): messages that were queued, delayed, "
-            "in flight or dead before are gone. Run Redis with appendonly yes; check for a "
-            "restart without persistence, a FLUSHALL or a failover to an empty replica.",
-            redact(self.conn.url),
-            self.key,
-            "was replaced" if current != mine else "was missing",
-        )
-        self.epoch = current
-        return False
+        keys = self.keys()
+        commands: list[tuple[str | bytes, ...]] = []
+        for key in keys:
+            commands += [("SET", key, mine, "NX"), ("GET", key)]
+        # Not a transaction: on a cluster the keys live on different nodes.
+        replies = self.conn.pipeline(commands, transaction=False)
+        ok = True
+        for key, current in zip(keys, replies[1::2], strict=True):
+            seen = self.epochs.get(key)
+            self.epochs[key] = current
+            if seen is None or current == seen:
+                continue
+            ok = False
+            self.wipes += 1
+            log.error(
+                "Redis at %s lost its data (epoch key %s %s): messages that were queued, delayed, "
+                "in flight or dead before are gone. Run Redis with appendonly yes; check for a "
+                "restart without persistence, a FLUSHALL or a failover to an empty replica.",
+                redact(self.conn.url),
+                key,
+                "was replaced" if current != mine else "was missing",
+            )
+        return ok

@@ -27,7 +27,7 @@ from ..errors import (
 from ..handlers import Consumer
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
-from .leases import Batch, Lease, Reservation, recover_expired, retry_forever
+from .leases import Batch, Lease, Reservation, new_lease, retry_forever
 from .timelimit import Slot, interrupt
 
 if TYPE_CHECKING:
@@ -89,14 +89,14 @@ class Runner:
         self.epoch = EpochWatch(conn, self.relay.namespace)
         retry_forever(self.epoch.check, self._stopping, "epoch")
         for consumer in self.consumers:
-            lease = Lease(conn, consumer.queue.keys, consumer.options)
             # Until Redis answers, or until asked to stop (then BrokerUnavailable is raised).
-            retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
-            retry_forever(
-                consumer.queue._register,
+            # Registering reads the shard count: a mismatch raises ConfigurationError.
+            lease = retry_forever(
+                lambda c=consumer: new_lease(conn, c.queue, c.options),
                 self._stopping,
                 f"queue {consumer.name}: register",
             )
+            retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
             self._leases[consumer.name] = lease
             for n in range(consumer.options.concurrency):
                 self._start_slot(Slot(consumer, lease), n)
@@ -235,14 +235,7 @@ class Runner:
                     0.01, round(self.poll if got < 0 else min(self.poll, got), 3)
                 )
                 if got != 0:
-                    lease.conn.call(
-                        "BLMOVE",
-                        lease.keys.ready,
-                        lease.keys.ready,
-                        "RIGHT",
-                        "RIGHT",
-                        wait,
-                    )
+                    lease.wait(wait)
             else:
                 return got
         except BrokerUnavailable as exc:
@@ -273,7 +266,7 @@ class Runner:
             with slot.lock:
                 if not slot.pending or self._stopping.is_set():
                     break
-                if lease.generation != batch.generation:
+                if not lease.current(batch):
                     # The lease was taken over: these entries are already back in the queue.
                     slot.pending.clear()
                     break
@@ -397,7 +390,7 @@ class Runner:
                 try:
                     lease.heartbeat()
                     if time.monotonic() >= next_sweep:
-                        recover_expired(lease.conn, lease.keys)
+                        lease.recover()
                 except RedrelayError as exc:
                     log.warning("queue %s: heartbeat failed (%s); retrying", name, exc)
             if time.monotonic() >= next_sweep:
