@@ -288,3 +288,19 @@ def test_a_sigkilled_worker_on_the_cluster_loses_nothing(
         duplicates <= 8 * 4 * 20
     )  # at most what the killed worker held (shards x threads x prefetch)
     assert hot.stats().counters["recovered"] >= 1
+
+
+def test_cluster_urls_name_one_or_more_nodes() -> None:
+    from redrelay.io.sync import _split_cluster_url
+
+    assert _split_cluster_url(
+        "rediss+cluster://u:p@h1:1,h2:2/0?ssl_cert_reqs=none"
+    ) == (
+        "rediss://u:p@h1:1/0?ssl_cert_reqs=none",
+        [("h2", 2)],
+    )
+    assert _split_cluster_url("redis+cluster://h:7000") == ("redis://h:7000", [])
+    with pytest.raises(ConfigurationError, match="host:port"):
+        _split_cluster_url("redis+cluster://h1:1,h2")
+    with pytest.raises(ConfigurationError, match="redis\\+cluster://"):
+        Relay("cluster://h:1")

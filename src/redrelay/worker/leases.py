@@ -8,7 +8,6 @@ consumer's hash is gone, so a late ack, retry or bury finds nothing and is rejec
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import socket
@@ -29,16 +28,8 @@ from ..protocol.transitions import to_ms
 if TYPE_CHECKING:
     from ..config import ConsumerOptions
     from ..io.sync import Connection
-    from ..queue import Queue
 
-__all__ = [
-    "Batch",
-    "Lease",
-    "Reservation",
-    "ShardedLease",
-    "new_lease",
-    "recover_expired",
-]
+__all__ = ["Batch", "Lease", "Reservation", "recover_expired"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -325,147 +316,3 @@ def retry_forever(action: Any, stop: threading.Event, what: str) -> Any:
             )
             stop.wait(delay)
             delay = min(delay * 2, 2.0)
-
-
-def new_lease(conn: Connection, queue: Queue, options: ConsumerOptions) -> Any:
-    """A :class:`Lease`, or a :class:`ShardedLease` for a queue with several shards.
-
-    Registers the queue first (which reads or stores its shard count).
-    """
-    shards = queue.shard_keys(register=True)
-    if len(shards) == 1:
-        return Lease(conn, shards[0], options)
-    return ShardedLease(conn, queue.keys, shards, options)
-
-
-@dataclass(slots=True)
-class ShardReservation:
-    """A reservation on one shard; moved to the shard being tried, so that a fetch retried
-    after a lost reply goes to the shard whose call was lost (see :meth:`Lease.fetch`)."""
-
-    shard: int
-    inner: Reservation
-
-
-class ShardedLease:
-    """A consumer of a sharded queue: one :class:`Lease` per shard, the same interface.
-
-    Each fetch starts at the next shard in turn (a counter shared by the threads), so every
-    shard is served; it moves on only past an empty shard, so a busy queue costs one round
-    trip per batch (plus one for acks that belong to another shard than the one fetched).
-    """
-
-    def __init__(
-        self,
-        conn: Connection,
-        keys: QueueKeys,
-        shards: Sequence[QueueKeys],
-        options: ConsumerOptions,
-    ) -> None:
-        self.conn = conn
-        #: The plain queue's keys: they name the queue in log lines.
-        self.keys = keys
-        self.options = options
-        self.shards = [Lease(conn, k, options) for k in shards]
-        self._turn = itertools.count()
-        self._by_consumer: dict[str, int] = {}
-
-    @property
-    def lost(self) -> int:
-        return sum(s.lost for s in self.shards)
-
-    def _index(self) -> None:
-        for i, lease in enumerate(self.shards):
-            self._by_consumer[lease.consumer_id] = i
-
-    def _shard_of(self, tag: str) -> int:
-        cid = _consumer_of(tag)
-        if cid not in self._by_consumer:
-            self._index()  # a shard joined again since (fetch found its lease lost)
-        return self._by_consumer[cid]
-
-    def _group(self, tags: Sequence[str]) -> dict[int, list[str]]:
-        groups: dict[int, list[str]] = {}
-        for tag in tags:
-            groups.setdefault(self._shard_of(tag), []).append(tag)
-        return groups
-
-    def join(self) -> None:
-        for lease in self.shards:
-            lease.join()
-        self._index()
-
-    def heartbeat(self) -> bool:
-        alive = [lease.heartbeat() for lease in self.shards]
-        self._index()
-        return all(alive)
-
-    def reserve(self, count: int) -> ShardReservation:
-        shard = next(self._turn) % len(self.shards)
-        return ShardReservation(shard, self.shards[shard].reserve(count))
-
-    def fetch(
-        self,
-        count: int,
-        acks: Sequence[str] = (),
-        reservation: ShardReservation | None = None,
-    ) -> tuple[int, Batch | float | None]:
-        """Like :meth:`Lease.fetch`, over the shards from the reserved one on.
-
-        Acks of the first shard tried ride on its fetch; the others go first, one call per
-        shard. Returns the first batch found, else the soonest delayed message's wait.
-        """
-        if reservation is None:
-            reservation = self.reserve(count)
-        held = 0
-        groups = self._group(acks)
-        for shard, tags in groups.items():
-            if shard != reservation.shard:
-                held += self.shards[shard].ack(tags)
-        soonest = -1.0
-        n = len(self.shards)
-        for step in range(n):
-            if step:
-                shard = (reservation.shard + 1) % n
-                reservation.shard = shard
-                reservation.inner = self.shards[shard].reserve(count)
-            lease = self.shards[reservation.shard]
-            tags = groups.pop(reservation.shard, []) if step == 0 else []
-            got_held, got = lease.fetch(count, tags, reservation.inner)
-            held += got_held
-            if got is None or isinstance(got, Batch):
-                if got is not None:
-                    got.shard = reservation.shard
-                return held, got
-            if got >= 0:
-                soonest = got if soonest < 0 else min(soonest, got)
-        return held, soonest
-
-    def current(self, batch: Batch) -> bool:
-        return self.shards[batch.shard].current(batch)
-
-    def wait(self, seconds: float) -> None:
-        """Block on one shard (in turn): Cluster cannot block on keys of several slots, so
-        a message on another shard of an idle queue waits up to ``seconds``."""
-        self.shards[next(self._turn) % len(self.shards)].wait(seconds)
-
-    def ack(self, tags: list[str]) -> int:
-        return sum(self.shards[i].ack(t) for i, t in self._group(tags).items())
-
-    def mark(self, tag: str) -> bool:
-        return self.shards[self._shard_of(tag)].mark(tag)
-
-    def retry(self, tag: str, entry: bytes, delay: float, msg_id: str) -> bool:
-        return self.shards[self._shard_of(tag)].retry(tag, entry, delay, msg_id)
-
-    def bury(self, tag: str, msg_id: str, record: bytes, cap: int) -> bool:
-        return self.shards[self._shard_of(tag)].bury(tag, msg_id, record, cap)
-
-    def release(self, tags: list[str]) -> int:
-        return sum(self.shards[i].release(t) for i, t in self._group(tags).items())
-
-    def leave(self) -> int:
-        return sum(lease.leave() for lease in self.shards)
-
-    def recover(self) -> int:
-        return sum(lease.recover() for lease in self.shards)

@@ -27,7 +27,8 @@ from ..errors import (
 from ..handlers import Consumer
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
-from .leases import Batch, Lease, Reservation, new_lease, retry_forever
+from .leases import Batch, Lease, Reservation, retry_forever
+from .sharded import new_lease
 from .timelimit import Slot, interrupt
 
 if TYPE_CHECKING:
