@@ -27,21 +27,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from redrelay import Message, Relay  # noqa: E402
-from redrelay._cluster import LocalCluster  # noqa: E402
-from redrelay.worker.runner import Runner  # noqa: E402
+from redrelay import Message, Relay
+from redrelay._cluster import LocalCluster
+from redrelay.worker.runner import Runner
 
 QUEUE = "bench"
 
 
-def _consume(url: str, namespace: str, shards: int, go: Any, ready: Any, stop: Any) -> None:
+def _consume(
+    url: str, namespace: str, shards: int, go: Any, ready: Any, stop: Any
+) -> None:
     relay = Relay(url, namespace=namespace, concurrency=4, prefetch=50)
 
     @relay.consumer(QUEUE, shards=shards)
     def noop(message: Message) -> None:
         pass
 
-    relay.queue(QUEUE).stats()  # connect and read the shard count before the clock starts
+    relay.queue(
+        QUEUE
+    ).stats()  # connect and read the shard count before the clock starts
     ready.release()
     go.wait()
     runner = Runner(relay, subscribers=False)
@@ -110,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
             f"3-node cluster on loopback, N={args.n}, {args.processes} worker processes x 4 threads, "
             f"{os.cpu_count()} CPUs"
         )
-        print(f"{'shards':>6} {'nodes':>5} {'put/s':>9} {'put_many/s':>11} {'drain/s':>9}")
+        print(
+            f"{'shards':>6} {'nodes':>5} {'put/s':>9} {'put_many/s':>11} {'drain/s':>9}"
+        )
         for shards in (int(s) for s in args.shards.split(",")):
             r = measure(cluster.url, shards, args.n, args.processes)
             print(
