@@ -173,7 +173,7 @@ class Channel:
             envelope["h"] = check_headers(headers)
         relay = self.relay
         entry = relay.encode_envelope(envelope)
-        receivers = relay.connection.call("PUBLISH", self.key, entry)
+        receivers = relay.connection.publish(self.key, entry)
         # Only now: a publish that raised gives its number to the next one, so a
         # subscriber never sees a gap for a message the caller knows was not sent.
         stream.seqs[self.key] = seq

@@ -112,20 +112,21 @@ class Queue:
 
         ``register`` also records the queue (and its shard count) for ``stats``.
         """
-        if self._shards is None or (register and not self._registered):
-            n = resolve_shards(
-                self.relay.connection,
-                self.keys,
-                self.name,
-                self.declared_shards,
-                register=queues_key(self.relay.namespace).encode()
-                if register
-                else None,
-            )
-            self._shards = shard_keys(self.relay.namespace, self.name, n)
-            self._picker = ShardPicker(n)
+        if self._shards is not None and (self._registered or not register):
+            return self._shards
+        ns = self.relay.namespace
+        n, known = resolve_shards(
+            self.relay.connection,
+            self.keys,
+            self.name,
+            self.declared_shards,
+            register=queues_key(ns).encode() if register else None,
+        )
+        keys = shard_keys(ns, self.name, n)
+        if known:  # else ask again next time: a producer may register it meanwhile
+            self._shards, self._picker = keys, ShardPicker(n)
             self._registered = self._registered or register
-        return self._shards
+        return keys
 
     # -- producing -------------------------------------------------------------------------
 

@@ -72,8 +72,9 @@ def resolve_shards(
     declared: int | None,
     *,
     register: bytes | None = None,
-) -> int:
-    """The queue's shard count, checked against the one stored with the queue.
+) -> tuple[int, bool]:
+    """The queue's shard count, and whether it is settled (stored in Redis or declared),
+    checked against the one stored with the queue.
 
     With ``register`` (the key of the namespace's queue set) the queue is also added to
     that set and, if no count is stored yet, ``declared`` (or 1) is stored: one round trip.
@@ -101,7 +102,7 @@ def resolve_shards(
             "Declare the same count everywhere, or none (the stored count is then used). "
             "To change it, stop producers and workers, drain the queue, and delete that key."
         )
-    return count or declared or 1
+    return count or declared or 1, count is not None or declared is not None
 
 
 class ShardPicker:

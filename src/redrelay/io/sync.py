@@ -62,7 +62,9 @@ def redact(url: str) -> str:
 
 def _unreachable_hint(url: str, text: str) -> str:
     """A next step for the usual TLS mix-ups, read off the error text."""
-    tls = url.startswith("rediss://")
+    tls = url.startswith(("rediss://", "rediss+cluster://"))
+    if is_cluster_url(url):
+        return ""  # a node that went away: nothing to say about TLS
     if not tls and ("reset by peer" in text or "Connection closed by server" in text):
         return "; if the server expects TLS, use a rediss:// URL"
     if tls and ("certificate required" in text or "EOF occurred in violation" in text):
@@ -179,6 +181,16 @@ def raise_translated(
     )  # pragma: no cover - translate always raises here
 
 
+def _config_value(reply: Any, name: str) -> str | None:
+    if isinstance(reply, dict):
+        value = reply.get(name, reply.get(name.encode()))
+    elif isinstance(reply, list) and len(reply) == 2:
+        value = reply[1]
+    else:
+        value = None
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class Connection:
     """A lazily opened redis-py client for one URL, plus script calls by name.
 
@@ -265,6 +277,37 @@ class Connection:
         seconds, micros = reply
         return int(seconds) * 1000 + int(micros) // 1000
 
+    def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH; on a cluster through the default node, else the next live primary.
+
+        A classic PUBLISH reaches the subscribers of every node, so any node will do; the
+        client would otherwise route it by the channel's slot, and fail while that one
+        node is down.
+        """
+        if not self.is_cluster:
+            return int(self.call("PUBLISH", channel, data))
+        client: Any = self.client
+        try:
+            first = client.get_default_node()
+            nodes = [first] + [n for n in client.get_primaries() if n != first]
+            for node in nodes:
+                try:
+                    receivers = client.execute_command(
+                        "PUBLISH", channel, data, target_nodes=node
+                    )
+                except (rex.ConnectionError, rex.TimeoutError):
+                    if node is nodes[-1]:
+                        raise
+                    continue
+                if node is not first:
+                    client.replace_default_node(node)
+                return int(receivers)
+        except _ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        raise AssertionError(
+            "unreachable"
+        )  # pragma: no cover - the loop returns or raises
+
     def node_tags(self, prefix: str) -> list[str]:
         """On a cluster, one hash tag ``<prefix><n>`` per primary, held by that node."""
         owners: dict[str, str] = {}
@@ -327,15 +370,30 @@ class Connection:
             raise_translated(self.url, exc, self.namespace)
 
     def config_get(self, name: str) -> str | None:
-        """One server setting (CONFIG GET), or None if the server does not say."""
-        reply = self.call("CONFIG", "GET", name)
-        if isinstance(reply, dict):
-            value = reply.get(name, reply.get(name.encode()))
-        elif isinstance(reply, list) and len(reply) == 2:
-            value = reply[1]
-        else:
-            value = None
-        return value.decode() if isinstance(value, bytes) else value
+        """One server setting (CONFIG GET), or None if the server does not say.
+
+        On a cluster every primary is asked: their common value, or ``node=value, ...``
+        when they differ (so a check for the safe value fails, and the text says where).
+        """
+        if not self.is_cluster:
+            return _config_value(self.call("CONFIG", "GET", name), name)
+        try:
+            primaries = self.client.get_primaries()  # type: ignore[attr-defined]
+            replies = {
+                node.name: _config_value(
+                    self.client.execute_command(
+                        "CONFIG", "GET", name, target_nodes=node
+                    ),  # type: ignore[no-untyped-call]
+                    name,
+                )
+                for node in primaries
+            }
+        except _ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        values = set(replies.values())
+        if len(values) == 1:
+            return values.pop()
+        return ", ".join(f"{node}={value}" for node, value in sorted(replies.items()))
 
     def pipeline(
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
