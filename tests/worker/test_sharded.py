@@ -54,3 +54,22 @@ def test_an_empty_shard_is_skipped_and_tags_route_to_their_shard(relay: Relay) -
     lease.ack(empty.tags)
     assert lease.fetch(10) == (0, -1.0)  # every shard empty, nothing delayed
     assert lease.leave() == 0
+
+
+def test_after_a_wait_the_next_fetch_starts_on_the_shard_waited_on(
+    relay: Relay,
+) -> None:
+    lease = _lease(relay, 4)
+    keys = relay.queue("s").shard_keys()
+    for _ in range(4):
+        lease.wait(0.02)
+        waited = lease._streak.waited
+        others = [k for i, k in enumerate(keys) if i != waited]
+        relay.connection.call("LPUSH", others[0].ready, "elsewhere")
+        relay.connection.call("LPUSH", keys[waited].ready, "here")
+        _, batch = lease.fetch(1)
+        assert isinstance(batch, Batch) and batch.shard == waited
+        lease.ack(batch.tags)
+        _, batch = lease.fetch(1)  # then the other one, wherever it is
+        assert isinstance(batch, Batch)
+        lease.ack(batch.tags)

@@ -72,6 +72,7 @@ class ShardedLease:
         self.shards = [Lease(conn, k, options) for k in shards]
         self._turn = itertools.count()
         self._by_consumer: dict[str, int] = {}
+        #: Per thread: ``n`` batches taken in a row from one shard, the shard ``waited`` on.
         self._streak = threading.local()
 
     @property
@@ -105,7 +106,12 @@ class ShardedLease:
         return all(alive)
 
     def reserve(self, count: int) -> ShardReservation:
-        shard = next(self._turn) % len(self.shards)
+        """Tags on the shard this thread last waited on (it may have woken for an entry
+        there), else on the next shard in turn."""
+        shard = getattr(self._streak, "waited", None)
+        if shard is None:
+            shard = next(self._turn) % len(self.shards)
+        self._streak.waited = None
         return ShardReservation(shard, self.shards[shard].reserve(count))
 
     def fetch(
@@ -166,8 +172,12 @@ class ShardedLease:
 
     def wait(self, seconds: float) -> None:
         """Block on one shard (in turn): Cluster cannot block on keys of several slots, so
-        a message on another shard of an idle queue waits up to ``seconds``."""
-        self.shards[next(self._turn) % len(self.shards)].wait(seconds)
+        a message on another shard of an idle queue waits up to ``seconds``. An idle
+        thread so scans the shards at most once per wait: the cost of empty shards is
+        bounded per second, not paid per message."""
+        shard = next(self._turn) % len(self.shards)
+        self._streak.waited = shard
+        self.shards[shard].wait(seconds)
 
     def ack(self, tags: list[str]) -> int:
         return sum(self.shards[i].ack(t) for i, t in self._group(tags).items())
