@@ -53,3 +53,25 @@ def test_a_worker_with_another_shard_count_refuses_to_start(
     worker.consumer("jobs", shards=2)(lambda m: None)
     with pytest.raises(ConfigurationError, match=r"has 3 shard\(s\).*shards=2"):
         Runner(worker).start()
+
+
+def _multis(relay: Relay) -> int:
+    stats = relay.connection.call("INFO", "commandstats")
+    return int(stats.get("cmdstat_multi", {}).get("calls", 0))
+
+
+def test_a_sharded_put_many_is_one_transaction_on_one_server(
+    make_relay: Callable[..., Relay],
+) -> None:
+    relay = make_relay()
+    q = relay.queue("many", shards=4)
+    q.put(0)  # registers the queue first
+    before = _multis(relay)
+    q.put_many(range(1, 9))
+    assert _multis(relay) == before + 1
+    assert [relay.connection.call("LLEN", k.ready) for k in q.shard_keys()] == [
+        3,
+        2,
+        2,
+        2,
+    ]

@@ -202,7 +202,9 @@ class Queue:
 
         Every body is encoded and checked before anything is sent, so a bad body fails the
         whole call with nothing written. Returns the ids in order. A sharded queue deals
-        the bodies over its shards, one ``MULTI`` per shard: all or nothing *per shard*.
+        the bodies over its shards: on Redis Cluster in one ``MULTI`` per shard, so all or
+        nothing *per shard* only (a transaction cannot span slots); on one server still in
+        one ``MULTI``.
         """
         ids: list[str] = []
         entries: list[bytes] = []
@@ -221,15 +223,21 @@ class Queue:
         shards = self.shard_keys(register=True)
         groups = self._picker.spread(len(entries)) if len(shards) > 1 else [[]]
         crash_point("put_many")
+        conn = self.relay.connection
+        batches: list[list[tuple[Any, ...]]] = []
         for k, group in zip(shards, groups, strict=True):
-            # One queue tag per MULTI: a transaction must stay in one Cluster slot.
             part = [entries[i] for i in group] if len(shards) > 1 else entries
             commands: list[tuple[Any, ...]] = [
                 ("LPUSH", k.ready, *part[start : start + PUT_MANY_CHUNK])
                 for start in range(0, len(part), PUT_MANY_CHUNK)
             ]
-            if commands:
-                self.relay.connection.pipeline(commands, transaction=True)
+            # One queue tag per MULTI on a cluster: a transaction stays in one slot.
+            if commands and (conn.is_cluster or not batches):
+                batches.append(commands)
+            elif commands:
+                batches[0] += commands
+        for commands in batches:
+            conn.pipeline(commands, transaction=True)
         return ids
 
     def _register(self) -> None:
