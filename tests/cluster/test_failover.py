@@ -33,8 +33,8 @@ def test_channels_survive_the_death_of_a_node(tmp_path: Path) -> None:
         listener = Listener(
             listening,
             listening.subscribers,
-            ping_interval=0.2,
-            ping_timeout=0.5,
+            ping_interval=2.0,  # generous: a busy machine must not look like a dead node
+            ping_timeout=3.0,
             backoff_base=0.02,
             backoff_cap=0.2,
         )
