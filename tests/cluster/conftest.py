@@ -1,10 +1,9 @@
-"""A 3-primary Redis Cluster on loopback for the whole module (``redrelay._cluster``)."""
+"""The session's 3-primary Redis Cluster (``redrelay.testing``) and relays on it."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +13,9 @@ from redrelay._cluster import LocalCluster
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Three ``redis-server --cluster-enabled yes`` joined by ``redis-cli --cluster create``."""
-    directory: Path = tmp_path_factory.mktemp("cluster")
-    with LocalCluster(directory, nodes=3) as local:
-        yield local
+def cluster(redrelay_cluster: LocalCluster) -> LocalCluster:
+    """The plugin's session cluster (redrelay.testing): 3 primaries on loopback."""
+    return redrelay_cluster
 
 
 @pytest.fixture

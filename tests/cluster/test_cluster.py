@@ -314,3 +314,12 @@ def test_cluster_urls_name_one_or_more_nodes() -> None:
         _split_cluster_url("redis+cluster://h1:1,h2")
     with pytest.raises(ConfigurationError, match="redis\\+cluster://"):
         Relay("cluster://h:1")
+
+
+def test_the_plugin_fixture_gives_a_cluster_url(
+    make_relay: MakeRelay, redrelay_cluster_url: str
+) -> None:
+    relay = make_relay(url=redrelay_cluster_url)
+    assert relay.connection.is_cluster
+    relay.queue("emails", shards=4).put({"to": "ada@example.com"})
+    assert relay.queue("emails").stats().ready == 1
