@@ -301,15 +301,20 @@ def test_a_sigkilled_worker_on_the_cluster_loses_nothing(
 
 
 def test_cluster_urls_name_one_or_more_nodes() -> None:
-    from redrelay.io.sync import _split_cluster_url
+    from redrelay.io.sync import _split_cluster_url, redact
 
     assert _split_cluster_url(
         "rediss+cluster://u:p@h1:1,h2:2/0?ssl_cert_reqs=none"
-    ) == (
-        "rediss://u:p@h1:1/0?ssl_cert_reqs=none",
-        [("h2", 2)],
+    ) == ("rediss://u:p@", "/0?ssl_cert_reqs=none", [("h1", 1), ("h2", 2)])
+    assert _split_cluster_url("redis+cluster://h:7000") == (
+        "redis://",
+        "",
+        [("h", 7000)],
     )
-    assert _split_cluster_url("redis+cluster://h:7000") == ("redis://h:7000", [])
+    assert (
+        redact("redis+cluster://u:secret@h1:1,h2:2")
+        == "redis+cluster://u:***@h1:1,h2:2"
+    )
     with pytest.raises(ConfigurationError, match="host:port"):
         _split_cluster_url("redis+cluster://h1:1,h2")
     with pytest.raises(ConfigurationError, match="redis\\+cluster://"):

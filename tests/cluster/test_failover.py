@@ -62,3 +62,19 @@ def test_channels_survive_the_death_of_a_node(tmp_path: Path) -> None:
             wait_for(lambda: len(got) == 3, timeout=10, what="three messages")
             publisher.close()
         listening.close()
+
+
+def test_clients_start_while_the_first_node_is_down(tmp_path: Path) -> None:
+    """The node listed first, which also holds slot 0 (the client's default node), is down."""
+    got: list[object] = []
+    with LocalCluster(tmp_path, nodes=3) as cluster:
+        cluster.servers[0].kill()
+        listening = Relay(cluster.url, namespace="fo")
+        listening.subscriber("news")(lambda m: got.append(m.body))
+        with Listener(listening, listening.subscribers, backoff_cap=0.2) as listener:
+            assert listener.connected.wait(10)
+            publisher = Relay(cluster.url, namespace="fo")
+            publisher.publish("news", "through a live node")
+            wait_for(lambda: got == ["through a live node"], timeout=10, what="message")
+            publisher.close()
+        listening.close()

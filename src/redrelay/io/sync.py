@@ -87,14 +87,8 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
             f"Redis Cluster at {redact(url)} cannot serve the request now ({exc}); "
             "a node is down or slots are moving"
         ) from exc
-    except (
-        rex.AskError
-    ) as exc:  # MovedError too: a plain client talking to a cluster node
-        raise ConfigurationError(
-            f"Redis at {redact(url)} is a Redis Cluster node (it answered "
-            f"{type(exc).__name__.removesuffix('Error').upper()} {exc}); "
-            "use a redis+cluster:// URL"
-        ) from exc
+    except rex.AskError as exc:  # MovedError too
+        raise _redirect_error(url, exc) from exc
     except rex.RedisClusterException as exc:
         raise _cluster_error(url, exc) from exc
     except rex.BusyLoadingError as exc:
@@ -134,6 +128,20 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
         raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
 
 
+def _redirect_error(url: str, exc: rex.AskError) -> Exception:
+    """A MOVED/ASK reply that reached us: a plain client talking to a cluster node, or
+    (through a cluster client, after its own retries) slots still moving."""
+    reply = f"{type(exc).__name__.removesuffix('Error').upper()} {exc}"
+    if is_cluster_url(url):
+        return BrokerUnavailable(
+            f"Redis Cluster at {redact(url)} keeps redirecting ({reply}): slots are moving"
+        )
+    return ConfigurationError(
+        f"Redis at {redact(url)} is a Redis Cluster node (it answered {reply}); "
+        "use a redis+cluster:// URL"
+    )
+
+
 def _cluster_error(url: str, exc: BaseException) -> Exception:
     """The redrelay error for a redis-py cluster client error (it is no RedisError)."""
     text = str(exc)
@@ -151,10 +159,10 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
 
 
-def _split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
-    """``redis+cluster://[auth@]h1:p1,h2:p2/0?q`` -> (``redis://[auth@]h1:p1/0?q``, [(h2, p2)])."""
+def _split_cluster_url(url: str) -> tuple[str, str, list[tuple[str, int]]]:
+    """``redis+cluster://[auth@]h1:p1,h2:p2/0?q`` -> (``redis://[auth@]``, ``/0?q``, nodes)."""
     scheme, _, rest = url.partition("://")
-    rest, _, query = rest.partition("?")
+    rest, mark, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
     auth, at, hosts = netloc.rpartition("@")
     nodes: list[tuple[str, int]] = []
@@ -166,8 +174,7 @@ def _split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
             )
         nodes.append((name, int(port)))
     base = scheme.removesuffix("+cluster")
-    first = f"{base}://{auth}{at}{nodes[0][0]}:{nodes[0][1]}{slash}{path}"
-    return (first + (f"?{query}" if query else "")), nodes[1:]
+    return f"{base}://{auth}{at}", f"{slash}{path}{mark}{query}", nodes
 
 
 def raise_translated(
@@ -246,15 +253,20 @@ class Connection:
         return self._client
 
     def _cluster_client(self) -> Any:
-        first, others = _split_cluster_url(self.url)
+        head, tail, nodes = _split_cluster_url(self.url)
+        (host, port), others = nodes[0], nodes[1:]
         try:
             return RedisCluster.from_url(
-                first,
+                f"{head}{host}:{port}{tail}",
                 startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=5.0,
                 socket_keepalive=True,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), self._retries),
+                # At least a few: on a failed call the client moves to another node, and
+                # it needs that even to start while its default node (slot 0's) is down.
+                retry=Retry(
+                    ExponentialBackoff(cap=1.0, base=0.05), max(self._retries, 3)
+                ),
             )
         except ValueError as exc:
             raise ConfigurationError(
@@ -334,10 +346,8 @@ class Connection:
         try:
             if self.is_cluster:
                 nodes = sorted(self.client.get_primaries(), key=lambda n: n.name)  # type: ignore[attr-defined]
-                node = nodes[turn % len(nodes)]
-                if node.redis_connection is None:
-                    self.client.nodes_manager.initialize()  # type: ignore[attr-defined]
-                pool = node.redis_connection.connection_pool
+                node = self.client.get_redis_connection(nodes[turn % len(nodes)])  # type: ignore[attr-defined]
+                pool = node.connection_pool
             else:
                 pool = self.client.connection_pool
         except _ERRORS as exc:
