@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from click.testing import CliRunner
@@ -328,3 +329,30 @@ def test_the_plugin_fixture_gives_a_cluster_url(
     assert relay.connection.is_cluster
     relay.queue("emails", shards=4).put({"to": "ada@example.com"})
     assert relay.queue("emails").stats().ready == 1
+
+
+def test_cli_dead_letters_of_a_sharded_queue(
+    cluster: LocalCluster, make_cluster_relay: MakeRelay
+) -> None:
+    relay = make_cluster_relay(retries=0)
+
+    @relay.consumer("bad", shards=4)
+    def handle(message: Message) -> None:
+        raise Reject("nope")
+
+    relay.queue("bad").put_many(range(6))
+    relay.drain(timeout=20)
+    base = ["--url", cluster.url, "--namespace", relay.namespace]
+    runner = CliRunner()
+    listed = runner.invoke(cli, [*base, "dead", "list", "bad", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(d["body"] for d in orjson.loads(listed.output)) == list(range(6))
+    moved = runner.invoke(cli, [*base, "dead", "requeue", "bad", "--all"])
+    assert moved.exit_code == 0, moved.output
+    stats = relay.queue("bad").stats()
+    assert (stats.ready, stats.dead) == (6, 0)
+    # each went back to its own shard
+    assert all(
+        relay.connection.call("LLEN", k.ready) > 0
+        for k in relay.queue("bad").shard_keys()
+    )
