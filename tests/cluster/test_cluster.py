@@ -237,7 +237,9 @@ def test_cli_stats_and_doctor_on_a_cluster(
     # every primary is checked, and the warning names the one that differs
     assert f"127.0.0.1:{odd.port}=allkeys-lru" in out.output
     plain = runner.invoke(cli, ["--url", cluster.node_urls()[0], "doctor"])
-    assert "redis+cluster://" in plain.output  # the warning, or the MOVED hint
+    assert plain.exit_code == 0, plain.output
+    assert "cluster (but the URL is not redis+cluster://)" in plain.output
+    assert "use redis+cluster://host:port" in plain.output  # the warning
 
 
 def test_a_sigkilled_worker_on_the_cluster_loses_nothing(

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ConfigurationError
 from ..io.sync import Connection, redact
 from ..relay import Relay
 from ..worker.supervisor import server_warnings
@@ -114,7 +114,10 @@ def _config(conn: Connection, name: str) -> str | None:
 
 
 def _namespace(relay: Relay) -> str:
-    names = queue_names(relay)
+    try:
+        names = queue_names(relay)
+    except ConfigurationError:  # a cluster node behind a plain URL: warned about below
+        return f"{relay.namespace!r}: unknown (the queue set is on another node)"
     return f"{relay.namespace!r}: {len(names)} queues"
 
 
