@@ -183,8 +183,8 @@ class Channel:
         stream: _Stream | None = getattr(publisher.local, "stream", None)
         if stream is None or stream.epoch != _fork_epoch:
             stream = publisher.new_stream()
-        seq, command = self._prepare(stream, body, headers)
-        receivers = self.relay.connection.call(*command)
+        seq, entry = self._prepare(stream, body, headers)
+        receivers = self.relay.connection.publish(self.key, entry)
         # Only now: a publish that raised gives its number to the next one, so a
         # subscriber never sees a gap for a message the caller knows was not sent.
         stream.seqs[self.key] = seq
@@ -200,15 +200,15 @@ class Channel:
         publisher = self._publisher or self._bind()
         task = asyncio.current_task()
         stream = publisher.task_stream(task) if task is not None else self._stream()
-        seq, command = self._prepare(stream, body, headers)
-        receivers = await self.relay.aconnection.call(*command)
+        seq, entry = self._prepare(stream, body, headers)
+        receivers = await self.relay.aconnection.publish(self.key, entry)
         stream.seqs[self.key] = seq
         return int(receivers)
 
     def _prepare(
         self, stream: _Stream, body: Any, headers: Mapping[str, str] | None
-    ) -> tuple[int, tuple[str, str, bytes]]:
-        """The next sequence number and the ``PUBLISH`` command (checked and encoded)."""
+    ) -> tuple[int, bytes]:
+        """The next sequence number and the entry to publish (checked and encoded)."""
         seq = stream.seqs.get(self.key, 0) + 1
         envelope: dict[str, Any] = {
             "i": new_id(),
@@ -219,4 +219,4 @@ class Channel:
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        return seq, ("PUBLISH", self.key, self.relay.encode_envelope(envelope))
+        return seq, self.relay.encode_envelope(envelope)

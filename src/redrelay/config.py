@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ._types import Duration
 from .errors import ConfigurationError, DurabilityNotConfirmed
+from .io.cluster import CLUSTER_SCHEMES, split_cluster_url
 from .io.sentinel import SCHEME as SENTINEL_SCHEME
 from .io.sentinel import parse_sentinel_url
 from .io.sync import redact
@@ -25,10 +26,13 @@ def resolve_url(url: str | None) -> str | None:
         url = os.environ.get(ENV_URL) or None
     if url is not None and url.startswith(SENTINEL_SCHEME):
         parse_sentinel_url(url)  # fail now, naming what is wrong
+    elif url is not None and url.startswith(CLUSTER_SCHEMES):
+        split_cluster_url(url, redact(url))  # fail now, naming what is wrong
     elif url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
             f"unsupported Redis URL {redact(url)!r}: use redis://host:port/db, rediss:// (TLS), "
-            "unix:///path or redis+sentinel://host:26379,.../<service>[/db]"
+            "unix:///path, redis+sentinel://host:26379,.../<service>[/db] (Sentinel) or "
+            "redis+cluster://host:port[,host:port...] (Redis Cluster)"
         )
     return url
 

@@ -312,6 +312,8 @@ class Listener:
         self._ever_connected = False
         self._unconfirmed = 0
         self._down_since: float | None = None
+        #: Sessions opened so far (on a cluster, which node the next one subscribes on).
+        self._sessions = 0
         self._down_reason = ""
 
     def __repr__(self) -> str:
@@ -449,9 +451,10 @@ class Listener:
             with translate(conn.url):
                 # A bare connection, not a redis-py PubSub: PubSub reconnects and
                 # resubscribes silently, and we must know when to report a gap. RESP2
-                # because redis-py 8 defaults to RESP3, whose pushes it swallows.
-                pool = conn.client.connection_pool
-                raw = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+                # because redis-py 8 defaults to RESP3, whose pushes it swallows. On a
+                # cluster each session takes the next node (PUBLISH reaches them all).
+                self._sessions += 1
+                raw = conn.subscriber_connection(self._sessions)
                 raw.connect()
                 if self._channels:
                     raw.send_command("SUBSCRIBE", *self._channels, check_health=False)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,23 +20,21 @@ from .protocol.envelope import decode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
+from .sharding import (
+    ShardPicker,
+    merge_stats,
+    resolve_shards,
+    shard_keys,
+    validate_shards,
+)
 
 if TYPE_CHECKING:
-    from .config import Durability
     from .relay import Relay
 
 __all__ = ["DeadLetter", "Queue", "QueueStats"]
 
 #: put_many sends this many entries per LPUSH (all inside one MULTI/EXEC).
 PUT_MANY_CHUNK = 1000
-
-
-class _Put(NamedTuple):
-    """What ``put``/``aput`` send, and what their reply is checked against."""
-
-    msg_id: str
-    steps: tuple[Step, ...]
-    durability: Durability | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,16 +77,59 @@ class DeadLetter:
 
 
 class Queue:
-    """A named work queue. Get one with ``relay.queue(name)``; it holds no connection."""
+    """A named work queue. Get one with ``relay.queue(name)``; it holds no connection.
 
-    def __init__(self, relay: Relay, name: str) -> None:
+    ``shards`` splits it over several hash tags (Redis Cluster slots), see
+    :mod:`redrelay.sharding`; None adopts the count stored with the queue (1 if none).
+    """
+
+    def __init__(self, relay: Relay, name: str, shards: int | None = None) -> None:
         self.relay = relay
         self.name = validate_name("queue", name)
+        #: The plain queue's keys; a sharded queue's data lives in ``shard_keys()``.
         self.keys = QueueKeys.of(relay.namespace, name)
+        self.declared_shards = validate_shards(shards)
         self._registered = False
+        self._shards: list[QueueKeys] | None = None
+        self._picker = ShardPicker(1)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} namespace={self.relay.namespace!r}>"
+
+    def declare(self, shards: int | None) -> None:
+        """Declare the shard count (``relay.queue(name, shards=)``); a different one raises."""
+        shards = validate_shards(shards)
+        if shards is None or shards == self.declared_shards:
+            return
+        known = self.declared_shards or (len(self._shards) if self._shards else None)
+        if known is not None and known != shards:
+            raise ConfigurationError(
+                f"queue {self.name!r} already has shards={known} in this process; got shards={shards}"
+            )
+        self.declared_shards = shards
+
+    def shard_keys(self, *, register: bool = False) -> list[QueueKeys]:
+        """The keys of each shard (one: the plain queue), read from Redis on first use.
+
+        ``register`` also records the queue (and its shard count) for ``stats``.
+        """
+        return self.relay.connection.drive(self._shard_keys_plan(register))
+
+    def _shard_keys_plan(self, register: bool) -> Plan[list[QueueKeys]]:
+        if self._shards is not None and (self._registered or not register):
+            return self._shards
+        ns = self.relay.namespace
+        n, known = yield from resolve_shards(
+            self.keys,
+            self.name,
+            self.declared_shards,
+            register=queues_key(ns).encode() if register else None,
+        )
+        keys = shard_keys(ns, self.name, n)
+        if known:  # else ask again next time: a producer may register it meanwhile
+            self._shards, self._picker = keys, ShardPicker(n)
+            self._registered = self._registered or register
+        return keys
 
     # -- producing -------------------------------------------------------------------------
 
@@ -131,8 +172,8 @@ class Queue:
         :raises DurabilityNotConfirmed: ``durable=`` (or the relay's) was not confirmed
             in time; the message WAS written.
         """
-        put = self._prepare_put(body, delay, eta, headers, dedup_key, durable)
-        return self._put_done(put, self.relay.connection.send(put.steps))
+        plan = self._put_plan(body, delay, eta, headers, dedup_key, durable)
+        return self.relay.connection.drive(plan)
 
     async def aput(
         self,
@@ -145,10 +186,10 @@ class Queue:
         durable: str | bool | None = None,
     ) -> str:
         """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
-        put = self._prepare_put(body, delay, eta, headers, dedup_key, durable)
-        return self._put_done(put, await self.relay.aconnection.send(put.steps))
+        plan = self._put_plan(body, delay, eta, headers, dedup_key, durable)
+        return await self.relay.aconnection.drive(plan)
 
-    def _prepare_put(
+    def _put_plan(
         self,
         body: Any,
         delay: Duration | None,
@@ -156,44 +197,42 @@ class Queue:
         headers: Mapping[str, str] | None,
         dedup_key: str | None,
         durable: str | bool | None,
-    ) -> _Put:
-        """Check, encode and build what ``put``/``aput`` send (the one copy of that logic)."""
+    ) -> Plan[str]:
+        """Check, encode, then send: the one copy of ``put``/``aput`` (every check runs
+        before the first round trip, so a bad argument writes nothing)."""
         msg_id = new_id()
         entry = self.encode(body, headers, msg_id=msg_id)
         delay_ms = _delay_ms(delay, eta)
         durability = self.relay.durability(durable)
-        wait = None if durability is None else durability.command()
-        register = ("SADD", queues_key(self.relay.namespace), self.name)
-        if not delay_ms and dedup_key is None:
-            push = ("LPUSH", self.keys.ready, entry)
-            commands = (push,) if self._registered else (register, push)
-            return _Put(msg_id, (Step(commands, wait=wait),), durability)
-        keys = [self.keys.ready, self.keys.delayed, self.keys.delayed_data]
-        if dedup_key is not None:
-            if not isinstance(dedup_key, str) or not dedup_key:
-                raise ConfigurationError(
-                    f"dedup_key= must be a non-empty str, got {dedup_key!r}"
-                )
-            keys.append(
-                self.keys.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
+        if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
+            raise ConfigurationError(
+                f"dedup_key= must be a non-empty str, got {dedup_key!r}"
             )
-        ttl_ms = to_ms(self.relay.dedup_ttl)
-        put = Step(
-            script="put", keys=keys, args=[entry, msg_id, delay_ms, ttl_ms], wait=wait
-        )
-        if self._registered:
-            return _Put(msg_id, (put,), durability)
-        return _Put(msg_id, (Step((register,)), put), durability)
-
-    def _put_done(self, put: _Put, reply: Any) -> str:
-        self._registered = True
-        if put.durability is not None:
-            reply, confirmed = reply
-        # A script's reply is the id in the queue: an earlier one when the dedup key
-        # was taken.
-        result = put.msg_id if put.steps[-1].script is None else _text(reply)
-        if put.durability is not None:
-            put.durability.check(confirmed, [result])
+        wait = None if durability is None else durability.command()
+        shards = self._shards if self._registered else None
+        if shards is None:
+            shards = yield from self._shard_keys_plan(register=True)
+        if dedup_key is not None:
+            # By the key, so a repeated put meets the first one's dedup key.
+            k = shards[self._picker.by_key(dedup_key)]
+        else:
+            k = shards[self._picker.next()] if len(shards) > 1 else shards[0]
+        if not delay_ms and dedup_key is None:
+            reply = yield Step((("LPUSH", k.ready, entry),), wait=wait)
+            result = msg_id
+        else:
+            keys = [k.ready, k.delayed, k.delayed_data]
+            if dedup_key is not None:
+                keys.append(
+                    k.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
+                )
+            ttl_ms = to_ms(self.relay.dedup_ttl)
+            args: list[Any] = [entry, msg_id, delay_ms, ttl_ms]
+            reply = yield Step(script="put", keys=keys, args=args, wait=wait)
+            # The id in the queue: an earlier one when the dedup key was taken.
+            result = _text(reply[0] if wait is not None else reply)
+        if durability is not None:
+            durability.check(reply[1], [result])
         return result
 
     def put_many(
@@ -207,12 +246,12 @@ class Queue:
 
         Every body is encoded and checked before anything is sent, so a bad body fails the
         whole call with nothing written. Returns the ids in order. ``durable=`` as in
-        :meth:`put` (one wait for the whole batch).
+        :meth:`put` (one wait for the whole batch). A sharded queue deals the bodies over
+        its shards: on Redis Cluster in one ``MULTI`` per shard, so all or nothing *per
+        shard* only (a transaction cannot span slots); on one server still in one ``MULTI``.
         """
-        ids, steps, durability = self._prepare_put_many(bodies, headers, durable)
-        if steps:
-            self._put_many_done(ids, durability, self.relay.connection.send(steps))
-        return ids
+        plan = self._put_many_plan(bodies, headers, durable)
+        return self.relay.connection.drive(plan)
 
     async def aput_many(
         self,
@@ -222,18 +261,15 @@ class Queue:
         durable: str | bool | None = None,
     ) -> list[str]:
         """:meth:`put_many` as a coroutine (same arguments, errors and result)."""
-        ids, steps, durability = self._prepare_put_many(bodies, headers, durable)
-        if steps:
-            reply = await self.relay.aconnection.send(steps)
-            self._put_many_done(ids, durability, reply)
-        return ids
+        plan = self._put_many_plan(bodies, headers, durable)
+        return await self.relay.aconnection.drive(plan)
 
-    def _prepare_put_many(
+    def _put_many_plan(
         self,
         bodies: Iterable[Any],
         headers: Mapping[str, str] | None,
         durable: str | bool | None,
-    ) -> tuple[list[str], tuple[Step, ...], Durability | None]:
+    ) -> Plan[list[str]]:
         durability = self.relay.durability(durable)
         ids: list[str] = []
         entries: list[bytes] = []
@@ -248,31 +284,32 @@ class Queue:
                 raise
             ids.append(msg_id)
         if not entries:
-            return ids, (), durability
-        commands: list[tuple[Any, ...]] = [
-            ("SADD", queues_key(self.relay.namespace), self.name)
-        ]
-        for start in range(0, len(entries), PUT_MANY_CHUNK):
-            commands.append(
-                ("LPUSH", self.keys.ready, *entries[start : start + PUT_MANY_CHUNK])
-            )
+            return ids
+        shards = yield from self._shard_keys_plan(register=True)
+        groups = self._picker.spread(len(entries)) if len(shards) > 1 else [[]]
         crash_point("put_many")
+        batches: list[list[tuple[Any, ...]]] = []
+        for k, group in zip(shards, groups, strict=True):
+            part = [entries[i] for i in group] if len(shards) > 1 else entries
+            commands: list[tuple[Any, ...]] = [
+                ("LPUSH", k.ready, *part[start : start + PUT_MANY_CHUNK])
+                for start in range(0, len(part), PUT_MANY_CHUNK)
+            ]
+            # One queue tag per MULTI on a cluster: a transaction stays in one slot.
+            if commands and (self.relay.is_cluster or not batches):
+                batches.append(commands)
+            elif commands:
+                batches[0] += commands
         wait = None if durability is None else durability.command()
-        return ids, (Step(commands, transaction=True, wait=wait),), durability
-
-    def _put_many_done(
-        self, ids: list[str], durability: Durability | None, reply: Any
-    ) -> None:
-        self._registered = True
-        if durability is not None:
-            durability.check(reply[1], ids)
+        for commands in batches:
+            reply = yield Step(commands, transaction=True, wait=wait)
+            if durability is not None:
+                durability.check(reply[1], ids)
+        return ids
 
     def _register(self) -> None:
         if not self._registered:
-            self.relay.connection.call(
-                "SADD", queues_key(self.relay.namespace), self.name
-            )
-            self._registered = True
+            self.shard_keys(register=True)
 
     # -- inspecting ------------------------------------------------------------------------
 
@@ -281,7 +318,8 @@ class Queue:
 
         The consumers' in-flight hashes are named by the lease set, so the set is read
         first and read again inside the script; a change in between means a consumer
-        came or went, and the snapshot is taken again. Works on a full Redis too.
+        came or went, and the snapshot is taken again. Works on a full Redis too. A
+        sharded queue sums its shards' snapshots (each consistent on its own).
         """
         return self.relay.connection.drive(self._stats_plan())
 
@@ -290,7 +328,13 @@ class Queue:
         return await self.relay.aconnection.drive(self._stats_plan())
 
     def _stats_plan(self) -> Plan[QueueStats]:
-        k = self.keys
+        shards = yield from self._shard_keys_plan(register=False)
+        parts = []
+        for k in shards:
+            parts.append((yield from self._shard_stats_plan(k)))
+        return parts[0] if len(parts) == 1 else merge_stats(self.name, parts)
+
+    def _shard_stats_plan(self, k: QueueKeys) -> Plan[QueueStats]:
         leases = yield Step((("ZRANGE", k.leases, 0, -1),))
         while True:
             keys = [k.leases, k.ready, k.delayed, k.dead, k.stats]
@@ -314,46 +358,65 @@ class Queue:
         )
 
     def peek(self, count: int = 10) -> list[Message]:
-        """The next ``count`` ready messages, oldest first, without taking them."""
-        entries = self.relay.connection.call("LRANGE", self.keys.ready, -count, -1)
-        return [
-            m
-            for m in (_to_message(self.name, e) for e in reversed(entries))
-            if m is not None
-        ]
+        """The next ``count`` ready messages, oldest first, without taking them.
+
+        For a sharded queue: the oldest ``count`` over all shards, by enqueue time.
+        """
+        messages: list[Message] = []
+        for k in self.shard_keys():
+            entries = self.relay.connection.call("LRANGE", k.ready, -count, -1)
+            messages += [
+                m
+                for m in (_to_message(self.name, e) for e in reversed(entries))
+                if m is not None
+            ]
+        if len(self.shard_keys()) > 1:
+            messages.sort(key=lambda m: m.enqueued_at)
+        return messages[:count]
 
     # -- dead letters ----------------------------------------------------------------------
 
     def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        """Dead letters, newest first."""
-        ids = self.relay.connection.call(
-            "ZREVRANGE", self.keys.dead, offset, offset + limit - 1
-        )
-        if not ids:
-            return []
-        records = self.relay.connection.call("HMGET", self.keys.dead_data, *ids)
-        return [_dead_letter(r) for r in records if r is not None]
+        """Dead letters, newest first (over all shards of a sharded queue)."""
+        conn = self.relay.connection
+        found: list[tuple[float, bytes, QueueKeys]] = []
+        for k in self.shard_keys():
+            reply = conn.call("ZREVRANGE", k.dead, 0, offset + limit - 1, "WITHSCORES")
+            found += [(float(score), i, k) for i, score in _pairs(reply)]
+        found.sort(key=lambda item: item[0], reverse=True)
+        page = found[offset : offset + limit]
+        letters: list[DeadLetter] = []
+        for k in self.shard_keys():
+            ids = [i for _, i, owner in page if owner is k]
+            if ids:
+                records = conn.call("HMGET", k.dead_data, *ids)
+                letters += [_dead_letter(r) for r in records if r is not None]
+        letters.sort(key=lambda letter: letter.dead_at, reverse=True)
+        return letters
 
     def iter_dead_ids(self, batch: int = 500) -> Iterator[list[str]]:
-        """Dead-letter ids in batches, oldest first (for bulk requeue and purge)."""
-        start = 0
-        while True:
-            ids = self.relay.connection.call(
-                "ZRANGE", self.keys.dead, start, start + batch - 1
-            )
-            if not ids:
-                return
-            yield [i.decode() for i in ids]
-            start += batch
+        """Dead-letter ids in batches, oldest first per shard (for bulk requeue and purge)."""
+        for k in self.shard_keys():
+            start = 0
+            while ids := self.relay.connection.call(
+                "ZRANGE", k.dead, start, start + batch - 1
+            ):
+                yield [i.decode() for i in ids]
+                start += batch
 
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         """Move dead letters (all, or these ids) back to the end of the queue, counters reset.
 
-        Each id moves exactly once, even if two operators requeue at the same time.
+        Each id moves exactly once, even if two operators requeue at the same time. A
+        dead letter of a sharded queue goes back to its own shard.
         """
+        wanted = None if ids is None else list(ids)
+        return sum(self._requeue_dead(k, wanted) for k in self.shard_keys())
+
+    def _requeue_dead(self, k: QueueKeys, ids: list[str] | None) -> int:
         total = 0
-        for chunk in self._id_chunks(ids):
-            records = self.relay.connection.call("HMGET", self.keys.dead_data, *chunk)
+        for chunk in self._id_chunks(k, ids):
+            records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
             args: list[Any] = []
             for msg_id, record in zip(chunk, records, strict=True):
                 if record is not None:
@@ -366,44 +429,45 @@ class Queue:
             if args:
                 total += int(
                     self.relay.connection.run(
-                        "requeue_dead",
-                        [self.keys.dead, self.keys.dead_data, self.keys.ready],
-                        args,
+                        "requeue_dead", [k.dead, k.dead_data, k.ready], args
                     )
                 )
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or these ids). Returns how many were deleted."""
+        wanted = None if ids is None else list(ids)
         total = 0
-        for chunk in self._id_chunks(ids):
-            total += int(
-                self.relay.connection.run(
-                    "purge_dead", [self.keys.dead, self.keys.dead_data], chunk
+        for k in self.shard_keys():
+            for chunk in self._id_chunks(k, wanted):
+                total += int(
+                    self.relay.connection.run(
+                        "purge_dead", [k.dead, k.dead_data], chunk
+                    )
                 )
-            )
         return total
 
-    def _id_chunks(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
+    def _id_chunks(self, k: QueueKeys, ids: list[str] | None) -> Iterator[list[str]]:
         if ids is None:
             # Only the letters that are dead now: one that dies again meanwhile gets a later
             # score, so requeueing everything from a failing queue ends. Always read from
-            # the start: the previous chunk is gone by the time we read on.
-            seconds, micros = self.relay.connection.call("TIME")
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            # the start: the previous chunk is gone by the time we read on. The clock is
+            # the one of the node holding the shard, which stamped the deaths.
+            now_ms = self.relay.connection.time_ms(k.dead)
             while raw := self.relay.connection.call(
-                "ZRANGEBYSCORE", self.keys.dead, "-inf", now_ms, "LIMIT", 0, 500
+                "ZRANGEBYSCORE", k.dead, "-inf", now_ms, "LIMIT", 0, 500
             ):
                 yield [i.decode() for i in raw]
             return
-        chunk = []
-        for msg_id in ids:
-            chunk.append(msg_id)
-            if len(chunk) == 500:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        for start in range(0, len(ids), 500):
+            yield ids[start : start + 500]
+
+
+def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
+    """ZRANGE ... WITHSCORES as (member, score) pairs (RESP2 flat list or RESP3 pairs)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(m, s) for m, s in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,7 @@ from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
+from .io.cluster import is_cluster_url
 from .io.sync import Connection, redact
 from .protocol.envelope import encode_entry
 from .protocol.keys import queues_key, validate_name
@@ -150,7 +151,9 @@ class Relay:
             )
         #: What every put waits for (None: nothing), see :meth:`durability`.
         self.durable = (
-            None if durable is None else Durability.parse(durable, self.durable_timeout)
+            None
+            if durable is None
+            else self._check_durable(Durability.parse(durable, self.durable_timeout))
         )
         self.consumer_defaults = dict(consumer_defaults)
         ConsumerOptions.build(
@@ -275,7 +278,22 @@ class Relay:
             return self.durable
         if durable is False:
             return None
-        return Durability.parse(durable, self.durable_timeout)
+        return self._check_durable(Durability.parse(durable, self.durable_timeout))
+
+    def _check_durable(self, durability: Durability) -> Durability:
+        if self.is_cluster:
+            # WAIT counts one node's replicas, and a sharded put_many writes to several.
+            raise ConfigurationError(
+                f"durable={durability.spec!r} is not supported on Redis Cluster yet; "
+                "use replicas with cluster-level failover, or a redis:// or "
+                "redis+sentinel:// URL for durable puts"
+            )
+        return durability
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the URL selects Redis Cluster (``redis+cluster://``)."""
+        return self.url is not None and is_cluster_url(self.url)
 
     def check_size(self, size: int) -> None:
         """Raise :class:`MessageTooLarge` if an encoded message of ``size`` bytes is over the limit."""
@@ -284,11 +302,18 @@ class Relay:
 
     # -- primitives ------------------------------------------------------------------------
 
-    def queue(self, name: str) -> Queue:
-        """The queue called ``name`` (no I/O; validates the name)."""
+    def queue(self, name: str, *, shards: int | None = None) -> Queue:
+        """The queue called ``name`` (no I/O; validates the name).
+
+        :param shards: split the queue over this many hash tags, so that Redis Cluster
+            spreads it over its nodes (see docs/scaling.md). None: the count stored with
+            the queue by its first producer or worker (1 if none).
+        :raises ConfigurationError: ``shards`` differs from the count declared before.
+        """
         q = self._queues.get(name)
         if q is None:
-            q = self._queues.setdefault(name, Queue(self, name))
+            q = self._queues.setdefault(name, Queue(self, name, shards))
+        q.declare(shards)
         return q
 
     def channel(self, name: str) -> Channel:
@@ -362,7 +387,8 @@ class Relay:
     def consumer(self, queue: str, **options: Any) -> Callable[[H], H]:
         """Register the decorated function as the consumer of ``queue``.
 
-        Options override the relay's ``consumer_defaults`` (see :class:`ConsumerOptions`).
+        Options override the relay's ``consumer_defaults`` (see :class:`ConsumerOptions`);
+        ``shards=`` declares the queue's shard count, as ``relay.queue(name, shards=)``.
         The function receives a :class:`Message`; returning acks it, raising retries it with
         backoff, :class:`Retry` and :class:`Reject` control that explicitly.
 
@@ -372,8 +398,9 @@ class Relay:
             def make_thumbnail(message):
                 ...
         """
+        shards = options.pop("shards", None)
         opts = ConsumerOptions.build(**{**self.consumer_defaults, **options})
-        q = self.queue(queue)
+        q = self.queue(queue, shards=shards)
 
         def register(handler: H) -> H:
             if not callable(handler):

@@ -10,6 +10,11 @@ makes these fixtures available in every test suite without a ``conftest.py`` imp
   relay in its own ``test-<hex>`` namespace unless ``namespace=`` is given; at teardown
   the relays are closed and every key under their namespaces is deleted.
 - ``relay`` (function): ``make_relay()``.
+- ``redrelay_cluster`` (session, started only when asked for): a 3-primary Redis Cluster
+  on loopback (``redis-server --cluster-enabled yes`` x3 and ``redis-cli --cluster
+  create``), a :class:`redrelay._cluster.LocalCluster`.
+- ``redrelay_cluster_url`` (session): its ``redis+cluster://`` URL; pass it as
+  ``make_relay(url=...)``.
 
 Example::
 
@@ -30,10 +35,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from ._cluster import LocalCluster
     from ._server import RedisServer
     from .relay import Relay
 
-__all__ = ["make_relay", "redrelay_server", "redrelay_url", "relay"]
+__all__ = [
+    "make_relay",
+    "redrelay_cluster",
+    "redrelay_cluster_url",
+    "redrelay_server",
+    "redrelay_url",
+    "relay",
+]
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +66,23 @@ def redrelay_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisS
 def redrelay_url(redrelay_server: RedisServer) -> str:
     """The URL of the session's ``redis-server``."""
     return redrelay_server.url
+
+
+@pytest.fixture(scope="session")
+def redrelay_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalCluster]:
+    """A 3-primary Redis Cluster on loopback for the whole session (``.servers``, ``.url``)."""
+    from ._cluster import LocalCluster
+
+    with LocalCluster(tmp_path_factory.mktemp("redrelay-cluster"), nodes=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redrelay_cluster_url(redrelay_cluster: LocalCluster) -> str:
+    """The ``redis+cluster://`` URL of the session's cluster (naming every node)."""
+    return redrelay_cluster.url
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ConfigurationError
 from ..io.sync import Connection, redact
 from ..relay import Relay
 from ..worker.supervisor import server_warnings
@@ -48,7 +48,7 @@ def doctor(ctx: click.Context, strict: bool) -> None:
     rows = [
         ["server", redact(conn.url)],
         ["version", f"Redis {version}"],
-        ["mode", str(server.get("redis_mode", "unknown"))],
+        ["mode", _mode(conn, server)],
         ["round trip", f"{rtt_ms:.2f} ms"],
         ["memory", _memory(memory)],
         ["maxmemory-policy", str(memory.get("maxmemory_policy", "unknown"))],
@@ -64,6 +64,26 @@ def doctor(ctx: click.Context, strict: bool) -> None:
     if not warnings:
         click.echo("ok: no setting found that can lose messages")
     ctx.exit(1 if strict and warnings else 0)
+
+
+def _mode(conn: Connection, server: dict[str, Any]) -> str:
+    """``standalone``, or ``cluster`` with its primaries and state (the settings below are
+    the ones of one node: check each node the same way)."""
+    mode = str(server.get("redis_mode", "unknown"))
+    if not conn.is_cluster:
+        return (
+            mode
+            if mode != "cluster"
+            else "cluster (but the URL is not redis+cluster://)"
+        )
+    info = conn.call("CLUSTER", "INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return (
+        f"cluster: {fields.get('cluster_size', '?')} primaries, "
+        f"cluster_state {fields.get('cluster_state', '?').strip()} "
+        "(settings below: one node's)"
+    )
 
 
 def _memory(info: dict[str, Any]) -> str:
@@ -94,7 +114,10 @@ def _config(conn: Connection, name: str) -> str | None:
 
 
 def _namespace(relay: Relay) -> str:
-    names = queue_names(relay)
+    try:
+        names = queue_names(relay)
+    except ConfigurationError:  # a cluster node behind a plain URL: warned about below
+        return f"{relay.namespace!r}: unknown (the queue set is on another node)"
     return f"{relay.namespace!r}: {len(names)} queues"
 
 

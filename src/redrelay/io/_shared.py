@@ -22,12 +22,15 @@ from ..errors import (
     ConfigurationError,
 )
 from ..protocol.requests import Arg, Step
+from .cluster import is_cluster_url
 
 __all__ = [
     "RETRY_ON",
     "Arg",
     "check_wait",
+    "IO_ERRORS",
     "client_options",
+    "config_value",
     "durable_commands",
     "durable_reply",
     "raise_translated",
@@ -35,6 +38,9 @@ __all__ = [
     "server_version",
     "translate",
 ]
+
+#: Everything a redis-py call can raise: RedisClusterException is not a RedisError.
+IO_ERRORS = (rex.RedisError, rex.RedisClusterException, OSError)
 
 #: Errors after which a command is retried (bounded by the connection's ``retries``).
 RETRY_ON: list[type[Exception]] = [
@@ -93,6 +99,8 @@ def _unreachable_hint(url: str, text: str) -> str:
             "; no Sentinel in the URL answered (check the hosts, and sentinel_password= "
             "if they need one), or none knows that service name"
         )
+    if is_cluster_url(url):
+        return ""  # a node that went away: nothing to say about TLS
     tls = url.startswith("rediss://")
     if not tls and ("reset by peer" in text or "Connection closed by server" in text):
         return "; if the server expects TLS, use a rediss:// URL"
@@ -111,6 +119,15 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
     """Re-raise redis errors as redrelay errors, keeping the cause."""
     try:
         yield
+    except (rex.ClusterDownError, rex.TryAgainError, rex.SlotNotCoveredError) as exc:
+        raise BrokerUnavailable(
+            f"Redis Cluster at {redact(url)} cannot serve the request now ({exc}); "
+            "a node is down or slots are moving"
+        ) from exc
+    except rex.AskError as exc:  # MovedError too
+        raise _redirect_error(url, exc) from exc
+    except rex.RedisClusterException as exc:
+        raise _cluster_error(url, exc) from exc
     except rex.BusyLoadingError as exc:
         raise BrokerLoading(
             f"Redis at {redact(url)} is loading its data set; try again shortly"
@@ -148,6 +165,43 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
         ) from exc
     except rex.RedisError as exc:
         raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
+
+
+def _redirect_error(url: str, exc: rex.AskError) -> Exception:
+    """A MOVED/ASK reply that reached us: a plain client talking to a cluster node, or
+    (through a cluster client, after its own retries) slots still moving."""
+    reply = f"{type(exc).__name__.removesuffix('Error').upper()} {exc}"
+    if is_cluster_url(url):
+        return BrokerUnavailable(
+            f"Redis Cluster at {redact(url)} keeps redirecting ({reply}): slots are moving"
+        )
+    return ConfigurationError(
+        f"Redis at {redact(url)} is a Redis Cluster node (it answered {reply}); "
+        "use a redis+cluster:// URL"
+    )
+
+
+def _cluster_error(url: str, exc: BaseException) -> Exception:
+    """The redrelay error for a redis-py cluster client error (it is no RedisError)."""
+    text = str(exc)
+    if "not enabled" in text:
+        return ConfigurationError(
+            f"Redis at {redact(url)} is not a Redis Cluster ({text}); use a redis:// URL"
+        )
+    if "cannot be connected" in text or "reachable" in text:
+        return BrokerUnavailable(f"cannot reach Redis Cluster at {redact(url)}: {text}")
+    return BrokerError(f"Redis Cluster client error for {redact(url)}: {text}")
+
+
+def config_value(reply: Any, name: str) -> str | None:
+    """The value in a ``CONFIG GET name`` reply (RESP2 list or RESP3 dict), or None."""
+    if isinstance(reply, dict):
+        value = reply.get(name, reply.get(name.encode()))
+    elif isinstance(reply, list) and len(reply) == 2:
+        value = reply[1]
+    else:
+        value = None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def raise_translated(

@@ -41,6 +41,7 @@ from ._shared import (
     server_version,
     translate,
 )
+from .cluster import is_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -136,6 +137,11 @@ class AsyncConnection:
         return self._open(loop)
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> aioredis.Redis:
+        if is_cluster_url(self.url):
+            raise ConfigurationError(
+                f"the asyncio API does not support Redis Cluster yet ({redact(self.url)}): "
+                "use the blocking calls (put, publish ...) or a redis:// URL"
+            )
         try:
             # A blocking pool: past MAX_CONNECTIONS concurrent commands on one loop, a
             # command waits for a free connection (up to socket_timeout) instead of
@@ -230,6 +236,15 @@ class AsyncConnection:
         if self._version is None:
             self._version = server_version(await self.call("HELLO"))
         return self._version
+
+    async def time_ms(self, key: str | None = None) -> int:
+        """The server's clock in ms (``key`` names the node on a cluster: sync only)."""
+        seconds, micros = await self.call("TIME")
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH; how many subscribers Redis handed it to."""
+        return int(await self.call("PUBLISH", channel, data))
 
     async def config_get(self, name: str) -> str | None:
         """One server setting (CONFIG GET), or None if the server does not say."""

@@ -12,15 +12,19 @@ from typing import Any, TypeVar
 import redis
 import redis.exceptions as rex
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from ..errors import ConfigurationError
 from ..protocol.requests import Step
 from ..protocol.scripts import script
 from ._shared import (
+    IO_ERRORS,
     Arg,
     check_wait,
     client_options,
+    config_value,
     durable_commands,
     durable_reply,
     raise_translated,
@@ -28,6 +32,7 @@ from ._shared import (
     server_version,
     translate,
 )
+from .cluster import is_cluster_url, split_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -90,9 +95,15 @@ class Connection:
         #: Redis < 7 gets scripts without their shebang (decided on the first NOSCRIPT).
         self._legacy_scripts: bool | None = None
         self._version: tuple[int, ...] | None = None
+        #: Whether the URL selects Redis Cluster (the client is then a RedisCluster).
+        self.is_cluster = is_cluster_url(url)
 
     @property
     def client(self) -> redis.Redis:
+        """The redis-py client: a ``redis.Redis``, or a ``RedisCluster`` that routes each
+        command to the node of its keys (typed as Redis: they share the command API)."""
+        if self._client is None and self.is_cluster:
+            self._client = self._cluster_client()
         if self._client is None:
             try:
                 options = client_options(self.url, self._socket_timeout)
@@ -108,6 +119,109 @@ class Connection:
                     f"invalid Redis URL {redact(self.url)!r}: {exc}"
                 ) from exc
         return self._client
+
+    def _cluster_client(self) -> Any:
+        head, tail, nodes = split_cluster_url(self.url, redact(self.url))
+        (host, port), others = nodes[0], nodes[1:]
+        try:
+            return RedisCluster.from_url(
+                f"{head}{host}:{port}{tail}",
+                startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=5.0,
+                socket_keepalive=True,
+                # At least a few: on a failed call the client moves to another node, and
+                # it needs that even to start while its default node (slot 0's) is down.
+                retry=Retry(
+                    ExponentialBackoff(cap=1.0, base=0.05), max(self._retries, 3)
+                ),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"invalid Redis URL {redact(self.url)!r}: {exc}"
+            ) from exc
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+
+    def time_ms(self, key: str | None = None) -> int:
+        """The server's clock in ms (on a cluster: of the node that holds ``key``, whose
+        clock the lease scripts of that key's queue use)."""
+        try:
+            if self.is_cluster and key is not None:
+                node = self.client.get_node_from_key(key)  # type: ignore[attr-defined]
+                reply = self.client.execute_command("TIME", target_nodes=node)  # type: ignore[no-untyped-call]
+            else:
+                reply = self.client.execute_command("TIME")  # type: ignore[no-untyped-call]
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        seconds, micros = reply
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH; on a cluster through the default node, else the next live primary.
+
+        A classic PUBLISH reaches the subscribers of every node, so any node will do; the
+        client would otherwise route it by the channel's slot, and fail while that one
+        node is down.
+        """
+        if not self.is_cluster:
+            return int(self.call("PUBLISH", channel, data))
+        client: Any = self.client
+        try:
+            first = client.get_default_node()
+            nodes = [first] + [n for n in client.get_primaries() if n != first]
+            for node in nodes:
+                try:
+                    receivers = client.execute_command(
+                        "PUBLISH", channel, data, target_nodes=node
+                    )
+                except (rex.ConnectionError, rex.TimeoutError):
+                    if node is nodes[-1]:
+                        raise
+                    continue
+                if node is not first:
+                    client.replace_default_node(node)
+                return int(receivers)
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        raise AssertionError(
+            "unreachable"
+        )  # pragma: no cover - the loop returns or raises
+
+    def node_tags(self, prefix: str) -> list[str]:
+        """On a cluster, one hash tag ``<prefix><n>`` per primary, held by that node."""
+        owners: dict[str, str] = {}
+        try:
+            primaries = {n.name for n in self.client.get_primaries()}  # type: ignore[attr-defined]
+            slots = self.client.nodes_manager.slots_cache  # type: ignore[attr-defined]
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        n = 0
+        while len(owners) < len(primaries) and n < 100_000:
+            tag = f"{prefix}{n}"
+            nodes = slots.get(key_slot(tag.encode()))
+            if nodes:
+                owners.setdefault(nodes[0].name, tag)
+            n += 1
+        return sorted(owners.values())
+
+    def subscriber_connection(self, turn: int = 0) -> Any:
+        """A bare redis-py connection (RESP2, not connected yet) for SUBSCRIBE.
+
+        On a cluster, classic PUBLISH reaches every node, so one node is enough: ``turn``
+        picks it in rotation, so a listener that lost its node tries the next one. Behind
+        Sentinel the pool's connection class asks the Sentinels for the primary.
+        """
+        try:
+            if self.is_cluster:
+                nodes = sorted(self.client.get_primaries(), key=lambda n: n.name)  # type: ignore[attr-defined]
+                node = self.client.get_redis_connection(nodes[turn % len(nodes)])  # type: ignore[attr-defined]
+                pool = node.connection_pool
+            else:
+                pool = self.client.connection_pool
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        return pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
 
     def close(self) -> None:
         """Close the client (a later call opens a new one)."""
@@ -126,7 +240,7 @@ class Connection:
                     self._legacy_scripts = self.server_version() < (7, 0)
                     sha, source = script(name).for_server(self._legacy_scripts)
                 return self.client.eval(source, len(keys), *keys, *args)
-        except (rex.RedisError, OSError) as exc:
+        except IO_ERRORS as exc:
             # try/except rather than ``with translate()``: the context manager costs
             # about 2 us per call, which shows on the put and publish hot paths.
             raise_translated(self.url, exc, self.namespace)
@@ -135,25 +249,50 @@ class Connection:
         """One plain Redis command."""
         try:
             return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
-        except (rex.RedisError, OSError) as exc:
+        except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
     def server_version(self) -> tuple[int, ...]:
         """The server's version, asked once per connection (``HELLO``)."""
         if self._version is None:
-            self._version = server_version(self.call("HELLO"))
+            if self.is_cluster:  # HELLO names no key: ask the default node
+                client: Any = self.client
+                try:
+                    reply = client.execute_command(
+                        "HELLO", target_nodes=client.get_default_node()
+                    )
+                except IO_ERRORS as exc:
+                    raise_translated(self.url, exc, self.namespace)
+            else:
+                reply = self.call("HELLO")
+            self._version = server_version(reply)
         return self._version
 
     def config_get(self, name: str) -> str | None:
-        """One server setting (CONFIG GET), or None if the server does not say."""
-        reply = self.call("CONFIG", "GET", name)
-        if isinstance(reply, dict):
-            value = reply.get(name, reply.get(name.encode()))
-        elif isinstance(reply, list) and len(reply) == 2:
-            value = reply[1]
-        else:
-            value = None
-        return value.decode() if isinstance(value, bytes) else value
+        """One server setting (CONFIG GET), or None if the server does not say.
+
+        On a cluster every primary is asked: their common value, or ``node=value, ...``
+        when they differ (so a check for the safe value fails, and the text says where).
+        """
+        if not self.is_cluster:
+            return config_value(self.call("CONFIG", "GET", name), name)
+        try:
+            primaries = self.client.get_primaries()  # type: ignore[attr-defined]
+            replies = {
+                node.name: config_value(
+                    self.client.execute_command(  # type: ignore[no-untyped-call]
+                        "CONFIG", "GET", name, target_nodes=node
+                    ),
+                    name,
+                )
+                for node in primaries
+            }
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        values = set(replies.values())
+        if len(values) == 1:
+            return values.pop()
+        return ", ".join(f"{node}={value}" for node, value in sorted(replies.items()))
 
     def pipeline(
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
@@ -201,7 +340,7 @@ class Connection:
                     self.client.script_load(source)
                     continue
                 return durable_reply(replies)
-        except (rex.RedisError, OSError) as exc:
+        except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -101,6 +101,8 @@ class QueueKeys:
     dead_data: str
     #: hash of counters (acked, retried, dead, recovered, rejected ...).
     stats: str
+    #: string: the queue's shard count, set by the first producer or worker (sharding.py).
+    shards: str
 
     @classmethod
     def of(cls, namespace: str, name: str) -> QueueKeys:
@@ -115,6 +117,7 @@ class QueueKeys:
             dead=f"{p}:dead",
             dead_data=f"{p}:dead:data",
             stats=f"{p}:stats",
+            shards=f"{p}:shards",
         )
 
     def inflight(self, consumer: str) -> str:

@@ -25,43 +25,71 @@ log = logging.getLogger("redrelay.worker")
 
 
 class EpochWatch:
-    """Checks the epoch key; ``wipes`` counts the data losses seen."""
+    """Checks the epoch key; ``wipes`` counts the data losses seen.
+
+    On Redis Cluster each node can lose its data on its own, so there is one epoch key per
+    primary as well (``<namespace>:{epoch-<n>}``, a tag whose slot that node holds).
+    """
 
     def __init__(self, conn: Connection, namespace: str) -> None:
         self.conn = conn
+        self.namespace = namespace
         self.key = epoch_key(namespace)
-        self.epoch: bytes | None = None
+        self.epochs: dict[str, bytes] = {}
         self.wipes = 0
+
+    def keys(self) -> list[str]:
+        """The epoch keys: the namespace's, and on a cluster one per primary."""
+        tags = self.conn.node_tags("epoch-") if self.conn.is_cluster else []
+        return [self.key] + [f"{self.namespace}:{{{tag}}}" for tag in tags]
 
     def check(self) -> bool:
         """Return False (after reporting) if the data set changed since the last check."""
         mine = secrets.token_hex(8).encode()
+        keys = self.keys()
         # GET first: SET is refused by a full Redis even when it would change nothing,
-        # and a worker must be able to start on a full Redis to drain it.
-        current: bytes | None = self.conn.call("GET", self.key)
-        if current is None:
+        # and a worker must be able to start on a full Redis to drain it. Not a
+        # transaction: on a cluster the keys live on different nodes.
+        currents = self.conn.pipeline([("GET", k) for k in keys], transaction=False)
+        missing = [k for k, v in zip(keys, currents, strict=True) if v is None]
+        if missing:
             try:
-                self.conn.call("SET", self.key, mine, "NX")
+                commands: list[tuple[str | bytes, ...]] = []
+                for key in missing:
+                    commands += [("SET", key, mine, "NX"), ("GET", key)]
+                replies = self.conn.pipeline(commands, transaction=False)
+                stored = dict(zip(missing, replies[1::2], strict=True))
+                currents = [
+                    stored.get(k, v) for k, v in zip(keys, currents, strict=True)
+                ]
             except BrokerFull:
                 log.warning(
-                    "Redis at %s is full: cannot store the epoch key %s yet",
+                    "Redis at %s is full: cannot store the epoch keys %s yet",
                     redact(self.conn.url),
-                    self.key,
+                    ", ".join(missing),
                 )
-                if self.epoch is None:
-                    return True  # nothing seen yet: the next check stores it
-            current = self.conn.call("GET", self.key)
-        if self.epoch is None or current == self.epoch:
-            self.epoch = current
-            return True
-        self.wipes += 1
-        log.error(
-            "Redis at %s lost its data (epoch key %s %s): messages that were queued, delayed, "
-            "in flight or dead before are gone. Run Redis with appendonly yes; check for a "
-            "restart without persistence, a FLUSHALL or a failover to an empty replica.",
-            redact(self.conn.url),
-            self.key,
-            "was replaced" if current != mine else "was missing",
-        )
-        self.epoch = current
-        return False
+        ok = True
+        for key, current in zip(keys, currents, strict=True):
+            seen = self.epochs.get(key)
+            if current is None:  # full, and not stored yet: the next check stores it
+                if seen is None:
+                    continue
+            else:
+                self.epochs[key] = current
+            if seen is None or current == seen:
+                continue
+            if current is None:
+                self.epochs.pop(key, None)
+            ok = False
+            self.wipes += 1
+            log.error(
+                "Redis at %s lost its data (epoch key %s %s): messages that were queued, delayed, "
+                "in flight or dead before are gone. Run Redis with appendonly yes; check for a "
+                "restart without persistence, a FLUSHALL or a failover to an empty replica.",
+                redact(self.conn.url),
+                key,
+                "was replaced"
+                if current is not None and current != mine
+                else "was missing",
+            )
+        return ok

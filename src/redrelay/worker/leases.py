@@ -54,6 +54,8 @@ class Batch:
     generation: int
     tags: list[str]
     entries: list[bytes]
+    #: The shard it came from (0 for a queue that is not sharded).
+    shard: int = 0
 
 
 class Lease:
@@ -240,6 +242,20 @@ class Lease:
             )
         )
 
+    def current(self, batch: Batch) -> bool:
+        """Whether ``batch`` was fetched under the lease held now (not one taken over)."""
+        return batch.generation == self.generation
+
+    def wait(self, seconds: float) -> None:
+        """Block until the queue may have entries, at most ``seconds`` (BLMOVE onto itself)."""
+        self.conn.call(
+            "BLMOVE", self.keys.ready, self.keys.ready, "RIGHT", "RIGHT", seconds
+        )
+
+    def recover(self) -> int:
+        """Recover expired consumers' deliveries (see :func:`recover_expired`)."""
+        return recover_expired(self.conn, self.keys)
+
 
 def _consumer_of(tag: str) -> str:
     """The consumer a delivery tag was issued to (its lease, not necessarily the current one)."""
@@ -248,8 +264,7 @@ def _consumer_of(tag: str) -> str:
 
 def recover_expired(conn: Connection, keys: QueueKeys) -> int:
     """Move every expired consumer's deliveries back to ready. Returns entries recovered."""
-    seconds, micros = conn.call("TIME")
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = conn.time_ms(keys.leases)  # the clock that stamped the leases
     expired: list[Any] = conn.call("ZRANGEBYSCORE", keys.leases, "-inf", f"({now_ms}")
     total = 0
     for raw in expired:

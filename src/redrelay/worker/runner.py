@@ -29,7 +29,8 @@ from ..handlers import Consumer
 from .aioloop import Bounded, LoopThread, fetchers, run_async_batch
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
-from .leases import Batch, Lease, Reservation, recover_expired, retry_forever
+from .leases import Batch, Lease, Reservation, retry_forever
+from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
 
@@ -109,14 +110,14 @@ class Runner:
             self._aio = LoopThread()
             self._aio.start()
         for consumer in self.consumers:
-            lease = Lease(conn, consumer.queue.keys, consumer.options)
             # Until Redis answers, or until asked to stop (then BrokerUnavailable is raised).
-            retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
-            retry_forever(
-                consumer.queue._register,
+            # Registering reads the shard count: a mismatch raises ConfigurationError.
+            lease = retry_forever(
+                lambda c=consumer: new_lease(conn, c.queue, c.options),
                 self._stopping,
                 f"queue {consumer.name}: register",
             )
+            retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
                 limit = consumer.options.concurrency
@@ -276,14 +277,7 @@ class Runner:
                     0.01, round(self.poll if got < 0 else min(self.poll, got), 3)
                 )
                 if got != 0:
-                    lease.conn.call(
-                        "BLMOVE",
-                        lease.keys.ready,
-                        lease.keys.ready,
-                        "RIGHT",
-                        "RIGHT",
-                        wait,
-                    )
+                    lease.wait(wait)
             else:
                 return got
         except BrokerUnavailable as exc:
@@ -313,7 +307,7 @@ class Runner:
             with slot.lock:
                 if not slot.pending or self._stopping.is_set():
                     break
-                if lease.generation != batch.generation:
+                if not lease.current(batch):
                     # The lease was taken over: these entries are already back in the queue.
                     slot.pending.clear()
                     break
@@ -437,7 +431,7 @@ class Runner:
                 try:
                     lease.heartbeat()
                     if time.monotonic() >= next_sweep:
-                        recover_expired(lease.conn, lease.keys)
+                        lease.recover()
                 except RedrelayError as exc:
                     log.warning("queue %s: heartbeat failed (%s); retrying", name, exc)
             if time.monotonic() >= next_sweep:

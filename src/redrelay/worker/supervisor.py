@@ -37,12 +37,18 @@ def server_warnings(conn: Connection) -> list[str]:
         policy = conn.config_get("maxmemory-policy") or "unknown"
         aof_on = conn.config_get("appendonly") == "yes"
         save_on = bool((conn.config_get("save") or "").strip())
+        cluster_node = conn.config_get("cluster-enabled") == "yes"
     except BrokerUnavailable as exc:
         return [f"cannot check the server's settings: {exc}"]
     except RedrelayError:
         return [
             "cannot read the server's configuration (CONFIG GET refused); check persistence and eviction by hand"
         ]
+    if cluster_node and not conn.is_cluster:
+        warnings.append(
+            "this Redis is a Redis Cluster node but the URL is not a cluster URL: commands on keys "
+            "held by other nodes fail (MOVED); use redis+cluster://host:port"
+        )
     if policy != "noeviction":
         warnings.append(
             f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis deletes keys, "
