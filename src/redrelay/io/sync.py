@@ -21,7 +21,7 @@ from ..errors import (
 )
 from ..protocol.scripts import script
 
-__all__ = ["Connection", "raise_translated", "redact", "translate"]
+__all__ = ["Connection", "Pending", "raise_translated", "redact", "translate"]
 
 Arg = str | bytes | int | float
 
@@ -181,6 +181,28 @@ class Connection:
             # about 2 us per call, which shows on the put and publish hot paths.
             raise_translated(self.url, exc, self.namespace)
 
+    def send(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Pending:
+        """Send a protocol script call on a connection of its own; read its reply later.
+
+        The worker sends its next fetch before it runs the batch in hand, so that Redis
+        works while Python does. The connection stays out of the pool until
+        :meth:`Pending.result` (or :meth:`Pending.discard`).
+        """
+        pool = self.client.connection_pool
+        try:
+            connection: Any = pool.get_connection()
+        except (rex.RedisError, OSError) as exc:
+            raise_translated(self.url, exc, self.namespace)
+        pending = Pending(self, pool, connection, name, keys, args)
+        try:
+            connection.send_command(
+                "EVALSHA", script(name).sha, len(keys), *keys, *args
+            )
+        except (rex.RedisError, OSError) as exc:
+            pending.discard()
+            raise_translated(self.url, exc, self.namespace)
+        return pending
+
     def call(self, *command: Arg) -> Any:
         """One plain Redis command."""
         try:
@@ -208,3 +230,55 @@ class Connection:
             for command in commands:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             return list(pipe.execute())
+
+
+class Pending:
+    """The reply of a script call sent by :meth:`Connection.send`, not read yet."""
+
+    __slots__ = ("_args", "_connection", "_keys", "_name", "_owner", "_pool")
+
+    def __init__(
+        self,
+        owner: Connection,
+        pool: Any,
+        connection: Any,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+    ) -> None:
+        self._owner, self._pool = owner, pool
+        self._connection: Any = connection
+        self._name, self._keys, self._args = name, keys, args
+
+    def result(self) -> Any:
+        """Wait for the reply (once). Raises like :meth:`Connection.run`.
+
+        A lost reply leaves it unknown whether the script ran: the caller decides (fetch
+        is sent again under the same tags, and then hands back what the lost call took).
+        """
+        connection, self._connection = self._connection, None
+        if connection is None:
+            raise RuntimeError("the reply was already read or discarded")
+        owner = self._owner
+        try:
+            try:
+                return connection.read_response()
+            except rex.NoScriptError:  # a restarted or flushed server: load it now
+                s = script(self._name)
+                connection.send_command(
+                    "EVAL", s.source, len(self._keys), *self._keys, *self._args
+                )
+                return connection.read_response()
+        except (rex.RedisError, OSError) as exc:
+            if not isinstance(exc, rex.ResponseError):
+                connection.disconnect()
+            raise_translated(owner.url, exc, owner.namespace)
+        finally:
+            self._pool.release(connection)
+
+    def discard(self) -> None:
+        """Drop the connection without reading the reply (the call may still run)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
+            self._pool.release(connection)
