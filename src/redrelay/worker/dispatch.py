@@ -14,7 +14,7 @@ from .._faults import crash_point
 from ..errors import DecodeError, Reject, Retry, TimeLimitExceeded
 from ..handlers import invoke
 from ..message import Message, make_message
-from ..protocol.envelope import Decoded, decode_entry, rewrite_header
+from ..protocol.envelope import Decoded, decode_entry, fresh_envelope, rewrite_header
 from ..protocol.transitions import dead_record
 from .leases import Lease, retry_forever
 
@@ -69,8 +69,20 @@ def handle_entry(
     the watchdog already failed this delivery, so nothing more is done here.
     """
     opts = consumer.options
+    key = relay.signing_key
     try:
-        decoded = decode_entry(entry, relay.signing_key)
+        # The hot path: a first delivery of an unsigned JSON entry needs no Decoded.
+        env = fresh_envelope(entry) if key is None else None
+        if env is None:
+            decoded = decode_entry(entry, key)
+            deliveries, failures = decoded.deliveries, decoded.failures
+            message = to_message(consumer.name, tag, decoded)
+        else:
+            deliveries = failures = 0
+            message = make_message(
+                env["i"], env["b"], env.get("h") or {}, consumer.name, None, 1,
+                0, env.get("t", 0) / 1000, None, False, tag,
+            )  # fmt: skip
     except DecodeError as exc:
         return _bury(
             relay,
@@ -84,7 +96,6 @@ def handle_entry(
             1,
             halt,
         )
-    message = to_message(consumer.name, tag, decoded)
     if message.attempt > opts.max_deliveries:
         reason = (
             f"delivered {message.attempt - 1} times without finishing (max_deliveries={opts.max_deliveries}): "
@@ -102,7 +113,7 @@ def handle_entry(
             message.attempt,
             halt,
         )
-    if decoded.deliveries and not retry_forever(
+    if deliveries and not retry_forever(
         lambda: lease.mark(tag), halt, f"mark on {consumer.name}"
     ):
         return (
@@ -116,7 +127,7 @@ def handle_entry(
     except TimeLimitExceeded as exc:
         if slot is not None and slot.abandoned:
             return Outcome.REJECTED
-        failed, failures, delay = exc, decoded.failures + 1, None
+        failed, failures, delay = exc, failures + 1, None
     except Reject as exc:
         return _bury(
             relay,
@@ -131,10 +142,10 @@ def handle_entry(
             halt,
         )
     except Retry as exc:
-        failures = decoded.failures + (1 if exc.count else 0)
+        failures += 1 if exc.count else 0
         failed, delay = exc, exc.delay
     except Exception as exc:
-        failed, failures, delay = exc, decoded.failures + 1, None
+        failed, failures, delay = exc, failures + 1, None
     else:
         return Outcome.ACKED
     return _fail(
