@@ -21,6 +21,11 @@ from ..errors import (
 )
 from ..protocol.scripts import script
 
+try:  # redis[hiredis]: pack in C (redis-py's packer adds a Python pass over every argument)
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _hiredis = None  # type: ignore[assignment]
+
 __all__ = ["Connection", "Pending", "raise_translated", "redact", "translate"]
 
 Arg = str | bytes | int | float
@@ -194,10 +199,13 @@ class Connection:
         except (rex.RedisError, OSError) as exc:
             raise_translated(self.url, exc, self.namespace)
         pending = Pending(self, pool, connection, name, keys, args)
+        command = ("EVALSHA", script(name).sha, len(keys), *keys, *args)
         try:
-            connection.send_command(
-                "EVALSHA", script(name).sha, len(keys), *keys, *args
-            )
+            if _hiredis is None:
+                connection.send_command(*command)
+            else:
+                packed = _hiredis.pack_command(command)  # type: ignore[arg-type]
+                connection.send_packed_command([packed])
         except (rex.RedisError, OSError) as exc:
             pending.discard()
             raise_translated(self.url, exc, self.namespace)
