@@ -7,7 +7,7 @@ import threading
 from redrelay import Message, Relay
 from redrelay.protocol.envelope import decode_entry
 from redrelay.worker.fetcher import Fetcher
-from redrelay.worker.leases import Batch, Lease
+from redrelay.worker.leases import Batch, Fetch, Lease
 from redrelay.worker.runner import Runner
 from redrelay.worker.timelimit import Slot
 
@@ -117,4 +117,26 @@ def test_fetch_ahead_whose_reply_is_lost_is_sent_again_and_hands_back_what_it_to
     stats = q.stats()
     assert (stats.ready, stats.in_flight) == (30 - 10, 0)
     assert [m.id for m in q.peek(20)] == ids[10:]
+    lease.leave()
+
+
+def test_fetch_sent_to_a_server_without_the_script_loads_it(relay: Relay) -> None:
+    q = relay.queue("q")
+    ids = q.put_many(["a", "b", "c"])
+
+    @relay.consumer("q", prefetch=2)
+    def handler(message: Message) -> None:
+        pass
+
+    lease = Lease(relay.new_connection(), q.keys, relay.consumers["q"].options)
+    lease.join()
+    relay.connection.call(
+        "SCRIPT", "FLUSH"
+    )  # as after a restart: EVALSHA gets NOSCRIPT
+    call = Fetch(lease.reserve(2), [])
+    lease.send_fetch(call)
+    held, batch = lease.receive(call)
+    assert held == 0 and isinstance(batch, Batch)
+    assert [decode_entry(e).envelope["i"] for e in batch.entries] == ids[:2]  # type: ignore[index]
+    assert q.stats().in_flight == 2
     lease.leave()
