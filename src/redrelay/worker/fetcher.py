@@ -2,7 +2,7 @@
 
 A fetch is one round trip (fetch.lua: ack the last batch, take the next). Sent and then
 waited for, it leaves Python idle while Redis works and Redis idle while Python runs the
-batch: about half a draining consumer's time. So once handlers prove quick (a full batch
+batch: a quarter to a half of a draining consumer's time (py-spy). So once handlers prove quick (a full batch
 ran in under :data:`AHEAD_WITHIN`), the thread sends fetch N+1, carrying batch N-1's acks,
 *before* it runs batch N, and reads its reply afterwards. The slot then holds at most two
 batches (2 x prefetch deliveries) for the time of one quick batch; slow handlers get no
@@ -12,7 +12,10 @@ Nothing changes for the invariants: the fetch on the wire has its tags reserved,
 slot shows them (``Slot.ahead``), so ``stop()`` and the watchdog give back what it took
 along with the unstarted deliveries; a lost reply is sent again under the same tags (and
 fetch.lua hands back what the lost call took); on the way out the thread reads the reply
-and gives back the whole batch.
+and gives back the whole batch. One case is weaker: if ``stop()`` gives back the tags
+before the fetch reaches Redis (a window of microseconds) and a handler then overruns the
+grace period, that batch stays in flight until the lease expires, as if the process had
+died (the consumer thread gives it back itself whenever it gets to leave).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Each consumer thread fetches a batch (``prefetch``) under its queue's lease, runs the
 handler on each entry in turn on that same thread (no hand-off per message), and acks in
 batches riding on the next fetch. While handlers are quick, that fetch goes out before the
-batch in hand runs (``fetcher.py``), so Redis and Python work at once. A separate keeper thread heartbeats every lease and recovers expired consumers'
-deliveries. ``redrelay worker``, ``relay.start()`` and ``relay.drain()`` all run this code.
+batch in hand runs (``fetcher.py``), so Redis and Python work at once. A separate keeper
+thread heartbeats every lease and recovers expired consumers' deliveries. ``redrelay
+worker``, ``relay.start()`` and ``relay.drain()`` all run this code.
 """
 
 from __future__ import annotations
