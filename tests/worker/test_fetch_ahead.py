@@ -18,7 +18,7 @@ def test_quick_handlers_fetch_ahead_and_stop_gives_both_batches_back_in_order(
     relay: Relay,
 ) -> None:
     q = relay.queue("q")
-    ids = q.put_many(list(range(100)))
+    ids = q.put_many(list(range(200)))
     seen: list[int] = []
     in_flight: list[int] = []
     running, gate = threading.Event(), threading.Event()
@@ -27,7 +27,7 @@ def test_quick_handlers_fetch_ahead_and_stop_gives_both_batches_back_in_order(
     def handler(message: Message) -> None:
         seen.append(message.body)
         in_flight.append(q.stats().in_flight)
-        if len(seen) == 35:  # in the fourth batch: the fifth is on its way
+        if len(seen) == 95:  # in the tenth batch: the eleventh is on its way
             running.set()
             gate.wait(10)
 
@@ -38,17 +38,17 @@ def test_quick_handlers_fetch_ahead_and_stop_gives_both_batches_back_in_order(
     stopper.start()
     # while the handler still runs, stop() gives back the unstarted deliveries of this
     # batch and the batch fetched ahead
-    wait_for(lambda: q.stats().ready == 65, timeout=5, what="both batches given back")
+    wait_for(lambda: q.stats().ready == 105, timeout=5, what="both batches given back")
     gate.set()
     stopper.join(10)
     assert not stopper.is_alive()
-    assert seen == list(range(35))
+    assert seen == list(range(95))
     assert max(in_flight) == 20  # two batches of 10, never more
     stats = q.stats()
-    assert (stats.ready, stats.in_flight, stats.consumers) == (65, 0, 0)
-    assert stats.counters.get("acked") == 35
-    ready = q.peek(65)
-    assert [m.id for m in ready] == ids[35:]  # back at the front, in order
+    assert (stats.ready, stats.in_flight, stats.consumers) == (105, 0, 0)
+    assert stats.counters.get("acked") == 95
+    ready = q.peek(105)
+    assert [m.id for m in ready] == ids[95:]  # back at the front, in order
     assert {m.attempt for m in ready} == {1}  # given back unchanged: not a delivery
 
 
