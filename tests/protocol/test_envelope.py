@@ -14,6 +14,7 @@ from redrelay.protocol.envelope import (
     MAGIC,
     decode_entry,
     encode_entry,
+    fresh_envelope,
     new_id,
     rewrite_header,
 )
@@ -135,3 +136,53 @@ def test_fast_message_constructor_matches_the_dataclass() -> None:
 
     values = {f.name: f"v-{f.name}" for f in dataclasses.fields(Message)}
     assert make_message(**values) == Message(**values)
+
+
+_FRESH = MAGIC + b"0:0:j"
+
+
+def _same_as_decode_entry(entry: bytes) -> None:
+    """fresh_envelope (the worker's hot path) decodes exactly as decode_entry does."""
+    try:
+        expected = decode_entry(entry)
+    except DecodeError as exc:
+        with pytest.raises(DecodeError) as info:
+            fresh_envelope(entry)
+        assert (info.value.raw, info.value.reason) == (exc.raw, exc.reason)
+        return
+    got = fresh_envelope(entry)
+    if not entry.startswith(_FRESH):
+        assert got is None
+    else:
+        assert (expected.deliveries, expected.failures) == (0, 0)
+        assert got == expected.envelope and got is not None
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        _entry({"a": 1}),
+        _entry("x", 1, 0),
+        _entry("x", 0, 1),
+        b"raw",
+        _FRESH + b'{"i":"x","b":1,"h":{"k":"v"}}',
+        _FRESH + b'{"i":"x","b":1,"h":{"k":1}}',
+        _FRESH + b'{"i":"x","b":1,"h":[]}',
+        _FRESH + b'{"i":"x","b":1,"t":"soon"}',
+        _FRESH + b'{"i":"x","b":1,"t":true}',
+        _FRESH + b'{"i":"x","b":1,"t":1.5}',
+        _FRESH + b'{"i":1,"b":1}',
+        _FRESH + b'{"i":"x"}',
+        _FRESH + b"[1]",
+        _FRESH + b"{not json",
+        _FRESH,
+    ],
+)
+def test_fresh_envelope_decodes_as_decode_entry(entry: bytes) -> None:
+    _same_as_decode_entry(entry)
+
+
+@given(st.binary(max_size=100))
+def test_fresh_envelope_agrees_with_decode_entry_on_any_bytes(data: bytes) -> None:
+    for entry in (data, _FRESH + data):
+        _same_as_decode_entry(entry)

@@ -16,7 +16,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, RedrelayError
 from ..protocol.requests import Step
 from ..protocol.scripts import script
 from ._shared import (
@@ -36,7 +36,12 @@ from .cluster import is_cluster_url, split_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
-__all__ = ["Connection", "raise_translated", "redact", "translate"]
+try:  # redis[hiredis]: pack in C (redis-py's packer adds a Python pass over every argument)
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _hiredis = None  # type: ignore[assignment]
+
+__all__ = ["Connection", "Pending", "Ready", "raise_translated", "redact", "translate"]
 
 T = TypeVar("T")
 
@@ -354,3 +359,113 @@ class Connection:
         except StopIteration as done:
             result: T = done.value
             return result
+
+    def send_script(
+        self, name: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Pending | Ready:
+        """Send a protocol script call on a connection of its own; read its reply later.
+
+        The worker sends its next fetch before it runs the batch in hand, so that Redis
+        works while Python does. The connection stays out of the pool until
+        :meth:`Pending.result` (or :meth:`Pending.discard`). On a cluster the call is
+        made at once (:class:`Ready`): the client picks the node per command.
+        """
+        if self.is_cluster:
+            try:
+                return Ready(self.run(name, keys, args))
+            except RedrelayError as exc:
+                return Ready(exc)
+        pool = self.client.connection_pool
+        try:
+            connection: Any = pool.get_connection()
+        except IO_ERRORS as exc:
+            raise_translated(self.url, exc, self.namespace)
+        pending = Pending(self, pool, connection, name, keys, args)
+        sha, _ = script(name).for_server(self._legacy_scripts is True)
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        try:
+            if _hiredis is None:
+                connection.send_command(*command)
+            else:
+                packed = _hiredis.pack_command(command)  # type: ignore[arg-type]
+                connection.send_packed_command([packed])
+        except IO_ERRORS as exc:
+            pending.discard()
+            raise_translated(self.url, exc, self.namespace)
+        return pending
+
+    def legacy_scripts(self) -> bool:
+        """Whether the server needs scripts without their shebang (Redis < 7); asked once."""
+        if self._legacy_scripts is None:
+            self._legacy_scripts = self.server_version() < (7, 0)
+        return self._legacy_scripts
+
+
+class Pending:
+    """The reply of a script call sent by :meth:`Connection.send`, not read yet."""
+
+    __slots__ = ("_args", "_connection", "_keys", "_name", "_owner", "_pool")
+
+    def __init__(
+        self,
+        owner: Connection,
+        pool: Any,
+        connection: Any,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+    ) -> None:
+        self._owner, self._pool = owner, pool
+        self._connection: Any = connection
+        self._name, self._keys, self._args = name, keys, args
+
+    def result(self) -> Any:
+        """Wait for the reply (once). Raises like :meth:`Connection.run`.
+
+        A lost reply leaves it unknown whether the script ran: the caller decides (fetch
+        is sent again under the same tags, and then hands back what the lost call took).
+        """
+        connection, self._connection = self._connection, None
+        if connection is None:
+            raise RuntimeError("the reply was already read or discarded")
+        owner = self._owner
+        try:
+            try:
+                return connection.read_response()
+            except rex.NoScriptError:  # a restarted or flushed server: load it now
+                _, source = script(self._name).for_server(owner.legacy_scripts())
+                connection.send_command(
+                    "EVAL", source, len(self._keys), *self._keys, *self._args
+                )
+                return connection.read_response()
+        except IO_ERRORS as exc:
+            if not isinstance(exc, rex.ResponseError):
+                connection.disconnect()
+            raise_translated(owner.url, exc, owner.namespace)
+        finally:
+            self._pool.release(connection)
+
+    def discard(self) -> None:
+        """Drop the connection without reading the reply (the call may still run)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
+            self._pool.release(connection)
+
+
+class Ready:
+    """A script call's outcome, known already (the :class:`Pending` shape, for clusters)."""
+
+    __slots__ = ("_outcome",)
+
+    def __init__(self, outcome: Any) -> None:
+        self._outcome = outcome
+
+    def result(self) -> Any:
+        """The reply, or raise the error the call raised."""
+        if isinstance(self._outcome, RedrelayError):
+            raise self._outcome
+        return self._outcome
+
+    def discard(self) -> None:
+        """Nothing to drop: the call is done."""

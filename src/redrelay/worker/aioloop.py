@@ -159,9 +159,7 @@ def run_async_batch(
 ) -> None:
     """Handle a fetched batch of an async consumer; collect acks in ``acks`` (as
     ``Runner._run_batch`` does for threads)."""
-    crash_point("fetch")
-    with slot.lock:
-        slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
+    # The fetcher already put the batch in slot.pending (and passed crash point "fetch").
     run = _AsyncBatch(runner, consumer, lease, bounded, acks)
     try:
         _start_all(runner, lease, slot, batch, bounded, run)
@@ -189,7 +187,7 @@ def _start_all(
         with slot.lock:
             if not slot.pending or runner._stopping.is_set():
                 return
-            if lease.generation != batch.generation:
+            if not lease.current(batch):
                 slot.pending.clear()  # taken over: these are back in the queue already
                 return
         if not bounded.acquire(timeout=0.05):

@@ -15,7 +15,7 @@ from .._faults import crash_point
 from ..errors import DecodeError, Reject, Retry, TimeLimitExceeded
 from ..handlers import invoke
 from ..message import Message, make_message
-from ..protocol.envelope import Decoded, decode_entry, rewrite_header
+from ..protocol.envelope import Decoded, decode_entry, fresh_envelope, rewrite_header
 from ..protocol.transitions import dead_record
 from .leases import Lease, retry_forever
 
@@ -59,7 +59,8 @@ class Started:
     """A delivery that passed its checks: the handler may run now."""
 
     message: Message
-    decoded: Decoded
+    #: Failed attempts before this one (from the entry's header).
+    failures: int
 
 
 def handle_entry(
@@ -105,8 +106,20 @@ def begin(
     entry or one over ``max_deliveries`` is dead-lettered; a lost lease rejects it).
     """
     opts = consumer.options
+    key = relay.signing_key
     try:
-        decoded = decode_entry(entry, relay.signing_key)
+        # The hot path: a first delivery of an unsigned JSON entry needs no Decoded.
+        env = fresh_envelope(entry) if key is None else None
+        if env is None:
+            decoded = decode_entry(entry, key)
+            deliveries, failures = decoded.deliveries, decoded.failures
+            message = to_message(consumer.name, tag, decoded)
+        else:
+            deliveries = failures = 0
+            message = make_message(
+                env["i"], env["b"], env.get("h") or {}, consumer.name, None, 1,
+                0, env.get("t", 0) / 1000, None, False, tag,
+            )  # fmt: skip
     except DecodeError as exc:
         return _bury(
             relay,
@@ -120,7 +133,6 @@ def begin(
             1,
             halt,
         )
-    message = to_message(consumer.name, tag, decoded)
     if message.attempt > opts.max_deliveries:
         reason = (
             f"delivered {message.attempt - 1} times without finishing (max_deliveries={opts.max_deliveries}): "
@@ -138,13 +150,13 @@ def begin(
             message.attempt,
             halt,
         )
-    if decoded.deliveries and not retry_forever(
+    if deliveries and not retry_forever(
         lambda: lease.mark(tag), halt, f"mark on {consumer.name}"
     ):
         return (
             Outcome.REJECTED
         )  # the lease was taken over: the entry is already back in the queue
-    return Started(message, decoded)
+    return Started(message, failures)
 
 
 def settle(
@@ -159,12 +171,12 @@ def settle(
     slot: Slot | None = None,
 ) -> Outcome:
     """What follows a handler that raised ``error``: retry, dead letter, or nothing."""
-    message, decoded = started.message, started.decoded
+    message, failures = started.message, started.failures
     delay: float | None = None
     if isinstance(error, TimeLimitExceeded):
         if slot is not None and slot.abandoned:
             return Outcome.REJECTED
-        failures = decoded.failures + 1
+        failures = failures + 1
     elif isinstance(error, Reject):
         return _bury(
             relay,
@@ -179,10 +191,10 @@ def settle(
             halt,
         )
     elif isinstance(error, Retry):
-        failures = decoded.failures + (1 if error.count else 0)
+        failures = failures + (1 if error.count else 0)
         delay = error.delay
     else:
-        failures = decoded.failures + 1
+        failures += 1
     return _fail(
         relay, consumer, lease, tag, entry, message, failures, error, delay, halt
     )

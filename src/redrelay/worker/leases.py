@@ -27,9 +27,9 @@ from ..protocol.transitions import to_ms
 
 if TYPE_CHECKING:
     from ..config import ConsumerOptions
-    from ..io.sync import Connection
+    from ..io.sync import Connection, Pending, Ready
 
-__all__ = ["Batch", "Lease", "Reservation", "recover_expired"]
+__all__ = ["Batch", "Fetch", "Lease", "Reservation", "recover_expired"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -46,6 +46,11 @@ class Reservation:
     first: int
     count: int
 
+    def tags(self) -> list[str]:
+        """Every tag this fetch may hand out (release skips the ones it did not take)."""
+        prefix = f"{self.consumer_id}:"
+        return [prefix + str(n) for n in range(self.first, self.first + self.count)]
+
 
 @dataclass(slots=True)
 class Batch:
@@ -56,6 +61,16 @@ class Batch:
     entries: list[bytes]
     #: The shard it came from (0 for a queue that is not sharded).
     shard: int = 0
+
+
+@dataclass(slots=True)
+class Fetch:
+    """A fetch sent ahead (see :meth:`Lease.send_fetch`): its tags, the acks it carries,
+    and its reply while that is on the wire (None: not sent, or to be sent again)."""
+
+    reservation: Reservation
+    acks: list[str]
+    reply: Pending | Ready | None = None
 
 
 class Lease:
@@ -139,36 +154,59 @@ class Lease:
         ``reservation`` (and acks), and fetch.lua hands back what the lost call took
         instead of taking more, so nothing sits in flight with no one working on it.
         """
+        reservation = self._current(reservation, count)
+        keys, args = self._fetch_call(reservation, acks)
+        return self._parse(reservation, self.conn.run("fetch", keys, args))
+
+    def send_fetch(self, fetch: Fetch) -> None:
+        """Send ``fetch`` (again, after a lost reply) without waiting: :meth:`receive`
+        reads the reply. Redis moves the next batch while this thread runs the last one."""
+        fetch.reply = None
+        fetch.reservation = self._current(fetch.reservation, fetch.reservation.count)
+        keys, args = self._fetch_call(fetch.reservation, fetch.acks)
+        fetch.reply = self.conn.send_script("fetch", keys, args)
+
+    def receive(self, fetch: Fetch) -> tuple[int, Batch | float | None]:
+        """The reply of a sent fetch, as :meth:`fetch` returns it. If this raises, the
+        fetch is left unsent: send it again, with the same tags and acks."""
+        reply, fetch.reply = fetch.reply, None
+        if reply is None:
+            raise RuntimeError("receive() of a fetch that was not sent")
+        return self._parse(fetch.reservation, reply.result())
+
+    def _current(self, reservation: Reservation | None, count: int) -> Reservation:
         if reservation is None or reservation.generation != self.generation:
-            reservation = self.reserve(count)
-        cid, generation, first = (
-            reservation.consumer_id,
-            reservation.generation,
-            reservation.first,
-        )
-        count = reservation.count
-        k = self.keys
-        result = self.conn.run(
-            "fetch",
-            [
-                k.ready,
-                k.leases,
-                k.inflight(cid),
-                k.delayed,
-                k.delayed_data,
-                k.stats,
-                k.started(cid),
-            ],
-            [cid, count, first, PROMOTE_LIMIT, *acks],
-        )
+            return self.reserve(count)
+        return reservation
+
+    def _fetch_call(
+        self, reservation: Reservation, acks: Sequence[str]
+    ) -> tuple[list[str], list[Any]]:
+        k, cid = self.keys, reservation.consumer_id
+        keys = [
+            k.ready,
+            k.leases,
+            k.inflight(cid),
+            k.delayed,
+            k.delayed_data,
+            k.stats,
+            k.started(cid),
+        ]
+        return keys, [cid, reservation.count, reservation.first, PROMOTE_LIMIT, *acks]
+
+    @staticmethod
+    def _parse(
+        reservation: Reservation, result: list[Any]
+    ) -> tuple[int, Batch | float | None]:
         held, status = result[0], result[1]
         if status == -1:
             return held, None
         if status == 0:
             return held, (result[2] / 1000 if result[2] >= 0 else -1.0)
         entries = result[2:]
-        tags = [f"{cid}:{first + i}" for i in range(len(entries))]
-        return held, Batch(generation, tags, entries)
+        prefix, first = f"{reservation.consumer_id}:", reservation.first
+        tags = [prefix + str(n) for n in range(first, first + len(entries))]
+        return held, Batch(reservation.generation, tags, entries)
 
     def ack(self, tags: list[str]) -> int:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""

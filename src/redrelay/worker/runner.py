@@ -2,10 +2,12 @@
 
 Each consumer thread fetches a batch (``prefetch``) under its queue's lease, runs the
 handler on each entry in turn on that same thread (no hand-off per message), and acks in
-batches. A separate keeper thread heartbeats every lease and recovers expired consumers'
-deliveries. ``redrelay worker``, ``relay.start()`` and ``relay.drain()`` all run this code.
-``async def`` handlers run as coroutines on one event loop thread, fed by the same
-fetching threads (:mod:`redrelay.worker.aioloop`).
+batches riding on the next fetch. While handlers are quick, that fetch goes out before the
+batch in hand runs (``fetcher.py``), so Redis and Python work at once. A separate keeper
+thread heartbeats every lease and recovers expired consumers' deliveries. ``redrelay
+worker``, ``relay.start()`` and ``relay.drain()`` all run this code. ``async def``
+handlers run as coroutines on one event loop thread, fed by the same fetching threads
+(:mod:`redrelay.worker.aioloop`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..handlers import Consumer
 from .aioloop import Bounded, LoopThread, fetchers, run_async_batch
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
-from .leases import Batch, Lease, Reservation, retry_forever
+from .fetcher import AHEAD_WITHIN, Fetcher
+from .leases import Batch, Lease, retry_forever
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -50,6 +53,7 @@ SWEEP_INTERVAL = 1.0
 #: Acks are flushed when this many are pending or this many seconds passed.
 #: ACK_BATCH is above the largest prefetch, so acks normally ride on the next fetch.
 ACK_BATCH, ACK_INTERVAL = 1000, 0.05
+_ACKED = Outcome.ACKED
 
 
 class Runner:
@@ -221,72 +225,41 @@ class Runner:
 
     def _consume(self, consumer: Consumer, lease: Lease, slot: Slot) -> None:
         bounded = self._bounded.get(consumer.name)
-        acks: list[str] = []  # sent with the next fetch
-        reservation: Reservation | None = None
+        acks: list[str] = []  # handled; sent with the next fetch
+        fetcher = Fetcher(lease, slot, self._stopping, self.poll, self._note_rejected)
         slot.thread_id = threading.get_ident()
         try:
             while not self._stopping.is_set() and not slot.abandoned:
                 try:
-                    if reservation is None:
-                        reservation = lease.reserve(consumer.options.prefetch)
-                    try:
-                        got = self._fetch(consumer, lease, acks, reservation)
-                    except BrokerUnavailable:
-                        # Logged. Retry with the same acks and tags: the lost call may
-                        # have run, and fetch.lua then hands back what it took.
-                        continue
-                    reservation = None
-                    acks.clear()
-                    if isinstance(got, Batch) and bounded is not None:
-                        run_async_batch(self, consumer, lease, slot, got, bounded, acks)
-                    elif isinstance(got, Batch):
-                        self._run_batch(consumer, lease, slot, got, acks)
+                    batch = fetcher.next(acks)
+                    if batch is not None:
+                        fetcher.send_ahead(batch, acks)
+                        started = time.monotonic()
+                        if bounded is not None:
+                            run_async_batch(
+                                self, consumer, lease, slot, batch, bounded, acks
+                            )
+                        else:
+                            self._run_batch(consumer, lease, slot, batch, acks)
+                        fetcher.quick = time.monotonic() - started < AHEAD_WITHIN
+                except BrokerUnavailable:
+                    # Logged. The same fetch goes out again (same tags and acks): the lost
+                    # call may have run, and fetch.lua then hands back what it took.
+                    continue
                 except Exception as exc:
                     # A consumer thread must not die, nor sit on what it holds while its
                     # lease lives on: fail the running delivery, give back the rest.
                     log.exception(
                         "queue %s: unexpected error in the consumer loop", consumer.name
                     )
+                    fetcher.settle()
                     self._give_up(slot, exc)
                     self._stopping.wait(1.0)
+            acks = fetcher.close(acks)
             if not slot.abandoned:
                 self._flush(lease, acks)
         finally:
             slot.thread_id = None  # nothing left for the watchdog to interrupt
-
-    def _fetch(
-        self,
-        consumer: Consumer,
-        lease: Lease,
-        acks: list[str],
-        reservation: Reservation,
-    ) -> Batch | None:
-        """Send ``acks`` and fetch; wait when the queue is empty. Raises BrokerUnavailable
-        (after a pause) when Redis is away, so that the caller keeps the acks for later."""
-        if acks:
-            crash_point("ack")
-        try:
-            held, got = lease.fetch(consumer.options.prefetch, acks, reservation)
-            self._note_rejected(lease, len(acks) - held)
-            if got is None:
-                lease.heartbeat()
-            elif isinstance(got, float):
-                # At least 10 ms: Redis 6.2 reads a timeout of "0.001" as 0, "block forever"
-                # (and checks blocked clients' timeouts only every 100 ms anyway).
-                wait = max(
-                    0.01, round(self.poll if got < 0 else min(self.poll, got), 3)
-                )
-                if got != 0:
-                    lease.wait(wait)
-            else:
-                return got
-        except BrokerUnavailable as exc:
-            log.warning(
-                "queue %s: Redis unavailable (%s); retrying", consumer.name, exc
-            )
-            self._stopping.wait(1.0)
-            raise
-        return None
 
     def _run_batch(
         self,
@@ -296,45 +269,49 @@ class Runner:
         batch: Batch,
         acks: list[str],
     ) -> None:
-        """Handle a batch; collect the acks in ``acks`` (they go with the next fetch, or
-        sooner when handlers are slow, so a long batch does not sit on finished work)."""
-        crash_point("fetch")
-        with slot.lock:
-            slot.pending.extend(zip(batch.tags, batch.entries, strict=True))
-        counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        """Handle the batch in ``slot.pending``; collect the acks in ``acks`` (they go
+        with the next fetch, or sooner when handlers are slow, so a long batch does not
+        sit on finished work)."""
+        acked, others = 0, []
         flushed = time.monotonic()
+        timed = consumer.options.time_limit is not None
+        lock, pending, stopping = slot.lock, slot.pending, self._stopping
+        relay, halt = self.relay, self._halt
         while True:
-            with slot.lock:
-                if not slot.pending or self._stopping.is_set():
+            with lock:
+                if not pending or stopping.is_set():
                     break
                 if not lease.current(batch):
                     # The lease was taken over: these entries are already back in the queue.
-                    slot.pending.clear()
+                    pending.clear()
                     break
-                tag, entry = slot.pending.popleft()
-                slot.current, slot.interrupted_at = (tag, entry, time.monotonic()), None
-            outcome = handle_entry(
-                self.relay, consumer, lease, tag, entry, None, self._halt, slot
-            )
+                tag, entry = pending.popleft()
+                # The start time only matters to the watchdog (time limits).
+                slot.current = (tag, entry, time.monotonic() if timed else 0.0)
+                slot.interrupted_at = None
+            outcome = handle_entry(relay, consumer, lease, tag, entry, None, halt, slot)
             # Under the lock the watchdog interrupts under: a TimeLimitExceeded that lands
             # here finds slot.current still set, and _give_up() retries the delivery (at
             # worst it runs again; it is never left in flight with a live lease).
-            with slot.lock:
+            with lock:
                 if slot.abandoned:
                     return  # the watchdog failed this delivery and gave back the rest
-                if outcome is Outcome.ACKED:
+                if outcome is _ACKED:
                     acks.append(tag)
                 slot.current = None
-            counts[outcome] += 1
-            if outcome is Outcome.ACKED:
+            if outcome is _ACKED:
+                acked += 1
                 now = time.monotonic()
                 if len(acks) >= ACK_BATCH or now - flushed > ACK_INTERVAL:
                     self._flush(lease, acks)
                     acks.clear()
                     flushed = now
+            else:
+                others.append(outcome)
         with self._outcome_lock:
-            for outcome, n in counts.items():
-                self.outcomes[outcome] += n
+            self.outcomes[_ACKED] += acked
+            for outcome in others:
+                self.outcomes[outcome] += 1
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
         if acks:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .leases import Batch, Lease, Reservation, _consumer_of
+from .leases import Batch, Fetch, Lease, Reservation, _consumer_of
 
 if TYPE_CHECKING:
     from ..config import ConsumerOptions
@@ -43,6 +43,10 @@ class ShardReservation:
     inner: Reservation
     #: Set once a fetch was sent with it: a retry must go to the same shard.
     sent: bool = False
+
+    def tags(self) -> list[str]:
+        """Every tag a fetch with it may hand out (on the shard tried last)."""
+        return self.inner.tags()
 
 
 class ShardedLease:
@@ -152,6 +156,16 @@ class ShardedLease:
             if got >= 0:
                 soonest = got if soonest < 0 else min(soonest, got)
         return held, soonest
+
+    def send_fetch(self, fetch: Fetch) -> None:
+        """No fetch ahead over shards (which shard answers depends on the replies before):
+        the fetch runs in :meth:`receive`."""
+        fetch.reply = None
+
+    def receive(self, fetch: Fetch) -> tuple[int, Batch | float | None]:
+        """Run ``fetch`` now (see :meth:`send_fetch`), as :meth:`fetch`."""
+        reservation: Any = fetch.reservation
+        return self.fetch(reservation.inner.count, fetch.acks, reservation)
 
     def _stick(
         self, reservation: ShardReservation, groups: dict[int, list[str]], count: int

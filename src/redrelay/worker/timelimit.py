@@ -22,7 +22,7 @@ from ..errors import TimeLimitExceeded
 
 if TYPE_CHECKING:
     from ..handlers import Consumer
-    from .leases import Lease
+    from .leases import Lease, Reservation
 
 __all__ = ["Slot", "interrupt"]
 
@@ -34,13 +34,16 @@ ABANDON_AFTER = 1.0
 
 class Slot:
     """One consumer thread's state: unstarted deliveries (which ``stop()`` gives back at
-    once) and the delivery running now (which the watchdog may interrupt)."""
+    once), the fetch on the wire whose entries are not in ``pending`` yet, and the delivery
+    running now (which the watchdog may interrupt)."""
 
     def __init__(self, consumer: Consumer, lease: Lease) -> None:
         self.consumer = consumer
         self.lease = lease
         self.lock = threading.Lock()
         self.pending: deque[tuple[str, bytes]] = deque()
+        #: The tags of a fetch sent but not moved into ``pending`` yet.
+        self.ahead: Reservation | None = None
         #: (tag, entry, monotonic start) of the delivery being handled.
         self.current: tuple[str, bytes, float] | None = None
         self.thread_id: int | None = None
@@ -48,9 +51,14 @@ class Slot:
         self.abandoned = False
 
     def take_all(self) -> list[str]:
+        """The tags to give back: unstarted ones, oldest first, then every tag the fetch
+        on the wire may take (release skips those it did not; FIFO order is kept)."""
         with self.lock:
             tags = [tag for tag, _ in self.pending]
             self.pending.clear()
+            if self.ahead is not None:
+                tags += self.ahead.tags()
+                self.ahead = None
         return tags
 
     def overdue(self, now: float) -> str | None:
