@@ -4,7 +4,10 @@
 Redis); a worker runs them as ``async def`` handlers, up to 20 at once as coroutines on
 one event loop, each publishing its progress with ``await relay.apublish(...)``; the
 page reads the ``progress`` channel at ``/events/progress`` (server-sent events through
-:mod:`redrelay.contrib.asgi`, one shared Redis subscription per process).
+:mod:`redrelay.contrib.asgi`, one shared Redis subscription per process). A finished job
+is also published on the durable ``done`` topic (``await topic.apublish(...)``), which
+the page streams from ``/topics/done``: reload the page, or cut the network, and the
+browser's ``Last-Event-ID`` resumes that list where it stopped, missing nothing.
 
 Run it on the embedded Redis, with a worker and uvicorn::
 
@@ -36,7 +39,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from redrelay import Message, Relay
-from redrelay.contrib.asgi import channel_stream
+from redrelay.contrib.asgi import channel_stream, topic_stream
 from redrelay.contrib.sse import hub_for
 
 __all__ = ["app", "relay"]
@@ -45,6 +48,9 @@ __all__ = ["app", "relay"]
 JOBS = "jobs"
 PROGRESS = "progress"
 PUBLIC_CHANNELS = frozenset({PROGRESS})
+#: The durable topic of finished jobs, and the topics the page may watch.
+DONE = "done"
+PUBLIC_TOPICS = frozenset({DONE})
 #: Most jobs one request may enqueue, and most steps per job.
 MAX_JOBS, MAX_STEPS = 50, 20
 STEP_SECONDS = float(os.environ.get("ASGI_EXAMPLE_STEP_SECONDS", "0.3"))
@@ -68,6 +74,7 @@ async def run_job(message: Message) -> None:
         await relay.apublish(
             PROGRESS, {**progress, "step": step}, headers={"event": "progress"}
         )
+    await relay.topic(DONE).apublish(progress, headers={"event": "done"})
 
 
 async def index(request: Request) -> Response:
@@ -117,6 +124,12 @@ app = Starlette(
             "/events/{channel}",
             channel_stream(relay, authorize=lambda scope, ch: ch in PUBLIC_CHANNELS),
         ),
+        Route(
+            "/topics/{topic}",
+            topic_stream(
+                relay, authorize=lambda scope, t: t in PUBLIC_TOPICS, start="beginning"
+            ),
+        ),
     ],
     lifespan=lifespan,
 )
@@ -137,6 +150,8 @@ coroutines and publishes progress, shown live. Updates: <span id="status">connec
 <p id="gaps"></p>
 <table><thead><tr><th>job</th><th>progress</th><th>worker · attempt</th></tr></thead>
 <tbody id="jobs"></tbody></table>
+<h2>Finished (durable topic: survives a reload)</h2>
+<ol id="done"></ol>
 <script>
 const rows = {};
 const source = new EventSource("/events/progress");
@@ -157,6 +172,12 @@ source.addEventListener("progress", (e) => {
   row.querySelector("progress").max = p.steps;
   row.querySelector("progress").value = p.step;
   row.cells[2].textContent = p.worker + " · " + p.attempt;
+});
+const done = new EventSource("/topics/done");
+done.addEventListener("done", (e) => {
+  const p = JSON.parse(e.data), item = document.createElement("li");
+  item.textContent = "run " + p.run + ", job " + p.job + " of " + p.of + " (" + e.lastEventId + ")";
+  document.getElementById("done").appendChild(item);
 });
 document.getElementById("go").onclick = async () => {
   const count = Number(document.getElementById("count").value);

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from redrelay import Relay
-from redrelay.contrib.asgi import channel_stream
+from redrelay.contrib.asgi import channel_stream, topic_stream
 from redrelay.contrib.sse import hub_for
 
 from ..asgi_example import free_port, run_example
@@ -104,6 +104,41 @@ def test_channel_stream_streams_and_unregisters_on_disconnect(relay: Relay) -> N
         hub.close()
 
 
+def test_topic_stream_resumes_after_last_event_id(relay: Relay) -> None:
+    """A topic over ASGI: frames carry stream ids, and a client that comes back with
+    Last-Event-ID gets exactly what it missed (the WSGI stream's code, on redis.asyncio)."""
+    topic = relay.topic("orders")
+    app = Starlette(
+        routes=[
+            Route(
+                "/topics/{topic}",
+                topic_stream(
+                    relay,
+                    authorize=lambda scope, t: t != "secret",
+                    start="beginning",
+                ),
+            )
+        ]
+    )
+    ids = [topic.publish({"n": n}, headers={"event": "order"}) for n in range(3)]
+    with _Server(app) as base, httpx.Client(base_url=base, timeout=WAIT) as client:
+        assert client.get("/topics/secret").status_code == 403
+        assert client.get("/topics/bad name!").status_code == 404
+        with client.stream("GET", "/topics/orders") as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(lines).startswith(": redrelay topic orders")
+            first = _events(lines, 3, time.monotonic() + WAIT)
+        assert [e["id"] for e in first] == ids
+        assert [json.loads(e["data"]) for e in first] == [{"n": n} for n in range(3)]
+        assert {e["event"] for e in first} == {"order"}
+        missed = [topic.publish({"n": n}, headers={"event": "order"}) for n in (3, 4)]
+        headers = {"Last-Event-ID": ids[1]}
+        with client.stream("GET", "/topics/orders", headers=headers) as response:
+            again = _events(response.iter_lines(), 3, time.monotonic() + WAIT)
+    assert [e["id"] for e in again] == [ids[2], *missed]
+
+
 @pytest.fixture
 def example(
     make_relay: Callable[..., Relay], redrelay_url: str
@@ -139,3 +174,12 @@ def test_example_enqueues_with_aput_and_streams_async_progress(
         lambda: relay.queue("jobs").stats().counters.get("acked") == 4,
         what="the worker acked every job",
     )
+    # the durable "done" topic keeps the finished jobs for a page that comes back
+    with httpx.Client(base_url=base, timeout=WAIT) as client:
+        assert client.get("/topics/jobs").status_code == 403  # not a public topic
+        with client.stream("GET", "/topics/done") as response:
+            done = _events(response.iter_lines(), 4, time.monotonic() + WAIT)
+    assert {
+        (json.loads(e["data"])["run"], json.loads(e["data"])["job"]) for e in done
+    } == {(run, job) for job in range(1, 5)}
+    assert {e["event"] for e in done} == {"done"}

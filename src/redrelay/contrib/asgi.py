@@ -22,7 +22,9 @@ Example (Starlette)::
 
 Authorization is the app's: ``authorize(scope, channel)`` returns (or awaits to) True
 to allow the stream; otherwise the answer is 403. An invalid channel name is a 404.
-A durable topic can be streamed the same way: an :class:`EventStream` over its frames.
+A durable topic streams the same way, resumable with ``Last-Event-ID``:
+:func:`topic_events` and :func:`topic_stream` (``Route("/topics/{topic}",
+topic_stream(relay))``).
 """
 
 from __future__ import annotations
@@ -33,12 +35,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidName
+from ..io.aio import AsyncConnection
+from ..protocol.requests import Step
 from .sse import DEFAULT_BUFFER, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS, hub_for
+from .topic_sse import topic_script
 
 if TYPE_CHECKING:
     from ..relay import Relay
 
-__all__ = ["SSE_HEADERS", "EventStream", "channel_events", "channel_stream"]
+__all__ = [
+    "SSE_HEADERS",
+    "EventStream",
+    "channel_events",
+    "channel_stream",
+    "topic_events",
+    "topic_stream",
+]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -75,6 +87,77 @@ def channel_events(
         buffer=buffer,
         last_event_id=last_event_id,
     )
+
+
+async def topic_events(
+    relay: Relay,
+    topic: str,
+    *,
+    last_event_id: str | None = None,
+    start: str = "now",
+    keepalive: float = DEFAULT_KEEPALIVE,
+    retry_ms: int | None = DEFAULT_RETRY_MS,
+) -> AsyncIterator[bytes]:
+    """The SSE frames of a durable topic, resumable after ``last_event_id``.
+
+    The same code as the WSGI :func:`~redrelay.contrib.topic_sse.stream_topic` (its
+    arguments and frames), driven on ``redis.asyncio``: each open stream holds one
+    connection of its own, blocked in ``XREAD`` (not one of the relay's pool, which
+    producers need).
+
+    :raises InvalidName: ``topic`` is not a valid name (at the first frame).
+    """
+    script = topic_script(relay, topic, last_event_id, start, keepalive, retry_ms)
+    conn = AsyncConnection(
+        relay.connection.url,
+        retries=0,
+        socket_timeout=keepalive + 10,
+        namespace=relay.namespace,
+    )
+    try:
+        reply: Any = None
+        while True:
+            item = script.send(reply)
+            if isinstance(item, Step):
+                reply = await conn.send((item,))
+            else:
+                reply = None
+                yield item
+    finally:
+        script.close()
+        await conn.close()
+
+
+def topic_stream(
+    relay: Relay,
+    *,
+    authorize: Authorize | None = None,
+    param: str = "topic",
+    start: str = "now",
+    keepalive: float = DEFAULT_KEEPALIVE,
+    retry_ms: int | None = DEFAULT_RETRY_MS,
+) -> EventStream:
+    """An :class:`EventStream` of the durable topic named by the path parameter
+    ``param``, resuming after the browser's ``Last-Event-ID``.
+
+    :param authorize: ``authorize(scope, topic)``, sync or async; False answers 403.
+    """
+
+    async def frames(scope: Scope) -> AsyncIterator[bytes] | None:
+        name = _path_param(scope, param)
+        if not await _allowed(authorize, scope, name):
+            return None
+        relay.topic(name)  # an invalid name answers 404 now, not mid-stream
+        return topic_events(
+            relay,
+            name,
+            last_event_id=_last_event_id(scope),
+            start=start,
+            keepalive=keepalive,
+            retry_ms=retry_ms,
+        )
+
+    return EventStream(frames)
 
 
 class EventStream:
@@ -139,26 +222,40 @@ def channel_stream(
     """
 
     async def frames(scope: Scope) -> AsyncIterator[bytes] | None:
-        params = scope.get("path_params") or {}
-        channel = params.get(param) or scope["path"].rstrip("/").rsplit("/", 1)[-1]
-        if authorize is not None:
-            allowed = authorize(scope, channel)
-            if inspect.isawaitable(allowed):
-                allowed = await allowed
-            if not allowed:
-                return None
-        headers = dict(scope.get("headers") or [])
-        last = headers.get(b"last-event-id")
+        channel = _path_param(scope, param)
+        if not await _allowed(authorize, scope, channel):
+            return None
         return channel_events(
             relay,
             channel,
-            last_event_id=last.decode("latin-1") if last else None,
+            last_event_id=_last_event_id(scope),
             keepalive=keepalive,
             retry_ms=retry_ms,
             buffer=buffer,
         )
 
     return EventStream(frames)
+
+
+def _path_param(scope: Scope, param: str) -> str:
+    """The router's ``scope["path_params"][param]``, else the last path segment."""
+    params = scope.get("path_params") or {}
+    name: str = params.get(param) or scope["path"].rstrip("/").rsplit("/", 1)[-1]
+    return name
+
+
+async def _allowed(authorize: Authorize | None, scope: Scope, name: str) -> bool:
+    if authorize is None:
+        return True
+    allowed = authorize(scope, name)
+    if inspect.isawaitable(allowed):
+        allowed = await allowed
+    return bool(allowed)
+
+
+def _last_event_id(scope: Scope) -> str | None:
+    last = dict(scope.get("headers") or []).get(b"last-event-id")
+    return last.decode("latin-1") if last else None
 
 
 async def _pump(frames: AsyncIterator[bytes], send: Send) -> None:

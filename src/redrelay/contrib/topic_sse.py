@@ -9,7 +9,8 @@ already trimmed entries after that id, an ``event: gap`` frame says so.
 
 Each open topic stream holds one Redis connection, blocked in ``XREAD`` (the channel hub
 shares one subscription instead); size the Redis ``maxclients`` and the web server's
-threads for the number of open streams. Sync (WSGI) only for now.
+threads for the number of open streams. WSGI apps use :func:`stream_topic`; ASGI apps
+:func:`redrelay.contrib.asgi.topic_events` (the same code, driven by ``redis.asyncio``).
 
 Frames::
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, DecodeError
 from ..protocol.envelope import decode_entry
+from ..protocol.requests import Step
 from ..topic import pairs, text
 from .sse import (
     DEFAULT_KEEPALIVE,
@@ -39,9 +41,13 @@ from .sse import (
 )
 
 if TYPE_CHECKING:
+    from ..io.sync import Connection
     from ..relay import Relay
 
-__all__ = ["stream_topic"]
+__all__ = ["Script", "stream_topic", "topic_script"]
+
+#: A topic stream: yields requests (answered with their reply) and frames (bytes).
+Script = Generator["Step | bytes", Any, None]
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}\Z")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -69,6 +75,39 @@ def stream_topic(
     :param retry_ms: the browser's reconnection delay; None sends none.
     :raises InvalidName: ``topic`` is not a valid name.
     """
+    script = topic_script(relay, topic, last_event_id, start, keepalive, retry_ms)
+    return _run(relay.new_connection(socket_timeout=keepalive + 10), script)
+
+
+def _run(conn: Connection, script: Script) -> Generator[bytes, None, None]:
+    """Drive a :func:`topic_script` on a blocking connection of its own."""
+    try:
+        reply: Any = None
+        while True:
+            item = script.send(reply)
+            if isinstance(item, Step):
+                reply = conn.send((item,))
+            else:
+                reply = None
+                yield item
+    finally:
+        conn.close()
+
+
+def topic_script(
+    relay: Relay,
+    topic: str,
+    last_event_id: str | None,
+    start: str,
+    keepalive: float,
+    retry_ms: int | None,
+) -> Script:
+    """The one copy of a topic stream, for the WSGI (:func:`stream_topic`) and the ASGI
+    (:func:`redrelay.contrib.asgi.topic_events`) drivers: it yields the Redis requests
+    it needs (:class:`Step`, answered with the reply) and the frames to send (bytes).
+
+    Arguments as :func:`stream_topic`; they are checked here, before anything is sent.
+    """
     t = relay.topic(topic)
     if start not in ("now", "beginning"):
         raise ConfigurationError(f'start= must be "now" or "beginning", got {start!r}')
@@ -77,10 +116,10 @@ def stream_topic(
     resume = (
         last_event_id if last_event_id and _STREAM_ID.match(last_event_id) else None
     )
-    return _frames(relay, t.name, t.keys.stream, resume, start, keepalive, retry_ms)
+    return _script(relay, t.name, t.keys.stream, resume, start, keepalive, retry_ms)
 
 
-def _frames(
+def _script(
     relay: Relay,
     name: str,
     stream: str,
@@ -88,38 +127,33 @@ def _frames(
     start: str,
     keepalive: float,
     retry_ms: int | None,
-) -> Generator[bytes, None, None]:
-    conn = relay.new_connection(socket_timeout=keepalive + 10)
-    try:
-        opening = f": redrelay topic {name}\n"
-        if retry_ms is not None:
-            opening += f"retry: {retry_ms}\n"
-        opening += "\n"
-        if resume is not None:
-            position = resume
-            opening += _resume_gap(conn, name, stream, resume)
-        elif start == "beginning":
-            position = "0-0"
-        else:
-            last = conn.call("XREVRANGE", stream, "+", "-", "COUNT", 1)
-            position = last[0][0].decode() if last else "0-0"
-        yield opening.encode()
-        block = max(1, int(keepalive * 1000))
-        while True:
-            reply = conn.call(
-                "XREAD", "COUNT", BATCH, "BLOCK", block, "STREAMS", stream, position
-            )
-            if not reply:
-                yield KEEPALIVE_FRAME
-                continue
-            entries = _entries(reply)
-            if entries:
-                position = text(entries[-1][0])
-                frames = "".join(_frame(relay, text(i), f) for i, f in entries)
-                if frames:
-                    yield frames.encode()
-    finally:
-        conn.close()
+) -> Script:
+    opening = f": redrelay topic {name}\n"
+    if retry_ms is not None:
+        opening += f"retry: {retry_ms}\n"
+    opening += "\n"
+    if resume is not None:
+        position = resume
+        opening += yield from _resume_gap(name, stream, resume)
+    elif start == "beginning":
+        position = "0-0"
+    else:
+        last = yield Step((("XREVRANGE", stream, "+", "-", "COUNT", 1),))
+        position = last[0][0].decode() if last else "0-0"
+    yield opening.encode()
+    block = max(1, int(keepalive * 1000))
+    read = ("XREAD", "COUNT", BATCH, "BLOCK", block, "STREAMS", stream)
+    while True:
+        reply = yield Step(((*read, position),))
+        if not reply:
+            yield KEEPALIVE_FRAME
+            continue
+        entries = _entries(reply)
+        if entries:
+            position = text(entries[-1][0])
+            frames = "".join(_frame(relay, text(i), f) for i, f in entries)
+            if frames:
+                yield frames.encode()
 
 
 def _entries(reply: Any) -> list[Any]:
@@ -129,12 +163,12 @@ def _entries(reply: Any) -> list[Any]:
     return list(reply[0][1])
 
 
-def _resume_gap(conn: Any, name: str, stream: str, resume: str) -> str:
+def _resume_gap(name: str, stream: str, resume: str) -> Generator[Step, Any, str]:
     """A gap frame if retention trimmed entries that came after ``resume``."""
-    first = conn.call("XRANGE", stream, "-", "+", "COUNT", 1)
+    first = yield Step((("XRANGE", stream, "-", "+", "COUNT", 1),))
     if not first or not _before(resume, text(first[0][0])):
         return ""
-    info = pairs(conn.call("XINFO", "STREAM", stream))
+    info = pairs((yield Step((("XINFO", "STREAM", stream),))))
     added, length = info.get("entries-added"), int(info.get("length", 0))
     if added is not None and int(added) <= length:
         return ""  # nothing was ever trimmed: the id was simply before the first entry
