@@ -92,3 +92,51 @@ def test_dead_letters_of_a_topic_group(
     purged = invoke("--namespace", ns, "dead", "purge", "orders/billing", "--all", "-y")
     assert purged.exit_code == 0, purged.output
     assert "purged 1 dead letters" in purged.output
+
+
+def test_stats_json_keeps_the_queue_list_and_adds_topics_on_request(
+    busy: Relay, invoke: Callable[..., Result]
+) -> None:
+    busy.queue("work").put(1)
+    ns = busy.namespace
+    plain = invoke("--namespace", ns, "stats", "--json")
+    assert plain.exit_code == 0, plain.output
+    # Scripts read the old shape: a list whose items are all queues.
+    assert [q["name"] for q in json.loads(plain.output)] == ["work"]
+    both = invoke("--namespace", ns, "stats", "--json", "--topics")
+    assert both.exit_code == 0, both.output
+    payload = json.loads(both.output)
+    assert [q["name"] for q in payload["queues"]] == ["work"]
+    (old,) = json.loads(plain.output)
+    assert payload["queues"][0].keys() == old.keys() and old["ready"] == 1
+    # The topics are those of `redrelay topics --json`.
+    topics = invoke("--namespace", ns, "topics", "--json")
+    assert payload["topics"] == json.loads(topics.output)
+    groups = {g["group"]: g for g in payload["topics"][0]["groups"]}
+    assert (groups["mail"]["lag"], groups["mail"]["pending"]) == (3, 0)
+    assert (groups["billing"]["lag"], groups["billing"]["dead"]) == (3, 1)
+    # Naming queues narrows the output to them, as the table does.
+    named = invoke("--namespace", ns, "stats", "--json", "--topics", "work")
+    assert json.loads(named.output)["topics"] == []
+
+
+def test_stats_watch_frames_show_topic_groups_with_lag_rates(busy: Relay) -> None:
+    from redrelay.cli.stats import snapshot, watch
+
+    frames = watch(lambda: snapshot(busy), 0.01, as_json=True)
+    first = json.loads(next(frames))
+    (orders,) = first["topics"]
+    assert {g["group"]: g["lag"] for g in orders["groups"]} == {"billing": 3, "mail": 3}
+    assert first["topic_rates"] == {}
+    busy.topic("orders").publish_many(["f", "g"])
+    second = json.loads(next(frames))
+    rates = second["topic_rates"]
+    assert rates["orders/mail"]["lag"] > 0 and rates["orders/mail"]["acked"] == 0
+    text = watch(lambda: snapshot(busy), 0.01, as_json=False)
+    assert next(text).startswith("-- ")
+    assert _row(next(text), "orders", "mail")[2:5] == ["7", "0", "5"]
+    busy.topic("orders").publish("h")
+    next(text)  # the blank line closing the first frame
+    next(text)  # the second frame's time
+    row = _row(next(text), "orders", "mail")
+    assert row[4] == "6" and float(row[-2]) > 0  # lag, lag/s

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeAlias
 
 import click
 import orjson
 
 from ..queue import QueueStats
 from ..relay import Relay
+from ..topic import TopicStats
 from ._base import (
     cli,
     connection_options,
@@ -20,16 +22,80 @@ from ._base import (
     require_queue,
     table,
 )
+from .topics import render_topics, topic_dicts, topic_names
 
-__all__ = ["render", "stats", "watch"]
+#: Per-queue rates (acked/s, dead/s) and per-``topic/group`` rates (lag/s, acked/s).
+Rates: TypeAlias = dict[str, dict[str, float]]
+TopicRates: TypeAlias = dict[str, dict[str, float | None]]
+
+__all__ = [
+    "EMPTY",
+    "Snapshot",
+    "render",
+    "render_snapshot",
+    "snapshot",
+    "stats",
+    "to_json",
+    "watch",
+]
 
 #: Lifetime counters shown in the table (``--json`` shows every counter).
 COUNTERS = ("acked", "retried", "dead", "recovered", "rejected")
+
+#: What ``stats`` prints when the namespace has neither queues nor topics.
+EMPTY = (
+    "no queues in namespace {namespace!r} yet "
+    "(a queue appears once something is put on it or a worker consumes it)"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one ``stats`` print shows: queue snapshots, then topic snapshots."""
+
+    queues: list[QueueStats]
+    topics: list[TopicStats]
+
+
+def snapshot(relay: Relay, queues: Sequence[str] = ()) -> Snapshot:
+    """The queues named (or all), and every topic when no queue is named (naming
+    queues narrows the output to them, as in the table)."""
+    topics = [] if queues else [relay.topic(t).stats() for t in topic_names(relay)]
+    return Snapshot(relay.stats(list(queues) or queue_names(relay)), topics)
+
+
+def to_json(snap: Snapshot, *, topics: bool) -> str:
+    """``stats --json``: the list of queue dicts, as it always was (scripts index it);
+    with ``topics``, an object ``{"queues": [...], "topics": [...]}`` instead, the
+    topics in the shape of ``redrelay topics --json`` (a list cannot gain topics
+    without breaking the scripts that read every item as a queue)."""
+    queues = [dataclasses.asdict(s) for s in snap.queues]
+    payload: object = queues
+    if topics:
+        payload = {"queues": queues, "topics": topic_dicts(snap.topics)}
+    return orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode()
+
+
+def render_snapshot(
+    snap: Snapshot, rates: Rates | None = None, topic_rates: TopicRates | None = None
+) -> str | None:
+    """The tables of ``stats`` (queues, then topic groups), or None if both are empty."""
+    parts = [render(snap.queues, rates)] if snap.queues else []
+    if snap.topics:
+        parts.append(render_topics(snap.topics, topic_rates))
+    return "\n\n".join(parts) or None
 
 
 @cli.command()
 @click.argument("queues", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option(
+    "--topics",
+    "with_topics",
+    is_flag=True,
+    help='With --json: print {"queues": [...], "topics": [...]} instead of the '
+    "list of queues (kept as is for existing scripts).",
+)
 @click.option(
     "-w",
     "--watch",
@@ -40,9 +106,14 @@ COUNTERS = ("acked", "retried", "dead", "recovered", "rejected")
 @connection_options()
 @click.pass_context
 def stats(
-    ctx: click.Context, queues: tuple[str, ...], as_json: bool, watch: float | None
+    ctx: click.Context,
+    queues: tuple[str, ...],
+    as_json: bool,
+    with_topics: bool,
+    watch: float | None,
 ) -> None:
-    """Show the depths and counters of queues (all, or QUEUES).
+    """Show the depths and counters of queues (all, or QUEUES), then topic groups
+    (when no QUEUES are named; see `redrelay topics` for the columns).
 
     \b
     ready      waiting to be fetched
@@ -54,40 +125,26 @@ def stats(
     Counters since the queue was created: acked, retried, dead (dead-lettered),
     recovered (taken back from a consumer whose lease expired), rejected (stale
     acks from a consumer that lost its lease). With --watch, acked/s and dead/s
-    are the rates since the previous print.
+    are the rates since the previous print, and lag/s and acked/s per topic group.
+    --json prints a list of queues; --json --topics an object with "queues" and
+    "topics". --watch --json prints one object per line with "queues", "rates",
+    "topics" and "topic_rates" (keyed "topic/group").
     """
     relay = open_relay(ctx)
-    names = [require_queue(relay, q).name for q in queues] or queue_names(relay)
+    names = [require_queue(relay, q).name for q in queues]
     if watch is not None:
-        _watch(relay, list(queues), watch, as_json)
+        _watch(relay, names, watch, as_json)
         return
-    snapshots = relay.stats(names)
+    snap = snapshot(relay, names)
     if as_json:
-        payload = [dataclasses.asdict(s) for s in snapshots]
-        click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
-        return
-    from .topics import render_topics, topic_names
-
-    topics = [] if queues else [relay.topic(t).stats() for t in topic_names(relay)]
-    if not snapshots and not topics:
-        click.echo(
-            f"no queues in namespace {relay.namespace!r} yet "
-            "(a queue appears once something is put on it or a worker consumes it)"
-        )
-        return
-    click.echo(
-        "\n\n".join(
-            [
-                *([render(snapshots)] if snapshots else []),
-                *([render_topics(topics)] if topics else []),
-            ]
-        )
-    )
+        click.echo(to_json(snap, topics=with_topics))
+    else:
+        click.echo(render_snapshot(snap) or EMPTY.format(namespace=relay.namespace))
 
 
 def _watch(relay: Relay, queues: list[str], interval: float, as_json: bool) -> None:
-    # Queues that appear while watching are picked up when none were named.
-    frames = watch(lambda: relay.stats(queues or queue_names(relay)), interval, as_json)
+    # Queues and topics that appear while watching are picked up when none were named.
+    frames = watch(lambda: snapshot(relay, queues), interval, as_json)
     try:
         for line in frames:
             click.echo(line)
@@ -96,48 +153,76 @@ def _watch(relay: Relay, queues: list[str], interval: float, as_json: bool) -> N
 
 
 def watch(
-    read: Callable[[], list[QueueStats]], interval: float, as_json: bool
+    read: Callable[[], Snapshot | list[QueueStats]], interval: float, as_json: bool
 ) -> Iterator[str]:
     """Lines of ``stats --watch`` forever: a snapshot every ``interval`` seconds, with
-    rates from the previous one (shared by the CLI and the Django command)."""
-    previous: dict[str, QueueStats] = {}
+    rates from the previous one (shared by the CLI and the Django command). ``read``
+    may return a bare list of queue snapshots (no topics)."""
+    previous = Snapshot([], [])
     last = time.monotonic()
     while True:
-        snapshots = read()
+        got = read()
+        snap = got if isinstance(got, Snapshot) else Snapshot(list(got), [])
         now = time.monotonic()
-        rates = {
-            s.name: _rates(previous[s.name], s, now - last)
-            for s in snapshots
-            if s.name in previous
-        }
+        rates = _queue_rates(previous.queues, snap.queues, now - last)
+        topic_rates = _topic_rates(previous.topics, snap.topics, now - last)
         stamp = time.strftime("%H:%M:%S")
         if as_json:
             payload = {
                 "time": stamp,
-                "queues": [dataclasses.asdict(s) for s in snapshots],
+                "queues": [dataclasses.asdict(s) for s in snap.queues],
                 "rates": rates,
+                "topics": topic_dicts(snap.topics),
+                "topic_rates": topic_rates,
             }
             yield orjson.dumps(payload).decode()
         else:
             yield f"-- {stamp}"
-            yield render(snapshots, rates) if snapshots else "no queues yet"
+            yield render_snapshot(snap, rates, topic_rates) or "no queues yet"
             yield ""
-        previous, last = {s.name: s for s in snapshots}, now
+        previous, last = snap, now
         time.sleep(interval)
 
 
-def _rates(before: QueueStats, after: QueueStats, seconds: float) -> dict[str, float]:
+def _queue_rates(
+    before: list[QueueStats], after: list[QueueStats], seconds: float
+) -> Rates:
+    """acked/s and dead/s of each queue seen in both snapshots."""
     seconds = max(seconds, 1e-6)
+    old = {s.name: s for s in before}
     return {
-        name: max(0, after.counters.get(name, 0) - before.counters.get(name, 0))
-        / seconds
-        for name in ("acked", "dead")
+        s.name: {
+            c: max(0, s.counters.get(c, 0) - old[s.name].counters.get(c, 0)) / seconds
+            for c in ("acked", "dead")
+        }
+        for s in after
+        if s.name in old
     }
 
 
-def render(
-    snapshots: list[QueueStats], rates: dict[str, dict[str, float]] | None = None
-) -> str:
+def _topic_rates(
+    before: list[TopicStats], after: list[TopicStats], seconds: float
+) -> TopicRates:
+    """lag/s (signed: negative when the group catches up; None when Redis cannot say
+    the lag) and acked/s of each topic group seen in both snapshots."""
+    seconds = max(seconds, 1e-6)
+    old = {f"{t.name}/{g.group}": g for t in before for g in t.groups}
+    rates: TopicRates = {}
+    for t in after:
+        for g in t.groups:
+            was = old.get(key := f"{t.name}/{g.group}")
+            if was is None:
+                continue
+            lag = None if g.lag is None or was.lag is None else g.lag - was.lag
+            acked = g.counters.get("acked", 0) - was.counters.get("acked", 0)
+            rates[key] = {
+                "lag": None if lag is None else lag / seconds,
+                "acked": max(0, acked) / seconds,
+            }
+    return rates
+
+
+def render(snapshots: list[QueueStats], rates: Rates | None = None) -> str:
     """The two tables of ``redrelay stats``: depths (and rates), then lifetime counters."""
     headers = ["queue", "ready", "delayed", "in flight", "dead", "consumers", "oldest"]
     rows: list[list[object]] = [

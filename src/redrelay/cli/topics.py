@@ -15,10 +15,24 @@ from ..relay import Relay
 from ..topic import Topic, TopicStats
 from ._base import CliError, cli, connection_options, open_relay, table
 
-__all__ = ["GroupDead", "render_topics", "require_group", "topic_names", "topics"]
+__all__ = [
+    "GroupDead",
+    "render_topics",
+    "require_group",
+    "topic_dicts",
+    "topic_names",
+    "topics",
+]
 
 #: Counters shown in the topic table (``--json`` shows every counter).
-COUNTERS = ("acked", "retried", "recovered", "rejected", "trimmed_unread")
+COUNTERS = (
+    "acked",
+    "retried",
+    "recovered",
+    "rejected",
+    "trimmed_unread",
+    "trimmed_pending",
+)
 
 
 def topic_names(relay: Relay) -> list[str]:
@@ -29,20 +43,33 @@ def topic_names(relay: Relay) -> list[str]:
     return sorted(m.decode() for m in members)
 
 
-def render_topics(snapshots: list[TopicStats]) -> str:
+def topic_dicts(snapshots: list[TopicStats]) -> list[dict[str, Any]]:
+    """Topics as JSON-ready dicts, the one shape of ``topics --json`` and ``stats``."""
+    return [dataclasses.asdict(s) for s in snapshots]
+
+
+def render_topics(
+    snapshots: list[TopicStats], rates: dict[str, dict[str, float | None]] | None = None
+) -> str:
     """One row per topic group: length, consumers, lag (unread), pending, retrying,
-    dead, and its counters; a topic without groups gets one row with its length."""
+    dead, and its counters; a topic without groups gets one row with its length.
+    With ``rates`` (keyed ``topic/group``, from ``stats --watch``): lag/s and acked/s."""
     headers = ["topic", "group", "length", "consumers", "lag", "pending", "retrying"]
     headers += ["dead", *COUNTERS]
+    if rates is not None:
+        headers += ["lag/s", "acked/s"]
     rows: list[list[object]] = []
     for t in snapshots:
         if not t.groups:
             rows.append([t.name, None, t.length, *([None] * (len(headers) - 3))])
         for g in t.groups:
-            rows.append(
-                [t.name, g.group, t.length, g.consumers, g.lag, g.pending, g.retrying]
-                + [g.dead, *(g.counters.get(c, 0) for c in COUNTERS)]
-            )
+            cells: list[object] = [t.name, g.group, t.length, g.consumers, g.lag]
+            cells += [g.pending, g.retrying, g.dead]
+            cells += [g.counters.get(c, 0) for c in COUNTERS]
+            if rates is not None:
+                r = rates.get(f"{t.name}/{g.group}")
+                cells += [r["lag"], r["acked"]] if r else [None, None]
+            rows.append(cells)
     return table(headers, rows)
 
 
@@ -71,7 +98,7 @@ def topics(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
             )
     snapshots = [relay.topic(n).stats() for n in names or known]
     if as_json:
-        payload = [dataclasses.asdict(s) for s in snapshots]
+        payload = topic_dicts(snapshots)
         click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
     elif snapshots:
         click.echo(render_topics(snapshots))

@@ -3,6 +3,7 @@ call_command."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.core.management.base import CommandError
 from redrelay import Relay
 from redrelay.contrib.django.models import OutboxMessage
 from redrelay.contrib.django.outbox import OUTBOX_MAX_ATTEMPTS
+from redrelay.worker.topic_leases import create_group
 
 
 def run(*args: str, **options: Any) -> str:
@@ -40,6 +42,23 @@ def test_relay_stats(app_relay: Relay) -> None:
     assert row.split()[1:3] == ["1", "1"]
     [stats] = orjson.loads(run("relay_stats", "jobs", "--json"))
     assert (stats["name"], stats["ready"], stats["delayed"]) == ("jobs", 1, 1)
+
+
+def test_relay_stats_shows_topic_groups(
+    app_relay: Relay, make_relay: Callable[..., Relay]
+) -> None:
+    side = make_relay(namespace=app_relay.namespace)
+    side.subscriber("orders", group="mail")(lambda m: None)
+    create_group(side.connection, side.topic_subscribers[0])  # as a worker does
+    side.topic("orders").publish_many(["a", "b"])
+    text = run("relay_stats")
+    # topic group length consumers lag pending
+    [row] = [line.split() for line in text.splitlines() if line.startswith("orders")]
+    assert row[:6] == ["orders", "mail", "2", "0", "2", "0"]
+    assert orjson.loads(run("relay_stats", "--json")) == []  # the list of queues
+    payload = orjson.loads(run("relay_stats", "--json", "--topics"))
+    [group] = payload["topics"][0]["groups"]
+    assert (group["group"], group["lag"], group["pending"]) == ("mail", 2, 0)
 
 
 def test_relay_stats_of_an_unknown_queue(app_relay: Relay) -> None:

@@ -14,6 +14,7 @@ from flask import Flask, current_app, g
 from redrelay import ConfigurationError, Message, Reject, Relay
 from redrelay.contrib.flask import RedRelay, RedRelayState
 from redrelay.contrib.sse import hub_for
+from redrelay.worker.topic_leases import create_group
 
 from .conftest import MakeApp
 from .helpers import EventReader, parse_events, wait_for
@@ -357,6 +358,18 @@ def test_flask_relay_stats_and_dead_letters(make_app: MakeApp) -> None:
     (stats,) = orjson.loads(runner.invoke(args=["relay", "stats", "--json"]).output)
     assert stats["name"] == "jobs" and stats["dead"] == 1
     assert stats["counters"]["acked"] == 2
+
+    relay = ext.relay_for(app)
+    relay.subscriber("orders", group="mail")(lambda m: None)
+    create_group(relay.connection, relay.topic_subscribers[-1])  # as a worker does
+    relay.topic("orders").publish_many(["a", "b"])
+    result = runner.invoke(args=["relay", "stats"])
+    # topic group length consumers lag pending
+    row = next(r.split() for r in result.output.splitlines() if r.startswith("orders"))
+    assert row[:6] == ["orders", "mail", "2", "0", "2", "0"]
+    result = runner.invoke(args=["relay", "stats", "--json", "--topics"])
+    [group] = orjson.loads(result.output)["topics"][0]["groups"]
+    assert (group["group"], group["lag"], group["pending"]) == ("mail", 2, 0)
 
     result = runner.invoke(args=["relay", "dead", "list", "jobs"])
     assert result.exit_code == 0, result.output

@@ -1,23 +1,17 @@
-"""``manage.py relay_stats``: depths, consumers, age and counters of each queue."""
+"""``manage.py relay_stats``: depths, consumers, age and counters of each queue, then
+each topic group's lag and pending entries (the output of ``redrelay stats``)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import orjson
 from django.core.management.base import BaseCommand, CommandParser
 
-from redrelay.cli.stats import render, watch
+from redrelay.cli.stats import EMPTY, render_snapshot, snapshot, to_json, watch
 from redrelay.errors import RedrelayError
+from redrelay.relay import Relay
 
-from ._common import (
-    add_relay_argument,
-    command_error,
-    open_relay,
-    queue_names,
-    require_queue,
-)
+from ._common import add_relay_argument, command_error, open_relay, require_queue
 
 __all__ = ["Command"]
 
@@ -26,8 +20,9 @@ class Command(BaseCommand):
     help = (
         "Show the depths and counters of the relay's queues (all, or QUEUES): ready, "
         "delayed, in flight, dead, consumers, age of the oldest message, and the "
-        "lifetime counters acked, retried, dead, recovered, rejected. Same output as "
-        "`redrelay stats`."
+        "lifetime counters acked, retried, dead, recovered, rejected; then, when no "
+        "QUEUE is named, each topic group's length, consumers, lag, pending, "
+        "retrying, dead and counters. Same output as `redrelay stats`."
     )
     requires_system_checks: list[str] = []
 
@@ -35,6 +30,12 @@ class Command(BaseCommand):
         parser.add_argument("queues", nargs="*", metavar="QUEUE")
         parser.add_argument(
             "--json", action="store_true", help="Print JSON instead of tables."
+        )
+        parser.add_argument(
+            "--topics",
+            action="store_true",
+            help='With --json: print {"queues": [...], "topics": [...]} instead of '
+            "the list of queues (kept as is for existing scripts).",
         )
         parser.add_argument(
             "-w",
@@ -50,31 +51,22 @@ class Command(BaseCommand):
         try:
             names = [require_queue(relay, q).name for q in options["queues"]]
             if options["watch"] is not None:
-                self._watch(
-                    relay.stats, names, max(0.1, options["watch"]), options["json"]
-                )
+                self._watch(relay, names, max(0.1, options["watch"]), options["json"])
                 return
-            snapshots = relay.stats(names or queue_names(relay))
+            snap = snapshot(relay, names)
         except RedrelayError as exc:
             raise command_error(exc) from exc
         if options["json"]:
-            payload = [dataclasses.asdict(s) for s in snapshots]
-            self.stdout.write(
-                orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode()
-            )
-        elif not snapshots:
-            self.stdout.write(
-                f"no queues in namespace {relay.namespace!r} yet (a queue appears once "
-                "something is put on it or a worker consumes it)"
-            )
+            self.stdout.write(to_json(snap, topics=options["topics"]))
         else:
-            self.stdout.write(render(snapshots))
+            text = render_snapshot(snap)
+            self.stdout.write(text or EMPTY.format(namespace=relay.namespace))
 
     def _watch(
-        self, stats: Any, names: list[str], interval: float, as_json: bool
+        self, relay: Relay, names: list[str], interval: float, as_json: bool
     ) -> None:
         try:
-            for line in watch(lambda: stats(names or None), interval, as_json):
+            for line in watch(lambda: snapshot(relay, names), interval, as_json):
                 self.stdout.write(line)
         except KeyboardInterrupt:
             return
