@@ -349,6 +349,124 @@ def test_async_handler(relay: Relay) -> None:
     assert seen == ["x"]
 
 
+WAIT = 15.0
+
+
+def test_async_subscriber_runs_concurrently_on_the_shared_loop(
+    make_relay: Callable[..., Relay],
+) -> None:
+    import asyncio
+
+    relay = make_relay(lease=5)
+    state: dict[str, Any] = {"in_flight": 0, "max": 0, "threads": set()}
+    queue_threads: set[int] = set()
+
+    @relay.subscriber("fan", group="g", start="beginning", concurrency=20)
+    async def handler(message: Message) -> None:
+        if "all_in" not in state:
+            state["all_in"] = asyncio.Event()  # created on the worker's loop
+        state["threads"].add(threading.get_ident())
+        state["in_flight"] += 1
+        state["max"] = max(state["max"], state["in_flight"])
+        if state["in_flight"] == 20:
+            state["all_in"].set()
+        # Only reachable if all 20 run at once: one at a time would time out here.
+        await asyncio.wait_for(state["all_in"].wait(), WAIT)
+        state["in_flight"] -= 1
+
+    @relay.consumer("jobs")
+    async def job(message: Message) -> None:
+        queue_threads.add(threading.get_ident())
+
+    relay.topic("fan").publish_many(list(range(20)))
+    relay.queue("jobs").put("x")
+    relay.drain(timeout=WAIT * 2)
+    counters = _counters(relay, "fan", "g")
+    assert counters["acked"] == 20
+    assert counters.get("retried", 0) == 0 and counters.get("dead", 0) == 0
+    assert state["max"] == 20
+    # one loop thread per worker: the queue's async consumer ran on the same one
+    assert len(state["threads"]) == 1 and state["threads"] == queue_threads
+    assert threading.get_ident() not in state["threads"]
+
+
+def test_async_subscriber_retries_and_dead_letters_like_sync(relay: Relay) -> None:
+    import asyncio
+    import sys
+
+    calls: list[tuple[str, int, int]] = []
+
+    @relay.subscriber(
+        "t", group="g", start="beginning", concurrency=4, retries=2, backoff=0.05
+    )
+    async def handler(message: Message) -> None:
+        await asyncio.sleep(0)
+        calls.append((message.body, message.attempt, message.failures))
+        if message.body == "bad":
+            raise RuntimeError("card declined")
+        if message.body == "later" and message.attempt == 1:
+            raise Retry(delay=0.05, count=False)
+        if message.body == "never":
+            raise Reject("not for us")
+        if message.body == "exit":
+            sys.exit(3)  # fails its delivery; the loop and the worker carry on
+
+    other = _record(relay, "t", "mail", start="beginning")
+    topic = relay.topic("t")
+    topic.publish_many(["ok", "bad", "later", "never", "exit"])
+    relay.drain(timeout=WAIT)
+    by_body: dict[str, list[tuple[int, int]]] = {}
+    for body, attempt, failures in calls:
+        by_body.setdefault(body, []).append((attempt, failures))
+    assert by_body == {
+        "ok": [(1, 0)],
+        "bad": [(1, 0), (2, 1), (3, 2)],
+        "later": [(1, 0), (2, 0)],
+        "never": [(1, 0)],
+        "exit": [(1, 0), (2, 1), (3, 2)],
+    }
+    dead = {d.body: d for d in topic.dead_letters("g")}
+    assert set(dead) == {"bad", "never", "exit"}
+    assert "failed 3 times (retries=2)" in dead["bad"].reason
+    assert "RuntimeError: card declined" in dead["bad"].reason
+    assert dead["never"].reason == "rejected: not for us"
+    assert "the handler raised SystemExit(3)" in dead["exit"].reason
+    counters = _counters(relay, "t", "g")
+    assert counters["acked"] == 2 and counters["dead"] == 3
+    assert counters["retried"] == 5  # bad x2, exit x2, later x1
+    assert sorted(m.body for m in other) == ["bad", "exit", "later", "never", "ok"]
+
+
+def test_async_stop_gives_back_unstarted_entries(
+    make_relay: Callable[..., Relay],
+) -> None:
+    import asyncio
+
+    first = make_relay(prefetch=20)
+    started = threading.Event()
+    seen_first: list[int] = []
+
+    @first.subscriber("t", group="g", start="beginning", concurrency=2)
+    async def slow(message: Message) -> None:
+        seen_first.append(message.body)
+        if len(seen_first) == 2:
+            started.set()
+        await asyncio.sleep(0.2)
+
+    first.topic("t").publish_many(list(range(20)))
+    first.start()
+    assert started.wait(10)
+    first.stop(grace=10)  # the two running coroutines finish; the rest go back
+    assert len(seen_first) < 20
+    second = make_relay(namespace=first.namespace)
+    seen_second = _record(second, "t", "g")
+    second.drain(timeout=10)
+    assert sorted(seen_first + [m.body for m in seen_second]) == list(range(20))
+    (group,) = second.topic("t").stats().groups
+    assert group.pending == 0 and group.consumers == 0
+    assert group.counters.get("dead", 0) == 0
+
+
 def test_apublish_and_apublish_many_reach_every_group(relay: Relay) -> None:
     """The async twins write the same entries (one copy of the logic: _publish_plan)."""
     import asyncio

@@ -9,6 +9,7 @@ gets every entry, at least once. The worker side lives in :mod:`redrelay.worker.
 from __future__ import annotations
 
 import base64
+import inspect
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -95,6 +96,10 @@ class TopicSubscription:
     @property
     def name(self) -> str:
         return f"{self.topic.name}/{self.group}"
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
 
     @property
     def keys(self) -> GroupKeys:

@@ -1,13 +1,15 @@
 """A relay with topic subscribers for worker subprocesses in tests.
 
 Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds), TEST_MAX_DELIVERIES,
-TEST_PREFETCH, TEST_CONCURRENCY, TEST_GROUPS (comma-separated; default both).
+TEST_PREFETCH, TEST_CONCURRENCY, TEST_GROUPS (comma-separated; default both), TEST_ASYNC
+(1: the handlers are ``async def``, run as coroutines on the worker's event loop).
 Two groups of the topic ``events`` record each body's ``n`` in ``<ns>:test:topic:<group>``
 (a list) once done; a body with ``"die": true`` SIGKILLs its billing worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -30,11 +32,12 @@ relay = Relay(
 _client: redis.Redis | None = None
 
 
-def record(group: str, message: Message) -> None:
+def record(group: str, message: Message, pause: bool = True) -> None:
     global _client
     if _client is None:
         _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
-    time.sleep(0.001)
+    if pause:
+        time.sleep(0.001)
     _client.rpush(f"{NAMESPACE}:test:topic:{group}", message.body["n"])
 
 
@@ -48,6 +51,24 @@ def mail(message: Message) -> None:
     record("mail", message)
 
 
+async def abilling(message: Message) -> None:
+    """``billing`` as a coroutine (the sync Redis write is quick enough for a test)."""
+    await asyncio.sleep(0.001)
+    if message.body.get("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    record("billing", message, pause=False)
+
+
+async def amail(message: Message) -> None:
+    await asyncio.sleep(0.001)
+    record("mail", message, pause=False)
+
+
+_ASYNC = os.environ.get("TEST_ASYNC") == "1"
 for _group in os.environ.get("TEST_GROUPS", "billing,mail").split(","):
-    _handler = {"billing": billing, "mail": mail}[_group]
+    _handler = (
+        {"billing": abilling, "mail": amail}
+        if _ASYNC
+        else {"billing": billing, "mail": mail}
+    )[_group]
     relay.subscriber("events", group=_group, start="beginning")(_handler)

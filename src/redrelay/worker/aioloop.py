@@ -38,11 +38,12 @@ from .dispatch import Outcome, Started, begin, settle
 
 if TYPE_CHECKING:
     from ..handlers import Consumer
+    from ..topic import TopicSubscription
     from .leases import Batch, Lease
     from .runner import Runner
     from .timelimit import Slot
 
-__all__ = ["Bounded", "LoopThread", "fetchers", "run_async_batch"]
+__all__ = ["Bounded", "LoopThread", "error_of", "fetchers", "run_async_batch"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -136,10 +137,19 @@ class Bounded:
                 self._permits.release()
 
 
-def fetchers(consumer: Consumer) -> int:
-    """Fetching threads of a consumer: ``concurrency`` for sync handlers; for async ones,
-    enough batches to fill ``concurrency`` coroutines, plus one fetching while another
-    waits on the tail of its batch."""
+def error_of(future: Future) -> Exception | None:
+    """What a finished (not cancelled) handler coroutine raised, as an Exception: a
+    BaseException (CancelledError inside the handler, say) fails its delivery too."""
+    error = future.exception()
+    if error is None or isinstance(error, Exception):
+        return error
+    return RuntimeError(f"the handler raised {type(error).__name__}: {error}")
+
+
+def fetchers(consumer: Consumer | TopicSubscription) -> int:
+    """Fetching threads of a consumer or topic subscriber: ``concurrency`` for sync
+    handlers; for async ones, enough batches to fill ``concurrency`` coroutines, plus
+    one fetching while another waits on the tail of its batch."""
     opts = consumer.options
     if not consumer.is_async:
         return opts.concurrency
@@ -298,11 +308,9 @@ def _outcome(
 ) -> Outcome | None:
     if future.cancelled():
         return None
-    error = future.exception()
+    error = error_of(future)
     if error is None:
         return Outcome.ACKED
-    if not isinstance(error, Exception):  # CancelledError inside the handler, say
-        error = RuntimeError(f"the handler raised {type(error).__name__}: {error}")
     return settle(
         runner.relay, consumer, lease, tag, entry, started, error, runner._halt
     )

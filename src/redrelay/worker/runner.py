@@ -108,8 +108,13 @@ class Runner:
         )
         self.epoch = EpochWatch(conn, self.relay.namespace)
         retry_forever(self.epoch.check, self._stopping, "epoch")
-        if any(c.is_async for c in self.consumers) or (
-            self.with_subscribers and any(s.is_async for s in self.relay.subscribers)
+        if (
+            any(c.is_async for c in self.consumers)
+            or (
+                self.with_subscribers
+                and any(s.is_async for s in self.relay.subscribers)
+            )
+            or (self.topics is not None and self.topics.is_async)
         ):
             self._aio = LoopThread()
             self._aio.start()
@@ -138,7 +143,7 @@ class Runner:
             self._listener = Listener(self.relay, self.relay.subscribers, aio=self._aio)
             self._listener.start()
         if self.topics is not None:
-            self.topics.start()
+            self.topics.start(self._aio)
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         self._slots.append(slot)

@@ -7,27 +7,29 @@ being taken (no idle-time reclaim); a consumer that stops heartbeating for longe
 its lease loses everything it holds back to the group (``topic_recover.lua``) within a
 sweep. An entry's owner in the stream's pending list is the lease token: acks, retries
 and dead-letterings from a consumer that lost its lease are rejected and counted.
+
+An ``async def`` subscriber runs as coroutines on the worker's shared event loop
+(:class:`~redrelay.worker.aioloop.LoopThread`), up to ``concurrency`` at once per group
+(:class:`~redrelay.worker.aioloop.Bounded`), fed by a few fetching threads
+(:func:`~redrelay.worker.aioloop.fetchers`). Those threads check each delivery
+(:func:`~redrelay.worker.topic_dispatch.begin`), and settle and ack each outcome as its
+coroutine ends (:func:`~redrelay.worker.topic_dispatch.settle`): the very code sync
+handlers run between, on their own threads.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from ..errors import BrokerError, BrokerUnavailable, DecodeError, Reject, Retry
+from ..errors import BrokerError, BrokerUnavailable
 from ..handlers import invoke
-from ..message import Message
-from ..protocol.envelope import decode_entry
-from ..protocol.transitions import dead_record
-from ..topic import TopicSubscription
+from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome
 from .leases import retry_forever
+from .topic_dispatch import ACK_INTERVAL, Flight, Item, begin, settle
 from .topic_leases import (
     Fetched,
     GroupLease,
@@ -38,6 +40,7 @@ from .topic_leases import (
 
 if TYPE_CHECKING:
     from ..io.sync import Connection
+    from ..message import Message
     from ..relay import Relay
 
 __all__ = ["TopicRunner"]
@@ -46,8 +49,6 @@ log = logging.getLogger("redrelay.worker")
 
 #: Seconds between sweeps for expired leases.
 SWEEP_INTERVAL = 1.0
-#: Acks are sent at once when handlers are slower than this (else with the next fetch).
-ACK_INTERVAL = 0.05
 
 
 class TopicRunner:
@@ -65,24 +66,40 @@ class TopicRunner:
         self._leases: list[GroupLease] = []
         self._keeper: threading.Thread | None = None
         self._conn: Connection | None = None
+        #: A loop of its own when started without the worker's (stopped with it).
+        self._own_aio: LoopThread | None = None
 
-    def start(self) -> None:
-        """Create each group (at its start position), join, start threads and the keeper."""
+    @property
+    def is_async(self) -> bool:
+        """Some subscriber is ``async def``: it needs an event loop thread."""
+        return any(sub.is_async for sub in self.subs)
+
+    def start(self, aio: LoopThread | None = None) -> None:
+        """Create each group (at its start position), join, start threads and the keeper.
+
+        ``aio`` is the worker's event loop thread, for ``async def`` subscribers.
+        """
         self._conn = conn = self.relay.new_connection(
             socket_timeout=max(10.0, self.poll + 5)
         )
+        if aio is None and self.is_async:
+            aio = self._own_aio = LoopThread("redrelay-topics-asyncio")
+            aio.start()
         for sub in self.subs:
             retry_forever(
                 lambda s=sub: create_group(conn, s), self._stopping, f"topic {sub.name}"
             )
             retry_forever(sub.topic.register, self._stopping, f"topic {sub.name}")
-            for n in range(sub.options.concurrency):
+            bounded = None
+            if sub.is_async and aio is not None:
+                bounded = Bounded(aio, sub.options.concurrency)
+            for n in range(fetchers(sub)):
                 lease = GroupLease(conn, sub)
                 retry_forever(lease.join, self._stopping, f"topic {sub.name}: join")
                 self._leases.append(lease)
                 thread = threading.Thread(
                     target=self._consume,
-                    args=(lease,),
+                    args=(lease, bounded),
                     name=f"redrelay-topic-{sub.name}-{n}",
                     daemon=True,
                 )
@@ -107,12 +124,14 @@ class TopicRunner:
         deadline = time.monotonic() + grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        # Before ``_halt``, which lets fetching threads return with coroutines running.
+        alive = [thread.is_alive() for thread in self._threads]
         self._halt.set()
         if self._keeper is not None:
             self._keeper.join(5.0)
         running = 0
-        for lease, thread in zip(self._leases, self._threads, strict=True):
-            if thread.is_alive():
+        for lease, still in zip(self._leases, alive, strict=True):
+            if still:
                 running += 1
                 continue
             try:
@@ -128,8 +147,11 @@ class TopicRunner:
                 running,
                 grace,
             )
-        elif self._conn is not None:
-            self._conn.close()
+        else:
+            if self._own_aio is not None:
+                self._own_aio.stop()
+            if self._conn is not None:
+                self._conn.close()
         return not running
 
     def idle(self) -> bool:
@@ -152,42 +174,39 @@ class TopicRunner:
 
     # -- threads ---------------------------------------------------------------------------
 
-    def _consume(self, lease: GroupLease) -> None:
+    def _consume(self, lease: GroupLease, bounded: Bounded | None) -> None:
         sub = lease.sub
-        loop = asyncio.new_event_loop() if _is_async(sub) else None
         acks: list[str] = []
         resync = False
-        try:
-            while not self._stopping.is_set():
-                try:
-                    got = lease.fetch(sub.options.prefetch, acks, resync)
-                except BrokerError as exc:
-                    # BrokerUnavailable: the reply may be lost, so resync (re-read what this
-                    # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
-                    log.warning("topic %s: fetch failed (%s); retrying", sub.name, exc)
-                    resync = True
-                    if "NOGROUP" in str(exc):
-                        self._recreate(lease)
-                    self._stopping.wait(1.0)
-                    continue
-                except Exception:
-                    log.exception("topic %s: unexpected error in fetch", sub.name)
-                    self._stopping.wait(1.0)
-                    continue
-                self._report(lease, len(acks), got)
-                acks.clear()
-                resync = False
-                if got.status == -1:
-                    retry_forever(lease.heartbeat, self._stopping, f"topic {sub.name}")
-                elif got.status == 0:
-                    self._wait(lease, got.wait)
-                else:
-                    self._run_batch(lease, got.items, loop, acks)
-            if acks:
-                retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {sub.name}")
-        finally:
-            if loop is not None:
-                loop.close()
+        while not self._stopping.is_set():
+            try:
+                got = lease.fetch(sub.options.prefetch, acks, resync)
+            except BrokerError as exc:
+                # BrokerUnavailable: the reply may be lost, so resync (re-read what this
+                # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
+                log.warning("topic %s: fetch failed (%s); retrying", sub.name, exc)
+                resync = True
+                if "NOGROUP" in str(exc):
+                    self._recreate(lease)
+                self._stopping.wait(1.0)
+                continue
+            except Exception:
+                log.exception("topic %s: unexpected error in fetch", sub.name)
+                self._stopping.wait(1.0)
+                continue
+            self._report(lease, len(acks), got)
+            acks.clear()
+            resync = False
+            if got.status == -1:
+                retry_forever(lease.heartbeat, self._stopping, f"topic {sub.name}")
+            elif got.status == 0:
+                self._wait(lease, got.wait)
+            elif bounded is not None:
+                self._run_async(lease, got.items, bounded, acks)
+            else:
+                self._run_batch(lease, got.items, acks)
+        if acks:
+            retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {sub.name}")
 
     def _recreate(self, lease: GroupLease) -> None:
         try:
@@ -208,128 +227,83 @@ class TopicRunner:
         except BrokerUnavailable:
             self._stopping.wait(1.0)
 
-    def _run_batch(
-        self,
-        lease: GroupLease,
-        items: list[tuple[str, bytes, int, int]],
-        loop: asyncio.AbstractEventLoop | None,
-        acks: list[str],
-    ) -> None:
+    def _run_batch(self, lease: GroupLease, items: list[Item], acks: list[str]) -> None:
         flushed = time.monotonic()
         cid = lease.consumer_id
         for sid, entry, deliveries, failures in items:
             if self._stopping.is_set() or lease.consumer_id != cid:
                 return  # the rest goes back on leave(), or already went with the lease
-            outcome = self._handle(lease, sid, entry, deliveries, failures, loop)
-            with self._lock:
-                self.outcomes[outcome] += 1
-            if outcome is Outcome.ACKED:
-                acks.append(sid)
-                now = time.monotonic()
-                # A finished redelivery is acked at once: it is marked as started, and
-                # a crash before its ack would count it against max_deliveries.
-                if deliveries > 1 or now - flushed > ACK_INTERVAL:
-                    held = retry_forever(
-                        lambda: lease.ack(acks), self._halt, f"ack on {lease.sub.name}"
-                    )
-                    self._rejected(lease, len(acks) - held)
-                    acks.clear()
-                    flushed = now
-
-    def _handle(
-        self,
-        lease: GroupLease,
-        sid: str,
-        entry: bytes,
-        deliveries: int,
-        failures: int,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> Outcome:
-        """One delivery: decode, check the delivery limit, run, then ack/retry/bury."""
-        sub, opts = lease.sub, lease.sub.options
-        try:
-            decoded = decode_entry(entry, self.relay.signing_key)
-        except DecodeError as exc:
-            reason = f"malformed entry: {exc.reason}"
-            return self._bury(lease, sid, f"bad-{sid}", entry, reason, None, deliveries)
-        env = decoded.envelope
-        message = Message(
-            id=sid if env is None else env["i"],
-            body=decoded.raw if env is None else env["b"],
-            headers={} if env is None else (env.get("h") or {}),
-            topic=sub.topic.name,
-            stream_id=sid,
-            attempt=deliveries,
-            failures=failures,
-            enqueued_at=0.0 if env is None else env.get("t", 0) / 1000,
-            raw=env is None,
-            delivery_tag=f"{lease.consumer_id}:{sid}",
-        )
-        if deliveries > opts.max_deliveries:
-            reason = (
-                f"delivered {deliveries - 1} times without finishing (max_deliveries="
-                f"{opts.max_deliveries}): its consumer crashed, was killed or lost its lease"
+            started = begin(
+                self.relay, lease, sid, entry, deliveries, failures, self._halt
             )
-            return self._bury(lease, sid, message.id, entry, reason, None, deliveries)
-        if deliveries > 1 and not retry_forever(
-            lambda: lease.mark(sid), self._halt, f"mark on {sub.name}"
-        ):
-            return Outcome.REJECTED  # the lease was taken over: it is back in the group
-        delay: float | None = None
+            if not isinstance(started, Outcome):
+                started = self._call(lease, entry, started)
+            flushed = self._done(lease, started, sid, deliveries, acks, flushed)
+
+    def _call(self, lease: GroupLease, entry: bytes, message: Message) -> Outcome:
         try:
-            invoke(sub.handler, message, self.relay.handler_contexts, loop)
-        except Reject as exc:
-            reason = f"rejected: {exc.reason}"
-            return self._bury(lease, sid, message.id, entry, reason, exc, deliveries)
-        except Retry as exc:
-            failed: Exception = exc
-            failures, delay = failures + (1 if exc.count else 0), exc.delay
+            invoke(lease.sub.handler, message, self.relay.handler_contexts, None)
         except Exception as exc:
-            failed, failures = exc, failures + 1
-        else:
-            return Outcome.ACKED
-        if failures > opts.retries:
-            reason = (
-                f"failed {failures} times (retries={opts.retries}); last error: "
-                f"{type(failed).__name__}: {failed}"
-            )
-            return self._bury(lease, sid, message.id, entry, reason, failed, deliveries)
-        if delay is None:
-            delay = opts.backoff.delay(failures)
-        log.info(
-            "topic %s: message %s failed (attempt %d, %s: %s); retrying in %.2fs",
-            sub.name, message.id, deliveries, type(failed).__name__, failed, delay,
-        )  # fmt: skip
-        d = delay
-        done = retry_forever(
-            lambda: lease.retry(sid, d, failures), self._halt, f"retry on {sub.name}"
-        )
-        return Outcome.RETRIED if done else Outcome.REJECTED
+            return settle(self.relay, lease, entry, message, exc, self._halt)
+        return Outcome.ACKED
 
-    def _bury(
+    def _done(
         self,
         lease: GroupLease,
+        outcome: Outcome,
         sid: str,
-        msg_id: str,
-        entry: bytes,
-        reason: str,
-        exc: BaseException | None,
-        attempt: int,
-    ) -> Outcome:
-        sub = lease.sub
-        log.warning("topic %s: message %s dead-lettered: %s", sub.name, msg_id, reason)
-        record = dead_record(
-            id=msg_id, queue=sub.topic.name, entry=entry, reason=reason, exc=exc,
-            attempt=attempt,
-        )  # fmt: skip
-        record["stream_id"], record["group"] = sid, sub.group
-        data, cap = orjson.dumps(record), self.relay.dead_letter_cap
-        ok = retry_forever(
-            lambda: lease.bury(sid, msg_id, data, cap),
-            self._halt,
-            f"dead-letter on {sub.name}",
-        )
-        return Outcome.DEAD if ok else Outcome.REJECTED
+        deliveries: int,
+        acks: list[str],
+        flushed: float,
+    ) -> float:
+        """Count an outcome and collect its ack; returns when acks were last sent."""
+        with self._lock:
+            self.outcomes[outcome] += 1
+        if outcome is not Outcome.ACKED:
+            return flushed
+        acks.append(sid)
+        now = time.monotonic()
+        # A finished redelivery is acked at once: it is marked as started, and a crash
+        # before its ack would count it against max_deliveries.
+        if deliveries > 1 or now - flushed > ACK_INTERVAL:
+            self._flush(lease, acks)
+            return now
+        return flushed
+
+    def _flush(self, lease: GroupLease, acks: list[str]) -> None:
+        if acks:
+            held = retry_forever(
+                lambda: lease.ack(acks), self._halt, f"ack on {lease.sub.name}"
+            )
+            self._rejected(lease, len(acks) - held)
+            acks.clear()
+
+    def _run_async(
+        self, lease: GroupLease, items: list[Item], bounded: Bounded, acks: list[str]
+    ) -> None:
+        """Start the batch's coroutines as permits come free; settle them as they end.
+
+        Unstarted entries stay held, as on a thread: leave() gives them back on a
+        graceful stop, the lease's expiry after a crash.
+        """
+        flight = Flight(self, lease, bounded, acks)
+        cid = lease.consumer_id
+        try:
+            for item in items:
+                while not bounded.acquire(timeout=0.05):
+                    flight.harvest(0)
+                    if self._stopping.is_set():
+                        return
+                if self._stopping.is_set() or lease.consumer_id != cid:
+                    bounded.release()
+                    return
+                flight.start(*item)
+                flight.harvest(0)
+        finally:
+            # Even after an unexpected error: what runs is settled, never left in
+            # flight under a live lease (unless stop() gave up waiting: ``_halt``).
+            while flight.running and not self._halt.is_set():
+                flight.harvest(0.05)
 
     def _rejected(self, lease: GroupLease, n: int) -> None:
         if n > 0:
@@ -378,7 +352,3 @@ class TopicRunner:
                     recover_expired(self._conn or self.relay.connection, sub)
                 except BrokerError as exc:
                     log.warning("topic %s: recovery sweep failed (%s)", sub.name, exc)
-
-
-def _is_async(sub: TopicSubscription) -> bool:
-    return inspect.iscoroutinefunction(sub.handler)
