@@ -417,15 +417,7 @@ class Queue:
         total = 0
         for chunk in self._id_chunks(k, ids):
             records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
-            args: list[Any] = []
-            for msg_id, record in zip(chunk, records, strict=True):
-                if record is not None:
-                    entry = base64.b64decode(orjson.loads(record)["entry"])
-                    try:
-                        entry = rewrite_header(entry, 0, 0, raw_id=msg_id)
-                    except ValueError:
-                        pass  # a malformed entry goes back as it was (and will be dead-lettered again)
-                    args += [msg_id, entry]
+            args = requeue_args(chunk, records)
             if args:
                 total += int(
                     self.relay.connection.run(
@@ -461,6 +453,21 @@ class Queue:
             return
         for start in range(0, len(ids), 500):
             yield ids[start : start + 500]
+
+
+def requeue_args(ids: list[str], records: list[bytes | None]) -> list[Any]:
+    """``id, entry, ...`` for a requeue script: each dead letter's entry with its
+    counters reset (a malformed entry goes back as it was, and dies again)."""
+    args: list[Any] = []
+    for msg_id, record in zip(ids, records, strict=True):
+        if record is not None:
+            entry = base64.b64decode(orjson.loads(record)["entry"])
+            try:
+                entry = rewrite_header(entry, 0, 0, raw_id=msg_id)
+            except ValueError:
+                pass
+            args += [msg_id, entry]
+    return args
 
 
 def _pairs(reply: Any) -> list[tuple[bytes, Any]]:

@@ -8,7 +8,6 @@ gets every entry, at least once. The worker side lives in :mod:`redrelay.worker.
 
 from __future__ import annotations
 
-import base64
 import inspect
 import re
 import time
@@ -17,16 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ._types import Duration, Handler
 from .config import ConsumerOptions
 from .errors import ConfigurationError, InvalidName
-from .protocol.envelope import new_id, rewrite_header
+from .protocol.envelope import new_id
 from .protocol.keys import GroupKeys, TopicKeys, topics_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
-from .queue import DeadLetter, _dead_letter
+from .queue import DeadLetter, _dead_letter, requeue_args
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -360,15 +357,7 @@ class Topic:
         total = 0
         for chunk in self._id_chunks(k, ids):
             records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
-            args: list[Any] = []
-            for msg_id, record in zip(chunk, records, strict=True):
-                if record is not None:
-                    entry = base64.b64decode(orjson.loads(record)["entry"])
-                    try:
-                        entry = rewrite_header(entry, 0, 0, raw_id=msg_id)
-                    except ValueError:
-                        pass  # malformed: goes back as it was, and dies again
-                    args += [msg_id, entry]
+            args = requeue_args(chunk, records)
             if args:
                 total += int(
                     self.relay.connection.run(

@@ -34,6 +34,7 @@ from ._shared import (
     Arg,
     check_wait,
     client_options,
+    config_value,
     durable_commands,
     durable_reply,
     raise_translated,
@@ -248,14 +249,7 @@ class AsyncConnection:
 
     async def config_get(self, name: str) -> str | None:
         """One server setting (CONFIG GET), or None if the server does not say."""
-        reply = await self.call("CONFIG", "GET", name)
-        if isinstance(reply, dict):
-            value = reply.get(name, reply.get(name.encode()))
-        elif isinstance(reply, list) and len(reply) == 2:
-            value = reply[1]
-        else:
-            value = None
-        return value.decode() if isinstance(value, bytes) else value
+        return config_value(await self.call("CONFIG", "GET", name), name)
 
     async def pipeline(
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
