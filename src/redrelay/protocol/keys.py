@@ -1,8 +1,9 @@
 """Every Redis key and channel name redrelay uses.
 
-All keys of one queue share the hash tag ``{<namespace>:<queue>}`` so that every Lua script
-touches one Cluster slot: ``redrelay:{emails}:ready`` style is kept readable by putting the
-namespace first, then the tag.
+All keys of one queue share the hash tag ``{<queue>}`` (``<namespace>:{<queue>}:ready``)
+so that every Lua script touches one Cluster slot; a sharded queue has one tag per shard
+(``{<queue>#<n>}``) and a topic one tag (``{<topic>}``). The namespace comes first, outside
+the tag, so ACL rules (``~<namespace>:*``) cover every key.
 """
 
 from __future__ import annotations
