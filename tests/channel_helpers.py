@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from redrelay.message import Message
+
+from .worker.helpers import wait_for as _wait_for
 
 #: Upper bound of every wait in the channel tests (seconds).
 WAIT = 10.0
@@ -14,11 +15,7 @@ WAIT = 10.0
 
 def wait_for(predicate: Callable[[], object], timeout: float = WAIT) -> None:
     """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        time.sleep(0.005)
+    _wait_for(predicate, timeout, 0.005)
 
 
 class Collector:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ from redrelay.cli._base import format_age, table
 from redrelay.handlers import Subscriber
 from redrelay.listener import Listener
 
+from .worker.helpers import wait_for as _wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,17 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def wait_for(
     predicate: Callable[[], Any], timeout: float = 10.0, what: str = ""
 ) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or predicate}"
-            )
-        time.sleep(0.02)
+    """:func:`tests.worker.helpers.wait_for` with this module's default timeout."""
+    return _wait_for(predicate, timeout, what=what)
 
 
 class Proc:

@@ -20,6 +20,7 @@ import redis
 import redrelay
 from redrelay.protocol.keys import QueueKeys
 
+from ..worker.helpers import wait_for as _wait_for
 from .history import audit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,17 +34,8 @@ def wait_for(
     interval: float = 0.02,
     what: str = "",
 ) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or predicate}"
-            )
-        time.sleep(interval)
+    """:func:`tests.worker.helpers.wait_for` with the fault tests' longer default."""
+    return _wait_for(predicate, timeout, interval, what)
 
 
 class FaultWorker:

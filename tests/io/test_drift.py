@@ -29,7 +29,7 @@ def _methods(cls: type) -> dict[str, Any]:
 
 #: Used only by the worker's threads and the listener thread, which run on the sync
 #: layer; a producer never needs them.
-SYNC_ONLY = {"legacy_scripts", "node_tags", "send_script", "subscriber_connection"}
+SYNC_ONLY = {"node_tags", "send_script", "subscriber_connection"}
 
 
 def test_io_layers_have_the_same_methods_and_signatures() -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ._base import cli, connection_options, load_relay
 
-__all__ = ["worker", "worker_options"]
+if TYPE_CHECKING:
+    from ..relay import Relay
+
+__all__ = ["run_worker", "worker", "worker_options"]
 
 F = TypeVar("F", bound=Any)
 
@@ -72,14 +76,42 @@ def worker(
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
     --grace and exits 0; a second one exits at once (messages stay safe).
     """
+    relay = load_relay(target, ctx.obj["url"])  # a bad target fails here, once
+    run_worker(
+        ctx,
+        lambda: relay,
+        queues=queues,
+        concurrency=concurrency,
+        processes=processes,
+        grace=grace,
+        no_subscribers=no_subscribers,
+        parent_pid=parent_pid,
+    )
+
+
+def run_worker(
+    ctx: click.Context,
+    load: Callable[[], Relay],
+    *,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    processes: int,
+    grace: float,
+    no_subscribers: bool,
+    parent_pid: int | None,
+    command: list[str] | None = None,
+) -> None:
+    """What a worker command does with its options (``redrelay worker``, ``flask relay
+    worker``): supervise ``processes`` copies of this command line (``command``: how to
+    start it, default ``python -m redrelay``), else load the relay and run it here."""
     from ..worker.supervisor import Worker, supervise, without_processes
 
-    relay = load_relay(target, ctx.obj["url"])
     if processes > 1:
+        # The children run this same command line, minus --processes.
         argv = [*without_processes(sys.argv[1:]), "--parent-pid", str(os.getpid())]
-        ctx.exit(supervise(argv, processes, grace))
+        ctx.exit(supervise(argv, processes, grace, command=command))
     w = Worker(
-        relay,
+        load(),
         queues=queues or None,
         concurrency=concurrency,
         subscribers=not no_subscribers,

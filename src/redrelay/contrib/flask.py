@@ -32,7 +32,6 @@ from __future__ import annotations
 import atexit
 import difflib
 import logging
-import os
 import sys
 import threading
 import weakref
@@ -508,24 +507,19 @@ def worker(
     --processes N runs N such processes (`python -m flask ... relay worker`) and
     restarts the ones that die.
     """
-    from ..worker.supervisor import Worker, supervise, without_processes
+    from ..cli.worker import run_worker
 
-    if processes > 1:
-        # The children run this same command line, minus --processes.
-        argv = [*without_processes(sys.argv[1:]), "--parent-pid", str(os.getpid())]
-        command = [sys.executable, "-m", "flask"]
-        ctx.exit(supervise(argv, processes, grace, command=command))
-
-    relay = current_app.extensions["redrelay"].relay
-    w = Worker(
-        relay,
-        queues=queues or None,
+    run_worker(
+        ctx,
+        lambda: current_app.extensions["redrelay"].relay,
+        queues=queues,
         concurrency=concurrency,
-        subscribers=not no_subscribers,
+        processes=processes,
         grace=grace,
+        no_subscribers=no_subscribers,
         parent_pid=parent_pid,
+        command=[sys.executable, "-m", "flask"],
     )
-    ctx.exit(w.run())
 
 
 def _add_shared_commands() -> None:

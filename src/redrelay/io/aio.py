@@ -61,23 +61,9 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> aioredis.Redis:
     from redis.asyncio.sentinel import Sentinel
 
     parsed = parse_sentinel_url(url)
-    sentinel_options: dict[str, Any] = {
-        "socket_timeout": min(2.0, options["socket_timeout"]),
-        "socket_connect_timeout": 2.0,
-        "retry": Retry(NoBackoff(), 0),  # the next Sentinel is the retry
-        "username": parsed.sentinel_username,
-        "password": parsed.sentinel_password,
-    }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(parsed.sentinels), sentinel_kwargs=sentinel_options
-    )
-    client: aioredis.Redis = sentinel.master_for(
-        parsed.service,
-        db=parsed.db,
-        username=parsed.username,
-        password=parsed.password,
-        **options,
-    )
+    kwargs = parsed.sentinel_kwargs(options["socket_timeout"], Retry(NoBackoff(), 0))
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
+    client: aioredis.Redis = sentinel.master_for(**parsed.primary_kwargs(), **options)
     return client
 
 
@@ -217,10 +203,8 @@ class AsyncConnection:
         try:
             try:
                 return await client.evalsha(sha, len(keys), *keys, *args)
-            except rex.NoScriptError:
-                if self._legacy_scripts is None:  # first load: which dialect?
-                    self._legacy_scripts = await self.server_version() < (7, 0)
-                    sha, source = script(name).for_server(self._legacy_scripts)
+            except rex.NoScriptError:  # first load: now we ask which dialect
+                _, source = script(name).for_server(await self.legacy_scripts())
                 return await client.eval(source, len(keys), *keys, *args)
         except _IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
@@ -246,6 +230,12 @@ class AsyncConnection:
     async def publish(self, channel: str, data: bytes) -> int:
         """PUBLISH; how many subscribers Redis handed it to."""
         return int(await self.call("PUBLISH", channel, data))
+
+    async def legacy_scripts(self) -> bool:
+        """Whether the server needs scripts without their shebang (Redis < 7); asked once."""
+        if self._legacy_scripts is None:
+            self._legacy_scripts = await self.server_version() < (7, 0)
+        return self._legacy_scripts
 
     async def config_get(self, name: str) -> str | None:
         """One server setting (CONFIG GET), or None if the server does not say."""
@@ -282,10 +272,8 @@ class AsyncConnection:
         """The async twin of :meth:`redrelay.io.sync.Connection._send_durably`."""
         assert step.wait is not None
         check_wait(self.url, step.wait, await self.server_version())
-        if self._legacy_scripts is None:
-            self._legacy_scripts = await self.server_version() < (7, 0)
         sha, source = (
-            script(step.script).for_server(self._legacy_scripts)
+            script(step.script).for_server(await self.legacy_scripts())
             if step.script is not None
             else ("", "")
         )

@@ -14,6 +14,7 @@ here: :mod:`redrelay.io.sync` builds the client from a :class:`SentinelURL`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigurationError
@@ -37,6 +38,28 @@ class SentinelURL:
     password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+
+    def sentinel_kwargs(
+        self, socket_timeout: float, retry: object
+    ) -> dict[str, object]:
+        """How to talk to the Sentinels themselves (short timeouts: the next Sentinel is
+        the retry, so ``retry`` should make none)."""
+        return {
+            "socket_timeout": min(2.0, socket_timeout),
+            "socket_connect_timeout": 2.0,
+            "retry": retry,
+            "username": self.sentinel_username,
+            "password": self.sentinel_password,
+        }
+
+    def primary_kwargs(self) -> dict[str, Any]:
+        """The service, database and credentials of the primary, for ``master_for``."""
+        return {
+            "service_name": self.service,
+            "db": self.db,
+            "username": self.username,
+            "password": self.password,
+        }
 
 
 def _bad(url: str, why: str) -> ConfigurationError:

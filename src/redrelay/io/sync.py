@@ -56,23 +56,9 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> redis.Redis:
     from redis.sentinel import Sentinel
 
     parsed = parse_sentinel_url(url)
-    sentinel_options: dict[str, Any] = {
-        "socket_timeout": min(2.0, options["socket_timeout"]),
-        "socket_connect_timeout": 2.0,
-        "retry": Retry(NoBackoff(), 0),  # the next Sentinel is the retry
-        "username": parsed.sentinel_username,
-        "password": parsed.sentinel_password,
-    }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(parsed.sentinels), sentinel_kwargs=sentinel_options
-    )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        parsed.service,
-        db=parsed.db,
-        username=parsed.username,
-        password=parsed.password,
-        **options,
-    )
+    kwargs = parsed.sentinel_kwargs(options["socket_timeout"], Retry(NoBackoff(), 0))
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(**parsed.primary_kwargs(), **options)  # type: ignore[no-untyped-call]
     return client
 
 
@@ -240,10 +226,8 @@ class Connection:
         try:
             try:
                 return self.client.evalsha(sha, len(keys), *keys, *args)
-            except rex.NoScriptError:
-                if self._legacy_scripts is None:  # first load: which dialect?
-                    self._legacy_scripts = self.server_version() < (7, 0)
-                    sha, source = script(name).for_server(self._legacy_scripts)
+            except rex.NoScriptError:  # first load: now we ask which dialect
+                _, source = script(name).for_server(self.legacy_scripts())
                 return self.client.eval(source, len(keys), *keys, *args)
         except IO_ERRORS as exc:
             # try/except rather than ``with translate()``: the context manager costs
@@ -328,10 +312,8 @@ class Connection:
         a ``NOSCRIPT`` loads the script and sends it all again."""
         assert step.wait is not None
         check_wait(self.url, step.wait, self.server_version())
-        if self._legacy_scripts is None:
-            self._legacy_scripts = self.server_version() < (7, 0)
         sha, source = (
-            script(step.script).for_server(self._legacy_scripts)
+            script(step.script).for_server(self.legacy_scripts())
             if step.script is not None
             else ("", "")
         )

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from ...worker.helpers import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 #: The example app, as ``flask --app`` and ``redrelay worker`` name it.
@@ -24,17 +25,8 @@ EXAMPLE = "examples.flask_app.app"
 def wait_for(
     predicate: Callable[[], Any], timeout: float = 15.0, what: str = ""
 ) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or predicate}"
-            )
-        time.sleep(0.02)
+    """:func:`tests.worker.helpers.wait_for` with this module's default timeout."""
+    return _wait_for(predicate, timeout, what=what)
 
 
 def example_env(url: str, namespace: str, **settings: Any) -> dict[str, str]:
