@@ -62,7 +62,7 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> aioredis.Redis:
 
     parsed = parse_sentinel_url(url)
     kwargs = parsed.sentinel_kwargs(options["socket_timeout"], Retry(NoBackoff(), 0))
-    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call,unused-ignore]
     client: aioredis.Redis = sentinel.master_for(**parsed.primary_kwargs(), **options)
     return client
 

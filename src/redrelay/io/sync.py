@@ -57,8 +57,8 @@ def _sentinel_client(url: str, options: dict[str, Any]) -> redis.Redis:
 
     parsed = parse_sentinel_url(url)
     kwargs = parsed.sentinel_kwargs(options["socket_timeout"], Retry(NoBackoff(), 0))
-    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
-    client: redis.Redis = sentinel.master_for(**parsed.primary_kwargs(), **options)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+    client: redis.Redis = sentinel.master_for(**parsed.primary_kwargs(), **options)  # type: ignore[no-untyped-call,unused-ignore]
     return client
 
 
