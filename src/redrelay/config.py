@@ -12,6 +12,7 @@ from .io.cluster import CLUSTER_SCHEMES, split_cluster_url
 from .io.sentinel import SCHEME as SENTINEL_SCHEME
 from .io.sentinel import parse_sentinel_url
 from .io.sync import redact
+from .protocol.flow import LimitKey, Limits, RateLimit
 from .protocol.transitions import Backoff, to_seconds
 
 __all__ = ["ENV_URL", "ConsumerOptions", "Durability", "resolve_url"]
@@ -106,6 +107,13 @@ class ConsumerOptions:
         that does not stop within a second more is abandoned (None: no limit).
     :param max_deliveries: hand-outs (crashes included) before the message is dead-lettered
         without running (default: ``retries + 3``).
+    :param rate_limit: hand-outs per second/minute/hour across every worker (``"100/s"``),
+        with ``burst`` of headroom (default: a fifth of one second's worth).
+    :param concurrency_limit: deliveries in flight at once across every worker.
+    :param limit_key: a header name, or a function ``(body, headers) -> str | None``,
+        run by the *producer* at ``put``: the message's limit key.
+    :param key_rate_limit: ``rate_limit`` per limit key (``key_burst`` likewise); a key
+        over it is parked while the others keep flowing. See docs/flow-control.md.
     """
 
     concurrency: int = 1
@@ -116,6 +124,8 @@ class ConsumerOptions:
     heartbeat: float = 2.5
     max_deliveries: int = 6
     time_limit: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    limit_key: LimitKey | None = None
 
     @classmethod
     def build(
@@ -129,6 +139,12 @@ class ConsumerOptions:
         heartbeat: Duration | None = None,
         max_deliveries: int | None = None,
         time_limit: Duration | None = None,
+        rate_limit: str | None = None,
+        burst: int | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: LimitKey | None = None,
+        key_rate_limit: str | None = None,
+        key_burst: int | None = None,
     ) -> ConsumerOptions:
         """Validate public arguments (naming the bad one) and fill derived defaults."""
         _positive_int("concurrency", concurrency, 1024)
@@ -165,6 +181,15 @@ class ConsumerOptions:
             time_limit=None
             if time_limit is None
             else to_seconds(time_limit, "time_limit", allow_zero=False),
+            limits=_limits(
+                rate_limit,
+                burst,
+                concurrency_limit,
+                limit_key,
+                key_rate_limit,
+                key_burst,
+            ),
+            limit_key=limit_key,
         )
 
 
@@ -180,3 +205,39 @@ def _positive_int(
         raise ConfigurationError(
             f"{name}= must be an int from {low} to {limit}, got {value!r}"
         )
+
+
+def _limits(
+    rate_limit: str | None,
+    burst: int | None,
+    concurrency_limit: int | None,
+    limit_key: LimitKey | None,
+    key_rate_limit: str | None,
+    key_burst: int | None,
+) -> Limits:
+    """Check the flow-limit arguments together (see docs/flow-control.md)."""
+    if burst is not None and rate_limit is None:
+        raise ConfigurationError("burst= needs rate_limit= (e.g. rate_limit='100/s')")
+    if key_burst is not None and key_rate_limit is None:
+        raise ConfigurationError("key_burst= needs key_rate_limit= (e.g. '10/s')")
+    if concurrency_limit is not None:
+        _positive_int("concurrency_limit", concurrency_limit, 1_000_000)
+    if limit_key is not None and not (
+        (isinstance(limit_key, str) and limit_key) or callable(limit_key)
+    ):
+        raise ConfigurationError(
+            "limit_key= must be a header name (a non-empty str) or a function "
+            f"(body, headers) -> str | None, got {limit_key!r}"
+        )
+    if key_rate_limit is not None and limit_key is None:
+        raise ConfigurationError(
+            "key_rate_limit= needs limit_key= (a header name or a function of the "
+            "message) to tell the keys apart"
+        )
+    return Limits(
+        rate=None if rate_limit is None else RateLimit.parse(rate_limit, burst),
+        concurrency=concurrency_limit,
+        key_rate=None
+        if key_rate_limit is None
+        else RateLimit.parse(key_rate_limit, key_burst, "key_rate_limit"),
+    )

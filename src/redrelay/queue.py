@@ -6,7 +6,7 @@ import base64
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from ._types import Duration
 from .errors import ConfigurationError, DecodeError
 from .message import Message
 from .protocol.envelope import decode_entry, new_id, rewrite_header
+from .protocol.flow import check_priority, mark_for
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
@@ -49,8 +50,17 @@ class QueueStats:
     consumers: int
     #: Seconds since the oldest ready message was enqueued (None when empty or unknown).
     oldest_age: float | None
-    #: Lifetime counters: acked, retried, dead, recovered, rejected ...
+    #: Lifetime counters: acked, retried, dead, recovered, rejected, held_rate,
+    #: held_concurrency (fetches a limit held back), parked (entries parked by key) ...
     counters: dict[str, int]
+    #: Of ``ready``: messages of priority != 0, and messages parked by their limit key.
+    prioritized: int = 0
+    parked: int = 0
+    #: Limit keys with parked messages (up to 10, soonest due first) and their number.
+    parked_keys: list[str] = field(default_factory=list)
+    parked_key_count: int = 0
+    #: The flow limits the queue's workers run with (None: none).
+    limits: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,12 +169,15 @@ class Queue:
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
         durable: str | bool | None = None,
+        priority: int = 0,
     ) -> str:
         """Enqueue one message and return its id.
 
         A plain put is a single ``LPUSH``: one round trip. ``delay=``/``eta=`` park it in the
         delayed set until then; ``dedup_key=`` makes a put with the same key within the
-        relay's ``dedup_ttl`` a no-op that returns the first message's id.
+        relay's ``dedup_ttl`` a no-op that returns the first message's id. ``priority=``
+        (-100 to 100, higher sooner) runs it before every message of a lower priority,
+        FIFO among equals; 0, the default, is the plain list (docs/flow-control.md).
 
         :raises EncodeError: the codec cannot encode ``body``; nothing was written.
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
@@ -172,7 +185,7 @@ class Queue:
         :raises DurabilityNotConfirmed: ``durable=`` (or the relay's) was not confirmed
             in time; the message WAS written.
         """
-        plan = self._put_plan(body, delay, eta, headers, dedup_key, durable)
+        plan = self._put_plan(body, delay, eta, headers, dedup_key, durable, priority)
         return self.relay.connection.drive(plan)
 
     async def aput(
@@ -184,9 +197,10 @@ class Queue:
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
         durable: str | bool | None = None,
+        priority: int = 0,
     ) -> str:
         """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
-        plan = self._put_plan(body, delay, eta, headers, dedup_key, durable)
+        plan = self._put_plan(body, delay, eta, headers, dedup_key, durable, priority)
         return await self.relay.aconnection.drive(plan)
 
     def _put_plan(
@@ -197,11 +211,15 @@ class Queue:
         headers: Mapping[str, str] | None,
         dedup_key: str | None,
         durable: str | bool | None,
+        priority: int = 0,
     ) -> Plan[str]:
         """Check, encode, then send: the one copy of ``put``/``aput`` (every check runs
         before the first round trip, so a bad argument writes nothing)."""
         msg_id = new_id()
-        entry = self.encode(body, headers, msg_id=msg_id)
+        check_priority(priority)
+        entry = mark_for(
+            self, self.encode(body, headers, msg_id=msg_id), priority, body, headers
+        )
         delay_ms = _delay_ms(delay, eta)
         durability = self.relay.durability(durable)
         if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
@@ -217,11 +235,11 @@ class Queue:
             k = shards[self._picker.by_key(dedup_key)]
         else:
             k = shards[self._picker.next()] if len(shards) > 1 else shards[0]
-        if not delay_ms and dedup_key is None:
+        if not delay_ms and dedup_key is None and not priority:
             reply = yield Step((("LPUSH", k.ready, entry),), wait=wait)
             result = msg_id
         else:
-            keys = [k.ready, k.delayed, k.delayed_data]
+            keys = [k.ready, k.delayed, k.delayed_data, k.prio, k.prio_seq]
             if dedup_key is not None:
                 keys.append(
                     k.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32])
@@ -241,6 +259,7 @@ class Queue:
         *,
         headers: Mapping[str, str] | None = None,
         durable: str | bool | None = None,
+        priority: int = 0,
     ) -> list[str]:
         """Enqueue many messages in one round trip, all or nothing (``MULTI``/``EXEC``).
 
@@ -250,7 +269,7 @@ class Queue:
         its shards: on Redis Cluster in one ``MULTI`` per shard, so all or nothing *per
         shard* only (a transaction cannot span slots); on one server still in one ``MULTI``.
         """
-        plan = self._put_many_plan(bodies, headers, durable)
+        plan = self._put_many_plan(bodies, headers, durable, priority)
         return self.relay.connection.drive(plan)
 
     async def aput_many(
@@ -259,9 +278,10 @@ class Queue:
         *,
         headers: Mapping[str, str] | None = None,
         durable: str | bool | None = None,
+        priority: int = 0,
     ) -> list[str]:
         """:meth:`put_many` as a coroutine (same arguments, errors and result)."""
-        plan = self._put_many_plan(bodies, headers, durable)
+        plan = self._put_many_plan(bodies, headers, durable, priority)
         return await self.relay.aconnection.drive(plan)
 
     def _put_many_plan(
@@ -269,14 +289,17 @@ class Queue:
         bodies: Iterable[Any],
         headers: Mapping[str, str] | None,
         durable: str | bool | None,
+        priority: int = 0,
     ) -> Plan[list[str]]:
+        check_priority(priority)
         durability = self.relay.durability(durable)
         ids: list[str] = []
         entries: list[bytes] = []
         for index, body in enumerate(bodies):
             msg_id = new_id()
             try:
-                entries.append(self.encode(body, headers, msg_id=msg_id))
+                entry = self.encode(body, headers, msg_id=msg_id)
+                entries.append(mark_for(self, entry, priority, body, headers))
             except Exception as exc:
                 note = getattr(exc, "add_note", None)  # Python >= 3.11
                 if note is not None:
@@ -288,6 +311,15 @@ class Queue:
         shards = yield from self._shard_keys_plan(register=True)
         groups = self._picker.spread(len(entries)) if len(shards) > 1 else [[]]
         crash_point("put_many")
+        wait = None if durability is None else durability.command()
+        if priority:  # put_prio.lua, one atomic call per shard
+            for k, group in zip(shards, groups, strict=True):
+                part = [entries[i] for i in group] if len(shards) > 1 else entries
+                keys = [k.ready, k.prio, k.prio_seq]
+                reply = yield Step(script="put_prio", keys=keys, args=part, wait=wait)
+                if durability is not None:
+                    durability.check(reply[1], ids)
+            return ids
         batches: list[list[tuple[Any, ...]]] = []
         for k, group in zip(shards, groups, strict=True):
             part = [entries[i] for i in group] if len(shards) > 1 else entries
@@ -300,7 +332,6 @@ class Queue:
                 batches.append(commands)
             elif commands:
                 batches[0] += commands
-        wait = None if durability is None else durability.command()
         for commands in batches:
             reply = yield Step(commands, transaction=True, wait=wait)
             if durability is not None:
@@ -337,16 +368,23 @@ class Queue:
     def _shard_stats_plan(self, k: QueueKeys) -> Plan[QueueStats]:
         leases = yield Step((("ZRANGE", k.leases, 0, -1),))
         while True:
-            keys = [k.leases, k.ready, k.delayed, k.dead, k.stats]
+            keys = [k.leases, k.ready, k.delayed, k.dead, k.stats, k.prio]
+            keys += [k.parked, k.parked_due, k.limits]
             keys += [k.inflight(c.decode()) for c in leases]
             reply = yield Step(script="stats", keys=keys)
             if reply[0] == leases:
                 break
             leases = reply[0]
         ready, delayed, dead, oldest, flat = reply[1:6]
+        prioritized, parked, parked_keys, parked_key_count, limits = reply[7:12]
         return QueueStats(
             name=self.name,
-            ready=ready,
+            ready=ready + prioritized + parked,
+            prioritized=prioritized,
+            parked=parked,
+            parked_keys=[key.decode() for key in parked_keys],
+            parked_key_count=parked_key_count,
+            limits=limits.decode() if limits else None,
             delayed=delayed,
             in_flight=sum(reply[6]),
             dead=dead,
@@ -421,7 +459,9 @@ class Queue:
             if args:
                 total += int(
                     self.relay.connection.run(
-                        "requeue_dead", [k.dead, k.dead_data, k.ready], args
+                        "requeue_dead",
+                        [k.dead, k.dead_data, k.ready, k.prio, k.prio_seq],
+                        args,
                     )
                 )
         return total

@@ -151,4 +151,6 @@ def merge_stats(name: str, parts: Sequence[QueueStats]) -> QueueStats:
         consumers=max((p.consumers for p in parts), default=0),
         oldest_age=max(ages) if ages else None,
         counters=counters,
+        prioritized=sum(p.prioritized for p in parts),
+        parked=sum(p.parked for p in parts),
     )

@@ -28,6 +28,7 @@ import orjson
 
 from ..codecs import Codec, JsonCodec, MsgpackCodec
 from ..errors import DecodeError, SignatureError
+from .flow import read_marks
 
 __all__ = [
     "MAGIC",
@@ -44,6 +45,7 @@ MAGIC = b"\x1frr1:"
 _MAGIC_LEN = len(MAGIC)
 _RAW_KIND = b"r"[0]
 _JSON_KIND = b"j"[0]
+_MARKS = (b"!", b"@")
 _json_loads = orjson.loads
 #: The header of an unsigned JSON entry never delivered: the worker's hot path.
 _FRESH_JSON = MAGIC + b"0:0:j"
@@ -145,10 +147,13 @@ def decode_entry(entry: bytes, key: bytes | None = None) -> Decoded:
     try:
         deliveries = int(parts[1])
         failures = int(parts[2])
-        kind = parts[3][0]
+        rest = parts[3]
+        if rest[:1] in _MARKS:  # a priority or a limit key (protocol/flow.py)
+            rest = read_marks(rest)[2]
+        kind = rest[0]
     except (ValueError, IndexError):
         raise DecodeError(entry, "bad envelope header") from None
-    payload = parts[3][1:]
+    payload = rest[1:]
     kind, payload = _verified(entry, kind, payload, key)
     if kind == _JSON_KIND:
         try:

@@ -104,6 +104,18 @@ class QueueKeys:
     stats: str
     #: string: the queue's shard count, set by the first producer or worker (sharding.py).
     shards: str
+    #: sorted set: entries of priority != 0, scored by (priority, order); see _route.lua.
+    prio: str
+    #: hash: the order counters of ``prio`` (``b`` for the back, ``f`` for the front).
+    prio_seq: str
+    #: hash: the limits' spec and token buckets (``g``: queue-wide, ``k:<key>``: per key).
+    limits: str
+    #: hash: consumer id -> deliveries it held at its last fetch (concurrency limits).
+    slots: str
+    #: sorted set (all scores 0): ``<key>\0<order><entry>``, entries parked by their key.
+    parked: str
+    #: sorted set: limit key -> when its parked entries may go again (server ms).
+    parked_due: str
 
     @classmethod
     def of(cls, namespace: str, name: str) -> QueueKeys:
@@ -119,6 +131,12 @@ class QueueKeys:
             dead_data=f"{p}:dead:data",
             stats=f"{p}:stats",
             shards=f"{p}:shards",
+            prio=f"{p}:prio",
+            prio_seq=f"{p}:prio:seq",
+            limits=f"{p}:limits",
+            slots=f"{p}:slots",
+            parked=f"{p}:parked",
+            parked_due=f"{p}:parked:due",
         )
 
     def inflight(self, consumer: str) -> str:

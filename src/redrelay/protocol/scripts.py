@@ -16,9 +16,11 @@ SCRIPT_NAMES = (
     "fetch",
     "heartbeat",
     "leave",
+    "limit_spec",
     "mark",
     "purge_dead",
     "put",
+    "put_prio",
     "recover",
     "release",
     "requeue_dead",
@@ -74,8 +76,29 @@ def script(name: str) -> Script:
         .joinpath(f"{name}.lua")
         .read_text("utf-8")
     )
+    source = _include(source)
     legacy = "-- " + source if source.startswith(SHEBANG) else source
     return Script(name, source, _sha1(source), legacy, _sha1(legacy))
+
+
+#: A line ``--#include <name>`` is replaced by ``scripts/_<name>.lua``: shared Lua
+#: functions (``_route``) kept in one copy.
+_INCLUDE = "--#include "
+
+
+def _include(source: str) -> str:
+    lines = source.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(_INCLUDE):
+            name = line[len(_INCLUDE) :].strip()
+            lines[i] = (
+                resources.files(__package__)
+                .joinpath("scripts")
+                .joinpath(f"_{name}.lua")
+                .read_text("utf-8")
+                .rstrip("\n")
+            )
+    return "\n".join(lines)
 
 
 def _sha1(source: str) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from .._faults import crash_point
 from ..errors import BrokerUnavailable, RedrelayError
-from .leases import Batch, Fetch, Lease
+from .leases import Batch, Fetch, Held, Lease
 from .timelimit import Slot
 
 __all__ = ["AHEAD_WITHIN", "Fetcher"]
@@ -72,7 +72,11 @@ class Fetcher:
             return got
         if got is None:
             self.lease.heartbeat()
-        elif not acks:  # else the fetch sent ahead came back empty: send the acks first
+        elif acks:  # the fetch sent ahead came back empty: send the acks first
+            pass
+        elif isinstance(got, Held):  # a flow limit: the list is not empty, so sleep
+            self.stopping.wait(min(self.poll, got))
+        else:
             self._wait(got)
         return None
 

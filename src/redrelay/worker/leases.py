@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..config import ConsumerOptions
     from ..io.sync import Connection, Pending, Ready
 
-__all__ = ["Batch", "Fetch", "Lease", "Reservation", "recover_expired"]
+__all__ = ["Batch", "Fetch", "Held", "Lease", "Reservation", "recover_expired"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -63,6 +63,11 @@ class Batch:
     shard: int = 0
 
 
+class Held(float):
+    """Seconds to wait because a queue-wide flow limit (rate or concurrency) holds the
+    ready entries back: they stay queued, and blocking on the list would not wait."""
+
+
 @dataclass(slots=True)
 class Fetch:
     """A fetch sent ahead (see :meth:`Lease.send_fetch`): its tags, the acks it carries,
@@ -83,6 +88,8 @@ class Lease:
         self.keys = keys
         self.options = options
         self.lease_ms = to_ms(options.lease)
+        #: fetch.lua's flow-limit arguments (protocol/flow.py).
+        self.limit_args = options.limits.args()
         self.generation = 0
         self.consumer_id = ""
         self.lost = 0
@@ -191,8 +198,15 @@ class Lease:
             k.delayed_data,
             k.stats,
             k.started(cid),
+            k.prio,
+            k.prio_seq,
+            k.limits,
+            k.slots,
+            k.parked,
+            k.parked_due,
         ]
-        return keys, [cid, reservation.count, reservation.first, PROMOTE_LIMIT, *acks]
+        args = [cid, reservation.count, reservation.first, PROMOTE_LIMIT]
+        return keys, [*args, *self.limit_args, *acks]
 
     @staticmethod
     def _parse(
@@ -203,6 +217,8 @@ class Lease:
             return held, None
         if status == 0:
             return held, (result[2] / 1000 if result[2] >= 0 else -1.0)
+        if status == 2:
+            return held, Held(result[2] / 1000)
         entries = result[2:]
         prefix, first = f"{reservation.consumer_id}:", reservation.first
         tags = [prefix + str(n) for n in range(first, first + len(entries))]
@@ -242,6 +258,8 @@ class Lease:
                     k.delayed_data,
                     k.stats,
                     k.started(cid),
+                    k.prio,
+                    k.prio_seq,
                 ],
                 [tag, entry, to_ms(delay), msg_id],
             )
@@ -264,7 +282,12 @@ class Lease:
         return int(
             self.conn.run(
                 "release",
-                [self.keys.inflight(_consumer_of(tags[0])), self.keys.ready],
+                [
+                    self.keys.inflight(_consumer_of(tags[0])),
+                    self.keys.ready,
+                    self.keys.prio,
+                    self.keys.prio_seq,
+                ],
                 tags,
             )
         )
@@ -275,7 +298,16 @@ class Lease:
         return int(
             self.conn.run(
                 "leave",
-                [k.leases, k.inflight(cid), k.ready, k.consumers, k.started(cid)],
+                [
+                    k.leases,
+                    k.inflight(cid),
+                    k.ready,
+                    k.consumers,
+                    k.started(cid),
+                    k.prio,
+                    k.prio_seq,
+                    k.slots,
+                ],
                 [cid],
             )
         )
@@ -318,6 +350,8 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
                     keys.consumers,
                     keys.stats,
                     keys.started(cid),
+                    keys.prio,
+                    keys.prio_seq,
                 ],
                 [cid],
             )

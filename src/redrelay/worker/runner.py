@@ -33,6 +33,7 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
+from .limits import register_limits
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -126,6 +127,7 @@ class Runner:
                 self._stopping,
                 f"queue {consumer.name}: register",
             )
+            register_limits(conn, consumer, lease)
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:

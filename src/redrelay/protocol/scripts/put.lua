@@ -1,17 +1,21 @@
--- put: one message with a delay and/or a deduplication key (a plain put is a bare LPUSH).
+-- put: one message with a delay, a priority and/or a deduplication key (a plain put is a
+-- bare LPUSH).
 --
 -- KEYS[1] ready         list
 -- KEYS[2] delayed       zset  id -> due (server ms)
 -- KEYS[3] delayed_data  hash  id -> entry
--- KEYS[4] dedup         string (optional) the id put under this deduplication key
+-- KEYS[4] prio          zset  entries of priority != 0 (see _route.lua)
+-- KEYS[5] prio_seq      hash  prio's order counters
+-- KEYS[6] dedup         string (optional) the id put under this deduplication key
 -- ARGV[1] entry; ARGV[2] message id; ARGV[3] delay ms (0: ready now); ARGV[4] dedup TTL ms
 --
 -- Returns the id of the message now in the queue: ARGV[2], or the earlier id if the
 -- deduplication key was already taken (then nothing is written).
-if KEYS[4] then
-  local ok = redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', tonumber(ARGV[4]))
+--#include route
+if KEYS[6] then
+  local ok = redis.call('SET', KEYS[6], ARGV[2], 'NX', 'PX', tonumber(ARGV[4]))
   if not ok then
-    return redis.call('GET', KEYS[4])
+    return redis.call('GET', KEYS[6])
   end
 end
 local delay = tonumber(ARGV[3])
@@ -21,6 +25,6 @@ if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, ARGV[2])
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 else
-  redis.call('LPUSH', KEYS[1], ARGV[1])
+  route(KEYS[1], KEYS[4], KEYS[5], ARGV[1], false)
 end
 return ARGV[2]

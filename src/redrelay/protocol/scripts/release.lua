@@ -4,15 +4,18 @@
 --
 -- KEYS[1] inflight  hash   the consumer's deliveries
 -- KEYS[2] ready     list
+-- KEYS[3] prio      zset   entries of priority != 0 (see _route.lua)
+-- KEYS[4] prio_seq  hash
 -- ARGV    delivery tags, oldest first
 --
 -- Returns how many were released (tags already gone are skipped).
+--#include route
 local n = 0
 for i = #ARGV, 1, -1 do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then
     redis.call('HDEL', KEYS[1], ARGV[i])
-    redis.call('RPUSH', KEYS[2], v)
+    route(KEYS[2], KEYS[3], KEYS[4], v, true)
     n = n + 1
   end
 end

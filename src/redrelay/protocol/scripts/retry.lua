@@ -7,10 +7,13 @@
 -- KEYS[4] delayed_data  hash   id -> entry
 -- KEYS[5] stats         hash
 -- KEYS[6] started       hash   the consumer's marked tags
+-- KEYS[7] prio          zset   entries of priority != 0 (see _route.lua)
+-- KEYS[8] prio_seq      hash
 -- ARGV[1] delivery tag; ARGV[2] new entry (header rewritten by the client); ARGV[3] delay ms;
 -- ARGV[4] message id (member of the delayed set)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
+--#include route
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   redis.call('HINCRBY', KEYS[5], 'rejected', 1)
   return 0
@@ -23,7 +26,7 @@ if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[4])
   redis.call('HSET', KEYS[4], ARGV[4], ARGV[2])
 else
-  redis.call('LPUSH', KEYS[2], ARGV[2])
+  route(KEYS[2], KEYS[7], KEYS[8], ARGV[2], false)
 end
 redis.call('HINCRBY', KEYS[5], 'retried', 1)
 return 1

@@ -3,18 +3,24 @@
 -- because a full Redis refuses every command queued in a MULTI, reads included, and
 -- stats (and relay.drain(), which polls them) must work while workers drain a full Redis.
 --
--- KEYS[1] leases   zset  consumer id -> lease expiry
--- KEYS[2] ready    list
--- KEYS[3] delayed  zset
--- KEYS[4] dead     zset
--- KEYS[5] stats    hash  counters
--- KEYS[6...] the in-flight hashes of the consumers the caller saw in KEYS[1]
+-- KEYS[1] leases      zset  consumer id -> lease expiry
+-- KEYS[2] ready       list
+-- KEYS[3] delayed     zset
+-- KEYS[4] dead        zset
+-- KEYS[5] stats       hash  counters
+-- KEYS[6] prio        zset  ready entries of priority != 0
+-- KEYS[7] parked      zset  entries parked by their limit key
+-- KEYS[8] parked_due  zset  parked keys -> due
+-- KEYS[9] limits      hash  the limits' spec ('spec') and token buckets
+-- KEYS[10...] the in-flight hashes of the consumers the caller saw in KEYS[1]
 --
--- Returns {consumer ids, ready, delayed, dead, oldest ready entry or false, counters as a
--- flat list, in-flight count per KEYS[6...]}. The caller compares the ids with the ones it
--- named and asks again if a consumer came or went.
+-- Returns {consumer ids, ready (list), delayed, dead, oldest ready entry or false,
+-- counters as a flat list, in-flight count per KEYS[10...], prioritized, parked,
+-- parked keys (up to 10, soonest due first), number of parked keys, limits spec or false}.
+-- The caller compares the ids with the ones it named and asks again if a consumer came
+-- or went.
 local inflight = {}
-for i = 6, #KEYS do
+for i = 10, #KEYS do
   inflight[#inflight + 1] = redis.call('HLEN', KEYS[i])
 end
 return {
@@ -25,4 +31,9 @@ return {
   redis.call('LINDEX', KEYS[2], -1),
   redis.call('HGETALL', KEYS[5]),
   inflight,
+  redis.call('ZCARD', KEYS[6]),
+  redis.call('ZCARD', KEYS[7]),
+  redis.call('ZRANGE', KEYS[8], 0, 9),
+  redis.call('ZCARD', KEYS[8]),
+  redis.call('HGET', KEYS[9], 'spec'),
 }
