@@ -1,0 +1,158 @@
+"""Priorities: strict order, FIFO within a priority, kept through delay, retry, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from redrelay import ConfigurationError, Message, Relay
+from redrelay.config import ConsumerOptions
+from redrelay.protocol.envelope import decode_entry, rewrite_header
+from redrelay.worker.leases import Batch, Lease, recover_expired
+
+from .helpers import wait_for
+
+
+def _lease(relay: Relay, name: str = "q", **options: object) -> Lease:
+    lease = Lease(
+        relay.connection, relay.queue(name).keys, ConsumerOptions.build(**options)
+    )  # type: ignore[arg-type]
+    lease.join()
+    return lease
+
+
+def _body(entry: bytes) -> object:
+    envelope = decode_entry(entry).envelope
+    assert envelope is not None
+    return envelope["b"]
+
+
+def _fetch_all(lease: Lease, count: int = 200) -> list[object]:
+    bodies: list[object] = []
+    acks: list[str] = []
+    while True:
+        _, batch = lease.fetch(count, acks)
+        if not isinstance(batch, Batch):
+            return bodies
+        bodies += [_body(e) for e in batch.entries]
+        acks = batch.tags
+
+
+def test_random_priorities_come_out_by_priority_then_fifo(relay: Relay) -> None:
+    rng = random.Random(15)
+    q = relay.queue("q")
+    prio = [rng.choice([0, 0, 0, rng.randint(-100, 100)]) for _ in range(10_000)]
+    for i, p in enumerate(prio):  # one put at a time, priorities interleaved
+        q.put(i, priority=p)
+    stats = q.stats()
+    assert stats.ready == 10_000
+    assert stats.prioritized == sum(1 for p in prio if p)
+    got = _fetch_all(_lease(relay))
+    assert got == sorted(range(10_000), key=lambda i: (-prio[i], i))
+
+
+def test_put_many_with_priority_and_the_zero_fast_path(relay: Relay) -> None:
+    q = relay.queue("q")
+    q.put_many(["a1", "a2"])
+    q.put_many(["low1", "low2"], priority=-3)
+    q.put_many(["high1", "high2"], priority=7)
+    q.put("top", priority=100)
+    # priority 0 is the plain list, as before: a bare LPUSH, nothing else
+    assert relay.connection.call("LLEN", q.keys.ready) == 2
+    assert _fetch_all(_lease(relay), count=3) == [
+        "top", "high1", "high2", "a1", "a2", "low1", "low2"
+    ]  # fmt: skip
+
+
+def test_one_urgent_message_overtakes_a_large_backlog(relay: Relay) -> None:
+    q = relay.queue("q")
+    for start in range(0, 100_000, 10_000):
+        q.put_many(range(start, start + 10_000))
+    q.put("urgent", priority=100)
+    lease = _lease(relay)
+    _, batch = lease.fetch(1)
+    assert isinstance(batch, Batch)
+    assert [_body(e) for e in batch.entries] == ["urgent"]
+    _, batch = lease.fetch(2, batch.tags)
+    assert isinstance(batch, Batch)
+    assert [_body(e) for e in batch.entries] == [0, 1]
+
+
+def test_delayed_message_comes_back_at_its_priority(relay: Relay) -> None:
+    q = relay.queue("q")
+    q.put("later", priority=5, delay=0.05)
+    q.put_many(["a", "b", "c"])
+    wait_for(lambda: relay.connection.call("ZRANGEBYSCORE", q.keys.delayed, "-inf",
+                                           relay.connection.time_ms(q.keys.delayed)))  # fmt: skip
+    assert _fetch_all(_lease(relay)) == ["later", "a", "b", "c"]
+
+
+def test_retried_released_and_recovered_keep_their_priority(relay: Relay) -> None:
+    q = relay.queue("q")
+    q.put_many(["a", "b"])
+    q.put("p", priority=9)
+    first = _lease(relay)
+    _, batch = first.fetch(1)
+    assert isinstance(batch, Batch) and _body(batch.entries[0]) == "p"
+    # a retry without delay goes to the back of priority 9: still before priority 0
+    entry = rewrite_header(batch.entries[0], 1, 1)
+    assert first.retry(batch.tags[0], entry, 0, "id")
+    _, batch = first.fetch(1)
+    assert isinstance(batch, Batch) and _body(batch.entries[0]) == "p"
+    assert decode_entry(batch.entries[0]).failures == 1
+    # given back unstarted: to the front of its priority
+    assert first.release(batch.tags) == 1
+    _, batch = first.fetch(1)
+    assert isinstance(batch, Batch) and _body(batch.entries[0]) == "p"
+    # its consumer dies: recovered to its priority, with the delivery counted
+    relay.connection.call("ZADD", first.keys.leases, 0, first.consumer_id)
+    assert recover_expired(relay.connection, q.keys) == 1
+    second = _lease(relay)
+    _, batch = second.fetch(3)
+    assert isinstance(batch, Batch)
+    assert [_body(e) for e in batch.entries] == ["p", "a", "b"]
+    assert decode_entry(batch.entries[0]).failures == 1  # the same entry, header kept
+
+
+def test_dead_letter_requeued_at_its_priority(relay: Relay) -> None:
+    q = relay.queue("q")
+    seen: list[object] = []
+
+    @relay.consumer("q", retries=0)
+    def handle(message: Message) -> None:
+        seen.append(message.body)
+        if message.body == "bad" and len(seen) == 1:
+            raise ValueError("once")
+
+    q.put("bad", priority=3)
+    relay.drain(timeout=10)
+    assert q.stats().dead == 1
+    q.put_many(["x", "y"])
+    assert q.requeue_dead() == 1
+    assert q.stats().prioritized == 1
+    relay.drain(timeout=10)
+    assert seen == ["bad", "bad", "x", "y"]
+
+
+@pytest.mark.parametrize("bad", [101, -101, 1.5, "1", True, None])
+def test_bad_priority_is_refused_and_nothing_written(relay: Relay, bad: object) -> None:
+    q = relay.queue("q")
+    with pytest.raises(ConfigurationError, match=r"priority= must be an int from -100 to 100"):
+        q.put("x", priority=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="priority="):
+        q.put_many(["x"], priority=bad)  # type: ignore[arg-type]
+    assert q.stats().ready == 0
+
+
+def test_aput_with_priority(relay: Relay) -> None:
+    q = relay.queue("q")
+
+    async def produce() -> None:
+        await q.aput("a")
+        await q.aput("b", priority=1)
+        await q.aput_many(["c"], priority=2)
+
+    asyncio.run(produce())
+    assert _fetch_all(_lease(relay)) == ["c", "b", "a"]
