@@ -49,7 +49,12 @@ class Fetcher:
         on_rejected: Callable[[Lease, int], None],
     ) -> None:
         self.lease, self.slot = lease, slot
-        self.prefetch = slot.consumer.options.prefetch
+        options = slot.consumer.options
+        #: Under a concurrency limit, a thread takes one delivery per fetch and none ahead:
+        #: every slot taken is a handler running, not an entry waiting behind another on
+        #: the same thread (coroutines start a whole batch at once: they keep prefetch).
+        self.capped = bool(options.limits.concurrency) and not slot.consumer.is_async
+        self.prefetch = 1 if self.capped else options.prefetch
         self.stopping, self.poll = stopping, poll
         self.on_rejected = on_rejected
         #: Sent and not read yet, or to be sent again after a lost reply.
@@ -83,7 +88,12 @@ class Fetcher:
     def send_ahead(self, batch: Batch, acks: list[str]) -> None:
         """Before running ``batch``: send the next fetch (with ``acks``, emptied) if
         handlers are quick and the batch was full (an empty queue needs no second one)."""
-        if not self.quick or len(batch.tags) < self.prefetch or self.call is not None:
+        if (
+            not self.quick
+            or self.capped
+            or len(batch.tags) < self.prefetch
+            or self.call is not None
+        ):
             return
         self.call = self._new(acks)
         try:
