@@ -28,6 +28,7 @@ from redrelay.cli import cli
 from redrelay.cli._base import format_age, table
 from redrelay.handlers import Subscriber
 from redrelay.listener import Listener
+from redrelay.worker.runner import Runner
 
 from .worker.helpers import wait_for as _wait_for
 
@@ -688,3 +689,41 @@ def test_stats_watch_frames_show_snapshots_and_rates(relay: Relay) -> None:
     assert second["queues"][0]["ready"] == 10 and "w" in second["rates"]
     text = watch(lambda: relay.stats(["w"]), 0.01, as_json=False)
     assert next(text).startswith("-- ") and "w" in next(text)
+
+
+def test_stats_shows_priorities_limits_and_parked_keys(
+    make_relay: Callable[..., Relay], invoke: Callable[..., Result]
+) -> None:
+    relay = make_relay()
+
+    @relay.consumer(
+        "tenants", limit_key="tenant", key_rate_limit="1/h", rate_limit="50/s"
+    )
+    def handle(message: Message) -> None:
+        pass
+
+    q = relay.queue("tenants")
+    q.put_many(["a", "b", "c"], headers={"tenant": "acme"})
+    q.put("urgent", priority=10)
+    relay.queue("plain").put("x")
+    runner = Runner(relay, subscribers=False, poll=0.05)
+    runner.start()
+    try:
+        _wait_for(lambda: q.stats().parked == 2, what="two of acme's parked")
+    finally:
+        runner.stop()
+    result = invoke("--namespace", relay.namespace, "stats")
+    assert result.exit_code == 0, result.output
+    flow = result.output.split("\n\n")[2]
+    # flow  limits  prioritized  parked  parked keys  held:rate  held:conc.  parked total
+    line = next(x for x in flow.splitlines() if x.startswith("tenants"))
+    cells = re.split(r"\s{2,}", line.strip())
+    assert "key_rate=1/3600s+1" in cells[1], flow
+    assert cells[2:5] == ["0", "2", "acme"], flow
+    assert "plain" not in flow
+    (as_json,) = json.loads(
+        invoke("--namespace", relay.namespace, "stats", "--json", "tenants").output
+    )
+    assert as_json["parked"] == 2 and as_json["parked_keys"] == ["acme"]
+    assert as_json["limits"].startswith("rate=50/1s+10")
+    assert as_json["ready"] == 2 and as_json["counters"]["parked"] == 2

@@ -139,7 +139,9 @@ def test_dead_letter_requeued_at_its_priority(relay: Relay) -> None:
 @pytest.mark.parametrize("bad", [101, -101, 1.5, "1", True, None])
 def test_bad_priority_is_refused_and_nothing_written(relay: Relay, bad: object) -> None:
     q = relay.queue("q")
-    with pytest.raises(ConfigurationError, match=r"priority= must be an int from -100 to 100"):
+    with pytest.raises(
+        ConfigurationError, match=r"priority= must be an int from -100 to 100"
+    ):
         q.put("x", priority=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="priority="):
         q.put_many(["x"], priority=bad)  # type: ignore[arg-type]

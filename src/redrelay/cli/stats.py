@@ -122,6 +122,9 @@ def stats(
     dead       dead letters (see `redrelay dead list`)
     consumers  worker processes holding a lease on the queue
     oldest     age of the oldest ready message
+    A third table, for queues with priorities or flow limits: the limits the
+    workers run with, ready messages of priority != 0, messages parked by their
+    limit key (and which keys), and how often a limit held a fetch back.
     Counters since the queue was created: acked, retried, dead (dead-lettered),
     recovered (taken back from a consumer whose lease expired), rejected (stale
     acks from a consumer that lost its lease). With --watch, acked/s and dead/s
@@ -247,4 +250,24 @@ def render(snapshots: list[QueueStats], rates: Rates | None = None) -> str:
         ["counters", *COUNTERS],
         [[s.name, *(s.counters.get(c, 0) for c in COUNTERS)] for s in snapshots],
     )
-    return f"{depths}\n\n{counters}"
+    flow = _render_flow(snapshots)
+    return f"{depths}\n\n{counters}" + (f"\n\n{flow}" if flow else "")
+
+
+def _render_flow(snapshots: list[QueueStats]) -> str | None:
+    """Priorities and flow limits, for the queues that use them (docs/flow-control.md)."""
+    used = [s for s in snapshots if s.limits or s.prioritized or s.parked]
+    if not used:
+        return None
+    rows: list[list[object]] = []
+    for s in used:
+        keys = ", ".join(s.parked_keys)
+        if s.parked_key_count > len(s.parked_keys):
+            keys += f" (+{s.parked_key_count - len(s.parked_keys)})"
+        c = s.counters
+        rows.append(
+            [s.name, s.limits or "-", s.prioritized, s.parked, keys or "-",
+             c.get("held_rate", 0), c.get("held_concurrency", 0), c.get("parked", 0)]
+        )  # fmt: skip
+    headers = ["flow", "limits", "prioritized", "parked", "parked keys"]
+    return table([*headers, "held:rate", "held:concurrency", "parked total"], rows)

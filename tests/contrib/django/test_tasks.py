@@ -11,7 +11,10 @@ from django.utils import timezone
 
 from redrelay import Relay
 from redrelay.contrib.django import InvalidRelaySettings
+from redrelay.config import ConsumerOptions
 from redrelay.contrib.django.tasks import RedRelayBackend
+from redrelay.protocol.envelope import decode_entry
+from redrelay.worker.leases import Batch, Lease
 
 from .testapp import tasks
 
@@ -34,7 +37,7 @@ def test_the_default_backend_is_ours() -> None:
     backend = task_backends["default"]
     assert isinstance(backend, RedRelayBackend)
     assert backend.supports_defer and backend.supports_get_result
-    assert backend.supports_async_task and not backend.supports_priority
+    assert backend.supports_async_task and backend.supports_priority
 
 
 def test_enqueue_then_run_then_successful(app_relay: Relay) -> None:
@@ -116,9 +119,23 @@ def test_run_after_delays_the_message_and_extends_the_ttl(app_relay: Relay) -> N
     assert tasks.add.get_result(result.id).task.run_after == when
 
 
-def test_priorities_are_refused_with_the_alternative() -> None:
-    with pytest.raises(InvalidTaskError, match="queue_name of their own"):
-        tasks.add.using(priority=10)
+def test_priorities_run_higher_first(app_relay: Relay) -> None:
+    low = tasks.add.using(priority=-5).enqueue(1, 1)
+    plain = tasks.add.enqueue(2, 2)
+    urgent = tasks.add.using(priority=50).enqueue(3, 3)
+    assert app_relay.queue("tasks.default").stats().prioritized == 2
+    lease = Lease(
+        app_relay.connection,
+        app_relay.queue("tasks.default").keys,
+        ConsumerOptions.build(),
+    )
+    lease.join()
+    _, batch = lease.fetch(10)
+    assert isinstance(batch, Batch)
+    order = [decode_entry(e).envelope["b"]["id"] for e in batch.entries]  # type: ignore[index]
+    assert order == [urgent.id, plain.id, low.id]
+    with pytest.raises(InvalidTaskError):
+        tasks.add.using(priority=101)
 
 
 def test_arguments_must_be_json(app_relay: Relay) -> None:

@@ -35,10 +35,9 @@ How it works:
   worker ids. Records expire ``RESULT_TTL`` seconds after their last change (plus any
   ``run_after`` delay), so memory stays bounded.
 
-**Priority** is not supported: redrelay queues are FIFO, and an urgent task should get a
-``queue_name`` of its own (each queue has its own consumer threads, so it never waits
-behind another queue's backlog). A task with a non-zero priority fails validation,
-saying so. ``CONSUMER`` options default to ``prefetch=1`` (tasks are usually slow; one
+**Priority** is supported with Django's semantics: ``priority`` from -100 to 100, higher
+runs sooner, FIFO among equals, strict within one queue (a task's retries and a
+recovered task keep their priority; see docs/flow-control.md). ``CONSUMER`` options default to ``prefetch=1`` (tasks are usually slow; one
 thread should not hold a batch that others could start). ``retries`` is not an option.
 """
 
@@ -69,26 +68,23 @@ if TYPE_CHECKING:
     from django_tasks import TaskResultStatus, task_backends
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import (
-        DEFAULT_TASK_PRIORITY,
         Task,
         TaskContext,
         TaskError,
         TaskResult,
     )
-    from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+    from django_tasks.exceptions import TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
 else:
     try:  # Django >= 6.0
         from django.tasks import TaskResultStatus, task_backends
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import (
-            DEFAULT_TASK_PRIORITY,
             Task,
             TaskContext,
             TaskError,
             TaskResult,
         )
-        from django.tasks.exceptions import InvalidTask as InvalidTaskError
         from django.tasks.exceptions import TaskResultDoesNotExist
         from django.tasks.signals import task_enqueued, task_finished, task_started
     except ImportError:  # the django-tasks backport
@@ -96,13 +92,12 @@ else:
             from django_tasks import TaskResultStatus, task_backends
             from django_tasks.backends.base import BaseTaskBackend
             from django_tasks.base import (
-                DEFAULT_TASK_PRIORITY,
                 Task,
                 TaskContext,
                 TaskError,
                 TaskResult,
             )
-            from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+            from django_tasks.exceptions import TaskResultDoesNotExist
             from django_tasks.signals import task_enqueued, task_finished, task_started
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
@@ -172,13 +167,13 @@ class RedRelayBackend(BaseTaskBackend):
     """Runs ``django.tasks`` tasks on redrelay queues; see the module docstring.
 
     ``supports_defer`` (``run_after``), ``supports_async_task`` and
-    ``supports_get_result`` are true; ``supports_priority`` is false.
+    ``supports_get_result`` and ``supports_priority`` are true.
     """
 
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
-    supports_priority = False
+    supports_priority = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -201,17 +196,6 @@ class RedRelayBackend(BaseTaskBackend):
     def queue_for(self, queue_name: str) -> str:
         """The redrelay queue of a task queue: ``<QUEUE_PREFIX><queue_name>``."""
         return f"{self.config.prefix}{queue_name}"
-
-    def validate_task(self, task: Task[Any, Any]) -> None:
-        """Django's checks, with a message that says what to do about priorities."""
-        if task.priority != DEFAULT_TASK_PRIORITY:
-            raise InvalidTaskError(
-                f"RedRelayBackend does not support priorities (task {task.name!r} has "
-                f"priority={task.priority}): redrelay queues are FIFO. Give urgent tasks "
-                "a queue_name of their own (listed in QUEUES): each queue has its own "
-                "consumer threads."
-            )
-        super().validate_task(task)
 
     def enqueue(self, task: Task[Any, T], args: Any, kwargs: Any) -> TaskResult[T]:
         """Store a ``READY`` record and put the task on its queue.
@@ -249,6 +233,7 @@ class RedRelayBackend(BaseTaskBackend):
                     "kwargs": result.kwargs,
                 },
                 eta=task.run_after,
+                priority=task.priority,
             )
         except RedrelayError:
             try:
