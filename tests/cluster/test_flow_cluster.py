@@ -31,11 +31,11 @@ def test_priorities_retries_delays_and_requeue(make_cluster_relay: MakeRelay) ->
     q.put("later", priority=5, delay=0.2)
     q.put("dedup", priority=7, dedup_key="k")
     relay.drain(timeout=20)
-    assert order[:2] == ["flaky", "dedup"]
     assert sorted(order) == sorted(
         ["a", "b", "low", "flaky", "flaky", "later", "dedup"]
     )
-    assert order.index("low") == len(order) - 1 or order[-1] == "later"
+    first_runs = [body for body in dict.fromkeys(order) if body != "later"]
+    assert first_runs == ["flaky", "dedup", "a", "b", "low"]
     stats = q.stats()
     assert (stats.ready, stats.prioritized, stats.in_flight) == (0, 0, 0)
 
