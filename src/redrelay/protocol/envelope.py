@@ -9,6 +9,9 @@ from another program sends). The two counters sit in a plain-text header so that
 scripts can bump ``deliveries`` when they recover a dead consumer's messages without knowing
 the codec, and a retry rewrites only the header, never the payload.
 
+Between the counters and ``kind`` an entry may carry ``!<priority>:`` and ``@<limit key>:``
+(see :mod:`redrelay.protocol.flow`); a priority-0 entry without a key has neither.
+
 ``kind`` is ``j`` (JSON) or ``m`` (msgpack), whose payload is the codec's encoding of
 ``{"i": id, "b": body, "h": headers, "t": enqueued_at_ms, ...}``, or ``r``, a raw body that
 was retried or recovered: ``<id>|<raw bytes>``.
