@@ -1,0 +1,196 @@
+"""redrelay's drain against the bare at-least-once loop, in one run on one redis-server.
+
+    .venv/bin/python bench/limit.py                      # n=100,000, 3 rounds
+    .venv/bin/python bench/limit.py --baseline-src /work/main/src --rounds 5
+    .venv/bin/python bench/limit.py --quick              # n=20,000, one round
+
+Every row drains ``n`` queued no-op messages with one worker process, started on a full
+queue; the rate is ``(n - 1) / (last - first)`` between the handler's first and ``n``-th
+call (marks, as in ``bench/harness.py``). Rows run alternately within each round and the
+median of the rounds is reported, with each row's ratio to the bare loop of the same run:
+
+- ``bare``: ``bench/bare_loop.py``, the practical limit of one Python process;
+- ``default``: ``redrelay worker`` with every setting at its default;
+- ``prefetch=200``: the same, tuned (a labelled row, not the headline);
+- ``async``: an ``async def`` no-op handler at default settings;
+- ``async sleep``: 500 coroutines sleeping 50 ms each (ideal: 10,000 msg/s);
+- ``baseline``: ``default`` run from another source tree (``--baseline-src``), e.g.
+  ``main`` before a change: the cost of the change on the drain path;
+- ``priority depth D``: ``D`` messages queued at priorities 1..100, the first
+  ``min(D, 20000)`` drained: flat from 10^3 to 10^6 if the prioritized path does not
+  degrade with depth (priority 0 at the same depths beside it).
+
+The machine's load average is printed with the table: on a shared machine compare the
+ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis
+
+from bench._common import QUEUE, ROOT, mark_every, spawn, stop, wait_marks
+from redrelay import Relay
+from redrelay._server import RedisServer
+
+WORKER = [
+    sys.executable, "-m", "redrelay", "worker", "bench.apps.limit_app:relay",
+    "--queue", QUEUE, "--no-subscribers", "--grace", "5",
+]  # fmt: skip
+
+
+def fill(url: str, n: int, priority: int | None = 0) -> None:
+    """Queue ``n`` messages; ``priority=None`` spreads them over priorities 1..100."""
+    relay = Relay(url)
+    q = relay.queue(QUEUE)
+    for first in range(0, n, 1000):
+        bodies = [{"n": i} for i in range(first, min(n, first + 1000))]
+        p = (first // 1000) % 100 + 1 if priority is None else priority
+        q.put_many(bodies, priority=p)
+    relay.close()
+
+
+def drain(
+    url: str, workdir: Path, name: str, argv: list[str], env: dict[str, str], n: int
+) -> float | None:
+    """Start one process on the full queue; its rate over the first ``n`` messages."""
+    marks = workdir / f"{name}.marks"
+    marks.unlink(missing_ok=True)
+    env = {"BENCH_REDIS_URL": url, "BENCH_MARKS": str(marks),
+           "BENCH_MARK_EVERY": str(mark_every(n)), **env}  # fmt: skip
+    proc = spawn(argv, workdir / f"{name}.log", env)
+    try:
+        first, last, count, _ = wait_marks(marks, n, time.monotonic() + 300, proc)
+    finally:
+        stop(proc)
+    if first is None or last is None or last == first:
+        print(f"  {name}: no rate ({count} of {n} handled)", file=sys.stderr)
+        return None
+    return (n - 1) / (last - first)
+
+
+def rows(
+    args: argparse.Namespace,
+) -> list[tuple[str, int, dict[str, str], list[str], Any]]:
+    """(label, n, env, argv, how to fill) of every row, in the order they run."""
+    n = args.n
+    ready = f"redrelay:{{{QUEUE}}}:ready"
+    bare = [sys.executable, str(ROOT / "bench" / "bare_loop.py"), "{url}", ready]
+    out: list[tuple[str, int, dict[str, str], list[str], Any]] = [
+        ("bare at-least-once loop (the limit)", n, {}, bare, 0),
+        ("redrelay worker, default settings", n, {}, WORKER, 0),
+        ("redrelay worker, prefetch=200 (tuned)", n, {"BENCH_PREFETCH": "200"}, WORKER, 0),
+        ("async def no-op, default settings", n, {"BENCH_ASYNC": "1"}, WORKER, 0),
+        ("async def, 500 coroutines sleeping 50 ms", min(n, 20000),
+         {"BENCH_ASYNC": "1", "BENCH_SLEEP": "0.05", "BENCH_CONCURRENCY": "500"}, WORKER, 0),
+    ]  # fmt: skip
+    if args.baseline_src:
+        path = os.pathsep.join([str(Path(args.baseline_src).resolve()), str(ROOT)])
+        out.append(("baseline: default settings, " + args.baseline_label, n,
+                    {"PYTHONPATH": path}, WORKER, 0))  # fmt: skip
+    for depth in args.depths:
+        k = min(depth, 20000)
+        out.append((f"priorities 1..100, {depth:,} queued", k, {}, WORKER, None))
+        out.append((f"priority 0, {depth:,} queued", k, {}, WORKER, 0))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="n=20,000, one round")
+    parser.add_argument("--baseline-src", help="a src/ directory to run as 'baseline'")
+    parser.add_argument("--baseline-label", default="main")
+    parser.add_argument("--depths", default="1000,100000,1000000",
+                        help="comma-separated depths for the priority rows ('' for none)")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.rounds = 20_000, 1
+    args.depths = [int(d) for d in args.depths.split(",") if d]
+    workdir = Path(tempfile.mkdtemp(prefix="redrelay-limit-"))
+    server = RedisServer(workdir / "redis", unix_socket=False, appendonly=False)
+    server.start()
+    url = server.url
+    client = redis.Redis.from_url(url)
+    load_before = os.getloadavg()
+    results: dict[str, list[float]] = {}
+    try:
+        plan = rows(args)
+        for r in range(args.rounds):
+            for i, (label, n, env, argv, priority) in enumerate(plan):
+                client.flushall()
+                depth = n
+                if label.startswith("prior"):
+                    depth = int(label.split(", ")[1].split()[0].replace(",", ""))
+                fill(url, depth, priority)
+                argv = [a.replace("{url}", url) for a in argv]
+                rate = drain(url, workdir, f"r{r}-{i}", argv, env, n)
+                if rate is not None:
+                    results.setdefault(label, []).append(rate)
+                print(
+                    f"  round {r + 1}: {label}: {rate or 0:,.0f} msg/s", file=sys.stderr
+                )
+        load_after = os.getloadavg()
+    finally:
+        server.stop()
+    table = report(plan, results, args, load_before, load_after)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+
+
+def report(
+    plan: list[Any],
+    results: dict[str, list[float]],
+    args: argparse.Namespace,
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+) -> str:
+    medians = {label: statistics.median(v) for label, v in results.items() if v}
+    bare = medians.get(plan[0][0])
+    lines = [
+        f"n = {args.n:,}, median of {args.rounds} round(s), {time.strftime('%Y-%m-%d')}; "
+        f"{platform.machine()} with {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, redis-server on loopback TCP, no persistence; "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
+        "",
+        "| row | msg/s | / bare loop |",
+        "|---|--:|--:|",
+    ]
+    for label, *_ in plan:
+        rate = medians.get(label)
+        ratio = f"{rate / bare:.2f}x" if rate and bare else "-"
+        lines.append(f"| {label} | {rate or 0:,.0f} | {ratio} |")
+    default = medians.get(plan[1][0])
+    base = next((m for k, m in medians.items() if k.startswith("baseline")), None)
+    if default and base:
+        lines.append("")
+        lines.append(
+            f"default / baseline ({args.baseline_label}): {default / base:.3f}"
+        )
+    asleep = medians.get(plan[4][0])
+    if asleep:
+        lines.append(
+            f"500 coroutines x 50 ms: {asleep / 10_000:.0%} of the ideal 10,000 msg/s"
+        )
+    sync, aio = medians.get(plan[1][0]), medians.get(plan[3][0])
+    if sync and aio:
+        lines.append(f"async no-op / sync no-op: {aio / sync:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
