@@ -6,10 +6,12 @@ loop thread (:class:`LoopThread`), not on 50 threads.
 
 The fetch, lease, ack and retry code is the sync one, on the consumer's fetching
 thread: :func:`run_async_batch` takes a fetched batch, checks each delivery with
-:func:`~redrelay.worker.dispatch.begin`, hands the handler call to the loop
-(``run_coroutine_threadsafe``) when a permit of the consumer's :class:`Bounded` is free,
-and settles each outcome (:func:`~redrelay.worker.dispatch.settle`) and acks on the
-fetching thread as the coroutines finish. Unstarted deliveries stay in the slot, so
+:func:`~redrelay.worker.dispatch.begin`, hands the handler calls to the loop as many at
+a time as permits of the consumer's :class:`Bounded` are free (**one** wake-up of the
+loop for all of them, :meth:`Bounded.submit_many`, not one per message: a thread
+hand-off per message made a no-op ``async def`` consumer ten times slower than a plain
+one), and settles each outcome (:func:`~redrelay.worker.dispatch.settle`) and acks on
+the fetching thread as the coroutines finish, collected in batches too. Unstarted deliveries stay in the slot, so
 ``stop()`` gives them back at once, as for threads. The loop only runs handlers; it
 does no Redis I/O of redrelay's own. Channel subscribers use the same loop and
 :class:`Bounded` (see :mod:`redrelay.listener`).
@@ -23,10 +25,11 @@ so a coroutine past its limit is cancelled at its next ``await`` and fails with
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import functools
 import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -119,6 +122,33 @@ class Bounded:
         future.add_done_callback(done)
         return future
 
+    def acquire_more(self, count: int) -> int:
+        """Take up to ``count`` more free permits without waiting; how many were taken."""
+        taken = 0
+        while taken < count and self._permits.acquire(blocking=False):
+            taken += 1
+        return taken
+
+    def submit_many(
+        self,
+        items: list[tuple[str, Coroutine[Any, Any, Any]]],
+        on_done: Callable[[str, asyncio.Task[Any]], None],
+    ) -> None:
+        """Run each ``(key, coro)`` as a task under an acquired permit, all handed to the
+        loop in one call; ``on_done(key, task)`` runs on the loop thread as each ends."""
+        loop, permits = self.aio.loop, self._permits
+
+        def done(key: str, task: asyncio.Task[Any]) -> None:
+            permits.release()
+            on_done(key, task)
+
+        def spawn() -> None:
+            for key, coro in items:
+                task = loop.create_task(coro)
+                task.add_done_callback(functools.partial(done, key))
+
+        loop.call_soon_threadsafe(spawn)
+
     def wait_all(self, timeout: float | None = None) -> bool:
         """Wait until nothing is in flight (or ``timeout``); True if nothing is."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -137,7 +167,7 @@ class Bounded:
                 self._permits.release()
 
 
-def error_of(future: Future) -> Exception | None:
+def error_of(future: Future | asyncio.Task[Any]) -> Exception | None:
     """What a finished (not cancelled) handler coroutine raised, as an Exception: a
     BaseException (CancelledError inside the handler, say) fails its delivery too."""
     error = future.exception()
@@ -192,7 +222,8 @@ def _start_all(
     bounded: Bounded,
     run: _AsyncBatch,
 ) -> None:
-    """Start the batch's coroutines as permits come free, settling finished ones."""
+    """Start the batch's coroutines as permits come free (as many at once as there are
+    free permits, in one hand-off), settling finished ones between."""
     while True:
         with slot.lock:
             if not slot.pending or runner._stopping.is_set():
@@ -200,19 +231,30 @@ def _start_all(
             if not lease.current(batch):
                 slot.pending.clear()  # taken over: these are back in the queue already
                 return
+            wanted = len(slot.pending)
         if not bounded.acquire(timeout=0.05):
             run.harvest(0)
             continue
+        permits = 1 + bounded.acquire_more(wanted - 1)
         with slot.lock:
-            item = slot.pending.popleft() if slot.pending else None
-            if item is not None:  # _give_up() fails it if begin() raises
-                slot.current = (*item, time.monotonic())
-        if item is None:
-            bounded.release()  # stop() gave them back meanwhile
+            items = [
+                slot.pending.popleft() for _ in range(min(permits, len(slot.pending)))
+            ]
+        for _ in range(permits - len(items)):
+            bounded.release()  # stop() gave some back meanwhile
+        if not items:
             return
-        run.start(*item)
-        with slot.lock:  # the watchdog reads it under the lock (see Runner._watch)
-            slot.current = None
+        ready: list[tuple[str, Coroutine[Any, Any, Any]]] = []
+        for tag, entry in items:
+            with slot.lock:  # _give_up() fails it if begin() raises
+                slot.current = (tag, entry, time.monotonic())
+            coro = run.prepare(tag, entry)
+            if coro is not None:
+                ready.append((tag, coro))
+            with slot.lock:  # the watchdog reads it under the lock (see Runner._watch)
+                slot.current = None
+        if ready:
+            bounded.submit_many(ready, run.ended)
         run.harvest(0)
 
 
@@ -236,13 +278,18 @@ class _AsyncBatch:
         self.lease = lease
         self.bounded = bounded
         self.acks = acks
-        self.running: dict[Future, tuple[str, bytes, Started]] = {}
-        self.done: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        self.running: dict[str, tuple[str, bytes, Started]] = {}
+        #: Finished tasks, appended by the loop thread; ``wake`` is set when one lands.
+        self.finished: collections.deque[tuple[str, asyncio.Task[Any]]] = (
+            collections.deque()
+        )
+        self.wake = threading.Event()
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.flushed = time.monotonic()
 
-    def start(self, tag: str, entry: bytes) -> None:
-        """Check one delivery and send its handler to the loop (a permit is held)."""
+    def prepare(self, tag: str, entry: bytes) -> Coroutine[Any, Any, Any] | None:
+        """Check one delivery (a permit is held for it): its handler's coroutine, or
+        None when it must not run (the permit is given back, the outcome counted)."""
         runner, consumer = self.runner, self.consumer
         try:
             started = begin(
@@ -254,41 +301,42 @@ class _AsyncBatch:
         if isinstance(started, Outcome):
             self.bounded.release()
             self.counts[started] += 1
-            return
+            return None
         crash_point("handler")
-        coro = ainvoke(
+        self.running[tag] = (tag, entry, started)
+        return ainvoke(
             consumer.handler,
             started.message,
             runner.relay.handler_contexts,
             consumer.options.time_limit,
         )
-        # The loop thread reports each end on ``done``: harvesting costs O(1) per
-        # coroutine, not a scan of every running future.
-        self.running[self.bounded.submit(coro, self.done.put)] = (tag, entry, started)
+
+    def ended(self, tag: str, task: asyncio.Task[Any]) -> None:
+        """On the loop thread: a task finished (settled by the fetching thread)."""
+        self.finished.append((tag, task))
+        if not self.wake.is_set():
+            self.wake.set()
 
     def harvest(self, wait: float) -> None:
         """Settle the coroutines that ended (waiting up to ``wait`` for one)."""
         if self.running:
-            try:
-                future = self.done.get(timeout=wait) if wait else self.done.get_nowait()
-            except queue.Empty:
-                future = None
-            while future is not None:
-                self._settle(future)
-                try:
-                    future = self.done.get_nowait()
-                except queue.Empty:
-                    future = None
+            if wait and not self.finished:
+                self.wake.wait(wait)
+            self.wake.clear()
+            finished = self.finished
+            while finished:
+                tag, task = finished.popleft()
+                self._settle(tag, task)
         now = time.monotonic()
         if self.acks and now - self.flushed > _ACK_INTERVAL:
             self.runner._flush(self.lease, self.acks)
             self.acks.clear()
             self.flushed = now
 
-    def _settle(self, future: Future) -> None:
-        tag, entry, started = self.running.pop(future)
+    def _settle(self, tag: str, task: asyncio.Task[Any]) -> None:
+        tag, entry, started = self.running.pop(tag)
         outcome = _outcome(
-            self.runner, self.consumer, self.lease, tag, entry, started, future
+            self.runner, self.consumer, self.lease, tag, entry, started, task
         )
         if outcome is None:
             return  # cancelled at shutdown: it returns under the lease rule
@@ -304,7 +352,7 @@ def _outcome(
     tag: str,
     entry: bytes,
     started: Started,
-    future: Future,
+    future: Future | asyncio.Task[Any],
 ) -> Outcome | None:
     if future.cancelled():
         return None

@@ -35,6 +35,9 @@ log = logging.getLogger("redrelay.worker")
 
 #: The next fetch goes out before a full batch runs when the last batch took less.
 AHEAD_WITHIN = 0.05
+#: An adaptive batch (``prefetch`` left unset) doubles up to this while full batches run
+#: within AHEAD_WITHIN, and halves (down to 1) while a batch takes longer than SLOW_BATCH.
+AUTO_MAX, SLOW_BATCH = 400, 0.5
 
 
 class Fetcher:
@@ -55,6 +58,7 @@ class Fetcher:
         #: the same thread (coroutines start a whole batch at once: they keep prefetch).
         self.capped = bool(options.limits.concurrency) and not slot.consumer.is_async
         self.prefetch = 1 if self.capped else options.prefetch
+        self.auto = options.prefetch_auto and not self.capped
         self.stopping, self.poll = stopping, poll
         self.on_rejected = on_rejected
         #: Sent and not read yet, or to be sent again after a lost reply.
@@ -84,6 +88,18 @@ class Fetcher:
         else:
             self._wait(got)
         return None
+
+    def ran(self, batch: Batch, seconds: float) -> None:
+        """Note how long ``batch`` took: decides the next fetch ahead and, for an
+        adaptive batch size, the size of the next fetches (one round trip per batch
+        pays off over more quick messages; slow ones should not queue on one thread)."""
+        self.quick = seconds < AHEAD_WITHIN
+        if not self.auto:
+            return
+        if self.quick and len(batch.tags) >= self.prefetch:
+            self.prefetch = min(AUTO_MAX, self.prefetch * 2)
+        elif seconds > SLOW_BATCH and self.prefetch > 1:
+            self.prefetch = max(1, self.prefetch // 2)
 
     def send_ahead(self, batch: Batch, acks: list[str]) -> None:
         """Before running ``batch``: send the next fetch (with ``acks``, emptied) if

@@ -31,7 +31,7 @@ from ..handlers import Consumer
 from .aioloop import Bounded, LoopThread, fetchers, run_async_batch
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
-from .fetcher import AHEAD_WITHIN, Fetcher
+from .fetcher import Fetcher
 from .leases import Batch, Lease, retry_forever
 from .limits import register_limits
 from .sharded import new_lease
@@ -248,7 +248,7 @@ class Runner:
                             )
                         else:
                             self._run_batch(consumer, lease, slot, batch, acks)
-                        fetcher.quick = time.monotonic() - started < AHEAD_WITHIN
+                        fetcher.ran(batch, time.monotonic() - started)
                 except BrokerUnavailable:
                     # Logged. The same fetch goes out again (same tags and acks): the lost
                     # call may have run, and fetch.lua then hands back what it took.

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from redrelay import Relay
-from redrelay.contrib.django import InvalidRelaySettings
 from redrelay.config import ConsumerOptions
+from redrelay.contrib.django import InvalidRelaySettings
 from redrelay.contrib.django.tasks import RedRelayBackend
 from redrelay.protocol.envelope import decode_entry
 from redrelay.worker.leases import Batch, Lease
