@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..handlers import ainvoke
+from ..protocol.envelope import MAGIC
 from .dispatch import Outcome, Started, begin, settle
 
 if TYPE_CHECKING:
@@ -149,6 +150,40 @@ class Bounded:
 
         loop.call_soon_threadsafe(spawn)
 
+    def submit_chain(
+        self,
+        items: list[tuple[str, Coroutine[Any, Any, Any]]],
+        on_done: Callable[[str, asyncio.Task[Any] | None], None],
+        claim: Callable[[str], bool],
+    ) -> None:
+        """Run the ``(key, coro)`` one after the other (each in a task of its own) under
+        one acquired permit, handed to the loop in one call: ``concurrency=1`` without a
+        thread hand-off per message. Each starts only if ``claim(key)`` (its delivery is
+        still unstarted, not given back meanwhile); else ``on_done(key, None)``."""
+        loop, permits = self.aio.loop, self._permits
+
+        async def chain() -> None:
+            pending = iter(items)
+            try:
+                for key, coro in pending:
+                    if not claim(key):
+                        coro.close()
+                        on_done(key, None)
+                        continue
+                    task = loop.create_task(coro)
+                    try:
+                        await task
+                    except BaseException:
+                        if not task.done():
+                            raise  # the chain itself was cancelled (shutdown)
+                    on_done(key, task)
+            finally:
+                for _, coro in pending:  # cancelled at shutdown: never started
+                    coro.close()
+                permits.release()
+
+        loop.call_soon_threadsafe(loop.create_task, chain())
+
     def wait_all(self, timeout: float | None = None) -> bool:
         """Wait until nothing is in flight (or ``timeout``); True if nothing is."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -235,11 +270,10 @@ def _start_all(
         if not bounded.acquire(timeout=0.05):
             run.harvest(0)
             continue
-        permits = 1 + bounded.acquire_more(wanted - 1)
+        chain = bounded.limit == 1
+        permits = 1 if chain else 1 + bounded.acquire_more(wanted - 1)
         with slot.lock:
-            items = [
-                slot.pending.popleft() for _ in range(min(permits, len(slot.pending)))
-            ]
+            items = _take(slot, permits, chain)
         for _ in range(permits - len(items)):
             bounded.release()  # stop() gave some back meanwhile
         if not items:
@@ -253,10 +287,49 @@ def _start_all(
                 ready.append((tag, coro))
             with slot.lock:  # the watchdog reads it under the lock (see Runner._watch)
                 slot.current = None
-        if ready:
+        if ready and chain:
+            bounded.submit_chain(ready, run.ended, functools.partial(_claim, slot))
+        elif ready:
             bounded.submit_many(ready, run.ended)
+        elif chain:
+            bounded.release()
         run.harvest(0)
 
+
+def _take(slot: Slot, count: int, chain: bool) -> list[tuple[str, bytes]]:
+    """Up to ``count`` pending deliveries, taken out of the slot; for a chain
+    (``concurrency=1``), the run of first deliveries at the front, left in the slot
+    until each starts (:func:`_claim`: ``stop()`` still gives back what has not), or
+    one redelivery, taken: it is marked as started when checked (mark.lua), so it is
+    checked just before it runs, never ahead of others."""
+    pending = slot.pending
+    if not chain:
+        return [pending.popleft() for _ in range(min(count, len(pending)))]
+    if not pending:
+        return []
+    if not pending[0][1].startswith(_FIRST_DELIVERY):
+        return [pending.popleft()]
+    items = []
+    for item in pending:
+        if not item[1].startswith(_FIRST_DELIVERY):
+            break
+        items.append(item)
+    return items
+
+
+def _claim(slot: Slot, tag: str) -> bool:
+    """On the loop thread: take ``tag`` out of the slot as it starts; False if it is no
+    longer there (given back by ``stop()``, or dropped with a lost lease)."""
+    with slot.lock:
+        pending = slot.pending
+        if pending and pending[0][0] == tag:
+            pending.popleft()
+            return True
+        return False
+
+
+#: The header of an entry never delivered before (deliveries 0): begin() marks nothing.
+_FIRST_DELIVERY = MAGIC + b"0:"
 
 #: Seconds between ack flushes while a batch's coroutines finish (as for threads).
 _ACK_INTERVAL = 0.05
@@ -280,7 +353,7 @@ class _AsyncBatch:
         self.acks = acks
         self.running: dict[str, tuple[str, bytes, Started]] = {}
         #: Finished tasks, appended by the loop thread; ``wake`` is set when one lands.
-        self.finished: collections.deque[tuple[str, asyncio.Task[Any]]] = (
+        self.finished: collections.deque[tuple[str, asyncio.Task[Any] | None]] = (
             collections.deque()
         )
         self.wake = threading.Event()
@@ -311,8 +384,9 @@ class _AsyncBatch:
             consumer.options.time_limit,
         )
 
-    def ended(self, tag: str, task: asyncio.Task[Any]) -> None:
-        """On the loop thread: a task finished (settled by the fetching thread)."""
+    def ended(self, tag: str, task: asyncio.Task[Any] | None) -> None:
+        """On the loop thread: a task finished (settled by the fetching thread), or
+        None: a chained delivery that did not start (the worker is stopping)."""
         self.finished.append((tag, task))
         if not self.wake.is_set():
             self.wake.set()
@@ -333,8 +407,10 @@ class _AsyncBatch:
             self.acks.clear()
             self.flushed = now
 
-    def _settle(self, tag: str, task: asyncio.Task[Any]) -> None:
+    def _settle(self, tag: str, task: asyncio.Task[Any] | None) -> None:
         tag, entry, started = self.running.pop(tag)
+        if task is None:  # never started: stop() gave it back, or the lease was lost
+            return
         outcome = _outcome(
             self.runner, self.consumer, self.lease, tag, entry, started, task
         )
