@@ -9,7 +9,7 @@
 - ``worker_idle_rss_mb``: a real worker (``python -m redrelay worker``) idle on an empty
   queue, one second after it joined;
 - ``enqueue``: a ``queue.put`` loop; ``enqueue_bulk``: ``queue.put_many`` of 1000;
-- ``drain``: one worker process (prefetch 200, one thread, no-op) started on ``n`` queued
+- ``drain``: one worker process (default settings, one thread, no-op) started on ``n`` queued
   messages: ``(n - 1) / (last - first)`` between the handler's first and ``n``-th call;
   afterwards the queue's ``acked`` counter is checked to be ``n`` (every message acked);
 - ``e2e``: the same worker, idle, while this process sends ``n`` messages with

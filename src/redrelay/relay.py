@@ -18,6 +18,7 @@ from .handlers import Consumer, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
 from .io.sync import Connection, redact
 from .protocol.envelope import encode_entry
+from .protocol.flow import FLOW_OPTIONS
 from .protocol.keys import queues_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import to_seconds
@@ -509,8 +510,15 @@ class Relay:
             raise ConfigurationError(
                 "time_limit= is not supported on topic subscribers yet; use it on queues"
             )
+        if flow := sorted(FLOW_OPTIONS & options.keys()):
+            raise ConfigurationError(
+                f"{', '.join(flow)}: flow limits apply to queues, not to topic "
+                "subscribers (see docs/flow-control.md)"
+            )
         defaults = {
-            k: v for k, v in self.consumer_defaults.items() if k != "time_limit"
+            k: v
+            for k, v in self.consumer_defaults.items()
+            if k != "time_limit" and k not in FLOW_OPTIONS
         }
         opts = ConsumerOptions.build(**{**defaults, **options})
         t = self.topic(topic)

@@ -300,3 +300,10 @@ def test_redis_holds_the_limits(relay: Relay) -> None:
     assert stats.limits == "rate=1000/1s+200 concurrency=5 key_rate=-"
     spec = relay.connection.call("HGET", relay.queue("q").keys.limits, "spec")
     assert spec == stats.limits.encode()
+
+
+def test_flow_limits_are_refused_on_topic_subscribers(relay: Relay) -> None:
+    with pytest.raises(
+        ConfigurationError, match="rate_limit: flow limits apply to queues"
+    ):
+        relay.subscriber("events", group="g", rate_limit="5/s")

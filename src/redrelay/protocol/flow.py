@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import ConfigurationError
 
 __all__ = [
+    "FLOW_OPTIONS",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "Limits",
@@ -36,6 +37,17 @@ __all__ = [
     "read_marks",
 ]
 
+#: The consumer options of flow limits (queues only).
+FLOW_OPTIONS = frozenset(
+    (
+        "rate_limit",
+        "burst",
+        "concurrency_limit",
+        "limit_key",
+        "key_rate_limit",
+        "key_burst",
+    )
+)
 #: Highest priority (runs first); Django's ``django.tasks`` range.
 MAX_PRIORITY = 100
 #: Lowest priority (runs after every priority-0 message).
