@@ -14,8 +14,9 @@ median of the rounds is reported, with each row's ratio to the bare loop of the 
 - ``prefetch=200``: the same, tuned (a labelled row, not the headline);
 - ``async``: an ``async def`` no-op handler at default settings;
 - ``async sleep``: 500 coroutines sleeping 50 ms each (ideal: 10,000 msg/s);
-- ``baseline``: ``default`` run from another source tree (``--baseline-src``), e.g.
-  ``main`` before a change: the cost of the change on the drain path;
+- ``baseline``: ``default`` and ``prefetch=200`` run from another source tree
+  (``--baseline-src``), e.g. ``main`` before a change: with the same batch size, the
+  cost of the change on the drain path;
 - ``priority depth D``: ``D`` messages queued at priorities 1..100, the first
   ``min(D, 20000)`` drained: flat from 10^3 to 10^6 if the prioritized path does not
   degrade with depth (priority 0 at the same depths beside it).
@@ -99,6 +100,8 @@ def rows(
         path = os.pathsep.join([str(Path(args.baseline_src).resolve()), str(ROOT)])
         out.append(("baseline: default settings, " + args.baseline_label, n,
                     {"PYTHONPATH": path}, WORKER, 0))  # fmt: skip
+        out.append(("baseline: prefetch=200, " + args.baseline_label, n,
+                    {"PYTHONPATH": path, "BENCH_PREFETCH": "200"}, WORKER, 0))  # fmt: skip
     for depth in args.depths:
         k = min(depth, 20000)
         out.append((f"priorities 1..100, {depth:,} queued", k, {}, WORKER, None))
@@ -180,6 +183,15 @@ def report(
         lines.append("")
         lines.append(
             f"default / baseline ({args.baseline_label}): {default / base:.3f}"
+        )
+    tuned = medians.get(plan[2][0])
+    base_tuned = next(
+        (m for k, m in medians.items() if k.startswith("baseline: pre")), None
+    )
+    if tuned and base_tuned:
+        lines.append(
+            f"prefetch=200 / baseline prefetch=200 ({args.baseline_label}): "
+            f"{tuned / base_tuned:.3f} (the same batch size: the cost of the fetch path)"
         )
     asleep = medians.get(plan[4][0])
     if asleep:
