@@ -153,16 +153,19 @@ class Bounded:
     def submit_chain(
         self,
         items: list[tuple[str, Coroutine[Any, Any, Any]]],
-        on_done: Callable[[str, asyncio.Task[Any] | None], None],
+        on_done: Callable[[str, Ended | None], None],
         claim: Callable[[str], bool],
     ) -> None:
-        """Run the ``(key, coro)`` one after the other (each in a task of its own) under
-        one acquired permit, handed to the loop in one call: ``concurrency=1`` without a
-        thread hand-off per message. Each starts only if ``claim(key)`` (its delivery is
-        still unstarted, not given back meanwhile); else ``on_done(key, None)``."""
+        """Run the ``(key, coro)`` one after the other under one acquired permit, in one
+        task handed to the loop in one call: ``concurrency=1`` without a thread hand-off
+        (nor a task, nor a turn of the loop) per message; the handlers share the chain's
+        context, as a thread's handlers share the thread's. Each starts only if
+        ``claim(key)`` (its delivery is still unstarted, not given back meanwhile); else
+        ``on_done(key, None)``."""
         loop, permits = self.aio.loop, self._permits
 
         async def chain() -> None:
+            me = asyncio.current_task()
             pending = iter(items)
             try:
                 for key, coro in pending:
@@ -170,13 +173,18 @@ class Bounded:
                         coro.close()
                         on_done(key, None)
                         continue
-                    task = loop.create_task(coro)
                     try:
-                        await task
-                    except BaseException:
-                        if not task.done():
+                        await coro
+                    except asyncio.CancelledError:
+                        if _cancelling(me):
                             raise  # the chain itself was cancelled (shutdown)
-                    on_done(key, task)
+                        on_done(key, Ended(RuntimeError("the handler was cancelled")))
+                    except (
+                        BaseException
+                    ) as exc:  # ainvoke turned SystemExit & co. into errors
+                        on_done(key, Ended(exc))
+                    else:
+                        on_done(key, Ended(None))
             finally:
                 for _, coro in pending:  # cancelled at shutdown: never started
                     coro.close()
@@ -202,7 +210,28 @@ class Bounded:
                 self._permits.release()
 
 
-def error_of(future: Future | asyncio.Task[Any]) -> Exception | None:
+class Ended:
+    """A handler of a chain that ended: what it raised (None: it returned)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        return self.error
+
+
+def _cancelling(task: asyncio.Task[Any] | None) -> bool:
+    """Whether ``task`` itself is being cancelled (Python < 3.11 cannot tell: yes)."""
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+def error_of(future: Future | asyncio.Task[Any] | Ended) -> Exception | None:
     """What a finished (not cancelled) handler coroutine raised, as an Exception: a
     BaseException (CancelledError inside the handler, say) fails its delivery too."""
     error = future.exception()
@@ -353,9 +382,9 @@ class _AsyncBatch:
         self.acks = acks
         self.running: dict[str, tuple[str, bytes, Started]] = {}
         #: Finished tasks, appended by the loop thread; ``wake`` is set when one lands.
-        self.finished: collections.deque[tuple[str, asyncio.Task[Any] | None]] = (
-            collections.deque()
-        )
+        self.finished: collections.deque[
+            tuple[str, asyncio.Task[Any] | Ended | None]
+        ] = collections.deque()
         self.wake = threading.Event()
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.flushed = time.monotonic()
@@ -384,7 +413,7 @@ class _AsyncBatch:
             consumer.options.time_limit,
         )
 
-    def ended(self, tag: str, task: asyncio.Task[Any] | None) -> None:
+    def ended(self, tag: str, task: asyncio.Task[Any] | Ended | None) -> None:
         """On the loop thread: a task finished (settled by the fetching thread), or
         None: a chained delivery that did not start (the worker is stopping)."""
         self.finished.append((tag, task))
@@ -407,7 +436,7 @@ class _AsyncBatch:
             self.acks.clear()
             self.flushed = now
 
-    def _settle(self, tag: str, task: asyncio.Task[Any] | None) -> None:
+    def _settle(self, tag: str, task: asyncio.Task[Any] | Ended | None) -> None:
         tag, entry, started = self.running.pop(tag)
         if task is None:  # never started: stop() gave it back, or the lease was lost
             return
@@ -428,7 +457,7 @@ def _outcome(
     tag: str,
     entry: bytes,
     started: Started,
-    future: Future | asyncio.Task[Any],
+    future: Future | asyncio.Task[Any] | Ended,
 ) -> Outcome | None:
     if future.cancelled():
         return None
