@@ -158,3 +158,16 @@ def test_aput_with_priority(relay: Relay) -> None:
 
     asyncio.run(produce())
     assert _fetch_all(_lease(relay)) == ["c", "b", "a"]
+
+
+def test_marked_entries_take_the_fast_decode(relay: Relay) -> None:
+    from redrelay.protocol.envelope import fresh_envelope
+
+    q = relay.queue("q")
+    q.put({"x": 1}, priority=-7)
+    (entry,) = relay.connection.call("ZRANGE", q.keys.prio, 0, -1)
+    assert entry.startswith(b"\x1frr1:0:0:!-7:j")
+    envelope = fresh_envelope(entry)
+    assert envelope is not None and envelope["b"] == {"x": 1}
+    assert decode_entry(entry).envelope == envelope
+    assert fresh_envelope(b"\x1frr1:0:0:!x") is None  # malformed: left to decode_entry

@@ -198,10 +198,14 @@ def fresh_envelope(entry: bytes) -> dict[str, Any] | None:
     header or building a :class:`Decoded`: this runs once per message a worker drains.
     Only for relays without a signing key (unsigned entries are refused there).
     """
+    payload: bytes | None = entry[_FRESH_LEN:]
     if entry[:_FRESH_LEN] != _FRESH_JSON:
-        return None
+        # a priority or a limit key between the counters and the kind?
+        payload = _marked_json(entry)
+        if payload is None:
+            return None
     try:
-        envelope = _json_loads(entry[_FRESH_LEN:])
+        envelope = _json_loads(payload)
     except Exception as exc:
         raise DecodeError(entry, f"json payload does not decode: {exc}") from None
     if (
@@ -217,6 +221,21 @@ def fresh_envelope(entry: bytes) -> dict[str, Any] | None:
 
 
 _NUMBER_TYPES = (int, float)
+_FRESH_HEAD = _FRESH_JSON[:-1]
+
+
+def _marked_json(entry: bytes) -> bytes | None:
+    """The JSON payload of a fresh unsigned entry with marks (protocol/flow.py), or None."""
+    if (
+        entry[: _FRESH_LEN - 1] != _FRESH_HEAD
+        or entry[_FRESH_LEN - 1 : _FRESH_LEN] not in _MARKS
+    ):
+        return None
+    try:
+        rest = read_marks(entry[_FRESH_LEN - 1 :])[2]
+    except ValueError:
+        return None  # decode_entry() says what is wrong
+    return rest[1:] if rest[:1] == b"j" else None
 
 
 def _verified(
