@@ -198,12 +198,13 @@ def fresh_envelope(entry: bytes) -> dict[str, Any] | None:
     header or building a :class:`Decoded`: this runs once per message a worker drains.
     Only for relays without a signing key (unsigned entries are refused there).
     """
-    payload: bytes | None = entry[_FRESH_LEN:]
-    if entry[:_FRESH_LEN] != _FRESH_JSON:
-        # a priority or a limit key between the counters and the kind?
-        payload = _marked_json(entry)
-        if payload is None:
+    if entry[:_FRESH_LEN] == _FRESH_JSON:
+        payload = entry[_FRESH_LEN:]
+    else:  # a priority or a limit key between the counters and the kind?
+        marked = _marked_json(entry)
+        if marked is None:
             return None
+        payload = marked
     try:
         envelope = _json_loads(payload)
     except Exception as exc:
