@@ -32,6 +32,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,14 @@ if TYPE_CHECKING:
     from .runner import Runner
     from .timelimit import Slot
 
-__all__ = ["Bounded", "LoopThread", "error_of", "fetchers", "run_async_batch"]
+__all__ = [
+    "Bounded",
+    "LoopThread",
+    "error_of",
+    "fetchers",
+    "finish_async",
+    "run_async_batch",
+]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -261,21 +269,59 @@ def run_async_batch(
     bounded: Bounded,
     acks: list[str],
 ) -> None:
-    """Handle a fetched batch of an async consumer; collect acks in ``acks`` (as
-    ``Runner._run_batch`` does for threads)."""
+    """Start a fetched batch of an async consumer; collect acks in ``acks`` (as
+    ``Runner._run_batch`` does for threads).
+
+    After a full batch, returns once it has started and there are permits enough for
+    another batch of its size, so the thread fetches the next batch while these
+    coroutines run (it settles them as they end, between starts and fetches); after a
+    partial batch, or an empty fetch (:func:`finish_async`), or when the thread stops,
+    it waits for them all. With ``concurrency=1`` it returns when the batch is done.
+    """
     # The fetcher already put the batch in slot.pending (and passed crash point "fetch").
-    run = _AsyncBatch(runner, consumer, lease, bounded, acks)
+    run = _runs.get(slot)
+    if run is None:
+        run = _runs[slot] = _AsyncBatch(runner, consumer, lease, bounded, acks)
+    run.acks = acks
     try:
         _start_all(runner, lease, slot, batch, bounded, run)
-    finally:
-        # Even after an unexpected error (the consumer loop then fails the delivery in
-        # slot.current and gives back the rest): what runs is settled, never left in
-        # flight under a live lease.
-        while run.running and not runner._halt.is_set():
+        # A full batch: more is queued, fetch it while these run. A partial one: the
+        # queue ran dry, settle these first (an empty fetch would only wait).
+        full = len(batch.tags) >= consumer.options.prefetch
+        room = max(0, bounded.limit - len(batch.tags)) if full else 0
+        while len(run.running) > room and not runner._halt.is_set():
             run.harvest(0.05)
-        with runner._outcome_lock:
-            for outcome, n in run.counts.items():
-                runner.outcomes[outcome] += n
+        run.harvest(0)
+    except BaseException:
+        # The consumer loop fails the delivery in slot.current and gives back the rest:
+        # what runs is settled, never left in flight under a live lease.
+        finish_async(runner, slot)
+        raise
+    _count(runner, run)
+    if runner._stopping.is_set():
+        finish_async(runner, slot)
+
+
+def finish_async(runner: Runner, slot: Slot) -> None:
+    """Wait for (and settle) the coroutines a consumer thread still runs: when it stops."""
+    run = _runs.pop(slot, None)
+    if run is None:
+        return
+    while run.running and not runner._halt.is_set():
+        run.harvest(0.05)
+    run.harvest(0)
+    _count(runner, run)
+
+
+def _count(runner: Runner, run: _AsyncBatch) -> None:
+    with runner._outcome_lock:
+        for outcome, n in run.counts.items():
+            runner.outcomes[outcome] += n
+    run.counts = dict.fromkeys(Outcome, 0)
+
+
+#: The coroutines in flight of each async consumer thread (its slot), across batches.
+_runs: weakref.WeakKeyDictionary[Slot, _AsyncBatch] = weakref.WeakKeyDictionary()
 
 
 def _start_all(

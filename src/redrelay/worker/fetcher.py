@@ -58,7 +58,10 @@ class Fetcher:
         #: the same thread (coroutines start a whole batch at once: they keep prefetch).
         self.capped = bool(options.limits.concurrency) and not slot.consumer.is_async
         self.prefetch = 1 if self.capped else options.prefetch
-        self.auto = options.prefetch_auto and not self.capped
+        # Coroutines: a batch returns as soon as it started, so its time says nothing.
+        self.auto = (
+            options.prefetch_auto and not self.capped and not slot.consumer.is_async
+        )
         self.stopping, self.poll = stopping, poll
         self.on_rejected = on_rejected
         #: Sent and not read yet, or to be sent again after a lost reply.

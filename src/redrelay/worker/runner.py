@@ -28,7 +28,7 @@ from ..errors import (
     TimeLimitExceeded,
 )
 from ..handlers import Consumer
-from .aioloop import Bounded, LoopThread, fetchers, run_async_batch
+from .aioloop import Bounded, LoopThread, fetchers, finish_async, run_async_batch
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import Fetcher
@@ -249,6 +249,8 @@ class Runner:
                         else:
                             self._run_batch(consumer, lease, slot, batch, acks)
                         fetcher.ran(batch, time.monotonic() - started)
+                    elif bounded is not None:
+                        finish_async(self, slot)  # nothing more came: settle the rest
                 except BrokerUnavailable:
                     # Logged. The same fetch goes out again (same tags and acks): the lost
                     # call may have run, and fetch.lua then hands back what it took.
@@ -262,6 +264,8 @@ class Runner:
                     fetcher.settle()
                     self._give_up(slot, exc)
                     self._stopping.wait(1.0)
+            if bounded is not None:
+                finish_async(self, slot)  # the coroutines still running end first
             acks = fetcher.close(acks)
             if not slot.abandoned:
                 self._flush(lease, acks)
