@@ -498,9 +498,10 @@ def worker(
     grace: float,
     processes: int,
     no_subscribers: bool,
+    no_scheduler: bool,
     parent_pid: int | None,
 ) -> None:
-    """Run this app's consumers and subscribers, each handler in an app context.
+    """Run this app's consumers, subscribers and schedules, each handler in an app context.
 
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
     --grace and exits 0; a second one exits at once (messages stay safe).
@@ -517,16 +518,18 @@ def worker(
         processes=processes,
         grace=grace,
         no_subscribers=no_subscribers,
+        no_scheduler=no_scheduler,
         parent_pid=parent_pid,
         command=[sys.executable, "-m", "flask"],
     )
 
 
 def _add_shared_commands() -> None:
-    from ..cli import dead, doctor, messages, stats
+    from ..cli import dead, doctor, messages, schedules, stats
 
     for command in (
         stats.stats,
+        schedules.schedules,
         dead.dead,
         messages.put,
         messages.publish,
