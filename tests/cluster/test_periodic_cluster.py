@@ -14,7 +14,9 @@ from ..worker.helpers import wait_for
 MakeRelay = Callable[..., Relay]
 
 
-def test_schedules_on_several_nodes_fire_once_each(make_cluster_relay: MakeRelay) -> None:
+def test_schedules_on_several_nodes_fire_once_each(
+    make_cluster_relay: MakeRelay,
+) -> None:
     relays = [make_cluster_relay() for _ in range(3)]
     for relay in relays:  # three "workers" declaring the same schedules
         relay.queue("sharded", shards=6)

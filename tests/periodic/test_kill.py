@@ -37,7 +37,13 @@ def start_worker(url: str, namespace: str, log: Path) -> subprocess.Popen[bytes]
     )
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "redrelay", "worker", "tests.apps.periodic_app:relay"],
+            [
+                sys.executable,
+                "-m",
+                "redrelay",
+                "worker",
+                "tests.apps.periodic_app:relay",
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -195,7 +195,9 @@ def test_deploys_upsert_by_content(make_relay: MakeRelay) -> None:
     # The old definition's workers cannot fire the new one's ticks.
     clock.now = ms("2026-06-01T10:46:00Z")
     first.specs = list(first.relay.schedules)
-    first._one(first.specs[0])  # it redefines it back (an old worker in a rolling deploy)
+    first._one(
+        first.specs[0]
+    )  # it redefines it back (an old worker in a rolling deploy)
     changed.run_once()  # and the new one takes it again
     got = scheduled_for(changed.relay, "jobs")
     assert len(got) == len(set(got))
@@ -239,7 +241,9 @@ def test_pause_resume_and_trigger(make_relay: MakeRelay) -> None:
     scheduler.run_once()
     other.run_once()  # a second worker finds the request already served
     [info] = cli_relay.schedules.info()
-    assert info.next == next_before and info.triggered == 1 and info.pending_triggers == 0
+    assert (
+        info.next == next_before and info.triggered == 1 and info.pending_triggers == 0
+    )
     messages = relay.queue("beats").peek(10)
     assert len(messages) == 3
     assert messages[-1].headers["triggered"] == "1" and messages[-1].body == {"n": 1}

@@ -75,7 +75,9 @@ def test_five_six_fields_and_aliases() -> None:
         ({"cron": "0 * * * *", "jitter": -1}, "jitter= must be 0 seconds"),
     ],
 )
-def test_bad_declarations_fail_at_once(kwargs: dict[str, object], fragment: str) -> None:
+def test_bad_declarations_fail_at_once(
+    kwargs: dict[str, object], fragment: str
+) -> None:
     cron = kwargs.pop("cron")
     with pytest.raises(ConfigurationError) as info:
         build_spec("job", cron, queue="q", **kwargs)  # type: ignore[arg-type]
@@ -222,7 +224,9 @@ _dow = st.sampled_from(["*", "0", "1-5", "6"])
 _zones = st.sampled_from(
     ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
 )
-_starts = st.integers(min_value=ms("2024-01-01T00:00:00Z"), max_value=ms("2030-01-01T00:00:00Z"))
+_starts = st.integers(
+    min_value=ms("2024-01-01T00:00:00Z"), max_value=ms("2030-01-01T00:00:00Z")
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -261,9 +265,7 @@ def test_agrees_with_croniter_in_utc(
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    minute=_field, hour=_hour, dom=_dom, month=_month, zone=_zones, start=_starts
-)
+@given(minute=_field, hour=_hour, dom=_dom, month=_month, zone=_zones, start=_starts)
 def test_strictly_increasing_in_every_zone(
     minute: str, hour: str, dom: str, month: str, zone: str, start: int
 ) -> None:

@@ -135,6 +135,8 @@ class Scheduler:
             state = self._read(where)
             if state.digest != spec.digest or state.next is None:
                 conn.drive(schedules.upsert_plan(spec, where, state))
+                # Again: the registry may have lost it (`schedules remove`).
+                conn.drive(schedules.register_plan(spec, where))
                 continue
             if state.triggers > 0:
                 self._serve_triggers(spec, where, state)
