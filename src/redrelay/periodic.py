@@ -92,7 +92,7 @@ class PeriodicMixin:
             grace=grace,
             catchup=catchup,
         )
-        return self.schedules.add(spec)
+        return self.schedules.add(self.schedules.checked(spec))
 
     def periodic(
         self,
@@ -137,6 +137,7 @@ class PeriodicMixin:
                 grace=grace,
                 catchup=catchup,
             )
+            self.schedules.checked(spec)
             self.consumer(q, **options)(handler)
             self.schedules.add(spec)
             return handler

@@ -127,6 +127,12 @@ class Schedules:
         self._specs[spec.name] = spec
         return spec
 
+    def checked(self, spec: ScheduleSpec) -> ScheduleSpec:
+        """``spec``, once its message is known to encode within the relay's size limit
+        (so a too-large body fails at declaration, not at every tick)."""
+        self.entries(spec, [0])
+        return spec
+
     # -- plans -----------------------------------------------------------------------------
 
     def where_plan(self, spec: ScheduleSpec) -> Plan[Where]:

@@ -1,8 +1,8 @@
 """N real worker processes fire one every-second schedule while the test SIGKILLs and
 restarts them at random: every tick is enqueued exactly once, no duplicate, no gap.
 
-``REDRELAY_KILL_SECONDS`` sets how long (default 20; the figures in docs/periodic.md
-come from 60), ``REDRELAY_KILL_WORKERS`` how many processes (default 5).
+``TEST_KILL_SECONDS`` sets how long (default 20; the figures in docs/periodic.md
+come from 60), ``TEST_KILL_WORKERS`` how many processes (default 5).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def seconds(text: str) -> int:
 def test_killed_and_restarted_schedulers_enqueue_each_tick_once(
     make_relay: Callable[..., Relay], redrelay_url: str, tmp_path: Path
 ) -> None:
-    duration = float(os.environ.get("REDRELAY_KILL_SECONDS", "20"))
-    count = int(os.environ.get("REDRELAY_KILL_WORKERS", "5"))
+    duration = float(os.environ.get("TEST_KILL_SECONDS", "20"))
+    count = int(os.environ.get("TEST_KILL_WORKERS", "5"))
     relay = make_relay()
     log = tmp_path / "workers.log"
     rng = random.Random(13)

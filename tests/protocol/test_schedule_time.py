@@ -317,3 +317,13 @@ def test_plan_fire_policies() -> None:
     assert 0 <= delay <= 300_000 and delay == jittered.jitter(start)
     assert plan_fire(jittered, start, start + delay - 1) is None if delay else True
     assert plan_fire(jittered, start, start + delay) is not None
+
+
+def test_too_large_body_fails_at_declaration() -> None:
+    from redrelay import MessageTooLarge
+
+    relay = Relay("redis://localhost:1", max_message_size=1024)
+    with pytest.raises(MessageTooLarge):
+        relay.schedule("big", "0 * * * *", queue="q", body="x" * 2000)
+    assert "big" not in relay.schedules
+    relay.schedule("small", "0 * * * *", queue="q", body="x" * 100)

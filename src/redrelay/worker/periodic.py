@@ -85,6 +85,8 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if not self._thread.is_alive() and self._conn is not None:
+                self._conn.close()
 
     def _loop(self) -> None:
         self._report_orphans()
