@@ -187,19 +187,18 @@ class Schedules:
 
     def entries(
         self, spec: ScheduleSpec, ticks: Sequence[int], *, triggered: bool = False
-    ) -> tuple[list[bytes], str]:
-        """The queue entries of ``ticks`` (oldest first) and the id of the last one."""
+    ) -> tuple[list[bytes], list[str]]:
+        """The queue entries of ``ticks`` (oldest first) and their message ids."""
         queue = self.relay.queue(spec.queue)
-        entries = []
-        msg_id = ""
+        entries, ids = [], []
         for tick in ticks:
-            msg_id = new_id()
+            ids.append(new_id())
             headers = {**spec.headers, "scheduled_for": iso_utc(tick)}
             headers["schedule"] = spec.name
             if triggered:
                 headers["triggered"] = "1"
-            entries.append(queue.encode(spec.body, headers, msg_id=msg_id))
-        return entries, msg_id
+            entries.append(queue.encode(spec.body, headers, msg_id=ids[-1]))
+        return entries, ids
 
     def fire_plan(
         self, spec: ScheduleSpec, where: Where, state: ScheduleState, plan: FirePlan
@@ -208,7 +207,7 @@ class Schedules:
         this call moved the tick (enqueued), 2 when paused (moved, nothing enqueued), 0
         when another worker had moved it first."""
         assert state.next is not None and state.digest is not None
-        entries, last_id = self.entries(spec, plan.ticks)
+        entries, ids = self.entries(spec, plan.ticks)
         args: list[Any] = [
             state.digest,
             state.next,
@@ -216,7 +215,7 @@ class Schedules:
             plan.missed,
             len(plan.ticks) + plan.missed,
             plan.ticks[-1] if plan.ticks else 0,
-            last_id,
+            ids[-1] if ids else "",
             *entries,
         ]
         reply = yield Step(
@@ -230,16 +229,7 @@ class Schedules:
         """Enqueue ``max(requests, 1)`` messages now, outside the ticks; with ``requests``,
         consume that many trigger requests (compare-and-decrement: one worker serves each).
         The ids enqueued (none if another worker served the requests)."""
-        count = max(requests, 1)
-        queue = self.relay.queue(spec.queue)
-        ids = [new_id() for _ in range(count)]
-        headers = {
-            **spec.headers,
-            "scheduled_for": iso_utc(now),
-            "schedule": spec.name,
-            "triggered": "1",
-        }
-        entries = [queue.encode(spec.body, headers, msg_id=i) for i in ids]
+        entries, ids = self.entries(spec, [now] * max(requests, 1), triggered=True)
         reply = yield Step(
             script="schedule_trigger",
             keys=[where.state, where.ready],
