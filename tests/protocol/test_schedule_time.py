@@ -317,6 +317,20 @@ def test_plan_fire_policies() -> None:
     assert 0 <= delay <= 300_000 and delay == jittered.jitter(start)
     assert plan_fire(jittered, start, start + delay - 1) is None if delay else True
     assert plan_fire(jittered, start, start + delay) is not None
+    # Under misfire="skip", a tick fired late by its own jitter is not skipped.
+    late = build_spec(
+        "k",
+        "0 * * * *",
+        misfire="skip",
+        grace=1,
+        jitter=3000,
+        **hourly,  # type: ignore[arg-type]
+    )
+    tick = next(
+        t for t in range(start, start + 100 * hour, hour) if late.jitter(t) > 1000
+    )
+    plan = plan_fire(late, tick, tick + late.jitter(tick))
+    assert plan is not None and plan.ticks == [tick] and plan.missed == 0
 
 
 def test_too_large_body_fails_at_declaration() -> None:

@@ -264,8 +264,8 @@ def plan_fire(spec: ScheduleSpec, next_tick: int, now: int) -> FirePlan | None:
 
     The ticks due are those from ``next_tick`` up to ``now``. ``coalesce`` enqueues the
     latest and counts the others missed; ``all`` enqueues each, at most ``catchup`` (the
-    latest ones; older ones are counted missed); ``skip`` enqueues those not older than
-    ``grace`` (at most ``catchup``), and counts the rest missed.
+    latest ones; older ones are counted missed); ``skip`` enqueues those not more than
+    ``grace`` late (after their jitter; at most ``catchup``), and counts the rest missed.
     """
     if now < next_tick + spec.jitter(next_tick):
         return None
@@ -283,7 +283,9 @@ def plan_fire(spec: ScheduleSpec, next_tick: int, now: int) -> FirePlan | None:
     elif spec.misfire == "all":
         fire = due[-spec.catchup :]
     else:
-        fire = [t for t in due if now - t <= spec.grace_ms][-spec.catchup :]
+        # Grace counts from the tick's jittered time: jitter alone never skips a tick.
+        fire = [t for t in due if now - t - spec.jitter(t) <= spec.grace_ms]
+        fire = fire[-spec.catchup :]
     return FirePlan(fire, len(due) - len(fire), tick)
 
 
