@@ -54,6 +54,7 @@ class Scheduler:
         self.specs = list(relay.schedules)
         self._conn = connection
         self._where: dict[str, Where] = {}
+        self._warned: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Ticks this process enqueued, and firings it lost to another worker.
@@ -133,9 +134,12 @@ class Scheduler:
             where = conn.drive(schedules.where_plan(spec))
             conn.drive(schedules.register_plan(spec, where))
             self._where[spec.name] = where
-        for _ in range(3):  # a lost compare-and-set reads again
+        for attempt in range(3):  # a lost compare-and-set reads again
             state = self._read(where)
             if state.digest != spec.digest or state.next is None:
+                if attempt:  # redefined by another worker in between: a rolling deploy
+                    self._warn_redefined(spec)
+                    return MAX_SLEEP
                 conn.drive(schedules.upsert_plan(spec, where, state))
                 # Again: the registry may have lost it (`schedules remove`).
                 conn.drive(schedules.register_plan(spec, where))
@@ -162,6 +166,15 @@ class Scheduler:
             elif outcome == 0:
                 self.lost += 1
         return 0.0
+
+    def _warn_redefined(self, spec: ScheduleSpec) -> None:
+        if spec.name not in self._warned:
+            self._warned.add(spec.name)
+            log.warning(
+                "schedule %s: another worker declares a different definition (a rolling "
+                "deploy?); each redefines it in turn until one version is left",
+                spec.name,
+            )
 
     def _read(self, where: Where) -> ScheduleState:
         state = self.connection.drive(self.relay.schedules.read_plan(where.state))
