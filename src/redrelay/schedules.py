@@ -237,13 +237,10 @@ class Schedules:
         )
         return ids if reply else []
 
-    # -- by name (any process) -------------------------------------------------------------
+    # -- by name (any process; each a plan, with a sync and an async call) ----------------
 
-    def registry(self) -> dict[str, dict[str, Any]]:
-        """Every schedule a worker has declared in Redis: name -> definition."""
-        flat = self.relay.connection.call(
-            "HGETALL", schedules_key(self.relay.namespace)
-        )
+    def _registry_plan(self) -> Plan[dict[str, dict[str, Any]]]:
+        flat = yield Step((("HGETALL", schedules_key(self.relay.namespace)),))
         pairs = (
             dict(zip(flat[::2], flat[1::2], strict=True))
             if isinstance(flat, list)
@@ -254,8 +251,12 @@ class Schedules:
             for k, v in pairs.items()
         }
 
-    def _entry(self, name: str) -> dict[str, Any]:
-        entry = self.registry().get(name)
+    def registry(self) -> dict[str, dict[str, Any]]:
+        """Every schedule a worker has declared in Redis: name -> definition."""
+        return self.relay.connection.drive(self._registry_plan())
+
+    def _entry_plan(self, name: str) -> Plan[dict[str, Any]]:
+        entry = (yield from self._registry_plan()).get(name)
         if entry is None:
             raise NotFound(
                 f"no schedule {name!r} in Redis (workers register schedules when they "
@@ -263,12 +264,10 @@ class Schedules:
             )
         return entry
 
-    def info(self) -> list[ScheduleInfo]:
-        """Every schedule in Redis, with its state (sorted by name)."""
-        conn = self.relay.connection
+    def _info_plan(self) -> Plan[list[ScheduleInfo]]:
         found = []
-        for name, entry in sorted(self.registry().items()):
-            state = conn.drive(self.read_plan(entry["key"]))
+        for name, entry in sorted((yield from self._registry_plan()).items()):
+            state = yield from self.read_plan(entry["key"])
             declared = self._specs.get(name)
             every = entry.get("every_ms") or 0
             found.append(
@@ -295,13 +294,48 @@ class Schedules:
             )
         return found
 
+    def info(self) -> list[ScheduleInfo]:
+        """Every schedule in Redis, with its state (sorted by name)."""
+        return self.relay.connection.drive(self._info_plan())
+
+    async def ainfo(self) -> list[ScheduleInfo]:
+        """:meth:`info` as a coroutine."""
+        return await self.relay.aconnection.drive(self._info_plan())
+
+    def _pause_plan(self, name: str, paused: bool) -> Plan[None]:
+        key = (yield from self._entry_plan(name))["key"]
+        command = ("HSET", key, F_PAUSED, "1") if paused else ("HDEL", key, F_PAUSED)
+        yield Step((command,))
+        return None
+
     def pause(self, name: str) -> None:
-        """Stop enqueueing ``name``'s ticks (they pass, counted, until :meth:`resume`)."""
-        self.relay.connection.call("HSET", self._entry(name)["key"], F_PAUSED, "1")
+        """Stop enqueueing ``name``'s ticks (they pass, counted, until :meth:`resume`).
+
+        :raises NotFound: no worker registered a schedule called ``name``.
+        """
+        self.relay.connection.drive(self._pause_plan(name, True))
+
+    async def apause(self, name: str) -> None:
+        """:meth:`pause` as a coroutine."""
+        await self.relay.aconnection.drive(self._pause_plan(name, True))
 
     def resume(self, name: str) -> None:
         """Enqueue ``name``'s ticks again, from the next one (paused ticks are not run)."""
-        self.relay.connection.call("HDEL", self._entry(name)["key"], F_PAUSED)
+        self.relay.connection.drive(self._pause_plan(name, False))
+
+    async def aresume(self, name: str) -> None:
+        """:meth:`resume` as a coroutine."""
+        await self.relay.aconnection.drive(self._pause_plan(name, False))
+
+    def _trigger_plan(self, name: str) -> Plan[str | None]:
+        spec = self._specs.get(name)
+        if spec is None:
+            key = (yield from self._entry_plan(name))["key"]
+            yield Step((("HINCRBY", key, F_TRIGGER, 1),))
+            return None
+        where = yield from self.where_plan(spec)
+        state = yield from self.read_plan(where.state)  # the server's clock
+        return (yield from self.trigger_plan(spec, where, state.now, 0))[0]
 
     def trigger(self, name: str) -> str | None:
         """Enqueue ``name``'s message now, without consuming a tick.
@@ -310,27 +344,33 @@ class Schedules:
         request is left in Redis and the next worker scheduler pass enqueues it (within
         about a second while workers run); returns None.
         """
-        spec = self._specs.get(name)
-        conn = self.relay.connection
-        if spec is None:
-            conn.call("HINCRBY", self._entry(name)["key"], F_TRIGGER, 1)
-            return None
-        where = conn.drive(self.where_plan(spec))
-        now = conn.time_ms(where.state)
-        return conn.drive(self.trigger_plan(spec, where, now, 0))[0]
+        return self.relay.connection.drive(self._trigger_plan(name))
+
+    async def atrigger(self, name: str) -> str | None:
+        """:meth:`trigger` as a coroutine."""
+        return await self.relay.aconnection.drive(self._trigger_plan(name))
+
+    def _remove_plan(self, name: str) -> Plan[bool]:
+        entry = (yield from self._registry_plan()).get(name)
+        if entry is None:
+            return False
+        # Two commands: the registry is in another slot than the state on a Cluster.
+        yield [
+            Step((("DEL", entry["key"]),)),
+            Step((("HDEL", schedules_key(self.relay.namespace), name),)),
+        ]
+        return True
 
     def remove(self, name: str) -> bool:
         """Delete ``name``'s state and registry entry (a schedule no longer in code).
 
         A worker that still declares it registers it again. Returns whether it existed.
         """
-        entry = self.registry().get(name)
-        if entry is None:
-            return False
-        conn = self.relay.connection
-        conn.call("DEL", entry["key"])
-        conn.call("HDEL", schedules_key(self.relay.namespace), name)
-        return True
+        return self.relay.connection.drive(self._remove_plan(name))
+
+    async def aremove(self, name: str) -> bool:
+        """:meth:`remove` as a coroutine."""
+        return await self.relay.aconnection.drive(self._remove_plan(name))
 
     def orphans(self) -> list[str]:
         """Schedules in Redis that this process does not declare."""

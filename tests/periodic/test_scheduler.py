@@ -289,3 +289,30 @@ def test_real_clock_in_a_started_relay(make_relay: MakeRelay) -> None:
     assert first < second and seen[0][1] == relay.schedules.get(seen[0][1]).name  # type: ignore[union-attr]
     parsed = datetime.fromisoformat(first.replace("Z", "+00:00"))
     assert parsed.tzinfo == timezone.utc and parsed.microsecond == 0
+
+
+def test_async_twins(make_relay: MakeRelay) -> None:
+    """ainfo/apause/aresume/atrigger/aremove drive the same plans on redis.asyncio."""
+    import asyncio
+
+    relay = make_relay()
+    relay.schedule("a", every=60, queue="aq", body="x")
+    Scheduler(relay, clock=Clock(ms("2026-06-01T10:00:30Z"))).run_once()
+    remote = make_relay(namespace=relay.namespace)  # declares nothing: by name
+
+    async def steer() -> tuple[list[bool], str | None, str | None, bool, list[str]]:
+        await remote.schedules.apause("a")
+        paused = [(await remote.schedules.ainfo())[0].paused]
+        await remote.schedules.aresume("a")
+        paused.append((await remote.schedules.ainfo())[0].paused)
+        requested = await remote.schedules.atrigger("a")
+        direct = await relay.schedules.atrigger("a")
+        removed = await remote.schedules.aremove("a")
+        ids = [m.id for m in (relay.queue("aq").peek(5))]
+        await relay.aclose()
+        await remote.aclose()
+        return paused, requested, direct, removed, ids
+
+    paused, requested, direct, removed, ids = asyncio.run(steer())
+    assert paused == [True, False] and requested is None and removed
+    assert direct is not None and ids == [direct]
