@@ -341,3 +341,35 @@ def test_too_large_body_fails_at_declaration() -> None:
         relay.schedule("big", "0 * * * *", queue="q", body="x" * 2000)
     assert "big" not in relay.schedules
     relay.schedule("small", "0 * * * *", queue="q", body="x" * 100)
+
+
+@pytest.mark.parametrize("policy", ["coalesce", "all", "skip"])
+def test_long_backlog_over_several_firings(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog longer than one scan is worked off over several firings, with the same
+    messages and the same missed count as one unbounded firing."""
+    from redrelay.protocol import schedule
+
+    spec = build_spec(
+        "b", "* * * * * *", queue="q", misfire=policy, catchup=7, grace=20
+    )
+    start = ms("2026-01-01T00:00:00Z")
+    now = start + 1000 * 1000  # 1001 ticks due
+
+    def firings() -> tuple[list[int], int, int]:
+        ticks, missed, at = [], 0, start
+        for _ in range(1000):
+            plan = plan_fire(spec, at, now)
+            assert plan is not None
+            ticks += plan.ticks
+            missed += plan.missed
+            at = plan.next
+            if at > now:
+                return ticks, missed, at
+        raise AssertionError("no progress")
+
+    whole = firings()
+    monkeypatch.setattr(schedule, "MAX_SCAN", 50)
+    assert firings() == whole
+    assert len(whole[0]) + whole[1] == 1001

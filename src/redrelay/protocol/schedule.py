@@ -44,8 +44,8 @@ __all__ = [
 MISFIRE_POLICIES = ("coalesce", "all", "skip")
 #: Largest ``catchup=``: messages one late firing may enqueue.
 MAX_CATCHUP = 10_000
-#: Due ticks looked at in one firing; beyond it the rest are counted in the next firing.
-MAX_SCAN = 100_000
+#: Due ticks looked at in one firing (a longer backlog takes several, see plan_fire).
+MAX_SCAN = 20_000
 
 #: Fields of the state hash (short: one hash per schedule, read on every wake-up).
 F_DIGEST, F_NEXT, F_PAUSED, F_LAST, F_LAST_ID = "d", "n", "p", "l", "i"
@@ -271,13 +271,14 @@ def plan_fire(spec: ScheduleSpec, next_tick: int, now: int) -> FirePlan | None:
         return None
     due = [next_tick]
     tick = next_tick
-    while len(due) < MAX_SCAN:
-        tick = spec.timing.next_after(tick)
-        if tick > now:
-            break
+    while (tick := spec.timing.next_after(tick)) <= now:
+        if len(due) == MAX_SCAN:
+            # A backlog longer than one scan (an every-second schedule down for days):
+            # enqueue nothing yet, count the older ticks missed, and leave the last ones
+            # that the policy could still enqueue due, for the next firing to look at.
+            keep = 1 if spec.misfire == "coalesce" else spec.catchup
+            return FirePlan([], len(due) - keep, due[-keep])
         due.append(tick)
-    else:
-        tick = spec.timing.next_after(tick)  # the rest are counted by the next firing
     if spec.misfire == "coalesce":
         fire = due[-1:]
     elif spec.misfire == "all":
