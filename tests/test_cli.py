@@ -24,8 +24,7 @@ from click.testing import CliRunner, Result
 
 from redrelay import Message, Relay
 from redrelay._server import free_port
-from redrelay.cli import cli
-from redrelay.cli._base import format_age, table
+from redrelay.cli import cli, format_age, table
 from redrelay.handlers import Subscriber
 from redrelay.listener import Listener
 

@@ -46,8 +46,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 
-from .._types import Handler
 from ..errors import ConfigurationError
+from ..handlers import Handler
 from ..protocol.keys import validate_name
 from ..queue import Queue
 from ..relay import Relay

@@ -14,13 +14,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from ..cli._base import _Group
-from ..cli.worker import worker_options
+from ..cli import Group, run_worker, shared_commands, worker_options
 
 __all__ = ["relay_command"]
 
 
-@click.group("relay", cls=_Group)
+@click.group("relay", cls=Group)
 @click.option(
     "-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug)."
 )
@@ -70,8 +69,6 @@ def worker(
     --processes N runs N such processes (`python -m flask ... relay worker`) and
     restarts the ones that die.
     """
-    from ..cli.worker import run_worker
-
     run_worker(
         ctx,
         lambda: current_app.extensions["redrelay"].relay,
@@ -85,18 +82,5 @@ def worker(
     )
 
 
-def _add_shared_commands() -> None:
-    from ..cli import dead, doctor, messages, stats
-
-    for command in (
-        stats.stats,
-        dead.dead,
-        messages.put,
-        messages.publish,
-        messages.tail,
-        doctor.doctor,
-    ):
-        relay_command.add_command(command)
-
-
-_add_shared_commands()
+for _command in shared_commands():
+    relay_command.add_command(_command)
