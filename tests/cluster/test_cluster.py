@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from redrelay import ConfigurationError, Message, Reject, Relay
 from redrelay._cluster import LocalCluster
-from redrelay._server import RedisServer, RespClient
+from redrelay._server import AdminClient, RedisServer
 from redrelay.cli import cli
 from redrelay.listener import Listener
 from redrelay.worker.epoch import EpochWatch
@@ -227,12 +227,12 @@ def test_cli_stats_and_doctor_on_a_cluster(
     assert out.exit_code == 0, out.output
     assert "cluster: 3 primaries, cluster_state ok" in out.output
     odd = cluster.servers[1]
-    with RespClient(odd.url) as client:
+    with AdminClient(odd.url) as client:
         client.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
     try:
         out = runner.invoke(cli, ["--url", cluster.url, "doctor"])
     finally:
-        with RespClient(odd.url) as client:
+        with AdminClient(odd.url) as client:
             client.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
     # every primary is checked, and the warning names the one that differs
     assert f"127.0.0.1:{odd.port}=allkeys-lru" in out.output

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from redrelay._server import RedisServer, RespClient, free_port
+from redrelay._server import AdminClient, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,7 +121,7 @@ class Admin:
         self.locked = False
 
     def __call__(self, *args: str | bytes | int) -> object:
-        with RespClient(self.server.url) as client:
+        with AdminClient(self.server.url) as client:
             if self.locked:
                 client.command("AUTH", self.USER, self.PASSWORD)
             return client.command(*args)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from redrelay import BrokerUnavailable
-from redrelay._server import RedisServer, RespClient, find_redis_server, free_port
+from redrelay._server import AdminClient, RedisServer, find_redis_server, free_port
 
 from ..faults.history import History
 from ..faults.workers import wait_for
@@ -32,7 +32,7 @@ NO_SYNC_DELAY = ["--repl-diskless-sync-delay", "0"]
 
 
 def replication(url: str) -> dict[str, str]:
-    with RespClient(url, timeout=2.0) as client:
+    with AdminClient(url, timeout=2.0) as client:
         return client.info("replication")
 
 
@@ -114,7 +114,7 @@ class Sentinels:
     def primary_address(self, port: int | None = None) -> tuple[str, int] | None:
         """Where a Sentinel (the first by default) says the primary is."""
         url = f"redis://127.0.0.1:{port or self.ports[0]}"
-        with RespClient(url, timeout=1.0) as client:
+        with AdminClient(url, timeout=1.0) as client:
             reply = client.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
         if not isinstance(reply, list) or len(reply) != 2:
             return None
@@ -126,7 +126,7 @@ class Sentinels:
         """Every Sentinel knows the other two and the replica."""
         for port in self.ports:
             try:
-                with RespClient(f"redis://127.0.0.1:{port}", timeout=1.0) as client:
+                with AdminClient(f"redis://127.0.0.1:{port}", timeout=1.0) as client:
                     master = client.command("SENTINEL", "MASTER", SERVICE)
                     replicas = client.command("SENTINEL", "REPLICAS", SERVICE)
             except BrokerUnavailable:

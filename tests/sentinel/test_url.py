@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from redrelay import BrokerUnavailable, ConfigurationError, Relay
-from redrelay._server import RedisServer, RespClient, find_redis_server, free_port
+from redrelay._server import AdminClient, RedisServer, find_redis_server, free_port
 from redrelay.io.sentinel import parse_sentinel_url
 from redrelay.io.sync import redact
 
@@ -89,7 +89,9 @@ def test_passwords_reach_the_servers_and_the_sentinel(
 ) -> None:
     """user:password@ goes to the primary, sentinel_password= to the Sentinels."""
     primary = redis_server_factory(unix_socket=False, appendonly=False)
-    with RespClient(primary.url) as admin:  # after start(): it PINGs without a password
+    with AdminClient(
+        primary.url
+    ) as admin:  # after start(): it PINGs without a password
         admin.command("CONFIG", "SET", "requirepass", "srv-pw")
     port = free_port()
     conf = tmp_path / "sentinel.conf"
