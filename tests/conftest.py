@@ -59,3 +59,15 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return env
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Print the random order's seed at the end of every run, ``-q`` included, so that
+    a failure in one order can be replayed: ``scripts/test --randomly-seed=N``."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and not config.getoption(
+        "randomly_dont_reorganize", False
+    ):
+        terminalreporter.write_line(
+            f"random order seed {seed}: replay it with scripts/test --randomly-seed={seed}"
+        )
