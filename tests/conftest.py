@@ -17,6 +17,8 @@ import pytest
 
 from redrelay._server import RedisServer
 
+from . import processes
+
 
 @pytest.fixture(autouse=True)
 def _clean_redrelay_environ(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +73,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(
             f"random order seed {seed}: replay it with scripts/test --randomly-seed={seed}"
         )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report shows the logs of the processes it started (kept)."""
+    report = yield
+    if report.failed:
+        report.sections.extend(processes.failed_test_logs())
+    return report
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    processes.forget_finished()

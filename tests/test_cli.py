@@ -28,7 +28,7 @@ from redrelay.cli import cli, format_age, table
 from redrelay.handlers import Subscriber
 from redrelay.listener import Listener
 
-from .worker.helpers import wait_for as _wait_for
+from .processes import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

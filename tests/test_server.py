@@ -27,7 +27,7 @@ from redrelay.errors import (
     ConfigurationError,
 )
 
-from .worker.helpers import wait_for
+from .processes import wait_for
 
 ServerFactory = Callable[..., RedisServer]
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +19,7 @@ from redrelay.cli import cli
 from redrelay.listener import Listener
 from redrelay.worker.epoch import EpochWatch
 
-from ..worker.helpers import wait_for
+from ..processes import Worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MakeRelay = Callable[..., Relay]
@@ -248,36 +244,17 @@ def test_a_sigkilled_worker_on_the_cluster_loses_nothing(
     relay = make_cluster_relay()
     hot = relay.queue("hot", shards=8)
     ids = set(hot.put_many(range(2000)))
-    env = {
-        **os.environ,
-        "REDRELAY_URL": cluster.url,
-        "TEST_NAMESPACE": relay.namespace,
-        "TEST_RECORD_URL": redrelay_url,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-    }
+    env = {"TEST_NAMESPACE": relay.namespace, "TEST_RECORD_URL": redrelay_url}
     record = redis.Redis.from_url(redrelay_url)
     done_key = f"{relay.namespace}:test:done"
 
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "redrelay",
-                "worker",
-                "tests.apps.cluster_app:relay",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start() -> Worker:
+        return Worker("tests.apps.cluster_app:relay", cluster.url, env=env)
 
     first = start()
     try:
         wait_for(lambda: record.llen(done_key) >= 300, timeout=30, what="300 done")
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        first.kill()
         assert hot.stats().in_flight > 0  # the dead worker held deliveries
         second = start()
         try:
@@ -287,11 +264,9 @@ def test_a_sigkilled_worker_on_the_cluster_loses_nothing(
                 what="drained by the second worker",
             )
         finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(20)
+            second.stop(20)
     finally:
-        if first.poll() is None:
-            first.kill()
+        first.kill()
     runs = [str(r, "ascii").split()[0] for r in record.lrange(done_key, 0, -1)]  # type: ignore[arg-type]
     record.delete(done_key)
     record.close()

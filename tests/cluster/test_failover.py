@@ -9,7 +9,7 @@ from redrelay._cluster import LocalCluster
 from redrelay._server import AdminClient
 from redrelay.listener import Listener
 
-from ..worker.helpers import wait_for
+from ..processes import wait_for
 
 
 def _subscribed_node(cluster: LocalCluster, channel_key: str) -> int | None:
