@@ -9,7 +9,7 @@ from collections.abc import Callable
 from redrelay import Message, Relay
 from redrelay.worker.periodic import Scheduler
 
-from ..worker.helpers import wait_for
+from ..processes import wait_for
 
 MakeRelay = Callable[..., Relay]
 

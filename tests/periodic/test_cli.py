@@ -4,13 +4,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
@@ -19,9 +14,8 @@ from redrelay import Relay
 from redrelay.cli import cli
 from redrelay.worker.periodic import Scheduler
 
-from ..worker.helpers import wait_for
+from ..processes import Worker, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 MakeRelay = Callable[..., Relay]
 
 
@@ -97,36 +91,16 @@ def test_list_pause_resume_trigger_remove(make_relay: MakeRelay) -> None:
 
 
 def test_no_scheduler_worker_fires_nothing(
-    make_relay: MakeRelay, redrelay_url: str, tmp_path: Path
+    make_relay: MakeRelay, redrelay_url: str
 ) -> None:
     relay = make_relay()
-    env = dict(os.environ)
-    env.update(
-        {
-            "REDRELAY_URL": redrelay_url,
-            "TEST_NAMESPACE": relay.namespace,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-        }
-    )
-    args = [sys.executable, "-m", "redrelay", "worker", "tests.apps.periodic_app:relay"]
-    log = (tmp_path / "w.log").open("wb")
-    off = subprocess.Popen(
-        [*args, "--no-scheduler"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    try:
-        # --no-scheduler and nothing else to run: it says so and exits.
-        assert off.wait(30) != 0
-    finally:
-        if off.poll() is None:
-            off.kill()
-    assert "nothing to run" in (tmp_path / "w.log").read_text()
+    env = {"TEST_NAMESPACE": relay.namespace}
+    target = "tests.apps.periodic_app:relay"
+    off = Worker(target, redrelay_url, "--no-scheduler", env=env, name="no-scheduler")
+    # --no-scheduler and nothing else to run: it says so and exits.
+    assert off.wait(30) != 0
+    assert "nothing to run" in off.output()
     assert relay.queue("ticks").stats().ready == 0
-    on = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=log)
-    try:
-        wait_for(lambda: relay.queue("ticks").stats().ready >= 2, timeout=30)
-        on.send_signal(signal.SIGTERM)
-        assert on.wait(30) == 0
-    finally:
-        if on.poll() is None:
-            on.kill()
-        log.close()
+    on = Worker(target, redrelay_url, env=env, name="scheduler")
+    wait_for(lambda: relay.queue("ticks").stats().ready >= 2, timeout=30)
+    assert on.stop(30) == 0

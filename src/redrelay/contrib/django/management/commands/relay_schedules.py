@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from django.core.management.base import BaseCommand, CommandParser
 
-from redrelay.cli._base import CliError
+from redrelay.cli import CliError
 from redrelay.cli.schedules import (
     EMPTY,
     render_schedules,
