@@ -316,3 +316,21 @@ def test_async_twins(make_relay: MakeRelay) -> None:
     paused, requested, direct, removed, ids = asyncio.run(steer())
     assert paused == [True, False] and requested is None and removed
     assert direct is not None and ids == [direct]
+
+
+@pytest.mark.parametrize("policy", ["coalesce", "skip"])
+def test_missed_ticks_are_counted_and_logged(
+    make_relay: MakeRelay, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = make_relay()
+    relay.schedule("m", every=60, queue="mq", misfire=policy, grace=1)
+    clock = Clock(ms("2026-06-01T10:00:30Z"))
+    scheduler = Scheduler(relay, clock=clock)
+    scheduler.run_once()
+    clock.now = ms("2026-06-01T10:05:30Z")  # 10:01 .. 10:05 due, all late by 30 s
+    with caplog.at_level("WARNING", logger="redrelay.scheduler"):
+        scheduler.run_once()
+    [info] = relay.schedules.info()
+    enqueued = 1 if policy == "coalesce" else 0
+    assert (info.fired, info.missed) == (enqueued, 5 - enqueued)
+    assert f"{5 - enqueued} tick(s) missed (misfire={policy})" in caplog.text

@@ -151,17 +151,18 @@ class Scheduler:
                 due = state.next + spec.jitter(state.next)
                 return (due - state.now) / 1000
             outcome = conn.drive(schedules.fire_plan(spec, where, state, plan))
-            if outcome == 1 and plan.ticks:
+            if outcome == 1:
                 self.fired += len(plan.ticks)
                 if plan.missed:
                     log.warning(
-                        "schedule %s: %d tick(s) missed (misfire=%s); enqueued %d, "
-                        "the last for %s",
+                        "schedule %s: %d tick(s) missed (misfire=%s); enqueued %d%s",
                         spec.name,
                         plan.missed,
                         spec.misfire,
                         len(plan.ticks),
-                        iso_utc(plan.ticks[-1]),
+                        f", the last for {iso_utc(plan.ticks[-1])}"
+                        if plan.ticks
+                        else "",
                     )
             elif outcome == 0:
                 self.lost += 1
