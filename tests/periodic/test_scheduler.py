@@ -334,3 +334,61 @@ def test_missed_ticks_are_counted_and_logged(
     enqueued = 1 if policy == "coalesce" else 0
     assert (info.fired, info.missed) == (enqueued, 5 - enqueued)
     assert f"{5 - enqueued} tick(s) missed (misfire={policy})" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("cron", "tz", "start", "want"),
+    [
+        (  # spring forward: 02:30 does not exist, fires at 03:00 CEST
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-03-27T12:00:00Z",
+            ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+        ),
+        (  # fall back: 02:30 occurs twice, fires once
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-23T12:00:00Z",
+            ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+        ),
+        (
+            "30 2 * * *",
+            "America/New_York",
+            "2026-03-07T12:00:00Z",
+            ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"],
+        ),
+        (
+            "30 1 * * *",
+            "America/New_York",
+            "2026-10-31T12:00:00Z",
+            ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z", "2026-11-03T06:30:00Z"],
+        ),
+        (  # a 30-minute jump: 02:00 and 02:15 do not exist, once at 02:30 (+11)
+            "*/15 2 * * *",
+            "Australia/Lord_Howe",
+            "2026-10-03T13:00:00Z",
+            [
+                "2026-10-03T15:30:00Z",
+                "2026-10-03T15:45:00Z",
+                "2026-10-04T15:00:00Z",
+                "2026-10-04T15:15:00Z",
+                "2026-10-04T15:30:00Z",
+                "2026-10-04T15:45:00Z",
+            ],
+        ),
+    ],
+)
+def test_dst_days_through_the_scheduler(
+    make_relay: MakeRelay, cron: str, tz: str, start: str, want: list[str]
+) -> None:
+    """The DST rules end to end: a fake clock walks the days in 5-minute steps."""
+    relay = make_relay()
+    relay.schedule("dst", cron, queue="dst", tz=tz)
+    clock = Clock(ms(start))
+    scheduler = Scheduler(relay, clock=clock)
+    end = ms(want[-1]) + 5 * MINUTE
+    while clock.now <= end:
+        scheduler.run_once()
+        clock.now += 5 * MINUTE
+    assert scheduled_for(relay, "dst") == want
+    assert relay.schedules.info()[0].missed == 0
