@@ -64,6 +64,8 @@ def test_five_six_fields_and_aliases() -> None:
         ({"cron": "61 * * * *"}, "not a valid crontab"),
         ({"cron": "* * * *"}, "has 4 fields"),
         ({"cron": "@reboot"}, "alias '@reboot' is not known"),
+        ({"cron": "0 0 31 2 *"}, "never fires"),
+        ({"cron": 5}, "cron must be a crontab string"),
         ({"cron": "0 * * * *", "tz": "Mars/Olympus"}, "not a known IANA time zone"),
         ({"cron": None}, "exactly one of cron= (a crontab) and every="),
         ({"cron": "0 * * * *", "every": 60}, "exactly one of"),

@@ -162,6 +162,7 @@ def build_spec(
     timing: Timing
     every_ms = None
     if cron is not None:
+        cron = cron.strip() if isinstance(cron, str) else cron
         timing = CronTiming(cron, tz)
     else:
         every_ms = _duration_ms(every, "every")
@@ -185,7 +186,7 @@ def build_spec(
     return ScheduleSpec(
         name=name,
         queue=queue,
-        cron=cron.strip() if cron is not None else None,
+        cron=cron,
         every_ms=every_ms,
         tz=tz,
         misfire=misfire,

@@ -156,6 +156,12 @@ class CronTiming:
         object.__setattr__(self, "zone", load_zone(self.tz))
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_seconds", seconds)
+        try:  # a crontab that can never match (``0 0 31 2 *``) fails now, not per tick
+            self._iter(datetime(2000, 1, 1)).get_next(datetime)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"cron {self.expr!r} never fires (no date matches it): {exc}"
+            ) from exc
 
     def describe(self) -> str:
         return self.expr
