@@ -375,3 +375,14 @@ def test_long_backlog_over_several_firings(
     monkeypatch.setattr(schedule, "MAX_SCAN", 50)
     assert firings() == whole
     assert len(whole[0]) + whole[1] == 1001
+
+
+def test_without_croniter_crontabs_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "croniter", None)  # as if not installed
+    with pytest.raises(ConfigurationError, match=r"pip install 'redrelay\[cron\]'"):
+        build_spec("c", "0 * * * *", queue="q")
+    assert build_spec("i", None, every=60, queue="q").every_ms == 60_000

@@ -128,7 +128,7 @@ def _offset(ms: int, zone: ZoneInfo) -> timedelta | None:
 def _croniter() -> Any:
     try:
         from croniter import croniter
-    except ImportError:  # pragma: no cover - the extra is installed in development
+    except ImportError:
         raise ConfigurationError(
             "crontab schedules need croniter: pip install 'redrelay[cron]' "
             "(or use every= for a plain interval)"
