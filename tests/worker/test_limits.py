@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,44 +11,17 @@ import pytest
 from redrelay import ConfigurationError, Message, Relay
 from redrelay.worker.runner import Runner
 
-from .helpers import ROOT, wait_for
-
-
-class LimitsWorker:
-    """``redrelay worker tests.apps.limits_app:relay`` as a real subprocess."""
-
-    def __init__(self, url: str, namespace: str, **env: str) -> None:
-        full = dict(os.environ)
-        full.update(REDRELAY_URL=url, TEST_NAMESPACE=namespace, **env)
-        full["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "redrelay", "worker", "tests.apps.limits_app:relay"],
-            cwd=ROOT,
-            env=full,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+from ..processes import Worker, wait_for
 
 
 @pytest.fixture
-def start_limited(
-    redrelay_url: str, relay: Relay
-) -> Iterator[Callable[..., LimitsWorker]]:
-    started: list[LimitsWorker] = []
+def start_limited(redrelay_url: str, relay: Relay) -> Iterator[Callable[..., Worker]]:
+    """Workers of ``tests/apps/limits_app.py`` on the test relay's namespace."""
+    started: list[Worker] = []
 
-    def start(**env: str) -> LimitsWorker:
-        worker = LimitsWorker(redrelay_url, relay.namespace, **env)
+    def start(**env: str) -> Worker:
+        env = {"TEST_NAMESPACE": relay.namespace, **env}
+        worker = Worker("tests.apps.limits_app:relay", redrelay_url, env=env)
         started.append(worker)
         return worker
 
@@ -84,7 +52,7 @@ def _most_in_one_second(times: list[float]) -> int:
 
 
 def test_rate_is_held_across_four_worker_processes(
-    relay: Relay, start_limited: Callable[..., LimitsWorker]
+    relay: Relay, start_limited: Callable[..., Worker]
 ) -> None:
     """100/s over 30 s, four processes of two threads: within 2% on average, and never
     above rate + burst (100 + 20) in any one-second window."""
@@ -120,7 +88,7 @@ def test_rate_is_held_across_four_worker_processes(
 
 
 def test_concurrency_cap_holds_and_a_killed_worker_gives_its_slots_back(
-    relay: Relay, start_limited: Callable[..., LimitsWorker]
+    relay: Relay, start_limited: Callable[..., Worker]
 ) -> None:
     q = relay.queue("limited")
     q.put_many([{"s": 0.3} for _ in range(200)])
@@ -131,9 +99,12 @@ def test_concurrency_cap_holds_and_a_killed_worker_gives_its_slots_back(
         what="worker a busy",
     )
     b = start_limited(**env)
+    # b has joined, and its fetches are held: a holds every slot (a thread that frees
+    # one takes it again with the fetch that carries its ack)
+    wait_for(lambda: q.stats().consumers == 2, what="worker b joined")
     wait_for(
-        lambda: any(pid == b.proc.pid for _, pid, _, _ in _log(relay)),
-        what="worker b busy",
+        lambda: q.stats().counters.get("held_concurrency", 0) > 10,
+        what="fetches held back",
     )
     assert relay.connection.call("ZCOUNT", f"{relay.namespace}:test:running",
                                  a.proc.pid, a.proc.pid) > 0  # fmt: skip
