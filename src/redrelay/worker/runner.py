@@ -28,12 +28,12 @@ from ..errors import (
     TimeLimitExceeded,
 )
 from ..handlers import Consumer
-from .aioloop import Bounded, LoopThread, fetchers, finish_async, run_async_batch
+from .aiobatch import finish_async, run_async_batch
+from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import Fetcher
 from .leases import Batch, Lease, retry_forever
-from .limits import register_limits
 from .periodic import Scheduler
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
@@ -139,7 +139,6 @@ class Runner:
                 self._stopping,
                 f"queue {consumer.name}: register",
             )
-            register_limits(conn, consumer, lease)
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
@@ -282,8 +281,7 @@ class Runner:
                     fetcher.settle()
                     self._give_up(slot, exc)
                     self._stopping.wait(1.0)
-            if bounded is not None:
-                finish_async(self, slot)  # the coroutines still running end first
+            finish_async(self, slot)  # async: the coroutines still running end first
             acks = fetcher.close(acks)
             if not slot.abandoned:
                 self._flush(lease, acks)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .leases import Batch, Fetch, Lease, Reservation, _consumer_of
+from .limits import register_limits
 
 if TYPE_CHECKING:
     from ..config import ConsumerOptions
@@ -26,12 +27,17 @@ __all__ = ["ShardReservation", "ShardedLease", "new_lease"]
 def new_lease(conn: Connection, queue: Queue, options: ConsumerOptions) -> Any:
     """A :class:`Lease`, or a :class:`ShardedLease` for a queue with several shards.
 
-    Registers the queue first (which reads or stores its shard count).
+    Registers the queue first (which reads or stores its shard count), then its flow
+    limits (:func:`~redrelay.worker.limits.register_limits`).
     """
     shards = queue.shard_keys(register=True)
+    lease: Lease | ShardedLease
     if len(shards) == 1:
-        return Lease(conn, shards[0], options)
-    return ShardedLease(conn, queue.keys, shards, options)
+        lease = Lease(conn, shards[0], options)
+    else:
+        lease = ShardedLease(conn, queue.keys, shards, options)
+    register_limits(conn, queue.name, options, lease)
+    return lease
 
 
 @dataclass(slots=True)
