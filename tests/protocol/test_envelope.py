@@ -181,6 +181,8 @@ def _same_as_decode_entry(entry: bytes) -> None:
         _FRESH + b"[1]",
         _FRESH + b"{not json",
         _FRESH,
+        MAGIC,  # a bad header: decode_entry raises, fresh_envelope leaves it to it
+        MAGIC + b"0:",
     ],
 )
 def test_fresh_envelope_decodes_as_decode_entry(entry: bytes) -> None:
