@@ -171,3 +171,35 @@ def test_marked_entries_take_the_fast_decode(relay: Relay) -> None:
     assert envelope is not None and envelope["b"] == {"x": 1}
     assert decode_entry(entry).envelope == envelope
     assert fresh_envelope(b"\x1frr1:0:0:!x") is None  # malformed: left to decode_entry
+
+
+def test_an_idle_worker_wakes_for_a_prioritized_put(relay: Relay) -> None:
+    """A worker blocked on the empty ready list (here for up to 30 s) wakes at once for a
+    message that goes to the priority set: a bell on the list wakes it, and is dropped."""
+    from redrelay.worker.runner import Runner
+
+    seen: list[str] = []
+
+    @relay.consumer("q")
+    def handle(message: Message) -> None:
+        seen.append(message.body)
+
+    q = relay.queue("q")
+    q.put("first")
+    runner = Runner(relay, subscribers=False, poll=30.0)
+    runner.start()
+    try:
+        wait_for(lambda: seen == ["first"], what="the first message")
+        wait_for(lambda: relay.connection.call("CLIENT", "LIST").count(b"cmd=blmove") > 0,
+                 what="the worker blocked on the empty queue")  # fmt: skip
+        q.put("urgent", priority=50)
+        stats = q.stats()
+        assert stats.ready <= 1 and stats.prioritized <= 1  # the bell is not a message
+        wait_for(lambda: seen == ["first", "urgent"], timeout=10, what="woken")
+        wait_for(lambda: q.stats().ready == 0, what="the bell dropped")
+        assert relay.connection.call("LLEN", q.keys.ready) == 0
+        wait_for(lambda: q.stats().counters.get("acked") == 2, what="both acked")
+    finally:
+        runner.request_stop()
+        relay.connection.call("LPUSH", q.keys.ready, b"wake")  # ends its 30 s wait
+        runner.stop()

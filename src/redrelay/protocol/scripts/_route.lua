@@ -7,6 +7,9 @@
 local PRIO_STEP = 17592186044416
 local PRIO_MID = 8796093022208
 local PRIO_ZERO = 100 * PRIO_STEP
+-- Pushed onto an empty ready list with an entry of priority != 0, so that a worker
+-- blocked on the list (BLMOVE) wakes for it; fetch.lua drops it. Never a valid entry.
+local BELL = '\031rr1:bell'
 
 -- The priority and the limit key (or nil) in an entry's header.
 local function marks(v)
@@ -49,6 +52,9 @@ local function route(ready, prio, seq, v, front)
     return
   end
   if p > 100 then p = 100 elseif p < -100 then p = -100 end
+  if redis.call('LLEN', ready) == 0 then
+    redis.call('LPUSH', ready, BELL)
+  end
   local n
   if front then
     n = PRIO_MID - redis.call('HINCRBY', seq, 'f', 1)

@@ -106,9 +106,11 @@ local function take(n, out)
     local items = redis.call('RPOP', KEYS[1], n)
     if items then
       for i = 1, #items do
-        out[#out + 1] = items[i]
+        if items[i] ~= BELL then
+          out[#out + 1] = items[i]
+          n = n - 1
+        end
       end
-      n = n - #items
     end
   end
   if n > 0 and has_prio then

@@ -19,16 +19,18 @@
 -- parked keys (up to 10, soonest due first), number of parked keys, limits spec or false}.
 -- The caller compares the ids with the ones it named and asks again if a consumer came
 -- or went.
+-- A wake-up bell (see _route.lua) at the old end of ready is not a message.
+local bell = redis.call('LINDEX', KEYS[2], -1) == '\031rr1:bell' and 1 or 0
 local inflight = {}
 for i = 10, #KEYS do
   inflight[#inflight + 1] = redis.call('HLEN', KEYS[i])
 end
 return {
   redis.call('ZRANGE', KEYS[1], 0, -1),
-  redis.call('LLEN', KEYS[2]),
+  redis.call('LLEN', KEYS[2]) - bell,
   redis.call('ZCARD', KEYS[3]),
   redis.call('ZCARD', KEYS[4]),
-  redis.call('LINDEX', KEYS[2], -1),
+  redis.call('LINDEX', KEYS[2], -1 - bell),
   redis.call('HGETALL', KEYS[5]),
   inflight,
   redis.call('ZCARD', KEYS[6]),
