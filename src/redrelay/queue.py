@@ -13,7 +13,7 @@ from ._types import Duration
 from .errors import ConfigurationError
 from .message import Message
 from .protocol.envelope import new_id
-from .protocol.flow import check_priority, mark_for
+from .protocol.flow import PRIO_ZERO_SCORE, check_priority, mark_for
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms
@@ -348,18 +348,22 @@ class Queue:
         )
 
     def peek(self, count: int = 10) -> list[Message]:
-        """The next ``count`` ready messages, oldest first, without taking them.
+        """The next ``count`` ready messages in the order they will run (priority > 0,
+        then priority 0 oldest first, then priority < 0), without taking them.
 
-        For a sharded queue: the oldest ``count`` over all shards, by enqueue time.
+        For a sharded queue: the first ``count`` over all shards, by enqueue time.
         """
         messages: list[Message] = []
+        conn = self.relay.connection
         for k in self.shard_keys():
-            entries = self.relay.connection.call("LRANGE", k.ready, -count, -1)
+            prio = _pairs(conn.call("ZRANGE", k.prio, 0, count - 1, "WITHSCORES"))
+            high = [e for e, score in prio if float(score) < PRIO_ZERO_SCORE]
+            low = [e for e, score in prio if float(score) >= PRIO_ZERO_SCORE]
+            ready = conn.call("LRANGE", k.ready, -count, -1)
+            entries = [*high, *reversed(ready), *low]
             messages += [
-                m
-                for m in (_to_message(self.name, e) for e in reversed(entries))
-                if m is not None
-            ]
+                m for m in (_to_message(self.name, e) for e in entries) if m is not None
+            ][:count]
         if len(self.shard_keys()) > 1:
             messages.sort(key=lambda m: m.enqueued_at)
         return messages[:count]

@@ -203,3 +203,13 @@ def test_an_idle_worker_wakes_for_a_prioritized_put(relay: Relay) -> None:
         runner.request_stop()
         relay.connection.call("LPUSH", q.keys.ready, b"wake")  # ends its 30 s wait
         runner.stop()
+
+
+def test_peek_shows_the_run_order(relay: Relay) -> None:
+    q = relay.queue("q")
+    q.put("low", priority=-1)
+    q.put_many(["a", "b"])
+    q.put("high", priority=3)
+    assert [m.body for m in q.peek()] == ["high", "a", "b", "low"]
+    assert [m.body for m in q.peek(2)] == ["high", "a"]
+    assert _fetch_all(_lease(relay)) == ["high", "a", "b", "low"]

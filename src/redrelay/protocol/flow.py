@@ -28,6 +28,7 @@ __all__ = [
     "FLOW_OPTIONS",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "PRIO_ZERO_SCORE",
     "Limits",
     "RateLimit",
     "check_priority",
@@ -52,6 +53,8 @@ FLOW_OPTIONS = frozenset(
 MAX_PRIORITY = 100
 #: Lowest priority (runs after every priority-0 message).
 MIN_PRIORITY = -100
+#: In the priority set, scores below this are priorities > 0 (see _route.lua).
+PRIO_ZERO_SCORE = 100 * 2**44
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([smh])\s*\Z")
