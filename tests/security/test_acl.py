@@ -34,7 +34,8 @@ from redrelay.worker.supervisor import server_warnings
 
 from ..channel_helpers import Collector, wait_for
 
-# The queue behaviours, collected again in this module: here they run as the limited user.
+# The queue behaviours, collected again in this module: here they run as the limited user
+# (priorities and flow limits too: their scripts use only the listed commands).
 from ..test_queue import (  # noqa: F401
     test_bad_input_is_refused_and_nothing_written,
     test_dead_letters_requeue_and_purge,
@@ -52,6 +53,17 @@ from ..test_queue import (  # noqa: F401
     test_signature_survives_retries,
     test_signed_relay_runs_only_signed_envelopes,
     test_stats_oldest_age_and_consumers,
+)
+from ..worker.test_limits import (  # noqa: F401
+    test_concurrency_cap_in_one_process,
+    test_hot_key_does_not_hold_back_cold_keys,
+    test_tight_rate_never_uses_up_retries,
+)
+from ..worker.test_priority import (  # noqa: F401
+    test_dead_letter_requeued_at_its_priority,
+    test_peek_shows_the_run_order,
+    test_put_many_with_priority_and_the_zero_fast_path,
+    test_retried_released_and_recovered_keep_their_priority,
 )
 from .conftest import AclServer, NamespaceUser
 from .helpers import REDRELAY_COMMANDS, ROOT, Worker, acl_setuser, user_url

@@ -4,7 +4,7 @@
 -- along so that a batch costs one round trip, not two). Entries of priority > 0 come
 -- first, then the ready list, then priorities < 0 (see _route.lua). Flow limits are
 -- decided here too, with the server's clock (see docs/flow-control.md): a message they
--- hold back stays queued, untouched.
+-- hold back stays queued, untouched. Only the commands of docs/security.md's ACL list.
 --
 -- KEYS[1] ready         list    (consumers take from the right: FIFO)
 -- KEYS[2] leases        zset    consumer id -> lease expiry (server ms)
@@ -79,7 +79,7 @@ if #due > 0 then
     end
   end
 end
-local has_prio = redis.call('EXISTS', KEYS[8]) == 1
+local has_prio = redis.call('ZCARD', KEYS[8]) > 0
 
 -- Up to n entries, in priority order; appended to out.
 local function take(n, out)
@@ -89,17 +89,17 @@ local function take(n, out)
   local want = n
   if has_prio then
     local top = redis.call('ZRANGE', KEYS[8], 0, n - 1, 'WITHSCORES')
-    local k = 0
+    local taken = {}
     for i = 2, #top, 2 do
       if tonumber(top[i]) >= PRIO_ZERO then
         break
       end
-      k = k + 1
+      taken[#taken + 1] = top[i - 1]
       out[#out + 1] = top[i - 1]
     end
-    if k > 0 then
-      redis.call('ZREMRANGEBYRANK', KEYS[8], 0, k - 1)
-      n = n - k
+    if #taken > 0 then
+      redis.call('ZREM', KEYS[8], unpack(taken))
+      n = n - #taken
     end
   end
   if n > 0 then
@@ -116,7 +116,7 @@ local function take(n, out)
   if n > 0 and has_prio then
     local low = redis.call('ZRANGE', KEYS[8], 0, n - 1)
     if #low > 0 then
-      redis.call('ZREMRANGEBYRANK', KEYS[8], 0, #low - 1)
+      redis.call('ZREM', KEYS[8], unpack(low))
       for i = 1, #low do
         out[#out + 1] = low[i]
       end
@@ -203,14 +203,14 @@ if krate > 0 then
     local room = math.min(math.floor(ktokens(key)), budget - #items)
     local lo, hi = '[' .. key .. '\0', '(' .. key .. '\1'
     if room > 0 then
-      local got = redis.call('ZRANGEBYLEX', KEYS[12], lo, hi, 'LIMIT', 0, room)
+      local got = redis.call('ZRANGE', KEYS[12], lo, hi, 'BYLEX', 'LIMIT', 0, room)
       for i = 1, #got do
         redis.call('ZREM', KEYS[12], got[i])
         items[#items + 1] = string.sub(got[i], #key + 14)
       end
       cache[key] = cache[key] - #got
     end
-    if #redis.call('ZRANGEBYLEX', KEYS[12], lo, hi, 'LIMIT', 0, 1) == 0 then
+    if #redis.call('ZRANGE', KEYS[12], lo, hi, 'BYLEX', 'LIMIT', 0, 1) == 0 then
       redis.call('ZREM', KEYS[13], key)
     else
       local wait = math.max(0, math.ceil((1 - cache[key]) / krate))
