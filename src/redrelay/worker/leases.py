@@ -191,6 +191,7 @@ class Lease:
             k.delayed_data,
             k.stats,
             k.started(cid),
+            k.history,
         ]
         return keys, [cid, reservation.count, reservation.first, PROMOTE_LIMIT, *acks]
 
@@ -212,11 +213,11 @@ class Lease:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""
         if not tags:
             return 0
-        cid = _consumer_of(tags[0])
+        k, cid = self.keys, _consumer_of(tags[0])
         return int(
             self.conn.run(
                 "ack",
-                [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)],
+                [k.inflight(cid), k.stats, k.started(cid), k.history],
                 tags,
             )
         )
@@ -242,6 +243,7 @@ class Lease:
                     k.delayed_data,
                     k.stats,
                     k.started(cid),
+                    k.history,
                 ],
                 [tag, entry, to_ms(delay), msg_id],
             )
@@ -252,7 +254,14 @@ class Lease:
         return bool(
             self.conn.run(
                 "bury",
-                [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)],
+                [
+                    k.inflight(cid),
+                    k.dead,
+                    k.dead_data,
+                    k.stats,
+                    k.started(cid),
+                    k.history,
+                ],
                 [tag, msg_id, record, cap],
             )
         )
@@ -318,6 +327,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
                     keys.consumers,
                     keys.stats,
                     keys.started(cid),
+                    keys.history,
                 ],
                 [cid],
             )
