@@ -19,11 +19,23 @@ from .message import Message
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["Consumer", "HandlerContext", "Subscriber", "ainvoke", "invoke"]
+__all__ = [
+    "Consumer",
+    "EnvelopeHook",
+    "HandlerContext",
+    "Subscriber",
+    "ainvoke",
+    "invoke",
+]
 
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
 #: connection hygiene ...). Registered with ``relay.add_handler_context()``.
 HandlerContext = Callable[[Message], AbstractContextManager[Any]]
+
+#: Sees every outgoing envelope as ``hook(kind, name, envelope)`` ("queue", "topic" or
+#: "channel") before it is encoded, and may add headers (``envelope["h"]``). Registered
+#: by appending to ``relay.envelope_hooks`` (tracing.instrument does).
+EnvelopeHook = Callable[[str, str, dict[str, Any]], None]
 
 
 def invoke(
