@@ -218,17 +218,22 @@ def instrument(relay: Relay) -> None:
         "How long a message waited between becoming available and its handler starting.",
     )
 
+    children: dict[str, tuple[Any, Any]] = {}  # labels() takes a lock: once per name
+
     @contextlib.contextmanager
     def observe(message: Message) -> Iterator[None]:
         name = message.queue or message.topic or message.channel or "?"
+        pair = children.get(name)
+        if pair is None:
+            pair = children[name] = (waited.labels(name), duration.labels(name))
         start = time.time()
         available = message.available_at or message.enqueued_at
         if available:
-            waited.labels(name).observe(max(0.0, start - available))
+            pair[0].observe(max(0.0, start - available))
         try:
             yield
         finally:
-            duration.labels(name).observe(max(0.0, time.time() - start))
+            pair[1].observe(max(0.0, time.time() - start))
 
     relay.add_handler_context(observe)
     previous: Callable[[GapReport], None] | None = relay.on_gap

@@ -22,13 +22,12 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 try:
-    from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "redrelay.tracing needs opentelemetry-api: pip install 'redrelay[otel]'"
@@ -62,44 +61,81 @@ def instrument(relay: Relay, *, tracer_provider: Any = None) -> None:
     tracer = trace.get_tracer("redrelay", tracer_provider=tracer_provider)
 
     def produce(kind: str, name: str, envelope: dict[str, Any]) -> None:
-        attributes = {
-            "messaging.system": SYSTEM,
-            "messaging.destination.name": name,
-            "messaging.operation.type": "create",
-            "messaging.operation.name": _SEND_NAMES.get(kind, "send"),
-            "messaging.message.id": str(envelope.get("i", "")),
-            "messaging.redrelay.destination.kind": kind,
-        }
-        with tracer.start_as_current_span(
-            f"create {name}", kind=SpanKind.PRODUCER, attributes=attributes
-        ):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            if carrier:
-                envelope["h"] = {**(envelope.get("h") or {}), **carrier}
+        # Attributes only on a recording span: an unsampled or no-op span (no SDK)
+        # then costs a few microseconds, not the building of seven attributes.
+        span = tracer.start_span(f"create {name}", kind=SpanKind.PRODUCER)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.system": SYSTEM,
+                    "messaging.destination.name": name,
+                    "messaging.operation.type": "create",
+                    "messaging.operation.name": _SEND_NAMES.get(kind, "send"),
+                    "messaging.message.id": str(envelope.get("i", "")),
+                    "messaging.redrelay.destination.kind": kind,
+                }
+            )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        span.end()
+        if carrier:
+            envelope["h"] = {**(envelope.get("h") or {}), **carrier}
 
-    @contextlib.contextmanager
-    def consume(message: Message) -> Iterator[None]:
-        name = message.queue or message.topic or message.channel or ""
-        attributes: dict[str, Any] = {
-            "messaging.system": SYSTEM,
-            "messaging.destination.name": name,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.message.id": message.id,
-            "messaging.redrelay.attempt": message.attempt,
-        }
-        if message.group is not None:
-            attributes["messaging.consumer.group.name"] = message.group
-        parent = propagate.extract(message.headers)
-        with tracer.start_as_current_span(
-            f"process {name}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ):
-            yield
+    def consume(message: Message) -> _Consume:
+        return _Consume(tracer, message)
 
     produce.redrelay_tracing = True  # type: ignore[attr-defined]
     relay.envelope_hooks.append(produce)
     relay.add_handler_context(consume)
+
+
+class _Consume:
+    """The CONSUMER span around one handler run (a class, not a generator-based context
+    manager: this runs once per message)."""
+
+    __slots__ = ("message", "span", "token", "tracer")
+
+    def __init__(self, tracer: Any, message: Message) -> None:
+        self.tracer, self.message = tracer, message
+
+    def __enter__(self) -> None:
+        m = self.message
+        name = m.queue or m.topic or m.channel or ""
+        parent = propagate.extract(m.headers) if m.headers else None
+        span = self.tracer.start_span(
+            f"process {name}", context=parent, kind=SpanKind.CONSUMER
+        )
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                "messaging.system": SYSTEM,
+                "messaging.destination.name": name,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.message.id": m.id,
+                "messaging.redrelay.attempt": m.attempt,
+            }
+            if m.group is not None:
+                attributes["messaging.consumer.group.name"] = m.group
+            span.set_attributes(attributes)
+        self.span = span
+        self.token = context.attach(trace.set_span_in_context(span))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span = self.span
+        try:
+            if exc is not None and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(
+                    Status(
+                        StatusCode.ERROR,
+                        f"{exc_type.__name__}: {exc}" if exc_type else str(exc),
+                    )
+                )
+        finally:
+            context.detach(self.token)
+            span.end()
