@@ -174,6 +174,18 @@ def test_example_enqueues_with_aput_and_streams_async_progress(
         lambda: relay.queue("jobs").stats().counters.get("acked") == 4,
         what="the worker acked every job",
     )
+    # the example mounts the dashboard at /relay (loopback: no login needed)
+    with httpx.Client(base_url=base, timeout=WAIT) as client:
+        overview = client.get("/relay/api/overview").json()
+        assert [
+            q["counters"]["acked"] for q in overview["queues"] if q["name"] == "jobs"
+        ] == [4]
+        assert "Overview" in client.get("/relay/").text
+        with client.stream("GET", "/relay/events") as response:
+            lines = response.iter_lines()
+            assert next(lines) == "retry: 2000"
+            assert next(lines) == ""
+            assert next(lines).startswith("id: ")
     # the durable "done" topic keeps the finished jobs for a page that comes back
     with httpx.Client(base_url=base, timeout=WAIT) as client:
         assert client.get("/topics/jobs").status_code == 403  # not a public topic

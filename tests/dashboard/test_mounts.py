@@ -63,3 +63,26 @@ def test_asgi_app(make_relay: Callable[..., Relay]) -> None:
 
     asyncio.run(main())
     app.dashboard.close()  # type: ignore[attr-defined]
+
+
+def test_flask_example_mounts_the_dashboard(
+    redrelay_url: str, make_relay: Callable[..., Relay]
+) -> None:
+    from examples.flask_app.app import broker, create_app
+
+    ns = make_relay().namespace
+    app = create_app({"REDRELAY_URL": redrelay_url, "REDRELAY_NAMESPACE": ns})
+    broker.relay_for(app).queue("jobs").put({"n": 1})
+    client = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    page = client.get("/relay/", environ_base=local)
+    assert (
+        page.status_code == 200
+        and 'data-q="jobs" data-f="ready">1<' in page.get_data(as_text=True)
+    )
+    assert (
+        client.get("/relay/", environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code
+        == 401
+    )
+    app.extensions["redrelay_dashboard"]["redrelay_dashboard"].close()
+    broker.relay_for(app).close()
