@@ -17,7 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -220,20 +219,12 @@ def instrument(relay: Relay) -> None:
 
     children: dict[str, tuple[Any, Any]] = {}  # labels() takes a lock: once per name
 
-    @contextlib.contextmanager
-    def observe(message: Message) -> Iterator[None]:
+    def observe(message: Message) -> _Observe:
         name = message.queue or message.topic or message.channel or "?"
         pair = children.get(name)
         if pair is None:
             pair = children[name] = (waited.labels(name), duration.labels(name))
-        start = time.time()
-        available = message.available_at or message.enqueued_at
-        if available:
-            pair[0].observe(max(0.0, start - available))
-        try:
-            yield
-        finally:
-            pair[1].observe(max(0.0, time.time() - start))
+        return _Observe(pair, message)
 
     relay.add_handler_context(observe)
     previous: Callable[[GapReport], None] | None = relay.on_gap
@@ -246,6 +237,24 @@ def instrument(relay: Relay) -> None:
                 previous(report)
 
     relay.on_gap = on_gap
+
+
+class _Observe:
+    """Times one handler run (a slotted class: it runs once per message)."""
+
+    __slots__ = ("message", "pair", "start")
+
+    def __init__(self, pair: tuple[Any, Any], message: Message) -> None:
+        self.pair, self.message = pair, message
+
+    def __enter__(self) -> None:
+        self.start = start = time.time()
+        available = self.message.available_at or self.message.enqueued_at
+        if available:
+            self.pair[0].observe(max(0.0, start - available))
+
+    def __exit__(self, *exc: object) -> None:
+        self.pair[1].observe(max(0.0, time.time() - self.start))
 
 
 def exposition(relay: Relay) -> tuple[bytes, str]:

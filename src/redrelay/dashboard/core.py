@@ -49,6 +49,9 @@ CSP = (
 #: "continue" button): each chunk of 500 is atomic, so stopping anywhere is safe.
 BULK_BUDGET = 2.0
 
+#: Seconds the dead-letter groups of a queue page are reused (per dashboard process).
+GROUPS_TTL = 10.0
+
 COOKIE = "redrelay_dashboard"
 _STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 _PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
@@ -93,6 +96,9 @@ class Dashboard:
         self.read_token = read_token
         self.anonymous = anonymous
         self._secret = secrets.token_bytes(32)
+        #: queue -> (monotonic time, dead letters by error type): grouping reads the
+        #: newest DEAD_SAMPLE records, so a page reuses it for GROUPS_TTL seconds.
+        self._groups: dict[str, tuple[float, dict[str, Any]]] = {}
         self.live = Snapshots(lambda: data.overview(relay), interval)
 
     def close(self) -> None:
@@ -236,12 +242,21 @@ class Dashboard:
         if match:
             name = self._queue(match.group(2))
             offset = _int(request.query.get("dead_offset"), 0, 1_000_000)
-            page = data.queue_page(self.relay, name, dead_offset=offset)
+            page = data.queue_page(
+                self.relay, name, dead_offset=offset, groups=self._dead_groups(name)
+            )
             if match.group(1):
                 return _json(page)
             csrf = self._csrf(request, who) if self._who(request, "change") else None
             return self._page(request, pages.queue_page(root, page, csrf))
         raise _Denied(404, "No such page.")
+
+    def _dead_groups(self, name: str) -> dict[str, Any]:
+        cached = self._groups.get(name)
+        if cached is None or time.monotonic() - cached[0] > GROUPS_TTL:
+            cached = (time.monotonic(), data.dead_groups(self.relay, name))
+            self._groups[name] = cached
+        return cached[1]
 
     def _queue(self, raw: str) -> str:
         name = validate_name("queue", unquote(raw))
@@ -263,6 +278,7 @@ class Dashboard:
         queue = self.relay.queue(name)
         act = queue.requeue_dead if verb == "requeue" else queue.purge_dead
         remaining = 0
+        self._groups.pop(name, None)  # the groups change with this action
         if scope == "one" and form.get("id"):
             target, done = f"{name} id {form['id']}", act([form["id"][:200]])
         elif scope == "group" and form.get("error"):

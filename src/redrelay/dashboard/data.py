@@ -215,8 +215,24 @@ def dead_dict(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
+def dead_groups(relay: Relay, name: str) -> dict[str, Any]:
+    """Dead letters by error type, among the newest :data:`DEAD_SAMPLE` (one bounded
+    ``ZREVRANGE`` and ``HMGET``, never the whole set)."""
+    sample = relay.queue(name).dead_letters(limit=DEAD_SAMPLE)
+    groups = Counter(error_type(d.reason, d.traceback) for d in sample)
+    return {
+        "dead_groups": [{"error": e, "count": n} for e, n in groups.most_common()],
+        "dead_sampled": len(sample),
+    }
+
+
 def queue_page(
-    relay: Relay, name: str, *, dead_offset: int = 0, peek: int = 20
+    relay: Relay,
+    name: str,
+    *,
+    dead_offset: int = 0,
+    peek: int = 20,
+    groups: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One queue: its stats, the next ready and delayed messages, leases, dead letters."""
     queue = relay.queue(name)
@@ -243,8 +259,6 @@ def queue_page(
                 if e is not None
             ]
     delayed.sort(key=lambda m: m["due"] or 0)
-    sample = queue.dead_letters(limit=DEAD_SAMPLE)
-    groups = Counter(error_type(d.reason, d.traceback) for d in sample)
     page = queue.dead_letters(limit=50, offset=dead_offset)
     return {
         "name": name,
@@ -262,8 +276,7 @@ def queue_page(
         "leases": [_consumer_dict(c) for c in monitor.consumers(relay, name)],
         "dead": [dead_dict(d) for d in page],
         "dead_offset": dead_offset,
-        "dead_groups": [{"error": e, "count": n} for e, n in groups.most_common()],
-        "dead_sampled": len(sample),
+        **(groups if groups is not None else dead_groups(relay, name)),
     }
 
 
