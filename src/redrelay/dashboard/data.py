@@ -97,9 +97,8 @@ def overview(relay: Relay) -> dict[str, Any]:
                 "consumers": s.consumers,
                 "oldest_age": s.oldest_age,
                 "counters": s.counters,
-                # the last complete minute, per second
-                "acked_rate": acked[-2] / 60 if len(acked) > 1 else 0.0,
-                "dead_rate": dead[-2] / 60 if len(dead) > 1 else 0.0,
+                "acked_rate": _rate(acked),
+                "dead_rate": _rate(dead),
                 "history": acked,
             }
         )
@@ -129,6 +128,12 @@ def overview(relay: Relay) -> dict[str, Any]:
         "workers": view.workers,
         "channels": channel_gaps(relay),
     }
+
+
+def _rate(per_minute: list[int]) -> float:
+    """Per second over the previous minute and the current one so far."""
+    into = time.time() % 60
+    return (per_minute[-2] + per_minute[-1]) / (60 + max(into, 1.0))
 
 
 def channel_gaps(relay: Relay) -> dict[str, Any]:
@@ -231,7 +236,7 @@ def queue_page(
     name: str,
     *,
     dead_offset: int = 0,
-    peek: int = 20,
+    peek: int = 10,
     groups: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One queue: its stats, the next ready and delayed messages, leases, dead letters."""

@@ -202,26 +202,6 @@ def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) ->
         )
         + f" · oldest: <b>{_age(s['oldest_age'])}</b></p>"
     )
-    body += "<h2>Next ready</h2>" + (
-        _table(["id", "enqueued", "due", "body"], _message_rows(data["ready"]))
-        if data["ready"]
-        else "<p class=empty>Nothing ready.</p>"
-    )
-    body += "<h2>Delayed</h2>" + (
-        _table(["id", "enqueued", "due", "body"], _message_rows(data["delayed"]))
-        if data["delayed"]
-        else "<p class=empty>Nothing delayed.</p>"
-    )
-    lease_rows = [
-        f"<tr><td><code>{h(c['id'])}</code></td><td>{h(c['host'])}</td><td class=num>{h(c['pid'])}</td>"
-        f"<td class=num>{h(c['in_flight'])}</td><td>{_when(c['lease_until'])}</td></tr>"
-        for c in data["leases"]
-    ]
-    body += "<h2>Leases</h2>" + (
-        _table(["consumer", "host", "pid", "holds", "lease until"], lease_rows)
-        if lease_rows
-        else "<p class=empty>No consumer holds a lease.</p>"
-    )
     body += f"<h2>Dead letters ({h(s['dead'])})</h2>"
     if csrf is not None and s["dead"]:
         body += (
@@ -299,6 +279,26 @@ def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) ->
         off = data["dead_offset"]
         if len(data["dead"]) == 50:
             body += f'<p><a href="{h(root)}{h(base)}?dead_offset={off + 50}">older dead letters</a></p>'
+    body += "<h2>Next ready</h2>" + (
+        _table(["id", "enqueued", "due", "body"], _message_rows(data["ready"]))
+        if data["ready"]
+        else "<p class=empty>Nothing ready.</p>"
+    )
+    body += "<h2>Delayed</h2>" + (
+        _table(["id", "enqueued", "due", "body"], _message_rows(data["delayed"]))
+        if data["delayed"]
+        else "<p class=empty>Nothing delayed.</p>"
+    )
+    lease_rows = [
+        f"<tr><td><code>{h(c['id'])}</code></td><td>{h(c['host'])}</td><td class=num>{h(c['pid'])}</td>"
+        f"<td class=num>{h(c['in_flight'])}</td><td>{_when(c['lease_until'])}</td></tr>"
+        for c in data["leases"]
+    ]
+    body += "<h2>Leases</h2>" + (
+        _table(["consumer", "host", "pid", "holds", "lease until"], lease_rows)
+        if lease_rows
+        else "<p class=empty>No consumer holds a lease.</p>"
+    )
     return layout(root, f"Queue {name}", body)
 
 
