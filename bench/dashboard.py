@@ -35,7 +35,12 @@ from redrelay.dashboard import Dashboard, Request  # noqa: E402
 def fill(relay: Relay, ready: int, dead: int) -> None:
     queue = relay.queue("work")
     for start in range(0, ready, 10_000):
-        queue.put_many([{"n": i, "pad": "x" * 40} for i in range(start, min(ready, start + 10_000))])
+        queue.put_many(
+            [
+                {"n": i, "pad": "x" * 40}
+                for i in range(start, min(ready, start + 10_000))
+            ]
+        )
     k = queue.shard_keys()[0]
     conn = relay.connection
     errors = ("ValueError: bad input", "KeyError: 'user'", "TimeoutError: upstream")
@@ -51,7 +56,8 @@ def fill(relay: Relay, ready: int, dead: int) -> None:
                     "id": msg_id,
                     "queue": "work",
                     "reason": f"failed 1 times (retries=0); last error: {errors[i % 3]}",
-                    "traceback": "Traceback (most recent call last):\n  ...\n" + errors[i % 3],
+                    "traceback": "Traceback (most recent call last):\n  ...\n"
+                    + errors[i % 3],
                     "attempt": 1,
                     "dead_at": (now_ms - dead + i) / 1000,
                     "entry": base64.b64encode(entry).decode(),
@@ -63,44 +69,54 @@ def fill(relay: Relay, ready: int, dead: int) -> None:
         conn.call("HSET", k.dead_data, *hset)
 
 
-def load_times(board: Dashboard, path: str, loads: int) -> float:
-    """Median milliseconds of ``loads`` GETs of ``path`` (after one warm-up)."""
+def load_times(boards: dict[str, Dashboard], path: str, loads: int) -> dict[str, float]:
+    """Median milliseconds of ``loads`` GETs of ``path`` on each dashboard, interleaved
+    (small, large, small, large ...) so that a load change on the machine hits both."""
     request = Request(method="GET", path=path, remote_addr="127.0.0.1")
-    times = []
+    times: dict[str, list[float]] = {label: [] for label in boards}
     for i in range(loads + 1):
-        t0 = time.perf_counter()
-        response = board.handle(request)
-        elapsed = time.perf_counter() - t0
-        assert response.status == 200, response.body
-        if i:
-            times.append(elapsed * 1000)
-    return statistics.median(times)
+        for label, board in boards.items():
+            t0 = time.perf_counter()
+            response = board.handle(request)
+            elapsed = time.perf_counter() - t0
+            assert response.status == 200, response.body
+            if i:  # the first round warms up
+                times[label].append(elapsed * 1000)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def scale(url: str, small: int, large: int, loads: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label, ready, dead in (("small", small, small // 10), ("large", large, large // 10)):
+    boards = {}
+    Relay(url).connection.call("FLUSHALL")
+    for label, ready, dead in (
+        ("small", small, small // 10),
+        ("large", large, large // 10),
+    ):
         relay = Relay(url, namespace=f"bench-{label}")
-        relay.connection.call("FLUSHALL")
         fill(relay, ready, dead)
         stats = relay.queue("work").stats()
         assert (stats.ready, stats.dead) == (ready, dead), stats
-        board = Dashboard(relay, anonymous=True)
-        out[label] = {
-            "ready": ready,
-            "dead": dead,
-            "overview_ms": load_times(board, "/", loads),
-            "queue_ms": load_times(board, "/queues/work", loads),
-        }
-        board.close()
-        relay.close()
-    for page in ("overview_ms", "queue_ms"):
+        boards[label] = Dashboard(relay, anonymous=True)
+        out[label] = {"ready": ready, "dead": dead}
+    for page, path in (("overview_ms", "/"), ("queue_ms", "/queues/work")):
+        for label, ms in load_times(boards, path, loads).items():
+            out[label][page] = ms
         out[f"{page}_ratio"] = out["large"][page] / out["small"][page]
+    for board in boards.values():
+        board.close()
+        board.relay.close()
     return out
 
 
 #: What each drain mode turns on.
-MODES = ("plain", "metrics", "metrics+otel-api", "metrics+otel-sdk-1%", "metrics+otel-sdk-all")
+MODES = (
+    "plain",
+    "metrics",
+    "metrics+otel-api",
+    "metrics+otel-sdk-1%",
+    "metrics+otel-sdk-all",
+)
 
 
 def drain_rate(url: str, n: int, mode: str) -> float:
@@ -139,15 +155,26 @@ def drain_rate(url: str, n: int, mode: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--loads", type=int, default=20)
-    parser.add_argument("--drain", type=int, default=0, help="messages per drain run (0: skip)")
-    parser.add_argument("--rounds", type=int, default=3, help="drain rounds (alternating)")
+    parser.add_argument(
+        "--drain", type=int, default=0, help="messages per drain run (0: skip)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="drain rounds (alternating)"
+    )
     args = parser.parse_args()
-    result: dict[str, Any] = {"machine": f"{platform.node()} {platform.machine()} ({platform.processor() or 'cpu'}), Python {platform.python_version()}"}
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp, appendonly=False) as server:
+    result: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()} ({platform.processor() or 'cpu'}), Python {platform.python_version()}"
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer(tmp, appendonly=False) as server,
+    ):
         if args.large:
             result["scale"] = scale(server.url, args.small, args.large, args.loads)
         if args.drain:

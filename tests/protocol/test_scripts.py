@@ -123,3 +123,17 @@ def test_durable_put_loads_the_script_on_62(server_62: RedisServer) -> None:
         q.put("y", durable="aof")
     assert q.stats().ready == 1
     relay.close()
+
+
+def test_included_snippet_is_one_line_and_keeps_line_numbers() -> None:
+    """``-- @include count`` becomes the snippet on one line: errors keep the file's lines."""
+    from importlib import resources
+
+    files = resources.files("redrelay.protocol").joinpath("scripts")
+    counted = {"ack", "fetch", "retry", "bury", "recover"}
+    for name in SCRIPT_NAMES:
+        raw = files.joinpath(f"{name}.lua").read_text("utf-8")
+        s = script(name)
+        assert "@include" not in s.source
+        assert s.source.count("\n") == raw.count("\n")
+        assert ("local function count(" in s.source) == (name in counted)

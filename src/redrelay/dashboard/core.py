@@ -212,8 +212,10 @@ class Dashboard:
                 headers={"X-Accel-Buffering": "no"},
             )
         if path == "/metrics":
-            from .. import metrics
-
+            try:
+                from .. import metrics
+            except ImportError as exc:
+                raise _Denied(501, str(exc)) from None
             body, content_type = metrics.exposition(self.relay)
             return Response(body=body, content_type=content_type)
         if path in ("/workers", "/api/workers"):
