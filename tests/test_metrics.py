@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redrelay import Message, Relay, metrics, monitor
 from redrelay.cli import cli
 from redrelay.listener import GapReport
+
+from .worker.helpers import ROOT, wait_for
 
 
 def samples(relay: Relay) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -172,3 +179,70 @@ def test_topic_metrics_match_topic_stats(relay: Relay) -> None:
         )
     ]
     assert acked == group.counters["acked"] == 5
+
+
+def test_histograms_of_several_worker_processes_add_up(
+    make_relay: Callable[..., Relay], redrelay_url: str, tmp_path: Path
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, what two worker processes observed is served by a
+    third process (prometheus_client's multi-process files)."""
+    relay = make_relay()
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = dict(
+        os.environ,
+        REDRELAY_URL=redrelay_url,
+        TEST_NAMESPACE=relay.namespace,
+        PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+    )
+    workers = []
+    for n in (1, 2):  # one after the other, so that each surely handles some
+        relay.queue("traced").put_many(list(range(15)))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "redrelay", "worker", "tests.apps.traced_app:relay"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        workers.append(worker)
+        try:
+            wait_for(
+                lambda n=n: (
+                    relay.queue("traced").stats().counters.get("acked") == 15 * n
+                ),
+                timeout=30,
+                what=f"worker {n} acked its 15 messages",
+            )
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(20)
+    scrape = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from redrelay import Relay, metrics; import sys, os;"
+            "r = Relay(os.environ['REDRELAY_URL'], namespace=os.environ['TEST_NAMESPACE']);"
+            "sys.stdout.write(metrics.exposition(r)[0].decode())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    got = {}
+    for family in text_string_to_metric_families(scrape.stdout):
+        for s in family.samples:
+            got[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    key = ("redrelay_handler_duration_seconds_count", (("queue", "traced"),))
+    assert got[key] == 30
+    pids = {
+        p.name.split("_")[-1].split(".")[0] for p in multiproc.glob("histogram_*.db")
+    }
+    assert {str(w.pid) for w in workers} <= pids  # both processes observed some
+    assert (
+        got[("redrelay_messages_total", (("outcome", "acked"), ("queue", "traced")))]
+        == 30
+    )

@@ -1,7 +1,8 @@
-"""A traced relay for worker subprocesses: the real OpenTelemetry SDK with its in-memory
-exporter, teed to a JSON-lines file (TEST_SPANS) so the test process can read the spans.
+"""A traced and metered relay for worker subprocesses: the real OpenTelemetry SDK with its
+in-memory exporter, teed to a JSON-lines file (TEST_SPANS) so the test process can read
+the spans; Prometheus histograms through PROMETHEUS_MULTIPROC_DIR when it is set.
 
-Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_SPANS.
+Environment: REDRELAY_URL, TEST_NAMESPACE, TEST_SPANS, PROMETHEUS_MULTIPROC_DIR.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-from redrelay import Message, Relay, tracing
+from redrelay import Message, Relay, metrics, tracing
 
 
 class TeeExporter(InMemorySpanExporter):
     """The SDK's in-memory exporter, also appending each span to a file."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with open(os.environ["TEST_SPANS"], "a") as out:
+        path = os.environ.get("TEST_SPANS")
+        if not path:
+            return super().export(spans)
+        with open(path, "a") as out:
             for s in spans:
                 ctx = s.context
                 assert ctx is not None
@@ -57,6 +61,7 @@ relay = Relay(
     retries=0,
 )
 tracing.instrument(relay, tracer_provider=provider)
+metrics.instrument(relay)
 
 
 @relay.consumer("traced")
