@@ -47,6 +47,10 @@ class ConsumerInfo:
     lease_until: float
     #: Deliveries it holds now.
     in_flight: int
+    #: Handlers it runs at once (0: not recorded by an older worker).
+    concurrency: int = 0
+    #: Unix time of its last heartbeat (None: not recorded by an older worker).
+    heartbeat: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +97,7 @@ def consumers(relay: Relay, queue: str) -> list[ConsumerInfo]:
         held = [conn.call("HLEN", k.inflight(cid)) for cid, _ in live]
         for (cid, until), raw, n in zip(live, infos, held, strict=True):
             info = _info(raw)
+            lease = info.get("lease")
             found.append(
                 ConsumerInfo(
                     id=cid,
@@ -102,6 +107,8 @@ def consumers(relay: Relay, queue: str) -> list[ConsumerInfo]:
                     started=float(info.get("started", 0.0)),
                     lease_until=until,
                     in_flight=int(n),
+                    concurrency=int(info.get("concurrency") or 0),
+                    heartbeat=until - float(lease) if lease else None,
                 )
             )
     found.sort(key=lambda c: c.started)

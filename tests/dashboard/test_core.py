@@ -246,3 +246,44 @@ def test_event_stream_sends_shared_snapshots(
     else:
         raise AssertionError("the stream never showed the new message")
     r.close()
+
+
+def test_workers_page_shows_a_running_worker(
+    make_relay: Callable[..., Relay],
+) -> None:
+    import os
+    import socket
+    import time
+
+    relay = make_relay(concurrency=3, lease=5.0, heartbeat=0.5)
+
+    @relay.consumer("jobs")
+    def handle(message: Message) -> None:
+        pass
+
+    relay.queue("jobs").put(1)
+    board = Dashboard(relay, anonymous=True)
+    relay.start()
+    try:
+        client = Client(wsgi_app(board))
+
+        def one() -> list[dict[str, object]]:
+            found = orjson.loads(client.get("/api/workers", environ_base=LOCAL).data)
+            return found if found and found[0]["last_heartbeat"] else []
+
+        from ..worker.helpers import wait_for
+
+        (w,) = wait_for(one, timeout=10, what="the worker on the workers page")
+        assert (w["host"], w["pid"]) == (socket.gethostname(), os.getpid())
+        assert w["queues"] == ["jobs"] and w["concurrency"] == 3
+        assert w["last_heartbeat"] <= time.time() + 1 < w["heartbeat_until"] + 1
+        assert str(os.getpid()) in client.get("/workers", environ_base=LOCAL).text
+        assert (
+            orjson.loads(client.get("/api/overview", environ_base=LOCAL).data)[
+                "workers"
+            ]
+            == 1
+        )
+    finally:
+        relay.stop()
+        board.close()

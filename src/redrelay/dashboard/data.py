@@ -294,6 +294,8 @@ def _consumer_dict(c: monitor.ConsumerInfo) -> dict[str, Any]:
         "started": c.started,
         "lease_until": c.lease_until,
         "in_flight": c.in_flight,
+        "concurrency": c.concurrency,
+        "heartbeat": c.heartbeat,
     }
 
 
@@ -311,6 +313,8 @@ def workers(relay: Relay) -> list[dict[str, Any]]:
                     "consumers": 0,
                     "started": c.started,
                     "heartbeat_until": 0.0,
+                    "last_heartbeat": None,
+                    "concurrency": 0,
                     "in_flight": 0,
                 },
             )
@@ -320,6 +324,9 @@ def workers(relay: Relay) -> list[dict[str, Any]]:
             w["started"] = min(w["started"], c.started)
             w["heartbeat_until"] = max(w["heartbeat_until"], c.lease_until)
             w["in_flight"] += c.in_flight
+            w["concurrency"] += c.concurrency
+            if c.heartbeat is not None:
+                w["last_heartbeat"] = max(w["last_heartbeat"] or 0.0, c.heartbeat)
     return sorted(found.values(), key=lambda w: (w["host"], w["pid"]))
 
 

@@ -305,7 +305,8 @@ def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) ->
 def workers_page(root: str, workers: list[dict[str, Any]]) -> str:
     rows = [
         f"<tr><td>{h(w['host'])}</td><td class=num>{h(w['pid'])}</td><td>{h(', '.join(w['queues']))}</td>"
-        f"<td class=num>{h(w['consumers'])}</td><td>{_when(w['started'])}</td><td>{_when(w['heartbeat_until'])}</td>"
+        f"<td class=num>{h(w['consumers'])}</td><td class=num>{h(w['concurrency'] or '-')}</td>"
+        f"<td>{_when(w['started'])}</td><td>{_when(w['last_heartbeat'])}</td><td>{_when(w['heartbeat_until'])}</td>"
         f"<td class=num>{h(w['in_flight'])}</td></tr>"
         for w in workers
     ]
@@ -316,7 +317,9 @@ def workers_page(root: str, workers: list[dict[str, Any]]) -> str:
                 "pid",
                 "queues",
                 "consumers",
+                "concurrency",
                 "started",
+                "last heartbeat",
                 "lease until",
                 "in flight",
             ],

@@ -100,6 +100,9 @@ class Lease:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "started": time.time(),
+                    # for the dashboard's workers page (last heartbeat = expiry - lease)
+                    "concurrency": self.options.concurrency,
+                    "lease": self.options.lease,
                 }
             )
             cid = self.consumer_id
