@@ -119,9 +119,13 @@ MODES = (
 )
 
 
-def drain_rate(url: str, n: int, mode: str) -> float:
-    """Messages per second drained by one consumer thread (no-op handler) in ``mode``."""
-    relay = Relay(url, namespace="bench-drain", prefetch=100, concurrency=1)
+def drain_rate(url: str, n: int, mode: str, work: float = 0.0) -> float:
+    """Messages per second drained in ``mode``: one consumer thread running a no-op
+    handler, or with ``work`` > 0 four threads whose handler waits ``work`` seconds (an
+    I/O-bound handler: a web call, a database write)."""
+    relay = Relay(
+        url, namespace="bench-drain", prefetch=100, concurrency=4 if work else 1
+    )
     relay.connection.call("FLUSHALL")
     if mode != "plain":
         metrics.instrument(relay)
@@ -142,7 +146,8 @@ def drain_rate(url: str, n: int, mode: str) -> float:
 
     @relay.consumer("drain")
     def handle(message: Message) -> None:
-        pass
+        if work:
+            time.sleep(work)
 
     queue = relay.queue("drain")
     for start in range(0, n, 10_000):
@@ -167,6 +172,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="drain rounds (alternating)"
     )
+    parser.add_argument(
+        "--work-ms", type=float, default=0.0, help="handler time in ms (0: no-op)"
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()} ({platform.processor() or 'cpu'}), Python {platform.python_version()}"
@@ -181,10 +189,13 @@ def main() -> None:
             rates: dict[str, list[float]] = {mode: [] for mode in MODES}
             for _ in range(args.rounds):  # interleaved, so load drifts hit every mode
                 for mode in MODES:
-                    rates[mode].append(drain_rate(server.url, args.drain, mode))
+                    rates[mode].append(
+                        drain_rate(server.url, args.drain, mode, args.work_ms / 1000)
+                    )
             medians = {mode: statistics.median(r) for mode, r in rates.items()}
             result["drain"] = {
                 "n": args.drain,
+                "work_ms": args.work_ms,
                 "msg_s": medians,
                 "vs_plain": {m: medians[m] / medians["plain"] for m in MODES},
             }

@@ -60,29 +60,52 @@ def traffic(relay: Relay, seconds: float) -> None:
     while time.monotonic() < end:
         n += 1
         relay.queue("emails").put_many(
-            [{"to": f"user{n}-{i}@{'invalid' if i == 0 and n % 5 == 0 else 'example.com'}"} for i in range(20)]
+            [
+                {
+                    "to": f"user{n}-{i}@{'invalid' if i == 0 and n % 5 == 0 else 'example.com'}"
+                }
+                for i in range(20)
+            ]
         )
         relay.queue("thumbnails").put({"size": random.randint(100, 9300)})
         relay.queue("webhooks").put_many([{"event": "paid", "n": i} for i in range(10)])
         relay.topic("orders").publish({"order": n})
         time.sleep(0.1)
-    relay.queue("webhooks").put({"event": "<script>alert('not run')</script>"}, delay=600)
-    relay.queue("thumbnails").put_many([{"size": 500 + i} for i in range(3000)])  # a backlog
+    relay.queue("webhooks").put(
+        {"event": "<script>alert('not run')</script>"}, delay=600
+    )
+    relay.queue("thumbnails").put_many(
+        [{"size": 500 + i} for i in range(3000)]
+    )  # a backlog
 
 
 def browser() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,860", "--hide-scrollbars"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,860",
+        "--hide-scrollbars",
+    ):
         options.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    return webdriver.Chrome(
+        service=Service(executable_path="/usr/bin/chromedriver"), options=options
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp, appendonly=False) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer(tmp, appendonly=False) as server,
+    ):
         relay = Relay(server.url, namespace="demo", retries=1, backoff=0.05)
         metrics.instrument(relay)
         traffic(relay, args.seconds)
@@ -93,7 +116,9 @@ def main() -> None:
         driver = browser()
         try:
             driver.get(url + "/")
-            WebDriverWait(driver, 15).until(lambda d: d.find_element("id", "live").text.startswith("live"))
+            WebDriverWait(driver, 15).until(
+                lambda d: d.find_element("id", "live").text.startswith("live")
+            )
             driver.save_screenshot(str(ROOT / "docs" / "dashboard.png"))
             driver.get(url + "/queues/emails")
             driver.save_screenshot(str(ROOT / "docs" / "dashboard-queue.png"))

@@ -204,10 +204,29 @@ def _histogram(name: str, text: str) -> Histogram:
     return _histograms[name]
 
 
-def instrument(relay: Relay) -> None:
+def instrument(relay: Relay, *, histograms: bool = True) -> None:
     """Observe handler durations and queue waits in this process, and record channel gaps
     in Redis. Call it once per relay in every process that runs handlers (the worker
-    imports your app module, so calling it there is enough)."""
+    imports your app module, so calling it there is enough).
+
+    :param histograms: False skips the two histograms (about 10 us per message on a
+        small machine: it matters only for handlers that take microseconds themselves).
+    """
+    if histograms:
+        _observe_handlers(relay)
+    previous: Callable[[GapReport], None] | None = relay.on_gap
+
+    def on_gap(report: GapReport) -> None:
+        try:
+            record_gap(relay, report)
+        finally:
+            if previous is not None:
+                previous(report)
+
+    relay.on_gap = on_gap
+
+
+def _observe_handlers(relay: Relay) -> None:
     duration = _histogram(
         "redrelay_handler_duration_seconds",
         "How long queue and topic handlers ran (per process).",
@@ -227,16 +246,6 @@ def instrument(relay: Relay) -> None:
         return _Observe(pair, message)
 
     relay.add_handler_context(observe)
-    previous: Callable[[GapReport], None] | None = relay.on_gap
-
-    def on_gap(report: GapReport) -> None:
-        try:
-            record_gap(relay, report)
-        finally:
-            if previous is not None:
-                previous(report)
-
-    relay.on_gap = on_gap
 
 
 class _Observe:
