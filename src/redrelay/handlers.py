@@ -11,7 +11,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._types import Handler
+from ._types import AsyncHandler as AsyncHandler
+from ._types import Handler as Handler
+from ._types import SyncHandler as SyncHandler
 from .config import ConsumerOptions
 from .errors import TimeLimitExceeded
 from .message import Message
@@ -20,10 +22,13 @@ if TYPE_CHECKING:
     from .queue import Queue
 
 __all__ = [
+    "AsyncHandler",
     "Consumer",
     "EnvelopeHook",
+    "Handler",
     "HandlerContext",
     "Subscriber",
+    "SyncHandler",
     "ainvoke",
     "invoke",
 ]
