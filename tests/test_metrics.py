@@ -246,3 +246,25 @@ def test_histograms_of_several_worker_processes_add_up(
         got[("redrelay_messages_total", (("outcome", "acked"), ("queue", "traced")))]
         == 30
     )
+
+
+def test_channel_subscribers(make_relay: Callable[..., Relay]) -> None:
+    relay = make_relay()
+    seen: list[Message] = []
+
+    @relay.subscriber("news")
+    def news(message: Message) -> None:
+        seen.append(message)
+
+    relay.start()
+    try:
+        wait_for(
+            lambda: relay.publish("news", "hi") and seen, what="a subscribed listener"
+        )
+        got = samples(relay)
+        assert got[("redrelay_channel_subscribers", (("channel", "news"),))] == 1
+        subscribers, _ = monitor.channel_subscribers(relay)
+        assert subscribers == {"news": 1}
+    finally:
+        relay.stop()
+    wait_for(lambda: monitor.channel_subscribers(relay)[0] == {}, what="unsubscribed")

@@ -171,8 +171,17 @@ def _gap_metrics(relay: Relay) -> Iterator[Metric]:
         kind, _, channel = field.decode().partition(":")
         family = gaps if kind == "gaps" else lost
         family.add_metric([channel], int(value))
+    subscribers = GaugeMetricFamily(
+        "redrelay_channel_subscribers",
+        "Direct subscribers of each channel that has some (pattern subscriptions aside).",
+        labels=["channel"],
+    )
+    counts, _ = monitor.channel_subscribers(relay)
+    for channel, n in sorted(counts.items()):
+        subscribers.add_metric([channel], n)
     yield gaps
     yield lost
+    yield subscribers
 
 
 def record_gap(relay: Relay, report: GapReport) -> None:

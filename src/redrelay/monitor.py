@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from .topic import TopicStats
 
 __all__ = [
+    "MAX_CHANNELS",
     "ConsumerInfo",
     "Overview",
+    "channel_subscribers",
     "consumers",
     "overview",
     "queue_history",
@@ -77,6 +79,30 @@ def topic_names(relay: Relay) -> list[str]:
     """Every topic the namespace has seen."""
     members = relay.connection.call("SMEMBERS", topics_key(relay.namespace))
     return sorted(m.decode() for m in members)
+
+
+#: Most channels listed (PUBSUB CHANNELS walks the server's active channels, not keys).
+MAX_CHANNELS = 200
+
+
+def channel_subscribers(relay: Relay) -> tuple[dict[str, int], int]:
+    """Channels of the namespace that have subscribers now, with their subscriber
+    counts, and the server's pattern subscriptions (the SSE hub subscribes to a pattern,
+    which ``PUBSUB NUMSUB`` does not count).
+
+    On a Cluster these are the node's that the connection reaches (pub/sub is
+    per node before Redis 7's sharded pub/sub).
+    """
+    conn = relay.connection
+    prefix = f"{relay.namespace}:"
+    names = sorted(c.decode() for c in conn.call("PUBSUB", "CHANNELS", prefix + "*"))
+    names = names[:MAX_CHANNELS]
+    counts: dict[str, int] = {}
+    if names:
+        flat = conn.call("PUBSUB", "NUMSUB", *names)
+        for i in range(0, len(flat), 2):
+            counts[flat[i].decode().removeprefix(prefix)] = int(flat[i + 1])
+    return counts, int(conn.call("PUBSUB", "NUMPAT"))
 
 
 def consumers(relay: Relay, queue: str) -> list[ConsumerInfo]:

@@ -166,7 +166,15 @@ def channel_gaps(relay: Relay) -> dict[str, Any]:
                 ),
             }
         )
-    return {"counts": counts, "recent": reports}
+    subscribers, patterns = monitor.channel_subscribers(relay)
+    for channel in subscribers:
+        counts.setdefault(channel, {"gaps": 0, "lost": 0})
+    return {
+        "counts": counts,
+        "recent": reports,
+        "subscribers": subscribers,
+        "pattern_subscriptions": patterns,
+    }
 
 
 def _message_dict(

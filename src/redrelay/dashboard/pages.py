@@ -140,12 +140,18 @@ def overview_page(root: str, data: dict[str, Any]) -> str:
         )
     ch = data["channels"]
     if ch["counts"] or ch["recent"]:
-        body += "<h2>Channel gaps</h2>" + _table(
-            ["channel", "gap reports", "messages lost"],
+        subs = ch["subscribers"]
+        body += "<h2>Channels</h2>" + _table(
+            ["channel", "subscribers", "gap reports", "messages lost"],
             [
-                f"<tr><td>{h(c)}</td><td class=num>{h(v['gaps'])}</td><td class=num>{h(v['lost'])}</td></tr>"
+                f"<tr><td>{h(c)}</td><td class=num>{h(subs.get(c, 0))}</td>"
+                f"<td class=num>{h(v['gaps'])}</td><td class=num>{h(v['lost'])}</td></tr>"
                 for c, v in sorted(ch["counts"].items())
             ],
+        )
+        body += (
+            f"<p class=meta>Pattern subscriptions on the server: {h(ch['pattern_subscriptions'])} "
+            "(the SSE hubs subscribe to a pattern; they are not counted per channel).</p>"
         )
         body += (
             "<ul class=gaps>"
