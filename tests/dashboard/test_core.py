@@ -287,3 +287,40 @@ def test_workers_page_shows_a_running_worker(
     finally:
         relay.stop()
         board.close()
+
+
+def test_bulk_purge_runs_in_chunks_and_resumes(
+    failing: Relay, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no time budget each POST does one chunk of 500, says what is left, and
+    offers to continue; continuing ends with none left."""
+    from redrelay.dashboard import core
+
+    k = failing.queue("jobs").shard_keys(register=True)[0]
+    ids = [f"d{i}" for i in range(1200)]
+    failing.connection.call(
+        "ZADD", k.dead, *[x for i, d in enumerate(ids) for x in (i, d)]
+    )
+    records = [
+        orjson.dumps(
+            {"id": d, "queue": "jobs", "reason": "RuntimeError: x", "entry": ""}
+        )
+        for d in ids
+    ]
+    failing.connection.call(
+        "HSET", k.dead_data, *[x for p in zip(ids, records, strict=True) for x in p]
+    )
+    monkeypatch.setattr(core, "BULK_BUDGET", 0.0)
+    page = client.get("/queues/jobs", environ_base=LOCAL).text
+    r = post(client, "/queues/jobs/purge", page, scope="all")
+    assert "purged 500, 700 left" in r.text and "Continue (700 left)" in r.text
+    r = post(client, "/queues/jobs/purge", r.text, scope="all")  # its Continue form
+    assert "purged 500, 200 left" in r.text
+    r = post(client, "/queues/jobs/purge", r.text, scope="all")
+    assert "purged 200" in r.text and "left" not in r.text.split("purged 200")[1][:10]
+    assert failing.queue("jobs").stats().dead == 0
+    details = [
+        e["detail"]
+        for e in orjson.loads(client.get("/api/audit", environ_base=LOCAL).data)
+    ]
+    assert details == ["purged 200", "purged 500, 200 left", "purged 500, 700 left"]

@@ -334,15 +334,16 @@ class Dashboard:
 
 
 def _bulk(queue: Any, act: Callable[[list[str]], int]) -> tuple[int, int]:
-    """Act on the oldest dead letters, 500 at a time, until done or out of time."""
+    """Act on the oldest dead letters, 500 at a time (at least one chunk), until none
+    is left or BULK_BUDGET is spent. Returns (done, left)."""
     done, deadline = 0, time.monotonic() + BULK_BUDGET
-    while time.monotonic() < deadline:
+    while True:
         batch: list[str] = next(iter(queue.iter_dead_ids(batch=500)), [])
         if not batch:
-            break
+            return done, 0
         done += act(batch)
-    left = 0 if time.monotonic() < deadline else queue.stats().dead
-    return done, left
+        if time.monotonic() >= deadline:
+            return done, queue.stats().dead
 
 
 def _bearer(request: Request) -> str | None:
