@@ -324,3 +324,19 @@ def test_bulk_purge_runs_in_chunks_and_resumes(
         for e in orjson.loads(client.get("/api/audit", environ_base=LOCAL).data)
     ]
     assert details == ["purged 200", "purged 500, 200 left", "purged 500, 700 left"]
+
+
+def test_a_malformed_dead_record_does_not_break_the_pages(
+    failing: Relay, client: Client
+) -> None:
+    failing.queue("jobs").put({"fail": "run"})
+    failing.drain(timeout=10)
+    k = failing.queue("jobs").shard_keys()[0]
+    failing.connection.call("ZADD", k.dead, 1, "broken")
+    failing.connection.call("HSET", k.dead_data, "broken", b"<not json \xff>")
+    page = client.get("/queues/jobs", environ_base=LOCAL)
+    assert page.status_code == 200
+    assert "malformed dead-letter record" in page.text and "&lt;not json" in page.text
+    assert "RuntimeError" in page.text  # the good one is still there
+    hits = orjson.loads(client.get("/api/messages?id=broken", environ_base=LOCAL).data)
+    assert [h["reason"] for h in hits] == ["malformed dead-letter record"]

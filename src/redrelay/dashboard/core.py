@@ -285,9 +285,9 @@ class Dashboard:
             target, done = f"{name} id {form['id']}", act([form["id"][:200]])
         elif scope == "group" and form.get("error"):
             ids = [
-                d.id
-                for d in queue.dead_letters(limit=data.DEAD_SAMPLE)
-                if data.error_type(d.reason, d.traceback) == form["error"]
+                d["id"]
+                for d in data.dead_letters(self.relay, name, limit=data.DEAD_SAMPLE)
+                if d["error"] == form["error"]
             ]
             target, done = f"{name} error {form['error']}", act(ids)
         elif scope == "all":

@@ -215,6 +215,57 @@ def _message_dict(
     }
 
 
+def dead_letters(
+    relay: Relay, name: str, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Dead letters newest first (over all shards), each as :func:`dead_dict`; a record
+    that does not parse shows as such instead of failing the page."""
+    conn = relay.connection
+    found: list[tuple[float, bytes, Any]] = []
+    for k in relay.queue(name).shard_keys():
+        reply = conn.call("ZREVRANGE", k.dead, 0, offset + limit - 1, "WITHSCORES")
+        pairs = (
+            [tuple(p) for p in reply]
+            if reply and isinstance(reply[0], (list, tuple))
+            else list(zip(reply[::2], reply[1::2], strict=True))
+        )
+        found += [(float(score), i, k) for i, score in pairs]
+    found.sort(key=lambda item: item[0], reverse=True)
+    page = found[offset : offset + limit]
+    records: dict[bytes, bytes | None] = {}
+    for k in relay.queue(name).shard_keys():
+        ids = [i for _, i, owner in page if owner is k]
+        if ids:
+            records.update(zip(ids, conn.call("HMGET", k.dead_data, *ids), strict=True))
+    out = []
+    for score, msg_id, _ in page:
+        record = records.get(msg_id)
+        if record is None:
+            continue  # purged between the two reads
+        out.append(_safe_dead_dict(msg_id.decode(errors="replace"), score, record))
+    return out
+
+
+def _safe_dead_dict(msg_id: str, score: float, record: bytes) -> dict[str, Any]:
+    try:
+        return dead_dict(_dead_letter(record))
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+    ):  # orjson and base64 errors are ValueErrors
+        return {
+            "id": msg_id,
+            "queue": "",
+            "reason": "malformed dead-letter record",
+            "traceback": "",
+            "error": "malformed record",
+            "attempt": 0,
+            "dead_at": score / 1000,
+            "body": preview(record),
+        }
+
+
 def dead_dict(letter: DeadLetter) -> dict[str, Any]:
     return {
         "id": letter.id,
@@ -231,8 +282,8 @@ def dead_dict(letter: DeadLetter) -> dict[str, Any]:
 def dead_groups(relay: Relay, name: str) -> dict[str, Any]:
     """Dead letters by error type, among the newest :data:`DEAD_SAMPLE` (one bounded
     ``ZREVRANGE`` and ``HMGET``, never the whole set)."""
-    sample = relay.queue(name).dead_letters(limit=DEAD_SAMPLE)
-    groups = Counter(error_type(d.reason, d.traceback) for d in sample)
+    sample = dead_letters(relay, name, limit=DEAD_SAMPLE)
+    groups = Counter(d["error"] for d in sample)
     return {
         "dead_groups": [{"error": e, "count": n} for e, n in groups.most_common()],
         "dead_sampled": len(sample),
@@ -272,7 +323,7 @@ def queue_page(
                 if e is not None
             ]
     delayed.sort(key=lambda m: m["due"] or 0)
-    page = queue.dead_letters(limit=50, offset=dead_offset)
+    page = dead_letters(relay, name, limit=50, offset=dead_offset)
     return {
         "name": name,
         "stats": {
@@ -287,7 +338,7 @@ def queue_page(
         "ready": ready,
         "delayed": delayed[:peek],
         "leases": [_consumer_dict(c) for c in monitor.consumers(relay, name)],
-        "dead": [dead_dict(d) for d in page],
+        "dead": page,
         "dead_offset": dead_offset,
         **(groups if groups is not None else dead_groups(relay, name)),
     }
@@ -348,7 +399,9 @@ def find_message(relay: Relay, msg_id: str) -> list[dict[str, Any]]:
         for k in relay.queue(name).shard_keys():
             record = conn.call("HGET", k.dead_data, msg_id)
             if record is not None:
-                found.append(dead_dict(_dead_letter(record)) | {"state": "dead"})
+                score = conn.call("ZSCORE", k.dead, msg_id)
+                row = _safe_dead_dict(msg_id, float(score or 0), record)
+                found.append(row | {"queue": name, "state": "dead"})
             entry = conn.call("HGET", k.delayed_data, msg_id)
             if entry is not None:
                 due = conn.call("ZSCORE", k.delayed, msg_id)
