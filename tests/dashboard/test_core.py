@@ -340,3 +340,23 @@ def test_a_malformed_dead_record_does_not_break_the_pages(
     assert "RuntimeError" in page.text  # the good one is still there
     hits = orjson.loads(client.get("/api/messages?id=broken", environ_base=LOCAL).data)
     assert [h["reason"] for h in hits] == ["malformed dead-letter record"]
+
+
+def test_csrf_key_is_shared_by_processes_and_bad_tokens_are_refused(
+    failing: Relay, client: Client
+) -> None:
+    """A form rendered by one dashboard process is accepted by another (the key lives in
+    Redis); a wrong ?token= sets no cookie; a non-ASCII token is a 401, not a crash."""
+    failing.queue("jobs").put({"fail": "run"})
+    failing.drain(timeout=10)
+    page = client.get("/queues/jobs", environ_base=LOCAL).text
+    other = Dashboard(failing, anonymous=True)  # as in another worker process
+    try:
+        r = post(Client(wsgi_app(other)), "/queues/jobs/purge", page, scope="all")
+        assert r.status_code == 200 and "purged 1" in r.text
+    finally:
+        other.close()
+    wrong = client.get("/?token=" + "x" * 30, environ_base=LOCAL)
+    assert wrong.status_code == 200 and "Set-Cookie" not in wrong.headers
+    odd = client.get("/", environ_base=REMOTE, headers={"Authorization": "Bearer é€"})
+    assert odd.status_code == 401

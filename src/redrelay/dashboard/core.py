@@ -95,7 +95,7 @@ class Dashboard:
         self.token = token
         self.read_token = read_token
         self.anonymous = anonymous
-        self._secret = secrets.token_bytes(32)
+        self._secret: bytes | None = None  # the CSRF key, shared in Redis (_csrf_key)
         #: queue -> (monotonic time, dead letters by error type): grouping reads the
         #: newest DEAD_SAMPLE records, so a page reuses it for GROUPS_TTL seconds.
         self._groups: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -114,11 +114,9 @@ class Dashboard:
             or request.cookies.get(COOKIE)
             or request.query.get("token")
         )
-        if given:
-            if self.token and hmac.compare_digest(given, self.token):
-                return "token"
-            if self.read_token and hmac.compare_digest(given, self.read_token):
-                return "read-token" if action == "view" else None
+        role = self._role(given)
+        if role is not None:
+            return role if action == "view" or role == "token" else None
         if self.auth is not None:
             verdict = self.auth(request, action)
             if verdict:
@@ -128,10 +126,28 @@ class Dashboard:
                 return f"anonymous@{request.remote_addr}"
         return None
 
+    def _role(self, given: str | None) -> str | None:
+        """ "token" or "read-token" if ``given`` is one of them (in constant time)."""
+        if not given:
+            return None
+        for role, secret in (("token", self.token), ("read-token", self.read_token)):
+            if secret and hmac.compare_digest(given.encode(), secret.encode()):
+                return role
+        return None
+
+    def _csrf_key(self) -> bytes:
+        """One random key per namespace, kept in Redis, so that a form rendered by one
+        process of a multi-process server is accepted by another."""
+        if self._secret is None:
+            key = f"{self.relay.namespace}:dashboard:csrf"
+            self.relay.connection.call("SET", key, secrets.token_hex(32), "NX")
+            self._secret = bytes(self.relay.connection.call("GET", key))
+        return self._secret
+
     def _csrf(self, request: Request, who: str) -> tuple[str, str]:
         if request.framework_csrf is not None:
             return request.framework_csrf
-        digest = hmac.new(self._secret, who.encode(), hashlib.sha256).hexdigest()
+        digest = hmac.new(self._csrf_key(), who.encode(), hashlib.sha256).hexdigest()
         return ("csrf", digest[:40])
 
     def _check_post(self, request: Request, who: str) -> None:
@@ -139,7 +155,7 @@ class Dashboard:
             return  # Django's middleware checked the token and the Origin already
         name, expected = self._csrf(request, who)
         got = (request.form.get(name) or [""])[0]
-        if not hmac.compare_digest(got, expected):
+        if not hmac.compare_digest(got.encode(), expected.encode()):
             raise _Denied(
                 403, "Missing or wrong CSRF token: reload the page and try again."
             )
@@ -190,7 +206,7 @@ class Dashboard:
                 401,
                 "Not allowed: this dashboard needs a token or a login (see docs/dashboard.md).",
             )
-        if "token" in request.query and request.method == "GET":
+        if request.method == "GET" and self._role(request.query.get("token")):
             return self._set_cookie(request)
         if request.method == "POST":
             self._check_post(request, who)
@@ -323,6 +339,8 @@ class Dashboard:
         cookie = (
             f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path={request.root or '/'}"
         )
+        if request.origin.startswith("https:"):
+            cookie += "; Secure"
         location = (request.root + request.path) or "/"
         return Response(
             status=303, headers={"Location": location, "Set-Cookie": cookie}
