@@ -360,3 +360,19 @@ def test_csrf_key_is_shared_by_processes_and_bad_tokens_are_refused(
     assert wrong.status_code == 200 and "Set-Cookie" not in wrong.headers
     odd = client.get("/", environ_base=REMOTE, headers={"Authorization": "Bearer é€"})
     assert odd.status_code == 401
+
+
+def test_redis_down_is_a_503_page(make_relay: Callable[..., Relay]) -> None:
+    from redrelay._server import free_port
+
+    relay = make_relay()
+    down = Relay(
+        f"redis://127.0.0.1:{free_port()}", namespace=relay.namespace, connect_retries=0
+    )
+    board = Dashboard(down, anonymous=True)
+    try:
+        r = Client(wsgi_app(board)).get("/", environ_base=LOCAL)
+        assert r.status_code == 503 and "Redis did not answer" in r.text
+    finally:
+        board.close()
+        down.close()

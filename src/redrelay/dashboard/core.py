@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from ..errors import InvalidName
+from ..errors import BrokerFull, BrokerUnavailable, InvalidName
 from ..protocol.keys import queues_key, validate_name
 from ..relay import Relay
 from . import audit, data, pages
@@ -179,6 +179,13 @@ class Dashboard:
                 request,
                 pages.error_page(request.root, exc.status, exc.text),
                 exc.status,
+            )
+        except (BrokerUnavailable, BrokerFull) as exc:
+            text = (
+                f"Redis did not answer: {exc}. The page will work again once it does."
+            )
+            response = self._page(
+                request, pages.error_page(request.root, 503, text), 503
             )
         except InvalidName as exc:
             response = self._page(
