@@ -6,15 +6,15 @@ Example (uvicorn, or mounted under Starlette/FastAPI with ``Mount("/relay", app=
     dashboard = app(relay, token=os.environ["DASHBOARD_TOKEN"])
 
 The core is synchronous (it talks to Redis with the sync client): each request runs in
-a worker thread, and an event stream is read from its iterator in a thread too, so the
-event loop never blocks.
+a worker thread, so the event loop never blocks; the live event stream is an async
+generator on the loop, so an open dashboard tab holds no thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -83,33 +83,33 @@ async def _lifespan(receive: Receive, send: Send, board: Dashboard) -> None:
 
 
 async def _stream(response: Response, receive: Receive, send: Send) -> None:
-    assert not isinstance(response.body, bytes)
-    frames: Iterator[bytes] = iter(response.body)
-    done = object()
+    """Send an event stream until it ends or the client leaves (``http.disconnect``)."""
+    body = response.body
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()  # the sync twin, never started: the async one is sent instead
+    if response.abody is None:  # pragma: no cover - every stream of the core has one
+        raise RuntimeError("a streamed response without an async body")
+    frames = response.abody()
+
+    async def pump() -> None:
+        async for chunk in frames:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def disconnected() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(disconnected())
+    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(disconnected())]
     try:
-        while not watcher.done():
-            nxt = asyncio.ensure_future(asyncio.to_thread(next, frames, done))
-            await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not nxt.done():
-                break  # the client left; the frame thread ends at its next keep-alive
-            chunk = nxt.result()
-            if chunk is done:
-                break
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b""})
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
-        close = getattr(frames, "close", None)
-        if close is not None:
-            with contextlib.suppress(ValueError):  # generator already running
-                close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await frames.aclose()  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.body", "body": b""})
 
 
 def _request(scope: Scope, body: bytes) -> Request:

@@ -231,6 +231,7 @@ class Dashboard:
         if path == "/events":
             return Response(
                 body=self.live.stream(),
+                abody=self.live.astream,
                 content_type="text/event-stream",
                 headers={"X-Accel-Buffering": "no"},
             )

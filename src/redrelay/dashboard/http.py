@@ -7,7 +7,7 @@ Each mount (standalone WSGI, Flask, Django, ASGI) converts its framework's reque
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -47,8 +47,8 @@ class Response:
     body: bytes | Iterable[bytes] = b""
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
-    #: Called when a streamed body ends or the client leaves.
-    on_close: Callable[[], None] | None = None
+    #: The same stream for an event loop (ASGI), so that an open stream holds no thread.
+    abody: Callable[[], AsyncIterator[bytes]] | None = None
 
     @property
     def streaming(self) -> bool:

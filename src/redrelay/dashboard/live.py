@@ -8,9 +8,10 @@ one leaves, so an idle dashboard costs Redis nothing. A page that is hidden clos
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -64,17 +65,47 @@ class Snapshots:
                     self._thread = None
                     return
 
-    def stream(self, keepalive: float = 15.0) -> Iterator[bytes]:
-        """SSE frames: ``retry:``, the latest snapshot, then each new one."""
+    def _watch(self) -> bool:
+        """Count one more watcher (starting the thread); False once closed."""
         with self._cond:
             if self._closed:
-                return
+                return False
             self._watchers += 1
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="redrelay-dashboard-live", daemon=True
                 )
                 self._thread.start()
+            return True
+
+    async def astream(self, keepalive: float = 15.0) -> AsyncIterator[bytes]:
+        """:meth:`stream` for an event loop: it looks for a new snapshot every 0.2 s (a
+        read of two attributes, no Redis) instead of holding a thread while it waits."""
+        if not self._watch():
+            return
+        try:
+            yield b"retry: 2000\n\n"
+            seen, idle = 0, 0.0
+            while not self._closed:
+                if self._version != seen:
+                    with self._cond:
+                        seen, snap = self._version, self._latest
+                    yield frame(snap, event_id=seen)
+                    idle = 0.0
+                    continue
+                await asyncio.sleep(0.2)
+                idle += 0.2
+                if idle >= keepalive:
+                    yield b": keep-alive\n\n"
+                    idle = 0.0
+        finally:
+            with self._cond:
+                self._watchers -= 1
+
+    def stream(self, keepalive: float = 15.0) -> Iterator[bytes]:
+        """SSE frames: ``retry:``, the latest snapshot, then each new one."""
+        if not self._watch():
+            return
         try:
             yield b"retry: 2000\n\n"
             seen = 0
