@@ -179,6 +179,8 @@ def test_topic_metrics_match_topic_stats(relay: Relay) -> None:
         )
     ]
     assert acked == group.counters["acked"] == 5
+    history = monitor.group_history(relay, "orders", "billing", "acked", points=60)
+    assert len(history) == 60 and sum(history) == 5
 
 
 def test_histograms_of_several_worker_processes_add_up(

@@ -30,6 +30,7 @@ __all__ = [
     "consumers",
     "overview",
     "queue_history",
+    "group_history",
     "queue_names",
     "topic_names",
 ]
@@ -180,6 +181,27 @@ def queue_history(
         counts = history.parse(stamps, conn.call("HMGET", k.history, *fields))
         total = [a + b for a, b in zip(total, counts, strict=True)]
     return total
+
+
+def group_history(
+    relay: Relay,
+    topic: str,
+    group: str,
+    outcome: str = "acked",
+    *,
+    points: int = 60,
+    unit: str = "minute",
+) -> list[int]:
+    """:func:`queue_history` for one consumer group of a topic."""
+    if outcome not in history.OUTCOMES:
+        raise ValueError(
+            f"outcome must be one of {', '.join(history.OUTCOMES)}; got {outcome!r}"
+        )
+    conn = relay.connection
+    key = relay.topic(topic).keys.group(group).history
+    stamps = history.stamps(conn.time_ms(key), points, unit)
+    fields = history.fields(stamps, outcome, unit)
+    return history.parse(stamps, conn.call("HMGET", key, *fields))
 
 
 def _pairs(reply: Any) -> list[tuple[str, Any]]:

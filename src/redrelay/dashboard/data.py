@@ -114,6 +114,12 @@ def overview(relay: Relay) -> dict[str, Any]:
                     "retrying": g.retrying,
                     "dead": g.dead,
                     "consumers": g.consumers,
+                    "history": (
+                        hist := monitor.group_history(
+                            relay, t.name, g.group, points=SPARK_POINTS
+                        )
+                    ),
+                    "acked_rate": _rate(hist),
                 }
                 for g in t.groups
             ],

@@ -129,13 +129,25 @@ def overview_page(root: str, data: dict[str, Any]) -> str:
             f'<td class="num" data-t="{h(t["name"])}/{h(g["group"])}" data-f="{f}">{h("-" if g[f] is None else g[f])}</td>'
             for f in ("lag", "pending", "retrying", "dead", "consumers")
         )
+        + f'<td class="num" data-t="{h(t["name"])}/{h(g["group"])}" data-f="acked_rate">{g["acked_rate"]:.2f}</td>'
+        + f'<td data-t="{h(t["name"])}/{h(g["group"])}" data-f="history">{sparkline(g["history"])}</td>'
         + "</tr>"
         for t in data["topics"]
         for g in t["groups"]
     ]
     if topic_rows:
         body += "<h2>Topics</h2>" + _table(
-            ["topic", "group", "lag", "pending", "retrying", "dead", "consumers"],
+            [
+                "topic",
+                "group",
+                "lag",
+                "pending",
+                "retrying",
+                "dead",
+                "consumers",
+                "acked/s",
+                "last hour",
+            ],
             topic_rows,
         )
     ch = data["channels"]

@@ -175,6 +175,7 @@ class TopicKeys:
             dead=f"{p}:dead",
             dead_data=f"{p}:dead:data",
             stats=f"{p}:stats",
+            history=f"{p}:history",
             cursor=f"{p}:cursor",
             started=f"{p}:started",
         )
@@ -200,6 +201,8 @@ class GroupKeys:
     dead_data: str
     #: hash of counters (acked, retried, dead, recovered, rejected, trimmed ...).
     stats: str
+    #: hash: per-minute and per-hour outcome counters, a bounded ring (scripts/_count.lua).
+    history: str
     #: hash: ``id``, the last stream id this group read, and ``read``, how many entries
     #: the stream ever had up to it (to notice and count entries trimmed unread).
     cursor: str

@@ -37,8 +37,10 @@
       t.groups.forEach(function (g) {
         var key = t.name + "/" + g.group;
         document.querySelectorAll('[data-t="' + CSS.escape(key) + '"]').forEach(function (cell) {
-          var v = g[cell.getAttribute("data-f")];
-          cell.textContent = v === null || v === undefined ? "-" : String(v);
+          var f = cell.getAttribute("data-f"), v = g[f];
+          if (f === "history") spark(cell, v);
+          else if (f === "acked_rate") cell.textContent = v.toFixed(2);
+          else cell.textContent = v === null || v === undefined ? "-" : String(v);
         });
       });
     });

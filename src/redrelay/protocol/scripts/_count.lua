@@ -1,13 +1,13 @@
 -- count: the snippet that queue scripts include with a line "-- @include count" (scripts.py
 -- joins it into that one line, so line numbers in Lua errors stay those of the file).
 --
--- count(stats, history, outcome, n) adds n to the lifetime counter `outcome` of the stats
+-- count_outcome(stats, history, outcome, n) adds n to the lifetime counter `outcome` of the stats
 -- hash and to the history hash: a ring of per-minute slots (2880: 48 hours) and one of
 -- per-hour slots (720: 30 days). Field "m<minute % 2880>:<outcome>" holds
 -- "<minute>:<count>"; a slot last written in an older round is overwritten, so the hash
 -- never holds more than 3600 fields per outcome, with no trimming and no leader.
--- protocol/history.py reads it.
-local function count(stats, history, outcome, n)
+-- protocol/history.py reads it. (Not called "count": scripts have locals of that name.)
+local function count_outcome(stats, history, outcome, n)
   if n <= 0 then
     return
   end

@@ -13,6 +13,6 @@
 -- @include count
 local n = redis.call('HDEL', KEYS[1], unpack(ARGV))
 redis.call('HDEL', KEYS[3], unpack(ARGV))
-count(KEYS[2], KEYS[4], 'acked', n)
-count(KEYS[2], KEYS[4], 'rejected', #ARGV - n)
+count_outcome(KEYS[2], KEYS[4], 'acked', n)
+count_outcome(KEYS[2], KEYS[4], 'rejected', #ARGV - n)
 return n

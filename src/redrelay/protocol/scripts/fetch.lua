@@ -45,8 +45,8 @@ if #ARGV > 4 then
   local tags = {unpack(ARGV, 5)}
   held = redis.call('HDEL', KEYS[3], unpack(tags))
   redis.call('HDEL', KEYS[7], unpack(tags))
-  count(KEYS[6], KEYS[8], 'acked', held)
-  count(KEYS[6], KEYS[8], 'rejected', #tags - held)
+  count_outcome(KEYS[6], KEYS[8], 'acked', held)
+  count_outcome(KEYS[6], KEYS[8], 'rejected', #tags - held)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

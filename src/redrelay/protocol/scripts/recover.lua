@@ -56,5 +56,5 @@ end
 redis.call('DEL', KEYS[2], KEYS[6])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
-count(KEYS[5], KEYS[7], 'recovered', n)
+count_outcome(KEYS[5], KEYS[7], 'recovered', n)
 return n

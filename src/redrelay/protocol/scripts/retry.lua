@@ -14,7 +14,7 @@
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
 -- @include count
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  count(KEYS[5], KEYS[7], 'rejected', 1)
+  count_outcome(KEYS[5], KEYS[7], 'rejected', 1)
   return 0
 end
 redis.call('HDEL', KEYS[6], ARGV[1])
@@ -27,5 +27,5 @@ if delay > 0 then
 else
   redis.call('LPUSH', KEYS[2], ARGV[2])
 end
-count(KEYS[5], KEYS[7], 'retried', 1)
+count_outcome(KEYS[5], KEYS[7], 'retried', 1)
 return 1
