@@ -2,7 +2,8 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``doctor``, ``embedded``, ``topics``, ``dashboard`` and ``demo`` each add their commands to it on import.
+tail), ``doctor``, ``embedded``, ``topics``, ``schedules``, ``dashboard`` and ``demo`` each
+add their commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -19,6 +20,7 @@ from . import (  # noqa: F401
     doctor,
     embedded,
     messages,
+    schedules,
     stats,
     topics,
     worker,
@@ -57,10 +59,11 @@ __all__ = [
 
 def shared_commands() -> list[click.Command]:
     """The queue tools a framework's command group mounts next to its own ``worker``:
-    ``stats``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
+    ``stats``, ``schedules``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
     relay's URL and namespace from ``ctx.obj`` (``{"url": ..., "namespace": ...}``)."""
     return [
         stats.stats,
+        schedules.schedules,
         dead.dead,
         messages.put,
         messages.publish,
