@@ -146,3 +146,31 @@ def test_refused_without_auth_off_loopback(
         assert cell(browser, "jobs", "ready") == "1"
     finally:
         board.close()
+
+
+def test_a_hidden_tab_closes_its_stream(
+    browser: Browser, serve_wsgi: Callable[[Any], str], make_relay: Callable[..., Relay]
+) -> None:
+    """The page closes its EventSource when hidden (no snapshot is taken for it) and
+    opens it again when shown."""
+    relay = make_relay()
+    relay.queue("jobs").put(1)
+    board = Dashboard(relay, anonymous=True, interval=0.2)
+    try:
+        url = serve_wsgi(wsgi_app(board))
+        browser.get(url + "/")
+        browser.wait(lambda d: d.find_element(By.ID, "live").text.startswith("live"))
+        wait_for(lambda: board.live._watchers == 1, what="one watcher")
+        hide = (
+            "Object.defineProperty(document, 'hidden', {value: %s, configurable: true});"
+            "document.dispatchEvent(new Event('visibilitychange'));"
+        )
+        browser.execute_script(hide % "true")
+        browser.wait(lambda d: d.find_element(By.ID, "live").text == "paused")
+        # the server notices the closed stream at its next write (a snapshot every 0.2 s)
+        wait_for(lambda: board.live._watchers == 0, timeout=10, what="no watcher")
+        browser.execute_script(hide % "false")
+        browser.wait(lambda d: d.find_element(By.ID, "live").text.startswith("live"))
+        wait_for(lambda: board.live._watchers == 1, what="watching again")
+    finally:
+        board.close()
