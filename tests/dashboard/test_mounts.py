@@ -86,3 +86,22 @@ def test_flask_example_mounts_the_dashboard(
     )
     app.extensions["redrelay_dashboard"]["redrelay_dashboard"].close()
     broker.relay_for(app).close()
+
+
+def test_bad_arguments_say_what_to_do(make_relay: Callable[..., Relay]) -> None:
+    import pytest
+
+    from redrelay import monitor
+    from redrelay.dashboard import Dashboard
+
+    relay = make_relay()
+    with pytest.raises(
+        ValueError, match=r"token= must be a str of at least 16 .*secrets"
+    ):
+        Dashboard(relay, token="short")
+    with pytest.raises(
+        TypeError, match="takes a Relay or a RedRelay extension, not str"
+    ):
+        blueprint("redis://localhost")
+    with pytest.raises(ValueError, match="outcome must be one of acked, retried"):
+        monitor.queue_history(relay, "jobs", "done")
