@@ -94,7 +94,11 @@ def test_remote_needs_a_token_and_read_token_is_read_only(
     failing: Relay, client: Client
 ) -> None:
     failing.queue("jobs").put(1)
-    assert client.get("/", environ_base=REMOTE).status_code == 401
+    refused = client.get("/", environ_base=REMOTE)
+    assert refused.status_code == 401 and refused.headers[
+        "WWW-Authenticate"
+    ].startswith("Bearer")
+    assert "jobs" not in refused.text
     assert client.get("/api/overview", environ_base=REMOTE).status_code == 401
     # a proxy on the same machine would make everyone look local: not anonymous then
     proxied = client.get(

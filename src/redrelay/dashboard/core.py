@@ -191,6 +191,8 @@ class Dashboard:
             response = self._page(
                 request, pages.error_page(request.root, 404, str(exc)), 404
             )
+        if response.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="redrelay dashboard"'
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
