@@ -137,7 +137,26 @@ def test_spans_in_process_and_channels(make_relay: Callable[..., Relay]) -> None
     assert consumer.attributes["messaging.message.id"] == msg_id
     assert seen[0].headers["traceparent"].startswith("00-")
     exporter.clear()
-    relay.channel("news").publish("hi")
-    (span,) = exporter.get_finished_spans()
-    assert span.kind == SpanKind.PRODUCER and span.name == "create news"
-    assert span.attributes["messaging.operation.name"] == "publish"
+    heard: list[Message] = []
+
+    @relay.subscriber("news")
+    def listen(message: Message) -> None:
+        heard.append(message)
+
+    relay.start(queues=[])
+    try:
+        wait_for(
+            lambda: relay.publish("news", "hi") and heard, what="a channel message"
+        )
+    finally:
+        relay.stop()
+    spans = exporter.get_finished_spans()
+    producers = {s.context.span_id: s for s in spans if s.kind == SpanKind.PRODUCER}
+    consumers = [s for s in spans if s.kind == SpanKind.CONSUMER]
+    assert consumers  # a publish sent before the subscription was heard by no one
+    for consumer in consumers:
+        assert consumer.name == "process news" and consumer.parent is not None
+        producer = producers[consumer.parent.span_id]  # the publish that was heard
+        assert producer.name == "create news"
+        assert producer.attributes["messaging.operation.name"] == "publish"
+        assert consumer.attributes["messaging.destination.name"] == "news"
