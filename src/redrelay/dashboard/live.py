@@ -16,13 +16,16 @@ from typing import Any
 
 import orjson
 
+from ..contrib.sse_frames import KEEPALIVE_FRAME
+
 __all__ = ["Snapshots", "frame"]
 
 log = logging.getLogger("redrelay.dashboard")
 
 
 def frame(data: Any, event: str = "overview", event_id: int | None = None) -> bytes:
-    """One SSE frame; the JSON has no newline, so one ``data:`` line."""
+    """One SSE frame, as the project's event streams write them (contrib.sse_frames):
+    JSON without a newline on one ``data:`` line, so no value can inject a frame."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
@@ -96,7 +99,7 @@ class Snapshots:
                 await asyncio.sleep(0.2)
                 idle += 0.2
                 if idle >= keepalive:
-                    yield b": keep-alive\n\n"
+                    yield KEEPALIVE_FRAME
                     idle = 0.0
         finally:
             with self._cond:
@@ -122,7 +125,7 @@ class Snapshots:
                         self._version,
                         self._latest,
                     )
-                yield frame(snap, event_id=seen) if changed else b": keep-alive\n\n"
+                yield frame(snap, event_id=seen) if changed else KEEPALIVE_FRAME
         finally:
             with self._cond:
                 self._watchers -= 1
