@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["SCRIPT_NAMES", "SHEBANG", "Script", "script"]
+__all__ = ["INCLUDES", "SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 
 #: Every script shipped in ``protocol/scripts/``; one file per state transition.
 SCRIPT_NAMES = (
@@ -74,34 +74,40 @@ def script(name: str) -> Script:
     """Load one script by name (cached)."""
     if name not in SCRIPT_NAMES:
         raise KeyError(f"no Lua script named {name!r}")
-    source = (
+    source = _expand(_read(name))
+    legacy = "-- " + source if source.startswith(SHEBANG) else source
+    return Script(name, source, _sha1(source), legacy, _sha1(legacy))
+
+
+#: Snippets a script pulls in with a line ``-- @include <name>`` (``scripts/_<name>.lua``).
+INCLUDES = ("count", "route")
+
+
+def _read(name: str) -> str:
+    return (
         resources.files(__package__)
         .joinpath("scripts")
         .joinpath(f"{name}.lua")
         .read_text("utf-8")
     )
-    source = _include(source)
-    legacy = "-- " + source if source.startswith(SHEBANG) else source
-    return Script(name, source, _sha1(source), legacy, _sha1(legacy))
 
 
-#: A line ``--#include <name>`` is replaced by ``scripts/_<name>.lua``: shared Lua
-#: functions (``_route``) kept in one copy.
-_INCLUDE = "--#include "
+def _expand(source: str) -> str:
+    """Replace each ``-- @include <name>`` line with that snippet joined into one line.
 
-
-def _include(source: str) -> str:
+    Lua has no include, and the few transitions that count outcomes (ack, fetch, retry,
+    bury, recover) share one counting function, and those that put entries back share
+    one routing by priority (``_route``); one line keeps the line numbers of Lua errors
+    those of the script's own file (so a snippet has no comment after code on a line).
+    """
     lines = source.split("\n")
     for i, line in enumerate(lines):
-        if line.startswith(_INCLUDE):
-            name = line[len(_INCLUDE) :].strip()
-            lines[i] = (
-                resources.files(__package__)
-                .joinpath("scripts")
-                .joinpath(f"_{name}.lua")
-                .read_text("utf-8")
-                .rstrip("\n")
-            )
+        if line.startswith("-- @include "):
+            snippet = line.removeprefix("-- @include ").strip()
+            if snippet not in INCLUDES:
+                raise KeyError(f"no Lua snippet named {snippet!r}")
+            code = (s.strip() for s in _read(f"_{snippet}").split("\n"))
+            lines[i] = " ".join(s for s in code if s and not s.startswith("--"))
     return "\n".join(lines)
 
 

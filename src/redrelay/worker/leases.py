@@ -107,6 +107,9 @@ class Lease:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "started": time.time(),
+                    # for the dashboard's workers page (last heartbeat = expiry - lease)
+                    "concurrency": self.options.concurrency,
+                    "lease": self.options.lease,
                 }
             )
             cid = self.consumer_id
@@ -198,6 +201,7 @@ class Lease:
             k.delayed_data,
             k.stats,
             k.started(cid),
+            k.history,
             k.prio,
             k.prio_seq,
             k.limits,
@@ -228,11 +232,11 @@ class Lease:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""
         if not tags:
             return 0
-        cid = _consumer_of(tags[0])
+        k, cid = self.keys, _consumer_of(tags[0])
         return int(
             self.conn.run(
                 "ack",
-                [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)],
+                [k.inflight(cid), k.stats, k.started(cid), k.history],
                 tags,
             )
         )
@@ -258,6 +262,7 @@ class Lease:
                     k.delayed_data,
                     k.stats,
                     k.started(cid),
+                    k.history,
                     k.prio,
                     k.prio_seq,
                 ],
@@ -270,7 +275,14 @@ class Lease:
         return bool(
             self.conn.run(
                 "bury",
-                [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)],
+                [
+                    k.inflight(cid),
+                    k.dead,
+                    k.dead_data,
+                    k.stats,
+                    k.started(cid),
+                    k.history,
+                ],
                 [tag, msg_id, record, cap],
             )
         )
@@ -350,6 +362,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
                     keys.consumers,
                     keys.stats,
                     keys.started(cid),
+                    keys.history,
                     keys.prio,
                     keys.prio_seq,
                 ],

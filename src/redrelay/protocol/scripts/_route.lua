@@ -22,7 +22,7 @@ local function marks(v)
     return 0, nil
   end
   local pos, p, key = c2 + 1, 0, nil
-  if string.byte(v, pos) == 33 then -- '!'
+  if string.byte(v, pos) == 33 then
     local c = string.find(v, ':', pos, true)
     if not c then
       return 0, nil
@@ -30,7 +30,7 @@ local function marks(v)
     p = tonumber(string.sub(v, pos + 1, c - 1)) or 0
     pos = c + 1
   end
-  if string.byte(v, pos) == 64 then -- '@'
+  if string.byte(v, pos) == 64 then
     local c = string.find(v, ':', pos, true)
     if c then
       key = string.sub(v, pos + 1, c - 1)

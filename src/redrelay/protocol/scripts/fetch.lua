@@ -13,12 +13,13 @@
 -- KEYS[5] delayed_data  hash    message id -> entry
 -- KEYS[6] stats         hash    counters
 -- KEYS[7] started       hash    this consumer's marked tags (see mark.lua)
--- KEYS[8] prio          zset    entries of priority != 0
--- KEYS[9] prio_seq      hash    order counters (prio, and 'p' for parked entries)
--- KEYS[10] limits       hash    token buckets: 'g' queue-wide, 'k:<key>' per key
--- KEYS[11] slots        hash    consumer id -> deliveries held (concurrency limit)
--- KEYS[12] parked       zset    '<key>\0<order><entry>', all scores 0
--- KEYS[13] parked_due   zset    key -> when its parked entries may go (server ms)
+-- KEYS[8] history       hash    per-minute/per-hour counters (see _count.lua)
+-- KEYS[9] prio          zset    entries of priority != 0
+-- KEYS[10] prio_seq      hash    order counters (prio, and 'p' for parked entries)
+-- KEYS[11] limits       hash    token buckets: 'g' queue-wide, 'k:<key>' per key
+-- KEYS[12] slots        hash    consumer id -> deliveries held (concurrency limit)
+-- KEYS[13] parked       zset    '<key>\0<order><entry>', all scores 0
+-- KEYS[14] parked_due   zset    key -> when its parked entries may go (server ms)
 -- ARGV[1] consumer id; ARGV[2] max entries; ARGV[3] sequence number of the first tag;
 -- ARGV[4] max delayed entries to promote; ARGV[5] queue-wide tokens per ms (0: no rate
 -- limit); ARGV[6] its burst; ARGV[7] concurrency cap (0: none); ARGV[8] tokens per ms per
@@ -32,7 +33,8 @@
 -- third element is the ms to wait; status -1: the consumer holds no live lease.
 -- Retried with the same ARGV after a lost reply, it returns the entries the first call
 -- moved (found under their tags) and does nothing else.
---#include route
+-- @include count
+-- @include route
 local NARGS = 9
 local first = tonumber(ARGV[3])
 if redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':' .. first) == 1 then
@@ -55,12 +57,8 @@ if #ARGV > NARGS then
   local tags = {unpack(ARGV, NARGS + 1)}
   held = redis.call('HDEL', KEYS[3], unpack(tags))
   redis.call('HDEL', KEYS[7], unpack(tags))
-  if held > 0 then
-    redis.call('HINCRBY', KEYS[6], 'acked', held)
-  end
-  if held < #tags then
-    redis.call('HINCRBY', KEYS[6], 'rejected', #tags - held)
-  end
+  count_outcome(KEYS[6], KEYS[8], 'acked', held)
+  count_outcome(KEYS[6], KEYS[8], 'rejected', #tags - held)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -75,11 +73,11 @@ if #due > 0 then
   redis.call('HDEL', KEYS[5], unpack(due))
   for i = 1, #values do
     if values[i] then
-      route(KEYS[1], KEYS[8], KEYS[9], values[i], false)
+      route(KEYS[1], KEYS[9], KEYS[10], values[i], false)
     end
   end
 end
-local has_prio = redis.call('ZCARD', KEYS[8]) > 0
+local has_prio = redis.call('ZCARD', KEYS[9]) > 0
 
 -- Up to n entries, in priority order; appended to out.
 local function take(n, out)
@@ -88,7 +86,7 @@ local function take(n, out)
   end
   local want = n
   if has_prio then
-    local top = redis.call('ZRANGE', KEYS[8], 0, n - 1, 'WITHSCORES')
+    local top = redis.call('ZRANGE', KEYS[9], 0, n - 1, 'WITHSCORES')
     local taken = {}
     for i = 2, #top, 2 do
       if tonumber(top[i]) >= PRIO_ZERO then
@@ -98,7 +96,7 @@ local function take(n, out)
       out[#out + 1] = top[i - 1]
     end
     if #taken > 0 then
-      redis.call('ZREM', KEYS[8], unpack(taken))
+      redis.call('ZREM', KEYS[9], unpack(taken))
       n = n - #taken
     end
   end
@@ -114,9 +112,9 @@ local function take(n, out)
     end
   end
   if n > 0 and has_prio then
-    local low = redis.call('ZRANGE', KEYS[8], 0, n - 1)
+    local low = redis.call('ZRANGE', KEYS[9], 0, n - 1)
     if #low > 0 then
-      redis.call('ZREM', KEYS[8], unpack(low))
+      redis.call('ZREM', KEYS[9], unpack(low))
       for i = 1, #low do
         out[#out + 1] = low[i]
       end
@@ -127,7 +125,7 @@ end
 
 -- Token buckets, stored as '<tokens>:<ms>' and dropped once full again.
 local function tokens(field, rate, burst)
-  local s = redis.call('HGET', KEYS[10], field)
+  local s = redis.call('HGET', KEYS[11], field)
   if not s then
     return burst
   end
@@ -137,9 +135,9 @@ local function tokens(field, rate, burst)
 end
 local function store(field, left, burst)
   if left >= burst then
-    redis.call('HDEL', KEYS[10], field)
+    redis.call('HDEL', KEYS[11], field)
   else
-    redis.call('HSET', KEYS[10], field, string.format('%.6f:%d', left, now))
+    redis.call('HSET', KEYS[11], field, string.format('%.6f:%d', left, now))
   end
 end
 
@@ -159,20 +157,20 @@ local own = 0
 if cap > 0 then
   own = redis.call('HLEN', KEYS[3])
   local others = 0
-  local all = redis.call('HGETALL', KEYS[11])
+  local all = redis.call('HGETALL', KEYS[12])
   for i = 1, #all, 2 do
     if all[i] ~= ARGV[1] then
       local alive = redis.call('ZSCORE', KEYS[2], all[i])
       if alive and tonumber(alive) >= now then
         others = others + tonumber(all[i + 1])
       else
-        redis.call('HDEL', KEYS[11], all[i]) -- its lease expired: its slots come back
+        redis.call('HDEL', KEYS[12], all[i]) -- its lease expired: its slots come back
       end
     end
   end
   budget = math.min(budget, cap - own - others)
   if budget <= 0 then
-    redis.call('HSET', KEYS[11], ARGV[1], own)
+    redis.call('HSET', KEYS[12], ARGV[1], own)
     redis.call('HINCRBY', KEYS[6], 'held_concurrency', 1)
     return {held, 2, 20}
   end
@@ -190,31 +188,31 @@ if krate > 0 then
     return cache[key]
   end
   local function park(key, v)
-    local n = redis.call('HINCRBY', KEYS[9], 'p', 1)
-    redis.call('ZADD', KEYS[12], 0, key .. '\0' .. string.format('%012x', n) .. v)
-    if not redis.call('ZSCORE', KEYS[13], key) then
+    local n = redis.call('HINCRBY', KEYS[10], 'p', 1)
+    redis.call('ZADD', KEYS[13], 0, key .. '\0' .. string.format('%012x', n) .. v)
+    if not redis.call('ZSCORE', KEYS[14], key) then
       local wait = math.max(0, math.ceil((1 - ktokens(key)) / krate))
-      redis.call('ZADD', KEYS[13], now + wait, key)
+      redis.call('ZADD', KEYS[14], now + wait, key)
     end
     redis.call('HINCRBY', KEYS[6], 'parked', 1)
   end
-  local keys = redis.call('ZRANGEBYSCORE', KEYS[13], '-inf', now, 'LIMIT', 0, budget)
+  local keys = redis.call('ZRANGEBYSCORE', KEYS[14], '-inf', now, 'LIMIT', 0, budget)
   for _, key in ipairs(keys) do
     local room = math.min(math.floor(ktokens(key)), budget - #items)
     local lo, hi = '[' .. key .. '\0', '(' .. key .. '\1'
     if room > 0 then
-      local got = redis.call('ZRANGE', KEYS[12], lo, hi, 'BYLEX', 'LIMIT', 0, room)
+      local got = redis.call('ZRANGE', KEYS[13], lo, hi, 'BYLEX', 'LIMIT', 0, room)
       for i = 1, #got do
-        redis.call('ZREM', KEYS[12], got[i])
+        redis.call('ZREM', KEYS[13], got[i])
         items[#items + 1] = string.sub(got[i], #key + 14)
       end
       cache[key] = cache[key] - #got
     end
-    if #redis.call('ZRANGE', KEYS[12], lo, hi, 'BYLEX', 'LIMIT', 0, 1) == 0 then
-      redis.call('ZREM', KEYS[13], key)
+    if #redis.call('ZRANGE', KEYS[13], lo, hi, 'BYLEX', 'LIMIT', 0, 1) == 0 then
+      redis.call('ZREM', KEYS[14], key)
     else
       local wait = math.max(0, math.ceil((1 - cache[key]) / krate))
-      redis.call('ZADD', KEYS[13], now + wait, key)
+      redis.call('ZADD', KEYS[14], now + wait, key)
     end
   end
   local scanned, limit = 0, budget + 1000
@@ -228,7 +226,7 @@ if krate > 0 then
       local _, key = marks(v)
       if key == nil then
         items[#items + 1] = v
-      elseif redis.call('ZSCORE', KEYS[13], key) then
+      elseif redis.call('ZSCORE', KEYS[14], key) then
         park(key, v) -- behind the ones parked before: FIFO per key
       elseif ktokens(key) >= 1 then
         cache[key] = cache[key] - 1
@@ -249,7 +247,7 @@ if rate > 0 then
   store('g', gtokens - #items, burst)
 end
 if cap > 0 then
-  redis.call('HSET', KEYS[11], ARGV[1], own + #items)
+  redis.call('HSET', KEYS[12], ARGV[1], own + #items)
 end
 if #items == 0 then
   if rescan then
@@ -261,7 +259,7 @@ if #items == 0 then
     soonest = math.max(0, tonumber(nxt[2]) - now)
   end
   if krate > 0 then
-    local pk = redis.call('ZRANGE', KEYS[13], 0, 0, 'WITHSCORES')
+    local pk = redis.call('ZRANGE', KEYS[14], 0, 0, 'WITHSCORES')
     if #pk > 0 then
       local w = math.max(0, tonumber(pk[2]) - now)
       if soonest < 0 or w < soonest then

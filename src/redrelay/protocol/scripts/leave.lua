@@ -13,7 +13,7 @@
 -- ARGV[1] consumer id
 --
 -- Returns the number of entries given back.
---#include route
+-- @include route
 local vals = redis.call('HVALS', KEYS[2])
 for i = 1, #vals do
   route(KEYS[3], KEYS[6], KEYS[7], vals[i], true)

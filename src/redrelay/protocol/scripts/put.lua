@@ -11,7 +11,7 @@
 --
 -- Returns the id of the message now in the queue: ARGV[2], or the earlier id if the
 -- deduplication key was already taken (then nothing is written).
---#include route
+-- @include route
 if KEYS[6] then
   local ok = redis.call('SET', KEYS[6], ARGV[2], 'NX', 'PX', tonumber(ARGV[4]))
   if not ok then

@@ -6,7 +6,7 @@
 -- ARGV    entries, in order
 --
 -- Returns how many were put.
---#include route
+-- @include route
 for i = 1, #ARGV do
   route(KEYS[1], KEYS[2], KEYS[3], ARGV[i], false)
 end

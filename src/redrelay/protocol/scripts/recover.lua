@@ -13,12 +13,14 @@
 -- KEYS[4] consumers  hash  consumer id -> info
 -- KEYS[5] stats      hash
 -- KEYS[6] started    hash  the expired consumer's marked tags
--- KEYS[7] prio       zset  entries of priority != 0 (see _route.lua)
--- KEYS[8] prio_seq   hash
+-- KEYS[7] history    hash  per-minute/per-hour counters (see _count.lua)
+-- KEYS[8] prio       zset  entries of priority != 0 (see _route.lua)
+-- KEYS[9] prio_seq   hash
 -- ARGV[1] consumer id
 --
 -- Returns the number of entries recovered, or -1 if the lease is alive (it heartbeat in time).
---#include route
+-- @include count
+-- @include route
 local magic = '\031rr1:'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -51,13 +53,11 @@ for i = 1, #all, 2 do
     -- a raw body (LPUSHed by another program): wrap it, using its first tag as its id
     entry = magic .. '1:0:r' .. tag .. '|' .. v
   end
-  route(KEYS[3], KEYS[7], KEYS[8], entry, true)
+  route(KEYS[3], KEYS[8], KEYS[9], entry, true)
   n = n + 1
 end
 redis.call('DEL', KEYS[2], KEYS[6])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
-if n > 0 then
-  redis.call('HINCRBY', KEYS[5], 'recovered', n)
-end
+count_outcome(KEYS[5], KEYS[7], 'recovered', n)
 return n

@@ -9,7 +9,7 @@
 -- ARGV    delivery tags, oldest first
 --
 -- Returns how many were released (tags already gone are skipped).
---#include route
+-- @include route
 local n = 0
 for i = #ARGV, 1, -1 do
   local v = redis.call('HGET', KEYS[1], ARGV[i])

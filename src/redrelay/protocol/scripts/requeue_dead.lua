@@ -9,7 +9,7 @@
 -- ARGV    pairs: message id, entry to enqueue (counters reset by the client)
 --
 -- Returns how many were requeued; an id that is no longer dead is skipped.
---#include route
+-- @include route
 local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then

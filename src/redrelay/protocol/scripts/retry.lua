@@ -7,15 +7,17 @@
 -- KEYS[4] delayed_data  hash   id -> entry
 -- KEYS[5] stats         hash
 -- KEYS[6] started       hash   the consumer's marked tags
--- KEYS[7] prio          zset   entries of priority != 0 (see _route.lua)
--- KEYS[8] prio_seq      hash
+-- KEYS[7] history       hash   per-minute/per-hour counters (see _count.lua)
+-- KEYS[8] prio          zset   entries of priority != 0 (see _route.lua)
+-- KEYS[9] prio_seq      hash
 -- ARGV[1] delivery tag; ARGV[2] new entry (header rewritten by the client); ARGV[3] delay ms;
 -- ARGV[4] message id (member of the delayed set)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
---#include route
+-- @include count
+-- @include route
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HINCRBY', KEYS[5], 'rejected', 1)
+  count_outcome(KEYS[5], KEYS[7], 'rejected', 1)
   return 0
 end
 redis.call('HDEL', KEYS[6], ARGV[1])
@@ -26,7 +28,7 @@ if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[4])
   redis.call('HSET', KEYS[4], ARGV[4], ARGV[2])
 else
-  route(KEYS[2], KEYS[7], KEYS[8], ARGV[2], false)
+  route(KEYS[2], KEYS[8], KEYS[9], ARGV[2], false)
 end
-redis.call('HINCRBY', KEYS[5], 'retried', 1)
+count_outcome(KEYS[5], KEYS[7], 'retried', 1)
 return 1
