@@ -380,3 +380,37 @@ def test_redis_down_is_a_503_page(make_relay: Callable[..., Relay]) -> None:
     finally:
         board.close()
         down.close()
+
+
+def test_queue_page_shows_priorities_limits_and_parked_keys(
+    make_relay: Callable[..., Relay],
+) -> None:
+    from redrelay.worker.runner import Runner
+
+    relay = make_relay()
+
+    @relay.consumer("flow", limit_key="tenant", key_rate_limit="1/h")
+    def handle(message: Message) -> None:
+        pass
+
+    q = relay.queue("flow")
+    q.put_many([1, 2, 3], headers={"tenant": "acme"})
+    q.put(4, headers={"tenant": "<script>x</script>"})  # not plain: hashed, never shown
+    runner = Runner(relay, subscribers=False, poll=0.05)
+    runner.start()
+    try:
+        for _ in range(200):
+            if q.stats().parked == 2 and q.stats().counters.get("acked") == 2:
+                break
+            runner._stopping.wait(0.05)
+    finally:
+        runner.stop()
+    q.put("later", priority=-3)
+    board = Dashboard(relay, anonymous=True, interval=0.1)
+    try:
+        page = Client(wsgi_app(board)).get("/queues/flow", environ_base=LOCAL).text
+    finally:
+        board.close()
+    assert "key_rate=1/3600s+1" in page
+    assert "prioritized: <b>1</b>" in page and "parked: <b>2</b>" in page
+    assert "parked keys: <b>acme</b>" in page and "<script>x" not in page

@@ -203,6 +203,33 @@ def _form(
     )
 
 
+def _flow(s: dict[str, Any]) -> str:
+    """Priorities and flow limits (docs/flow-control.md), for a queue that uses them."""
+    if not (s.get("limits") or s.get("prioritized") or s.get("parked")):
+        return ""
+    c = s["counters"]
+    keys = ", ".join(_short(k) for k in s["parked_keys"])
+    if s["parked_key_count"] > len(s["parked_keys"]):
+        keys += f" (+{s['parked_key_count'] - len(s['parked_keys'])})"
+    parts = [
+        ("limits", s["limits"] or "none"),
+        ("prioritized", s["prioritized"]),
+        ("parked", s["parked"]),
+        ("parked keys", keys or "-"),
+        ("held by rate", c.get("held_rate", 0)),
+        ("held by concurrency", c.get("held_concurrency", 0)),
+    ]
+    return (
+        '<p class="counts flow">'
+        + " · ".join(f"{label}: <b>{h(value)}</b>" for label, value in parts)
+        + "</p>"
+    )
+
+
+def _short(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) -> str:
     s, name = data["stats"], data["name"]
     base = f"/queues/{quote(name)}"
@@ -220,6 +247,7 @@ def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) ->
         )
         + f" · oldest: <b>{_age(s['oldest_age'])}</b></p>"
     )
+    body += _flow(s)
     body += f"<h2>Dead letters ({h(s['dead'])})</h2>"
     if csrf is not None and s["dead"]:
         body += (
