@@ -13,6 +13,8 @@ __all__ = ["SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 SCRIPT_NAMES = (
     "ack",
     "bury",
+    "cancel",
+    "complete",
     "fetch",
     "heartbeat",
     "leave",
@@ -23,6 +25,7 @@ SCRIPT_NAMES = (
     "release",
     "requeue_dead",
     "retry",
+    "start",
     "stats",
     "topic_ack",
     "topic_bury",

@@ -13,6 +13,7 @@ handlers run as coroutines on one event loop thread, fed by the same fetching th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
+from .results import track
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -127,6 +129,7 @@ class Runner:
                 f"queue {consumer.name}: register",
             )
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
+            track(lease, self.relay.codec, consumer.options.result_ttl, consumer.name)
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
                 limit = consumer.options.concurrency
@@ -238,6 +241,12 @@ class Runner:
                 try:
                     batch = fetcher.next(acks)
                     if batch is not None:
+                        if lease.tracker is not None:  # result_ttl=: see results.py
+                            retry_forever(
+                                functools.partial(lease.tracker.start, batch),
+                                self._halt,
+                                f"start on {consumer.name}",
+                            )
                         fetcher.send_ahead(batch, acks)
                         started = time.monotonic()
                         if bounded is not None:
@@ -412,6 +421,8 @@ class Runner:
             for name, lease in self._leases.items():
                 try:
                     lease.heartbeat()
+                    if lease.tracker is not None:
+                        lease.tracker.refresh()  # cancels of running messages
                     if time.monotonic() >= next_sweep:
                         lease.recover()
                 except RedrelayError as exc:

@@ -7,6 +7,9 @@
 -- KEYS[4] stats      hash
 -- KEYS[5] started    hash   the consumer's marked tags
 -- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
+-- For a consumer that stores results (results.md), also:
+-- KEYS[6] job hash (the message's record); KEYS[7] cancels set;
+-- ARGV[5] result TTL ms; ARGV[6] failure (JSON); ARGV[7] done channel (pub/sub)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
@@ -28,5 +31,13 @@ if cap > 0 then
     redis.call('HDEL', KEYS[3], unpack(old))
     redis.call('HINCRBY', KEYS[4], 'dead_dropped', #old)
   end
+end
+if KEYS[6] then
+  -- The failure is stored with the death, in the same step (results.md).
+  redis.call('HSET', KEYS[6], 's', 'fail', 'v', ARGV[6])
+  redis.call('HDEL', KEYS[6], 'c')
+  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[5]))
+  redis.call('SREM', KEYS[7], ARGV[2])
+  redis.call('PUBLISH', ARGV[7], ARGV[2])
 end
 return 1
