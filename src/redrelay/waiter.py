@@ -181,6 +181,8 @@ class ResultWaiter:
                 self._session()
                 attempt = 0
             except (_Lost, RedrelayError, OSError) as exc:
+                if self._closed():
+                    break
                 log.warning("result waiter: connection lost (%s); reconnecting", exc)
             except Exception:
                 log.exception("result waiter: unexpected error; reconnecting")
@@ -190,6 +192,9 @@ class ResultWaiter:
             delay = min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0)
             attempt += 1
             time.sleep(delay)
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
 
     def _closed(self) -> bool:
         from .relay import RelayState

@@ -40,6 +40,9 @@ def wait_for(
 class WorkerProcess:
     """``python -m redrelay worker tests.apps.worker_app:relay`` as a real subprocess."""
 
+    #: The app the worker runs (subclasses run others).
+    APP = "tests.apps.worker_app:relay"
+
     def __init__(self, url: str, namespace: str, *args: str, **env: str) -> None:
         full_env = dict(os.environ)
         full_env.update(
@@ -57,7 +60,7 @@ class WorkerProcess:
                 "-m",
                 "redrelay",
                 "worker",
-                "tests.apps.worker_app:relay",
+                self.APP,
                 *args,
             ],
             cwd=ROOT,
