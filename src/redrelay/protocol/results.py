@@ -4,7 +4,7 @@ A *tracked* message has a record, the hash ``QueueKeys.job(id)``: field ``s`` ho
 state (``q`` queued, ``d`` delayed, ``r`` running, ``ok``, ``fail``, ``x`` cancelled),
 ``v`` the encoded return value or the failure (JSON), ``c`` a cancel asked while it ran.
 The producer writes it in the same transaction as the put; the worker moves it to running
-(start.lua), and the ack writes the outcome (complete.lua; bury.lua for a death), so a
+(complete.lua, when it takes the batch), and the ack writes the outcome (complete.lua; bury.lua for a death), so a
 result never exists without its ack. Finished records expire after the consumer's
 ``result_ttl``; pending ones after :data:`PENDING_TTL`, a safety net only (a tracked
 message always finishes, and the finish sets the result TTL).

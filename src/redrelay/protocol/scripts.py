@@ -25,7 +25,6 @@ SCRIPT_NAMES = (
     "release",
     "requeue_dead",
     "retry",
-    "start",
     "stats",
     "topic_ack",
     "topic_bury",

@@ -4,7 +4,8 @@ Such a consumer never acks on its fetch (fetch.lua knows nothing of results): ea
 finished delivery waits here with its outcome, and :meth:`Tracker.complete` acks and
 writes them in one complete.lua call, so a result never exists without its ack (or the
 reverse). Before a fetched batch runs, :meth:`Tracker.start` marks its messages running
-and learns which were cancelled while queued (they are acked without running). The
+and learns which were cancelled while queued (they are acked without running), in the
+same call that completes the previous batch: one round trip per batch. The
 keeper thread calls :meth:`Tracker.refresh` every heartbeat to learn which running
 messages were asked to stop, for ``message.cancelled()``.
 """
@@ -38,7 +39,7 @@ class Tracker:
         self.ttl_ms = max(1, to_ms(result_ttl))
         #: Delivery tag -> (message id, state, value), until complete() sends it.
         self._finished: dict[str, tuple[str, str, bytes]] = {}
-        #: Ids cancelled before they ran (from start.lua): acked without running.
+        #: Ids cancelled before they ran (from complete.lua): acked without running.
         self._skip: set[str] = set()
         #: Ids of running messages asked to stop (the cancels set, read each heartbeat).
         self._stop: frozenset[str] = frozenset()
@@ -47,17 +48,14 @@ class Tracker:
 
     # -- before running --------------------------------------------------------------------
 
-    def start(self, batch: Batch) -> None:
-        """Mark a fetched batch's tracked messages running; note the cancelled ones."""
+    def start(self, batch: Batch, acks: list[str]) -> int:
+        """Complete ``acks`` and mark a fetched batch's messages running (noting the
+        cancelled ones), in one call; returns how many acks were still held."""
         ids = [
             _id_of(tag, entry)
             for tag, entry in zip(batch.tags, batch.entries, strict=True)
         ]
-        keys = self.lease.keys
-        cancelled = self.lease.conn.run("start", [keys.job(i) for i in ids], ids)
-        if cancelled:
-            with self._lock:
-                self._skip.update(c.decode() for c in cancelled)
+        return self._call(acks, ids)
 
     def refresh(self) -> None:
         """Read the running messages asked to stop (one SMEMBERS of a small set)."""
@@ -99,24 +97,35 @@ class Tracker:
         Outcomes stay here until the call succeeds, so a call retried after a lost reply
         sends the same ones (a tag already acked is then rejected, nothing written twice).
         """
+        return self._call(tags, [])
+
+    def _call(self, tags: list[str], starting: list[str]) -> int:
         keys = self.lease.keys
+        consumer = (tags[0] if tags else self.lease.consumer_id + ":").rpartition(":")[
+            0
+        ]
         script_keys = [
-            keys.inflight(tags[0].rpartition(":")[0]),
+            keys.inflight(consumer),
             keys.stats,
-            keys.started(tags[0].rpartition(":")[0]),
+            keys.started(consumer),
             keys.cancels,
         ]
-        args: list[Any] = [self.ttl_ms, keys.done]
+        args: list[Any] = [self.ttl_ms, keys.done, len(tags)]
         for tag in tags:
             # Every tag finished here has its outcome; a missing one would be a bug,
             # and then the message is at least recorded as done without a value.
             msg_id, state, value = self._finished.get(tag) or (tag, "ok", self._none)
             script_keys.append(keys.job(msg_id))
             args += [tag, msg_id, state, value]
-        held = int(self.lease.conn.run("complete", script_keys, args))
+        script_keys += [keys.job(i) for i in starting]
+        args += starting
+        reply = self.lease.conn.run("complete", script_keys, args)
         for tag in tags:
             self._finished.pop(tag, None)
-        return held
+        if len(reply) > 1:
+            with self._lock:
+                self._skip.update(c.decode() for c in reply[1:])
+        return int(reply[0])
 
 
 def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None:

@@ -242,11 +242,7 @@ class Runner:
                     batch = fetcher.next(acks)
                     if batch is not None:
                         if lease.tracker is not None:  # result_ttl=: see results.py
-                            retry_forever(
-                                functools.partial(lease.tracker.start, batch),
-                                self._halt,
-                                f"start on {consumer.name}",
-                            )
+                            self._start_tracked(lease, batch, acks)
                         fetcher.send_ahead(batch, acks)
                         started = time.monotonic()
                         if bounded is not None:
@@ -326,6 +322,16 @@ class Runner:
             self.outcomes[_ACKED] += acked
             for outcome in others:
                 self.outcomes[outcome] += 1
+
+    def _start_tracked(self, lease: Lease, batch: Batch, acks: list[str]) -> None:
+        """Results: complete the last batch's acks and start this one, in one call."""
+        assert lease.tracker is not None
+        start = functools.partial(lease.tracker.start, batch, acks)
+        if acks:
+            crash_point("ack")
+        held = retry_forever(start, self._halt, f"start on {lease.keys.prefix}")
+        self._note_rejected(lease, len(acks) - held)
+        acks.clear()
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
         if acks:

@@ -10,7 +10,7 @@
 -- ARGV[3] done channel (pub/sub, not a key)
 --
 -- Returns 1 when a queued or delayed message will never run (a delayed one is removed
--- now; a queued one is skipped by the worker that takes it, see start.lua), 2 when a
+-- now; a queued one is skipped by the worker that takes it, see complete.lua), 2 when a
 -- running one was asked to stop (its worker sees it within a heartbeat), 0 when the
 -- message is unknown, expired or already finished.
 local s = redis.call('HGET', KEYS[1], 's')

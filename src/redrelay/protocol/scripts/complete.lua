@@ -1,34 +1,47 @@
 #!lua flags=allow-oom
 -- complete: ack deliveries of a consumer that stores results, writing each message's
 -- outcome in the same step: never a result without its ack, nor an ack without its result.
+-- The same call also *starts* the next batch: it marks each tracked message running and
+-- names the ones cancelled while queued or delayed (they must not run). One round trip.
 --
 -- KEYS[1]   inflight  hash  the consumer's deliveries
 -- KEYS[2]   stats     hash  counters
 -- KEYS[3]   started   hash  the consumer's marked tags (see mark.lua)
 -- KEYS[4]   cancels   set   ids of running messages asked to stop (cancel.lua)
--- KEYS[4+i] job       hash  the record of the i-th delivery's message (state s, value v)
--- ARGV[1] result TTL ms; ARGV[2] done channel (pub/sub, not a key);
--- ARGV[3 + 4(i-1) ...] per delivery: tag, message id, state ('ok', 'fail' or 'x'), value
---   (the encoded return value, the failure as JSON, or '' for a cancelled message)
+-- KEYS[4+i] job       hash  the record of the i-th delivery's message (state s, value v),
+--                           then the records of the messages to start
+-- ARGV[1] result TTL ms; ARGV[2] done channel (pub/sub, not a key); ARGV[3] n, the
+-- deliveries to complete; ARGV[4 + 4(i-1) ...] per delivery: tag, message id, state
+-- ('ok', 'fail' or 'x'), value (the encoded return value, or '' for a cancelled one);
+-- then the ids of the messages to start, one per remaining job key
 --
--- Returns how many tags were still held. A stale tag (its lease was taken over) writes
--- nothing and is counted as rejected, as in ack.lua. One PUBLISH of the finished ids
+-- Returns {held, cancelled ids...}: how many tags were still held (a stale tag, whose
+-- lease was taken over, writes nothing and is counted as rejected, as in ack.lua), then
+-- the started ids whose record says cancelled (state 'x', or a cancel asked with 'c'; a
+-- message with no record, put by a producer that does not track it, gets one when it
+-- finishes). One PUBLISH of the finished ids
 -- (space-separated) wakes every waiter of this hash tag.
 local ttl = tonumber(ARGV[1])
-local held, ids = 0, {}
-for i = 1, #KEYS - 4 do
-  local a = 3 + 4 * (i - 1)
+local n = tonumber(ARGV[3])
+local cancels = redis.call('SCARD', KEYS[4]) > 0
+local held, ids, tags = 0, {}, {}
+for i = 1, n do
+  local a = 4 + 4 * (i - 1)
+  tags[i] = ARGV[a]
   if redis.call('HDEL', KEYS[1], ARGV[a]) == 1 then
     held = held + 1
-    redis.call('HDEL', KEYS[3], ARGV[a])
-    redis.call('HSET', KEYS[4 + i], 's', ARGV[a + 2], 'v', ARGV[a + 3])
-    redis.call('HDEL', KEYS[4 + i], 'c')
-    redis.call('PEXPIRE', KEYS[4 + i], ttl)
-    redis.call('SREM', KEYS[4], ARGV[a + 1])
+    local job = KEYS[4 + i]
+    redis.call('HSET', job, 's', ARGV[a + 2], 'v', ARGV[a + 3])
+    redis.call('PEXPIRE', job, ttl)
+    if cancels then
+      redis.call('SREM', KEYS[4], ARGV[a + 1])
+    end
     ids[#ids + 1] = ARGV[a + 1]
   end
 end
-local n = #KEYS - 4
+if n > 0 then
+  redis.call('HDEL', KEYS[3], unpack(tags))
+end
 if held > 0 then
   redis.call('HINCRBY', KEYS[2], 'acked', held)
   redis.call('PUBLISH', ARGV[2], table.concat(ids, ' '))
@@ -36,4 +49,16 @@ end
 if held < n then
   redis.call('HINCRBY', KEYS[2], 'rejected', n - held)
 end
-return held
+local out = {held}
+for i = n + 1, #KEYS - 4 do
+  local job = KEYS[4 + i]
+  local s = redis.call('HGET', job, 's')
+  if s then
+    if s == 'x' or redis.call('HEXISTS', job, 'c') == 1 then
+      out[#out + 1] = ARGV[3 + 4 * n + (i - n)]
+    elseif s == 'q' or s == 'd' then
+      redis.call('HSET', job, 's', 'r')
+    end
+  end
+end
+return out
