@@ -260,7 +260,7 @@ class Queue(QueueResults):
             raise ConfigurationError(
                 f"queue {self.name!r} is sharded: results are not supported there yet"
             )
-        track = track_commands(k, msg_id, bool(delay_ms))
+        track = track_commands(k, msg_id, bool(delay_ms), entry)
         if not delay_ms and dedup_key is None:
             # The record and the entry in one transaction: a worker never sees one alone.
             reply = yield Step(
@@ -348,7 +348,11 @@ class Queue(QueueResults):
                     raise ConfigurationError(
                         f"queue {self.name!r} is sharded: results are not supported there yet"
                     )
-                commands[:0] = [c for i in ids for c in track_commands(k, i, False)]
+                commands[:0] = [
+                    c
+                    for i, e in zip(ids, entries, strict=True)
+                    for c in track_commands(k, i, False, e)
+                ]
             # One queue tag per MULTI on a cluster: a transaction stays in one slot.
             if commands and (self.relay.is_cluster or not batches):
                 batches.append(commands)

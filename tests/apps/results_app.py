@@ -46,6 +46,8 @@ def calc(message: Message) -> Any:
     if body.get("record", True):
         ran(message)
     if op == "add":
+        if body.get("s"):
+            time.sleep(body["s"])
         return body["a"] + body["b"]
     if op == "fail":
         raise ValueError(f"asked to fail ({body.get('n')})")

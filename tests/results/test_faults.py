@@ -78,7 +78,7 @@ def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) ->
     for start in range(0, MESSAGES, 1000):
         chunk = range(start, start + 1000)
         got = q.put_many(
-            [{"op": "add", "a": i, "b": 1, "record": False} for i in chunk]
+            [{"op": "add", "a": i, "b": 1, "s": 0.001, "record": False} for i in chunk]
         )
         ids += got
         expected.update({msg_id: i + 1 for msg_id, i in zip(got, chunk, strict=True)})
@@ -97,8 +97,7 @@ def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) ->
             counts = _audit(client, keys, ids, expected)
             if counts.get("ok", 0) + counts.get("fail", 0) == MESSAGES:
                 break
-            if counts.get("ok", 0):
-                kills_mid_work += 1
+            kills_mid_work += 1  # a kill while work was left
         else:
             # Let one worker finish the rest (the dead consumers' leases expire first).
             start_worker()

@@ -2,12 +2,14 @@
 
 A *tracked* message has a record, the hash ``QueueKeys.job(id)``: field ``s`` holds its
 state (``q`` queued, ``d`` delayed, ``r`` running, ``ok``, ``fail``, ``x`` cancelled),
-``v`` the encoded return value or the failure (JSON), ``c`` a cancel asked while it ran.
-The producer writes it in the same transaction as the put; the worker moves it to running
-(complete.lua, when it takes the batch), and the ack writes the outcome (complete.lua; bury.lua for a death), so a
-result never exists without its ack. Finished records expire after the consumer's
-``result_ttl``; pending ones after :data:`PENDING_TTL`, a safety net only (a tracked
-message always finishes, and the finish sets the result TTL).
+``v`` the encoded return value or the failure (JSON), ``c`` a cancel asked once a worker
+took it, ``e`` a copy of the entry while it is queued (cancel.lua removes it from the
+queue by value). The producer writes it in the same transaction as the put; the worker
+marks it running (complete.lua, with the previous batch's acks), and the ack writes the
+outcome (complete.lua; bury.lua for a death), so a result never exists without its ack.
+Finished records expire after the consumer's ``result_ttl``; pending ones after
+:data:`PENDING_TTL_MS`, a safety net only (a tracked message always finishes, and the
+finish sets the result TTL).
 """
 
 from __future__ import annotations
@@ -100,12 +102,12 @@ def failure_record(exc: BaseException | None, reason: str) -> bytes:
 
 
 def track_commands(
-    keys: QueueKeys, msg_id: str, delayed: bool
+    keys: QueueKeys, msg_id: str, delayed: bool, entry: bytes
 ) -> list[tuple[Arg, ...]]:
     """The commands that create a message's record, sent in the put's transaction."""
     job = keys.job(msg_id)
     return [
-        ("HSET", job, "s", "d" if delayed else "q"),
+        ("HSET", job, "s", "d" if delayed else "q", "e", entry),
         ("PEXPIRE", job, PENDING_TTL_MS),
     ]
 
@@ -163,6 +165,7 @@ def cancel_step(keys: QueueKeys, msg_id: str, ttl_ms: int) -> Step:
             keys.delayed_data,
             keys.cancels,
             keys.stats,
+            keys.ready,
         ),
         args=(msg_id, ttl_ms, keys.done),
     )

@@ -1,21 +1,25 @@
 """The worker side of results and cancellation, for consumers declared with ``result_ttl=``.
 
 Such a consumer never acks on its fetch (fetch.lua knows nothing of results): each
-finished delivery waits here with its outcome, and :meth:`Tracker.complete` acks and
-writes them in one complete.lua call, so a result never exists without its ack (or the
-reverse). Before a fetched batch runs, :meth:`Tracker.start` marks its messages running
-and learns which were cancelled while queued (they are acked without running), in the
-same call that completes the previous batch: one round trip per batch. The
-keeper thread calls :meth:`Tracker.refresh` every heartbeat to learn which running
-messages were asked to stop, for ``message.cancelled()``.
+finished delivery waits here with its outcome, and complete.lua acks and writes them in
+one call, so a result never exists without its ack (or the reverse). That call goes out
+once per batch, when the next batch arrives, *without waiting* for its reply (read before
+the next one): Redis writes the results while this thread runs handlers, as it does with
+the fetch sent ahead (fetcher.py). It also marks the new batch running. Cancellations
+need no round trip here: cancel.lua removes a queued or delayed message from the queue
+itself, and a message a worker already took is named in the cancels set, which the
+keeper reads every heartbeat (:meth:`Tracker.refresh`) for ``message.cancelled()`` and to
+skip taken-but-unstarted deliveries.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, DecodeError, EncodeError
+from .._faults import crash_point
+from ..errors import ConfigurationError, DecodeError, EncodeError, RedrelayError
 from ..protocol.envelope import decode_entry, fresh_envelope
 from ..protocol.results import encode_value
 from ..protocol.transitions import to_ms
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from .leases import Batch, Lease
 
 __all__ = ["Tracker", "track"]
+
+log = logging.getLogger("redrelay.worker")
 
 #: The stored value of a cancelled message.
 _NOTHING = b""
@@ -37,46 +43,38 @@ class Tracker:
         self.lease = lease
         self.codec = codec
         self.ttl_ms = max(1, to_ms(result_ttl))
-        #: Delivery tag -> (message id, state, value), until complete() sends it.
+        #: Delivery tag -> (message id, state, value), until a complete call takes it.
         self._finished: dict[str, tuple[str, str, bytes]] = {}
-        #: Ids cancelled before they ran (from complete.lua): acked without running.
-        self._skip: set[str] = set()
-        #: Ids of running messages asked to stop (the cancels set, read each heartbeat).
+        #: Ids of taken messages asked to stop (the cancels set, and complete's replies).
         self._stop: frozenset[str] = frozenset()
+        self._skip: set[str] = set()
         self._lock = threading.Lock()
         self._none = encode_value(codec, None)
+        #: Per consumer thread: the complete call sent and not read yet.
+        self._local = threading.local()
 
-    # -- before running --------------------------------------------------------------------
-
-    def start(self, batch: Batch, acks: list[str]) -> int:
-        """Complete ``acks`` and mark a fetched batch's messages running (noting the
-        cancelled ones), in one call; returns how many acks were still held."""
-        ids = [
-            _id_of(tag, entry)
-            for tag, entry in zip(batch.tags, batch.entries, strict=True)
-        ]
-        return self._call(acks, ids)
+    # -- cancellations ---------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read the running messages asked to stop (one SMEMBERS of a small set)."""
+        """Read the taken messages asked to stop (one SMEMBERS of a small set)."""
         members = self.lease.conn.call("SMEMBERS", self.lease.keys.cancels)
         self._stop = frozenset(m.decode() for m in members)
 
     def skip(self, tag: str, msg_id: str) -> bool:
-        """Whether this delivery was cancelled before it ran; if so it is finished as
-        cancelled (acked with the next flush) and must not run."""
+        """Whether this delivery was asked to stop before it started; if so it is finished
+        as cancelled (acked with the next call) and must not run."""
+        if not self.is_cancelled(msg_id):
+            return False
         with self._lock:
-            if msg_id not in self._skip and msg_id not in self._stop:
-                return False
             self._skip.discard(msg_id)
         self._finished[tag] = (msg_id, "x", _NOTHING)
         return True
 
     def is_cancelled(self, msg_id: str) -> bool:
-        """``message.cancelled()``: whether a cancel of this running message was seen."""
+        """``message.cancelled()``: whether a cancel of this taken message was seen."""
         return msg_id in self._stop or msg_id in self._skip
 
-    # -- after running ---------------------------------------------------------------------
+    # -- outcomes --------------------------------------------------------------------------
 
     def succeeded(self, tag: str, msg_id: str, value: Any) -> EncodeError | None:
         """Keep the handler's return value for the ack; the error if it cannot be encoded."""
@@ -91,15 +89,73 @@ class Tracker:
         """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
         self._finished[tag] = (msg_id, "x", _NOTHING)
 
-    def complete(self, tags: list[str]) -> int:
-        """Ack ``tags`` and write their outcomes in one step; how many were still held.
+    # -- complete calls --------------------------------------------------------------------
 
-        Outcomes stay here until the call succeeds, so a call retried after a lost reply
-        sends the same ones (a tag already acked is then rejected, nothing written twice).
+    def start(self, batch: Batch, acks: list[str]) -> None:
+        """Send the complete call of ``acks`` (emptied) that also marks ``batch`` running,
+        without waiting for its reply: :meth:`settle` reads it before the next call."""
+        ids = [
+            _id_of(tag, entry)
+            for tag, entry in zip(batch.tags, batch.entries, strict=True)
+        ]
+        keys, args = self._call(acks, ids)
+        n = len(acks)
+        # Kept before sending: if the send fails, settle() sends the same call again.
+        self._local.sent = (keys, args, n, None)
+        acks.clear()
+        if n:
+            crash_point("ack")
+        pending = self.lease.conn.send_script("complete", keys, args)
+        self._local.sent = (keys, args, n, pending)
+
+    def settle(self) -> tuple[int, int]:
+        """Read this thread's call sent by :meth:`start`: ``(acks sent, acks held)``.
+
+        A lost reply is answered by sending the same call again (the tags it acked are
+        then rejected: nothing is written twice).
         """
-        return self._call(tags, [])
+        sent = getattr(self._local, "sent", None)
+        if sent is None:
+            return 0, 0
+        keys, args, n, pending = sent
+        reply: Any = None
+        if pending is not None:
+            self._local.sent = (keys, args, n, None)
+            try:
+                reply = pending.result()
+            except RedrelayError:
+                log.warning(
+                    "%s: a complete call's reply was lost; sending it again",
+                    self.lease.keys.prefix,
+                )
+        if reply is None:
+            reply = self.lease.conn.run("complete", keys, args)
+        self._local.sent = None
+        self._note(reply)
+        return n, int(reply[0])
 
-    def _call(self, tags: list[str], starting: list[str]) -> int:
+    def complete(self, tags: list[str]) -> int:
+        """Ack ``tags`` and write their outcomes now (after reading a call in flight);
+        how many of ``tags`` were still held."""
+        sent, held = self.settle()
+        if sent > held:
+            log.warning(
+                "%s: %d acks rejected (lease taken over)",
+                self.lease.keys.prefix,
+                sent - held,
+            )
+        keys, args = self._call(tags, [], keep=True)
+        reply = self.lease.conn.run("complete", keys, args)
+        for tag in tags:  # only now: a call that failed is made again with them
+            self._finished.pop(tag, None)
+        self._note(reply)
+        return int(reply[0])
+
+    def _call(
+        self, tags: list[str], starting: list[str], keep: bool = False
+    ) -> tuple[list[str], list[Any]]:
+        """complete.lua's keys and arguments; the outcomes leave ``_finished`` unless
+        ``keep`` (a call kept in ``_local.sent`` is sent again after a lost reply)."""
         keys = self.lease.keys
         consumer = (tags[0] if tags else self.lease.consumer_id + ":").rpartition(":")[
             0
@@ -114,18 +170,21 @@ class Tracker:
         for tag in tags:
             # Every tag finished here has its outcome; a missing one would be a bug,
             # and then the message is at least recorded as done without a value.
-            msg_id, state, value = self._finished.get(tag) or (tag, "ok", self._none)
+            fallback = (tag, "ok", self._none)
+            if keep:
+                msg_id, state, value = self._finished.get(tag, fallback)
+            else:
+                msg_id, state, value = self._finished.pop(tag, fallback)
             script_keys.append(keys.job(msg_id))
             args += [tag, msg_id, state, value]
         script_keys += [keys.job(i) for i in starting]
         args += starting
-        reply = self.lease.conn.run("complete", script_keys, args)
-        for tag in tags:
-            self._finished.pop(tag, None)
+        return script_keys, args
+
+    def _note(self, reply: list[Any]) -> None:
         if len(reply) > 1:
             with self._lock:
                 self._skip.update(c.decode() for c in reply[1:])
-        return int(reply[0])
 
 
 def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None:
@@ -137,7 +196,12 @@ def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None
             f"queue {name!r}: result_ttl= is not supported on sharded queues yet; "
             "declare the consumer without shards, or without result_ttl="
         )
-    lease.tracker = Tracker(lease, codec, result_ttl)
+    tracker = Tracker(lease, codec, result_ttl)
+    tracker.refresh()  # before the first fetch: cancels asked before this worker started
+    # An empty call loads complete.lua: a call sent ahead to a server without it would
+    # be answered NOSCRIPT, and run only when its reply is read.
+    tracker.complete([])
+    lease.tracker = tracker
 
 
 def _id_of(tag: str, entry: bytes) -> str:

@@ -13,7 +13,6 @@ handlers run as coroutines on one event loop thread, fed by the same fetching th
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -324,16 +323,22 @@ class Runner:
                 self.outcomes[outcome] += 1
 
     def _start_tracked(self, lease: Lease, batch: Batch, acks: list[str]) -> None:
-        """Results: complete the last batch's acks and start this one, in one call."""
-        assert lease.tracker is not None
-        start = functools.partial(lease.tracker.start, batch, acks)
-        if acks:
-            crash_point("ack")
-        held = retry_forever(start, self._halt, f"start on {lease.keys.prefix}")
-        self._note_rejected(lease, len(acks) - held)
-        acks.clear()
+        """Results: read the last complete call, then send the next one (the acks in
+        hand, and marking this batch running) without waiting (see worker/results.py)."""
+        tracker = lease.tracker
+        assert tracker is not None
+        sent, held = retry_forever(
+            tracker.settle, self._halt, f"ack on {lease.keys.prefix}"
+        )
+        self._note_rejected(lease, sent - held)
+        tracker.start(batch, acks)
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
+        if lease.tracker is not None and not acks:
+            # A complete call may be in flight (results): read it now.
+            retry_forever(
+                lease.tracker.settle, self._halt, f"ack on {lease.keys.prefix}"
+            )
         if acks:
             crash_point("ack")
             held = retry_forever(

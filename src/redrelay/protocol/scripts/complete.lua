@@ -1,8 +1,8 @@
 #!lua flags=allow-oom
 -- complete: ack deliveries of a consumer that stores results, writing each message's
 -- outcome in the same step: never a result without its ack, nor an ack without its result.
--- The same call also *starts* the next batch: it marks each tracked message running and
--- names the ones cancelled while queued or delayed (they must not run). One round trip.
+-- The same call also marks the next batch's tracked messages running (and drops the copy
+-- of the entry kept for cancel.lua), and names the ones asked to stop meanwhile.
 --
 -- KEYS[1]   inflight  hash  the consumer's deliveries
 -- KEYS[2]   stats     hash  counters
@@ -17,9 +17,8 @@
 --
 -- Returns {held, cancelled ids...}: how many tags were still held (a stale tag, whose
 -- lease was taken over, writes nothing and is counted as rejected, as in ack.lua), then
--- the started ids whose record says cancelled (state 'x', or a cancel asked with 'c'; a
--- message with no record, put by a producer that does not track it, gets one when it
--- finishes). One PUBLISH of the finished ids
+-- the started ids asked to stop (a cancel flag 'c'; a message with no record, put by a
+-- producer that does not track it, gets one when it finishes). One PUBLISH of the finished ids
 -- (space-separated) wakes every waiter of this hash tag.
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
@@ -58,6 +57,7 @@ for i = n + 1, #KEYS - 4 do
       out[#out + 1] = ARGV[3 + 4 * n + (i - n)]
     elseif s == 'q' or s == 'd' then
       redis.call('HSET', job, 's', 'r')
+      redis.call('HDEL', job, 'e')
     end
   end
 end
