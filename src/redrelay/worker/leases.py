@@ -265,6 +265,7 @@ class Lease:
         keys = [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)]
         args: list[Any] = [tag, msg_id, record, cap]
         if failure is not None and self.tracker is not None:
+            self.tracker.settle()  # the call that marks it running goes first
             keys += [k.job(msg_id), k.cancels]
             args += [self.tracker.ttl_ms, failure, k.done]
         return bool(self.conn.run("bury", keys, args))

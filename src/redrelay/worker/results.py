@@ -47,8 +47,6 @@ class Tracker:
         self._finished: dict[str, tuple[str, str, bytes]] = {}
         #: Ids of taken messages asked to stop (the cancels set, and complete's replies).
         self._stop: frozenset[str] = frozenset()
-        self._skip: set[str] = set()
-        self._lock = threading.Lock()
         self._none = encode_value(codec, None)
         #: Per consumer thread: the complete call sent and not read yet.
         self._local = threading.local()
@@ -63,16 +61,14 @@ class Tracker:
     def skip(self, tag: str, msg_id: str) -> bool:
         """Whether this delivery was asked to stop before it started; if so it is finished
         as cancelled (acked with the next call) and must not run."""
-        if not self.is_cancelled(msg_id):
+        if msg_id not in self._stop:
             return False
-        with self._lock:
-            self._skip.discard(msg_id)
         self._finished[tag] = (msg_id, "x", _NOTHING)
         return True
 
     def is_cancelled(self, msg_id: str) -> bool:
         """``message.cancelled()``: whether a cancel of this taken message was seen."""
-        return msg_id in self._stop or msg_id in self._skip
+        return msg_id in self._stop
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -131,8 +127,7 @@ class Tracker:
         if reply is None:
             reply = self.lease.conn.run("complete", keys, args)
         self._local.sent = None
-        self._note(reply)
-        return n, int(reply[0])
+        return n, int(reply)
 
     def complete(self, tags: list[str]) -> int:
         """Ack ``tags`` and write their outcomes now (after reading a call in flight);
@@ -145,11 +140,10 @@ class Tracker:
                 sent - held,
             )
         keys, args = self._call(tags, [], keep=True)
-        reply = self.lease.conn.run("complete", keys, args)
+        held = int(self.lease.conn.run("complete", keys, args))
         for tag in tags:  # only now: a call that failed is made again with them
             self._finished.pop(tag, None)
-        self._note(reply)
-        return int(reply[0])
+        return held
 
     def _call(
         self, tags: list[str], starting: list[str], keep: bool = False
@@ -180,11 +174,6 @@ class Tracker:
         script_keys += [keys.job(i) for i in starting]
         args += starting
         return script_keys, args
-
-    def _note(self, reply: list[Any]) -> None:
-        if len(reply) > 1:
-            with self._lock:
-                self._skip.update(c.decode() for c in reply[1:])
 
 
 def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None:

@@ -34,8 +34,7 @@ if cap > 0 then
 end
 if KEYS[6] then
   -- The failure is stored with the death, in the same step (results.md).
-  redis.call('HSET', KEYS[6], 's', 'fail', 'v', ARGV[6])
-  redis.call('HDEL', KEYS[6], 'c')
+  redis.call('HSET', KEYS[6], 's', 'fail', 'v', ARGV[6], 'e', '')
   redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[5]))
   redis.call('SREM', KEYS[7], ARGV[2])
   redis.call('PUBLISH', ARGV[7], ARGV[2])

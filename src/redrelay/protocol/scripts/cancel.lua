@@ -2,7 +2,8 @@
 -- cancel: ask one tracked message not to run, or to stop.
 --
 -- KEYS[1] job           hash  the message's record (see complete.lua; field e holds its
---                             entry while it is queued, as the producer wrote it)
+--                             entry while it is queued, as the producer wrote it, and is
+--                             emptied once a worker took it)
 -- KEYS[2] delayed       zset  id -> due (server ms)
 -- KEYS[3] delayed_data  hash  id -> entry
 -- KEYS[4] cancels       set   ids of taken messages asked to stop
@@ -16,8 +17,8 @@
 -- paid by the cancel only), so it never runs. One already taken by a worker is asked to
 -- stop: its worker sees the id in the cancels set within a heartbeat (and skips it if it
 -- has not started yet).
--- Returns 1 (removed: it never runs), 2 (taken: asked to stop), 0 (unknown, expired or
--- finished).
+-- Returns 1 (removed: it never runs), 2 (taken: asked to stop), 3 (taken, and asked
+-- before), 0 (unknown, expired or finished).
 local s = redis.call('HGET', KEYS[1], 's')
 if not s or s == 'ok' or s == 'fail' or s == 'x' then
   return 0
@@ -30,7 +31,7 @@ if s == 'q' or s == 'd' then
   else
     local entry = redis.call('HGET', KEYS[1], 'e')
     -- From the tail, where the oldest entries are (the next to be taken).
-    gone = entry and redis.call('LREM', KEYS[6], -1, entry) == 1
+    gone = entry and entry ~= '' and redis.call('LREM', KEYS[6], -1, entry) == 1
   end
   if gone then
     redis.call('HSET', KEYS[1], 's', 'x', 'v', '')
@@ -41,8 +42,9 @@ if s == 'q' or s == 'd' then
     return 1
   end
   -- Not in the queue any more: a worker took it (its record is marked a moment later).
-  redis.call('HSET', KEYS[1], 's', 'r')
+  redis.call('HSET', KEYS[1], 's', 'r', 'e', '')
 end
-redis.call('HSET', KEYS[1], 'c', '1')
-redis.call('SADD', KEYS[4], ARGV[1])
-return 2
+if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
+  return 2
+end
+return 3

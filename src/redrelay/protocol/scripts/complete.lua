@@ -2,7 +2,7 @@
 -- complete: ack deliveries of a consumer that stores results, writing each message's
 -- outcome in the same step: never a result without its ack, nor an ack without its result.
 -- The same call also marks the next batch's tracked messages running (and drops the copy
--- of the entry kept for cancel.lua), and names the ones asked to stop meanwhile.
+-- of the entry kept for cancel.lua).
 --
 -- KEYS[1]   inflight  hash  the consumer's deliveries
 -- KEYS[2]   stats     hash  counters
@@ -15,10 +15,9 @@
 -- ('ok', 'fail' or 'x'), value (the encoded return value, or '' for a cancelled one);
 -- then the ids of the messages to start, one per remaining job key
 --
--- Returns {held, cancelled ids...}: how many tags were still held (a stale tag, whose
--- lease was taken over, writes nothing and is counted as rejected, as in ack.lua), then
--- the started ids asked to stop (a cancel flag 'c'; a message with no record, put by a
--- producer that does not track it, gets one when it finishes). One PUBLISH of the finished ids
+-- Returns how many tags were still held (a stale tag, whose lease was taken over, writes
+-- nothing and is counted as rejected, as in ack.lua). A message with no record (put by a
+-- producer that does not track it) gets one when it finishes. One PUBLISH of the finished ids
 -- (space-separated) wakes every waiter of this hash tag.
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
@@ -48,17 +47,13 @@ end
 if held < n then
   redis.call('HINCRBY', KEYS[2], 'rejected', n - held)
 end
-local out = {held}
 for i = n + 1, #KEYS - 4 do
-  local job = KEYS[4 + i]
-  local s = redis.call('HGET', job, 's')
-  if s then
-    if s == 'x' or redis.call('HEXISTS', job, 'c') == 1 then
-      out[#out + 1] = ARGV[3 + 4 * n + (i - n)]
-    elseif s == 'q' or s == 'd' then
-      redis.call('HSET', job, 's', 'r')
-      redis.call('HDEL', job, 'e')
-    end
+  -- Only a queued or delayed record: a finished one stays finished (a requeued dead
+  -- letter says 'fail' until it finishes again). 'e' is emptied rather than deleted:
+  -- one command, not two.
+  local s = redis.call('HGET', KEYS[4 + i], 's')
+  if s == 'q' or s == 'd' then
+    redis.call('HSET', KEYS[4 + i], 's', 'r', 'e', '')
   end
 end
-return out
+return held
