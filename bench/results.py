@@ -44,14 +44,21 @@ import os, time
 from redrelay import Relay
 relay = Relay(os.environ["REDRELAY_URL"], namespace=os.environ["NS"], prefetch=200)
 ttl = float(os.environ["TTL"]) or None
+work_s = float(os.environ.get("WORK_US", "0")) / 1e6
 @relay.consumer("bench", result_ttl=ttl)
 def work(message):
+    if work_s:  # CPU work, as a handler that does something
+        end = time.perf_counter() + work_s
+        while time.perf_counter() < end:
+            pass
     return {"n": message.body["n"], "t": time.time()}
 """
 
 
-def _worker(url: str, ns: str, ttl: float, appdir: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, REDRELAY_URL=url, NS=ns, TTL=str(ttl))
+def _worker(
+    url: str, ns: str, ttl: float, appdir: str, work_us: float = 0.0
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, REDRELAY_URL=url, NS=ns, TTL=str(ttl), WORK_US=str(work_us))
     env["PYTHONPATH"] = os.pathsep.join([appdir, str(ROOT / "src")])
     return subprocess.Popen(
         [sys.executable, "-m", "redrelay", "worker", "bench_results_app:relay"],
@@ -61,14 +68,16 @@ def _worker(url: str, ns: str, ttl: float, appdir: str) -> subprocess.Popen[byte
     )
 
 
-def drain(url: str, n: int, results: bool, appdir: str, rnd: int) -> float:
-    ns = f"bench{rnd}{'r' if results else 'p'}"
+def drain(
+    url: str, n: int, results: bool, appdir: str, rnd: int, work_us: float
+) -> float:
+    ns = f"bench{rnd}{'r' if results else 'p'}{int(work_us)}"
     relay = Relay(url, namespace=ns)
     q = relay.queue("bench", results=results)
     for start in range(0, n, 1000):
         q.put_many([{"n": i} for i in range(start, min(n, start + 1000))])
     began = time.monotonic()
-    proc = _worker(url, ns, 3600.0 if results else 0.0, appdir)
+    proc = _worker(url, ns, 3600.0 if results else 0.0, appdir, work_us)
     first: tuple[float, int] | None = None
     try:
         while True:
@@ -151,15 +160,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--waiters", type=int, default=1000)
+    parser.add_argument("--waiters", type=int, default=1000, help="0: skip")
+    parser.add_argument(
+        "--work-us",
+        type=float,
+        default=0.0,
+        help="CPU microseconds each handler spends (0: a no-op handler)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "bench_results_app.py").write_text(APP)
         with RedisServer(Path(tmp) / "redis", appendonly=False) as server:
             plain, tracked = [], []
             for rnd in range(args.rounds):
-                plain.append(drain(server.url, args.n, False, tmp, rnd))
-                tracked.append(drain(server.url, args.n, True, tmp, rnd))
+                plain.append(drain(server.url, args.n, False, tmp, rnd, args.work_us))
+                tracked.append(drain(server.url, args.n, True, tmp, rnd, args.work_us))
             p, r = statistics.median(plain), statistics.median(tracked)
             print(
                 f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
@@ -172,7 +187,7 @@ def main() -> None:
             print(
                 f"  plain rounds {[round(x) for x in plain]}, results rounds {[round(x) for x in tracked]}"
             )
-            for style in ("threads", "asyncio"):
+            for style in ("threads", "asyncio") if args.waiters else ():
                 row = waiters(server.url, args.waiters, style, tmp)
                 print(
                     f"{row['waiters']} waiters ({style}): +{row['extra_connections']} connections "
