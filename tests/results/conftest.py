@@ -6,13 +6,20 @@ import pytest
 
 from redrelay import Relay
 
-from ..worker.helpers import WorkerProcess
+from ..processes import Worker
 
 
-class ResultsWorker(WorkerProcess):
+class ResultsWorker(Worker):
     """``python -m redrelay worker tests.apps.results_app:relay`` as a real subprocess."""
 
-    APP = "tests.apps.results_app:relay"
+    def __init__(self, url: str, namespace: str, *args: str, **env: str) -> None:
+        super().__init__(
+            "tests.apps.results_app:relay",
+            url,
+            *args,
+            env={"TEST_NAMESPACE": namespace, **env},
+            name="results-worker",
+        )
 
 
 @pytest.fixture
@@ -29,13 +36,11 @@ def app(make_relay: Callable[..., Relay]) -> Relay:
 
 
 @pytest.fixture
-def start_worker(
-    redrelay_url: str, app: Relay
-) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(redrelay_url: str, app: Relay) -> Iterator[Callable[..., Worker]]:
     """Start real worker subprocesses of the results app; all stopped at teardown."""
-    started: list[WorkerProcess] = []
+    started: list[Worker] = []
 
-    def start(*args: str, **env: str) -> WorkerProcess:
+    def start(*args: str, **env: str) -> Worker:
         worker = ResultsWorker(redrelay_url, app.namespace, *args, **env)
         started.append(worker)
         return worker

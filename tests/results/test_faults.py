@@ -21,9 +21,9 @@ from redrelay import Relay
 from redrelay.protocol.envelope import decode_entry
 from redrelay.protocol.keys import QueueKeys
 
-from ..worker.helpers import WorkerProcess
+from ..processes import Worker
 
-Start = Callable[..., WorkerProcess]
+Start = Callable[..., Worker]
 
 MESSAGES = 10_000
 MAX_ROUNDS = 40
@@ -88,7 +88,10 @@ def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) ->
     counts: dict[str, Any] = {}
     try:
         for _ in range(MAX_ROUNDS):
-            workers = [start_worker(TEST_CONCURRENCY="2") for _ in range(2)]
+            workers = [
+                start_worker(TEST_CONCURRENCY="2", TEST_RESULT_TTL="3600")
+                for _ in range(2)
+            ]
             time.sleep(rng.uniform(0.6, 1.5))
             for worker in workers:
                 worker.signal(signal.SIGKILL)
@@ -100,7 +103,7 @@ def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) ->
             kills_mid_work += 1  # a kill while work was left
         else:
             # Let one worker finish the rest (the dead consumers' leases expire first).
-            start_worker()
+            start_worker(TEST_RESULT_TTL="3600")
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 if q.stats().ready + q.stats().in_flight + q.stats().delayed == 0:

@@ -26,10 +26,10 @@ from redrelay._server import RedisServer
 from redrelay.protocol.keys import QueueKeys
 from redrelay.waiter import waiter_of
 
-from ..worker.helpers import WorkerProcess, wait_for
+from ..processes import Worker, wait_for
 from .conftest import ResultsWorker
 
-Start = Callable[..., WorkerProcess]
+Start = Callable[..., Worker]
 
 
 def _ran(relay: Relay) -> list[str]:

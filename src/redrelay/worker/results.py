@@ -23,12 +23,15 @@ from ..errors import ConfigurationError, DecodeError, EncodeError, RedrelayError
 from ..protocol.envelope import decode_entry, fresh_envelope
 from ..protocol.results import encode_value
 from ..protocol.transitions import to_ms
+from .leases import retry_forever
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..codecs import Codec
     from .leases import Batch, Lease
 
-__all__ = ["Tracker", "track"]
+__all__ = ["Tracker", "settle_batch", "start_batch", "track"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -174,6 +177,30 @@ class Tracker:
         script_keys += [keys.job(i) for i in starting]
         args += starting
         return script_keys, args
+
+
+def start_batch(
+    lease: Lease,
+    batch: Batch,
+    acks: list[str],
+    halt: threading.Event,
+    on_rejected: Callable[[Lease, int], None],
+) -> None:
+    """For the runner: read the last complete call, then send the next one (``acks``,
+    emptied, and marking ``batch`` running) without waiting."""
+    assert lease.tracker is not None
+    settle_batch(lease, halt, on_rejected)
+    lease.tracker.start(batch, acks)
+
+
+def settle_batch(
+    lease: Lease, halt: threading.Event, on_rejected: Callable[[Lease, int], None]
+) -> None:
+    """For the runner: read this thread's complete call in flight, if any."""
+    assert lease.tracker is not None
+    what = f"ack on {lease.keys.prefix}"
+    sent, held = retry_forever(lease.tracker.settle, halt, what)
+    on_rejected(lease, sent - held)
 
 
 def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None:

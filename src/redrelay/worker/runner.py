@@ -33,7 +33,7 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
-from .results import track
+from .results import settle_batch, start_batch, track
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -241,7 +241,9 @@ class Runner:
                     batch = fetcher.next(acks)
                     if batch is not None:
                         if lease.tracker is not None:  # result_ttl=: see results.py
-                            self._start_tracked(lease, batch, acks)
+                            start_batch(
+                                lease, batch, acks, self._halt, self._note_rejected
+                            )
                         fetcher.send_ahead(batch, acks)
                         started = time.monotonic()
                         if bounded is not None:
@@ -322,23 +324,9 @@ class Runner:
             for outcome in others:
                 self.outcomes[outcome] += 1
 
-    def _start_tracked(self, lease: Lease, batch: Batch, acks: list[str]) -> None:
-        """Results: read the last complete call, then send the next one (the acks in
-        hand, and marking this batch running) without waiting (see worker/results.py)."""
-        tracker = lease.tracker
-        assert tracker is not None
-        sent, held = retry_forever(
-            tracker.settle, self._halt, f"ack on {lease.keys.prefix}"
-        )
-        self._note_rejected(lease, sent - held)
-        tracker.start(batch, acks)
-
     def _flush(self, lease: Lease, acks: list[str]) -> None:
         if lease.tracker is not None and not acks:
-            # A complete call may be in flight (results): read it now.
-            retry_forever(
-                lease.tracker.settle, self._halt, f"ack on {lease.keys.prefix}"
-            )
+            settle_batch(lease, self._halt, self._note_rejected)  # a call in flight
         if acks:
             crash_point("ack")
             held = retry_forever(
