@@ -249,3 +249,24 @@ def test_task_api(make_relay: Callable[..., Relay]) -> None:
     finally:
         relay.stop()
     assert h3.status() is Status.CANCELLED
+
+
+def test_dedup_put_keeps_one_record(tracked: Relay) -> None:
+    q = tracked.queue("calc")
+    first = q.put({"op": "add", "a": 1, "b": 1}, dedup_key="once")
+    again = q.put({"op": "add", "a": 9, "b": 9}, dedup_key="once")
+    assert again == first
+    jobs = _client(tracked).keys(f"{tracked.namespace}:*:job:*")
+    assert jobs == [QueueKeys.of(tracked.namespace, "calc").job(first).encode()]
+
+
+def test_sharded_queues_say_results_are_not_supported(
+    make_relay: Callable[..., Relay],
+) -> None:
+    relay = make_relay()
+    q = relay.queue("wide", shards=2)
+    msg_id = q.put({})
+    with pytest.raises(ConfigurationError, match="sharded"):
+        q.status(msg_id)
+    with pytest.raises(ConfigurationError, match="sharded"):
+        relay.queue("wide", results=True).put({})
