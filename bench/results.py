@@ -181,7 +181,8 @@ def main() -> None:
                 f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
             )
             print(
-                f"drain n={args.n} rounds={args.rounds}: plain {p:,.0f} msg/s, "
+                f"drain n={args.n} rounds={args.rounds} handler work {args.work_us:g} us: "
+                f"plain {p:,.0f} msg/s, "
                 f"result_ttl {r:,.0f} msg/s, ratio {r / p:.2f}"
             )
             print(
