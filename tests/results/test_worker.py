@@ -157,10 +157,13 @@ def test_cancel_racing_fetch_exactly_one_of_ran_or_cancelled(
     app: Relay, start_worker: Start
 ) -> None:
     q = app.queue("calc")
-    ids = q.put_many([{"op": "add", "a": 1, "b": 1} for _ in range(300)])
+    ids = q.put_many([{"op": "add", "a": 1, "b": 1, "s": 0.002} for _ in range(600)])
     start_worker(TEST_PREFETCH="5")
+    # Once the worker is taking them, cancel each from the oldest: the cancels meet
+    # the fetches (some messages are just taken, some still queued).
+    wait_for(lambda: _ran(app), 30, what="the worker to start")
     found = {}
-    for msg_id in ids:  # racing the worker's fetches
+    for msg_id in ids:
         found[msg_id] = q.cancel(msg_id)
     done = (Status.SUCCEEDED, Status.CANCELLED)
     wait_for(
@@ -177,6 +180,7 @@ def test_cancel_racing_fetch_exactly_one_of_ran_or_cancelled(
             with pytest.raises(JobCancelled):
                 q.result(msg_id, timeout=1)
     assert Status.CANCELLED in statuses.values()
+    assert Status.SUCCEEDED in statuses.values()
 
 
 def test_cancelled_delayed_and_queued_never_run_after_restarts(
