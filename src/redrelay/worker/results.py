@@ -48,7 +48,7 @@ class Tracker:
         self.ttl_ms = max(1, to_ms(result_ttl))
         #: Delivery tag -> (message id, state, value), until a complete call takes it.
         self._finished: dict[str, tuple[str, str, bytes]] = {}
-        #: Ids of taken messages asked to stop (the cancels set, and complete's replies).
+        #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
         self._stop: frozenset[str] = frozenset()
         self._none = encode_value(codec, None)
         #: Per consumer thread: the complete call sent and not read yet.

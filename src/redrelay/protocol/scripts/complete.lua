@@ -24,21 +24,25 @@ local n = tonumber(ARGV[3])
 local cancels = redis.call('SCARD', KEYS[4]) > 0
 local held, ids, tags = 0, {}, {}
 for i = 1, n do
-  local a = 4 + 4 * (i - 1)
-  tags[i] = ARGV[a]
-  if redis.call('HDEL', KEYS[1], ARGV[a]) == 1 then
-    held = held + 1
-    local job = KEYS[4 + i]
-    redis.call('HSET', job, 's', ARGV[a + 2], 'v', ARGV[a + 3])
-    redis.call('PEXPIRE', job, ttl)
-    if cancels then
-      redis.call('SREM', KEYS[4], ARGV[a + 1])
-    end
-    ids[#ids + 1] = ARGV[a + 1]
-  end
+  tags[i] = ARGV[4 + 4 * (i - 1)]
 end
 if n > 0 then
+  -- Which tags are still held, then forget them all: two commands, not one per tag.
+  local present = redis.call('HMGET', KEYS[1], unpack(tags))
+  redis.call('HDEL', KEYS[1], unpack(tags))
   redis.call('HDEL', KEYS[3], unpack(tags))
+  for i = 1, n do
+    if present[i] then
+      local a = 4 + 4 * (i - 1)
+      held = held + 1
+      redis.call('HSET', KEYS[4 + i], 's', ARGV[a + 2], 'v', ARGV[a + 3])
+      redis.call('PEXPIRE', KEYS[4 + i], ttl)
+      if cancels then
+        redis.call('SREM', KEYS[4], ARGV[a + 1])
+      end
+      ids[#ids + 1] = ARGV[a + 1]
+    end
+  end
 end
 if held > 0 then
   redis.call('HINCRBY', KEYS[2], 'acked', held)
