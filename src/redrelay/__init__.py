@@ -35,11 +35,13 @@ from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
 from .message import Message as Message
 from .protocol.results import Status as Status
+from .protocol.schedule import ScheduleSpec as ScheduleSpec
 from .protocol.transitions import Backoff as Backoff
 from .queue import DeadLetter as DeadLetter
 from .queue import Queue as Queue
 from .queue import QueueStats as QueueStats
 from .relay import Relay as Relay
+from .schedules import ScheduleInfo as ScheduleInfo
 from .tasks import Task as Task
 from .tasks import TaskHandle as TaskHandle
 from .topic import GroupStats as GroupStats
@@ -81,6 +83,8 @@ __all__ = [
     "ResultNotFound",
     "ResultTimeout",
     "Retry",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "SignatureError",
     "Status",
     "Task",

@@ -2,8 +2,8 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``results`` (status, result, cancel), ``doctor``, ``embedded``, ``topics`` and
-``demo`` each add their commands to it on import.
+tail), ``results`` (status, result, cancel), ``doctor``, ``embedded``, ``topics``,
+``schedules`` and ``demo`` each add their commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -20,6 +20,7 @@ from . import (  # noqa: F401
     embedded,
     messages,
     results,
+    schedules,
     stats,
     topics,
     worker,
@@ -58,10 +59,11 @@ __all__ = [
 
 def shared_commands() -> list[click.Command]:
     """The queue tools a framework's command group mounts next to its own ``worker``:
-    ``stats``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
+    ``stats``, ``schedules``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
     relay's URL and namespace from ``ctx.obj`` (``{"url": ..., "namespace": ...}``)."""
     return [
         stats.stats,
+        schedules.schedules,
         dead.dead,
         messages.put,
         messages.publish,

@@ -120,6 +120,8 @@ class Lease:
             [self.keys.leases, self.keys.consumers],
             [cid, self.lease_ms, b""],
         )
+        if self.tracker is not None:
+            self.tracker.refresh()  # cancels of taken messages, once a heartbeat
         if alive:
             return True
         if cid == self.consumer_id:

@@ -26,10 +26,9 @@ from ..protocol.transitions import to_ms
 from .leases import retry_forever
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..codecs import Codec
     from .leases import Batch, Lease
+    from .runner import Runner
 
 __all__ = ["Tracker", "settle_batch", "start_batch", "track"]
 
@@ -179,28 +178,23 @@ class Tracker:
         return script_keys, args
 
 
-def start_batch(
-    lease: Lease,
-    batch: Batch,
-    acks: list[str],
-    halt: threading.Event,
-    on_rejected: Callable[[Lease, int], None],
-) -> None:
-    """For the runner: read the last complete call, then send the next one (``acks``,
-    emptied, and marking ``batch`` running) without waiting."""
-    assert lease.tracker is not None
-    settle_batch(lease, halt, on_rejected)
-    lease.tracker.start(batch, acks)
+def start_batch(runner: Runner, lease: Lease, batch: Batch, acks: list[str]) -> None:
+    """For the runner, with a fetched batch: if the consumer stores results, read the
+    last complete call, then send the next one (``acks``, emptied, and marking ``batch``
+    running) without waiting."""
+    if lease.tracker is not None:
+        settle_batch(runner, lease, [])
+        lease.tracker.start(batch, acks)
 
 
-def settle_batch(
-    lease: Lease, halt: threading.Event, on_rejected: Callable[[Lease, int], None]
-) -> None:
-    """For the runner: read this thread's complete call in flight, if any."""
-    assert lease.tracker is not None
+def settle_batch(runner: Runner, lease: Lease, acks: list[str]) -> None:
+    """For the runner's flush of ``acks``: with none, read this thread's complete call
+    in flight, if any (with some, the ack itself reads it first)."""
+    if lease.tracker is None or acks:
+        return
     what = f"ack on {lease.keys.prefix}"
-    sent, held = retry_forever(lease.tracker.settle, halt, what)
-    on_rejected(lease, sent - held)
+    sent, held = retry_forever(lease.tracker.settle, runner._halt, what)
+    runner._note_rejected(lease, sent - held)
 
 
 def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None:
