@@ -74,7 +74,8 @@ class ResultWaiter:
     """Every result wait of one relay in this process (see the module docstring)."""
 
     def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+        # Weakly: the relays' registry of waiters must not keep a dropped relay alive.
+        self._relay = weakref.ref(relay)
         self.pid = os.getpid()
         self._lock = threading.Condition()
         #: message id -> its waits.
@@ -142,7 +143,7 @@ class ResultWaiter:
             return
         with self._read_lock:
             if self._reader is None:
-                self._reader = self.relay.new_connection(retries=3)
+                self._reader = self._live().new_connection(retries=3)
             commands = [("HMGET", w.keys.job(i), "s", "v") for i, w in wanted]
             replies = self._reader.pipeline(commands, transaction=False)
         for (msg_id, wait), reply in zip(wanted, replies, strict=True):
@@ -196,13 +197,20 @@ class ResultWaiter:
             if self._reader is not None:
                 self._reader.close()
 
+    def _live(self) -> Relay:
+        relay = self._relay()
+        if relay is None:
+            raise _Lost("the relay was dropped")
+        return relay
+
     def _closed(self) -> bool:
         from .relay import RelayState
 
-        return self.relay.state is RelayState.CLOSED
+        relay = self._relay()
+        return relay is None or relay.state is RelayState.CLOSED
 
     def _session(self) -> None:
-        conn = self.relay.new_connection(retries=0, socket_timeout=PING_TIMEOUT)
+        conn = self._live().new_connection(retries=0, socket_timeout=PING_TIMEOUT)
         raw: Any = None
         try:
             with translate(conn.url):

@@ -2,9 +2,9 @@
 
 A *tracked* message has a record, the hash ``QueueKeys.job(id)``: field ``s`` holds its
 state (``q`` queued, ``d`` delayed, ``r`` running, ``ok``, ``fail``, ``x`` cancelled),
-``v`` the encoded return value or the failure (JSON), ``c`` a cancel asked once a worker
-took it, ``e`` a copy of the entry while it is queued (cancel.lua removes it from the
-queue by value). The producer writes it in the same transaction as the put; the worker
+``v`` the encoded return value or the failure (JSON), ``e`` a copy of the entry while it
+is queued (cancel.lua removes it from the queue by value; a cancel of a message a worker
+took goes to the queue's ``cancels`` set instead). The producer writes it in the same transaction as the put; the worker
 marks it running (complete.lua, with the previous batch's acks), and the ack writes the
 outcome (complete.lua; bury.lua for a death), so a result never exists without its ack.
 Finished records expire after the consumer's ``result_ttl``; pending ones after
