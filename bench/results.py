@@ -12,7 +12,8 @@ polled every 10 ms, so the start-up of the process is left out), alternating the
 one message each; a worker is started once all are registered; each handler returns
 ``time.time()`` at its end, and the waiter's wake time minus it is the latency (which
 includes the ack's batching, up to a batch of handlers). Connections are counted with
-``CLIENT LIST`` before and while they wait.
+``CLIENT LIST`` before and while they wait. The Redis server's CPU per drained message
+comes from ``INFO cpu`` before and after each drain.
 """
 
 from __future__ import annotations
@@ -68,14 +69,21 @@ def _worker(
     )
 
 
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def drain(
     url: str, n: int, results: bool, appdir: str, rnd: int, work_us: float
-) -> float:
+) -> tuple[float, float]:
     ns = f"bench{rnd}{'r' if results else 'p'}{int(work_us)}"
     relay = Relay(url, namespace=ns)
     q = relay.queue("bench", results=results)
     for start in range(0, n, 1000):
         q.put_many([{"n": i} for i in range(start, min(n, start + 1000))])
+    client = redis.Redis.from_url(url)
+    cpu = _redis_cpu(client)
     began = time.monotonic()
     proc = _worker(url, ns, 3600.0 if results else 0.0, appdir, work_us)
     first: tuple[float, int] | None = None
@@ -91,11 +99,13 @@ def drain(
             time.sleep(0.01)
         assert first is not None
         elapsed = time.monotonic() - first[0]
+        cpu = _redis_cpu(client) - cpu
     finally:
         proc.terminate()
         proc.wait(20)
         relay.close()
-    return (n - first[1]) / elapsed
+        client.close()
+    return (n - first[1]) / elapsed, cpu * 1e6 / n
 
 
 def waiters(url: str, count: int, style: str, appdir: str) -> dict[str, Any]:
@@ -171,10 +181,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "bench_results_app.py").write_text(APP)
         with RedisServer(Path(tmp) / "redis", appendonly=False) as server:
-            plain, tracked = [], []
+            plain, tracked, cpu_p, cpu_r = [], [], [], []
             for rnd in range(args.rounds):
-                plain.append(drain(server.url, args.n, False, tmp, rnd, args.work_us))
-                tracked.append(drain(server.url, args.n, True, tmp, rnd, args.work_us))
+                rate, cpu = drain(server.url, args.n, False, tmp, rnd, args.work_us)
+                plain.append(rate)
+                cpu_p.append(cpu)
+                rate, cpu = drain(server.url, args.n, True, tmp, rnd, args.work_us)
+                tracked.append(rate)
+                cpu_r.append(cpu)
             p, r = statistics.median(plain), statistics.median(tracked)
             print(
                 f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
@@ -187,6 +201,10 @@ def main() -> None:
             )
             print(
                 f"  plain rounds {[round(x) for x in plain]}, results rounds {[round(x) for x in tracked]}"
+            )
+            print(
+                f"  redis-server CPU per message (INFO cpu, whole run): plain "
+                f"{statistics.median(cpu_p):.1f} us, result_ttl {statistics.median(cpu_r):.1f} us"
             )
             for style in ("threads", "asyncio") if args.waiters else ():
                 row = waiters(server.url, args.waiters, style, tmp)
