@@ -113,7 +113,7 @@ class Queue(QueueResults):
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        return self.relay.encode_envelope(envelope)
+        return self.relay.encode_envelope(envelope, ("queue", self.name))
 
     def put(
         self,

@@ -103,6 +103,9 @@ class Lease:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "started": time.time(),
+                    # for the dashboard's workers page (last heartbeat = expiry - lease)
+                    "concurrency": self.options.concurrency,
+                    "lease": self.options.lease,
                 }
             )
             cid = self.consumer_id
@@ -196,6 +199,7 @@ class Lease:
             k.delayed_data,
             k.stats,
             k.started(cid),
+            k.history,
         ]
         return keys, [cid, reservation.count, reservation.first, PROMOTE_LIMIT, *acks]
 
@@ -219,11 +223,11 @@ class Lease:
             return 0
         if self.tracker is not None:
             return self.tracker.complete(tags)  # the ack that writes the results
-        cid = _consumer_of(tags[0])
+        k, cid = self.keys, _consumer_of(tags[0])
         return int(
             self.conn.run(
                 "ack",
-                [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)],
+                [k.inflight(cid), k.stats, k.started(cid), k.history],
                 tags,
             )
         )
@@ -249,6 +253,7 @@ class Lease:
                     k.delayed_data,
                     k.stats,
                     k.started(cid),
+                    k.history,
                 ],
                 [tag, entry, to_ms(delay), msg_id],
             )
@@ -264,7 +269,9 @@ class Lease:
     ) -> bool:
         """Dead-letter a delivery; with ``failure`` (result_ttl=), store it as the result."""
         k, cid = self.keys, _consumer_of(tag)
-        keys = [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)]
+        keys = [
+            k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid), k.history,
+        ]  # fmt: skip
         args: list[Any] = [tag, msg_id, record, cap]
         if failure is not None and self.tracker is not None:
             self.tracker.settle()  # the call that marks it running goes first
@@ -333,6 +340,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
                     keys.consumers,
                     keys.stats,
                     keys.started(cid),
+                    keys.history,
                 ],
                 [cid],
             )

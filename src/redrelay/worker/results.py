@@ -161,6 +161,7 @@ class Tracker:
             keys.stats,
             keys.started(consumer),
             keys.cancels,
+            keys.history,
         ]
         args: list[Any] = [self.ttl_ms, keys.done, len(tags)]
         for tag in tags:

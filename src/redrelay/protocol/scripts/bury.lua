@@ -6,14 +6,16 @@
 -- KEYS[3] dead_data  hash   id -> record (JSON made by the client: entry, reason, traceback)
 -- KEYS[4] stats      hash
 -- KEYS[5] started    hash   the consumer's marked tags
+-- KEYS[6] history    hash   per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
 -- For a consumer that stores results (results.md), also:
--- KEYS[6] job hash (the message's record); KEYS[7] cancels set;
+-- KEYS[7] job hash (the message's record); KEYS[8] cancels set;
 -- ARGV[5] result TTL ms; ARGV[6] failure (JSON); ARGV[7] done channel (pub/sub)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
+-- @include count
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HINCRBY', KEYS[4], 'rejected', 1)
+  count_outcome(KEYS[4], KEYS[6], 'rejected', 1)
   return 0
 end
 redis.call('HDEL', KEYS[5], ARGV[1])
@@ -21,7 +23,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-redis.call('HINCRBY', KEYS[4], 'dead', 1)
+count_outcome(KEYS[4], KEYS[6], 'dead', 1)
 local cap = tonumber(ARGV[4])
 if cap > 0 then
   local over = redis.call('ZCARD', KEYS[2]) - cap
@@ -32,11 +34,11 @@ if cap > 0 then
     redis.call('HINCRBY', KEYS[4], 'dead_dropped', #old)
   end
 end
-if KEYS[6] then
+if KEYS[7] then
   -- The failure is stored with the death, in the same step (results.md).
-  redis.call('HSET', KEYS[6], 's', 'fail', 'v', ARGV[6], 'e', '')
-  redis.call('PEXPIRE', KEYS[6], tonumber(ARGV[5]))
-  redis.call('SREM', KEYS[7], ARGV[2])
+  redis.call('HSET', KEYS[7], 's', 'fail', 'v', ARGV[6], 'e', '')
+  redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[5]))
+  redis.call('SREM', KEYS[8], ARGV[2])
   redis.call('PUBLISH', ARGV[7], ARGV[2])
 end
 return 1

@@ -8,7 +8,8 @@
 -- KEYS[2]   stats     hash  counters
 -- KEYS[3]   started   hash  the consumer's marked tags (see mark.lua)
 -- KEYS[4]   cancels   set   ids of running messages asked to stop (cancel.lua)
--- KEYS[4+i] job       hash  the record of the i-th delivery's message (state s, value v),
+-- KEYS[5]   history   hash  per-minute/per-hour counters (see _count.lua)
+-- KEYS[5+i] job       hash  the record of the i-th delivery's message (state s, value v),
 --                           then the records of the messages to start
 -- ARGV[1] result TTL ms; ARGV[2] done channel (pub/sub, not a key); ARGV[3] n, the
 -- deliveries to complete; ARGV[4 + 4(i-1) ...] per delivery: tag, message id, state
@@ -19,6 +20,7 @@
 -- nothing and is counted as rejected, as in ack.lua). A message with no record (put by a
 -- producer that does not track it) gets one when it finishes. One PUBLISH of the finished ids
 -- (space-separated) wakes every waiter of this hash tag.
+-- @include count
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
 local cancels = redis.call('SCARD', KEYS[4]) > 0
@@ -35,8 +37,8 @@ if n > 0 then
     if present[i] then
       local a = 4 + 4 * (i - 1)
       held = held + 1
-      redis.call('HSET', KEYS[4 + i], 's', ARGV[a + 2], 'v', ARGV[a + 3])
-      redis.call('PEXPIRE', KEYS[4 + i], ttl)
+      redis.call('HSET', KEYS[5 + i], 's', ARGV[a + 2], 'v', ARGV[a + 3])
+      redis.call('PEXPIRE', KEYS[5 + i], ttl)
       if cancels then
         redis.call('SREM', KEYS[4], ARGV[a + 1])
       end
@@ -44,20 +46,18 @@ if n > 0 then
     end
   end
 end
+count_outcome(KEYS[2], KEYS[5], 'acked', held)
+count_outcome(KEYS[2], KEYS[5], 'rejected', n - held)
 if held > 0 then
-  redis.call('HINCRBY', KEYS[2], 'acked', held)
   redis.call('PUBLISH', ARGV[2], table.concat(ids, ' '))
 end
-if held < n then
-  redis.call('HINCRBY', KEYS[2], 'rejected', n - held)
-end
-for i = n + 1, #KEYS - 4 do
+for i = n + 1, #KEYS - 5 do
   -- Only a queued or delayed record: a finished one stays finished (a requeued dead
   -- letter says 'fail' until it finishes again). 'e' is emptied rather than deleted:
   -- one command, not two.
-  local s = redis.call('HGET', KEYS[4 + i], 's')
+  local s = redis.call('HGET', KEYS[5 + i], 's')
   if s == 'q' or s == 'd' then
-    redis.call('HSET', KEYS[4 + i], 's', 'r', 'e', '')
+    redis.call('HSET', KEYS[5 + i], 's', 'r', 'e', '')
   end
 end
 return held
