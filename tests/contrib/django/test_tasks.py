@@ -221,3 +221,7 @@ def test_results_are_redrelay_results(app_relay: Relay) -> None:
         q.result(bad.id, timeout=5)
     assert info.value.error_type == "builtins.ValueError"
     assert info.value.error_message == "kaboom"
+    # Not for task ids: found nowhere, and nothing changed.
+    later = tasks.add.enqueue(1, 1)
+    assert q.cancel(later.id) is False
+    assert q.status(later.id) is Status.QUEUED

@@ -30,8 +30,13 @@ if s == 'q' or s == 'd' then
     gone = true
   else
     local entry = redis.call('HGET', KEYS[1], 'e')
+    if not entry then
+      -- A record written by someone else than a put (the django.tasks backend): its
+      -- message cannot be found from here.
+      return 0
+    end
     -- From the tail, where the oldest entries are (the next to be taken).
-    gone = entry and entry ~= '' and redis.call('LREM', KEYS[6], -1, entry) == 1
+    gone = entry ~= '' and redis.call('LREM', KEYS[6], -1, entry) == 1
   end
   if gone then
     redis.call('HSET', KEYS[1], 's', 'x', 'v', '')
