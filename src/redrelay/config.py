@@ -117,6 +117,9 @@ class ConsumerOptions:
         run by the *producer* at ``put``: the message's limit key.
     :param key_rate_limit: ``rate_limit`` per limit key (``key_burst`` likewise); a key
         over it is parked while the others keep flowing. See docs/flow-control.md.
+    :param result_ttl: seconds to keep each message's outcome (its return value, or the
+        failure of a dead one) for ``queue.result(id)``; None (default) stores nothing and
+        keeps the ack path unchanged. See docs/results.md.
     """
 
     concurrency: int = 1
@@ -130,6 +133,7 @@ class ConsumerOptions:
     time_limit: float | None = None
     limits: Limits = field(default_factory=Limits)
     limit_key: LimitKey | None = None
+    result_ttl: float | None = None
 
     @classmethod
     def build(
@@ -149,6 +153,7 @@ class ConsumerOptions:
         limit_key: LimitKey | None = None,
         key_rate_limit: str | None = None,
         key_burst: int | None = None,
+        result_ttl: Duration | None = None,
     ) -> ConsumerOptions:
         """Validate public arguments (naming the bad one) and fill derived defaults."""
         _positive_int("concurrency", concurrency, 1024)
@@ -198,6 +203,9 @@ class ConsumerOptions:
                 key_burst,
             ),
             limit_key=limit_key,
+            result_ttl=None
+            if result_ttl is None
+            else to_seconds(result_ttl, "result_ttl", allow_zero=False),
         )
 
 

@@ -8,19 +8,22 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import records as _records
 from ._faults import crash_point
 from ._types import Duration
 from .errors import ConfigurationError
 from .message import Message
 from .protocol.envelope import new_id
-from .protocol.flow import PRIO_ZERO_SCORE, check_priority, mark_for
+from .protocol.flow import PRIO_ZERO_SCORE, check_priority, mark_for, put_prio_plan
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
+from .protocol.results import track_commands
 from .protocol.transitions import check_headers, to_ms
 from .records import DeadLetter as DeadLetter
 from .records import QueueStats as QueueStats
 from .records import _age, _dead_letter, _delay_ms, _pairs, _text, _to_message
 from .records import requeue_args as requeue_args
+from .results import QueueResults
 from .sharding import (
     ShardPicker,
     merge_stats,
@@ -38,11 +41,12 @@ __all__ = ["DeadLetter", "Queue", "QueueStats"]
 PUT_MANY_CHUNK = 1000
 
 
-class Queue:
+class Queue(QueueResults):
     """A named work queue. Get one with ``relay.queue(name)``; it holds no connection.
 
     ``shards`` splits it over several hash tags (Redis Cluster slots), see
     :mod:`redrelay.sharding`; None adopts the count stored with the queue (1 if none).
+    ``result``, ``status`` and ``cancel`` come from :class:`~redrelay.results.QueueResults`.
     """
 
     def __init__(self, relay: Relay, name: str, shards: int | None = None) -> None:
@@ -54,6 +58,7 @@ class Queue:
         self._registered = False
         self._shards: list[QueueKeys] | None = None
         self._picker = ShardPicker(1)
+        self.tracked = False
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} namespace={self.relay.namespace!r}>"
@@ -169,9 +174,8 @@ class Queue:
         before the first round trip, so a bad argument writes nothing)."""
         msg_id = new_id()
         check_priority(priority)
-        entry = mark_for(
-            self, self.encode(body, headers, msg_id=msg_id), priority, body, headers
-        )
+        entry = self.encode(body, headers, msg_id=msg_id)
+        entry = mark_for(self, entry, priority, body, headers)
         delay_ms = _delay_ms(delay, eta)
         durability = self.relay.durability(durable)
         if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
@@ -187,6 +191,12 @@ class Queue:
             k = shards[self._picker.by_key(dedup_key)]
         else:
             k = shards[self._picker.next()] if len(shards) > 1 else shards[0]
+        if self.tracked:
+            return (
+                yield from self._put_tracked(
+                    k, entry, msg_id, delay_ms, dedup_key, wait, durability, priority
+                )
+            )
         if not delay_ms and dedup_key is None and not priority:
             reply = yield Step((("LPUSH", k.ready, entry),), wait=wait)
             result = msg_id
@@ -201,6 +211,45 @@ class Queue:
             reply = yield Step(script="put", keys=keys, args=args, wait=wait)
             # The id in the queue: an earlier one when the dedup key was taken.
             result = _text(reply[0] if wait is not None else reply)
+        if durability is not None:
+            durability.check(reply[1], [result])
+        return result
+
+    def _put_tracked(
+        self,
+        k: QueueKeys,
+        entry: bytes,
+        msg_id: str,
+        delay_ms: int,
+        dedup_key: str | None,
+        wait: Any,
+        durability: Any,
+        priority: int = 0,
+    ) -> Plan[str]:
+        """A put that also creates the message's record (docs/results.md)."""
+        if self._shards is not None and len(self._shards) > 1:
+            raise ConfigurationError(
+                f"queue {self.name!r} is sharded: results are not supported there yet"
+            )
+        track = track_commands(k, msg_id, bool(delay_ms), entry)
+        if not delay_ms and dedup_key is None and not priority:
+            # The record and the entry in one transaction: a worker never sees one alone.
+            reply = yield Step(
+                (*track, ("LPUSH", k.ready, entry)), transaction=True, wait=wait
+            )
+            if durability is not None:
+                durability.check(reply[1], [msg_id])
+            return msg_id
+        # The record first: a message can then never finish before its record exists.
+        yield Step(track, transaction=True)
+        keys = [k.ready, k.delayed, k.delayed_data, k.prio, k.prio_seq]
+        if dedup_key is not None:
+            keys.append(k.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32]))
+        args: list[Any] = [entry, msg_id, delay_ms, to_ms(self.relay.dedup_ttl)]
+        reply = yield Step(script="put", keys=keys, args=args, wait=wait)
+        result = _text(reply[0] if wait is not None else reply)
+        if result != msg_id:  # deduplicated: this id was never queued
+            yield Step((("DEL", k.job(msg_id)),))
         if durability is not None:
             durability.check(reply[1], [result])
         return result
@@ -264,14 +313,9 @@ class Queue:
         groups = self._picker.spread(len(entries)) if len(shards) > 1 else [[]]
         crash_point("put_many")
         wait = None if durability is None else durability.command()
-        if priority:  # put_prio.lua, one atomic call per shard
-            for k, group in zip(shards, groups, strict=True):
-                part = [entries[i] for i in group] if len(shards) > 1 else entries
-                keys = [k.ready, k.prio, k.prio_seq]
-                reply = yield Step(script="put_prio", keys=keys, args=part, wait=wait)
-                if durability is not None:
-                    durability.check(reply[1], ids)
-            return ids
+        if priority:  # put_prio.lua, one atomic call per shard (protocol/flow.py)
+            plan = put_prio_plan(shards, groups, entries, ids, self.tracked, durability)
+            return (yield from plan)
         batches: list[list[tuple[Any, ...]]] = []
         for k, group in zip(shards, groups, strict=True):
             part = [entries[i] for i in group] if len(shards) > 1 else entries
@@ -279,6 +323,16 @@ class Queue:
                 ("LPUSH", k.ready, *part[start : start + PUT_MANY_CHUNK])
                 for start in range(0, len(part), PUT_MANY_CHUNK)
             ]
+            if self.tracked:  # records first, in the same MULTI (docs/results.md)
+                if len(shards) > 1:
+                    raise ConfigurationError(
+                        f"queue {self.name!r} is sharded: results are not supported there yet"
+                    )
+                commands[:0] = [
+                    c
+                    for i, e in zip(ids, entries, strict=True)
+                    for c in track_commands(k, i, False, e)
+                ]
             # One queue tag per MULTI on a cluster: a transaction stays in one slot.
             if commands and (self.relay.is_cluster or not batches):
                 batches.append(commands)
@@ -328,15 +382,10 @@ class Queue:
                 break
             leases = reply[0]
         ready, delayed, dead, oldest, flat = reply[1:6]
-        prioritized, parked, parked_keys, parked_key_count, limits = reply[7:12]
         return QueueStats(
             name=self.name,
-            ready=ready + prioritized + parked,
-            prioritized=prioritized,
-            parked=parked,
-            parked_keys=[key.decode() for key in parked_keys],
-            parked_key_count=parked_key_count,
-            limits=limits.decode() if limits else None,
+            ready=ready + reply[7] + reply[8],  # + prioritized and parked
+            **_records.flow_fields(reply[7:12]),
             delayed=delayed,
             in_flight=sum(reply[6]),
             dead=dead,

@@ -153,3 +153,15 @@ def _dead_letter(record: bytes) -> DeadLetter:
         dead_at=data.get("dead_at", 0.0),
         entry=base64.b64decode(data["entry"]),
     )
+
+
+def flow_fields(reply: list[Any]) -> dict[str, Any]:
+    """QueueStats' priority and flow-limit fields from stats.lua's reply[7:12]."""
+    prioritized, parked, keys, key_count, limits = reply
+    return {
+        "prioritized": prioritized,
+        "parked": parked,
+        "parked_keys": [key.decode() for key in keys],
+        "parked_key_count": key_count,
+        "limits": limits.decode() if limits else None,
+    }

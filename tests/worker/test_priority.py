@@ -213,3 +213,27 @@ def test_peek_shows_the_run_order(relay: Relay) -> None:
     assert [m.body for m in q.peek()] == ["high", "a", "b", "low"]
     assert [m.body for m in q.peek(2)] == ["high", "a"]
     assert _fetch_all(_lease(relay)) == ["high", "a", "b", "low"]
+
+
+def test_priorities_on_a_queue_that_keeps_results(relay: Relay) -> None:
+    """result_ttl= queues: prioritized puts get their records, run first, and a queued
+    prioritized message can be cancelled."""
+    order: list[str] = []
+
+    @relay.consumer("q", result_ttl=60)
+    def handle(message: Message) -> str:
+        order.append(message.body)
+        return message.body.upper()
+
+    q = relay.queue("q")
+    plain = q.put("plain")
+    single = q.put("single", priority=5)
+    many = q.put_many(["m1", "m2"], priority=7)
+    dropped = q.put("dropped", priority=9)
+    assert q.cancel(dropped) is True
+    relay.drain(timeout=20)
+    assert order == ["m1", "m2", "single", "plain"]
+    assert [q.result(i, timeout=5) for i in (*many, single, plain)] == [
+        "M1", "M2", "SINGLE", "PLAIN"
+    ]  # fmt: skip
+    assert q.stats().prioritized == 0

@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
+from .keys import QueueKeys
+from .requests import Plan, Step
+from .results import track_commands
 
 __all__ = [
     "FLOW_OPTIONS",
@@ -35,6 +38,7 @@ __all__ = [
     "limit_key_of",
     "mark_entry",
     "mark_for",
+    "put_prio_plan",
     "read_marks",
 ]
 
@@ -220,3 +224,32 @@ def mark_for(
     if not priority and limit_key is None:
         return entry
     return mark_entry(entry, priority, limit_key_of(limit_key, body, headers))
+
+
+def put_prio_plan(
+    shards: Sequence[QueueKeys],
+    groups: Sequence[Sequence[int]],
+    entries: Sequence[bytes],
+    ids: list[str],
+    tracked: bool,
+    durability: Any,
+) -> Plan[list[str]]:
+    """``put_many(priority=)``: each shard's part (``groups``: indices of ``entries``, for
+    a sharded queue) in one put_prio.lua call, all or nothing per shard, after its
+    records when the queue keeps results. Returns ``ids``."""
+    wait = None if durability is None else durability.command()
+    for k, group in zip(shards, groups, strict=True):
+        index = list(group) if len(shards) > 1 else list(range(len(entries)))
+        part = [entries[i] for i in index]
+        if not part:
+            continue
+        if tracked:  # the records first (docs/results.md)
+            track = [
+                c for i in index for c in track_commands(k, ids[i], False, entries[i])
+            ]
+            yield Step(track, transaction=True)
+        keys = [k.ready, k.prio, k.prio_seq]
+        reply = yield Step(script="put_prio", keys=keys, args=part, wait=wait)
+        if durability is not None:
+            durability.check(reply[1], ids)
+    return ids

@@ -126,6 +126,10 @@ class QueueKeys:
     parked: str
     #: sorted set: limit key -> when its parked entries may go again (server ms).
     parked_due: str
+    #: set: ids of running messages whose cancellation was asked (results.md).
+    cancels: str
+    #: pub/sub channel (not a key): ids of finished tracked messages, space-separated.
+    done: str
 
     @classmethod
     def of(cls, namespace: str, name: str) -> QueueKeys:
@@ -148,6 +152,8 @@ class QueueKeys:
             slots=f"{p}:slots",
             parked=f"{p}:parked",
             parked_due=f"{p}:parked:due",
+            cancels=f"{p}:cancels",
+            done=f"{p}:done",
         )
 
     def inflight(self, consumer: str) -> str:
@@ -157,6 +163,10 @@ class QueueKeys:
     def started(self, consumer: str) -> str:
         """Hash of one consumer's redelivered tags that were marked as started (mark.lua)."""
         return f"{self.prefix}:started:{consumer}"
+
+    def job(self, msg_id: str) -> str:
+        """Hash of one tracked message: state, result or failure, cancel flag (results.md)."""
+        return f"{self.prefix}:job:{msg_id}"
 
     def dedup(self, key: str) -> str:
         """String holding the id of the message put under a deduplication key."""

@@ -159,7 +159,7 @@ class Bounded:
                         on_done(key, None)
                         continue
                     try:
-                        await coro
+                        value = await coro
                     except asyncio.CancelledError:
                         if _cancelling(me):
                             raise  # the chain itself was cancelled (shutdown)
@@ -169,7 +169,7 @@ class Bounded:
                     ) as exc:  # ainvoke turned SystemExit & co. into errors
                         on_done(key, Ended(exc))
                     else:
-                        on_done(key, Ended(None))
+                        on_done(key, Ended(None, value))
             finally:
                 for _, coro in pending:  # cancelled at shutdown: never started
                     coro.close()
@@ -196,18 +196,21 @@ class Bounded:
 
 
 class Ended:
-    """A handler of a chain that ended: what it raised (None: it returned)."""
+    """A handler of a chain that ended: what it raised (None: it returned ``value``)."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "value")
 
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
+    def __init__(self, error: BaseException | None, value: Any = None) -> None:
+        self.error, self.value = error, value
 
     def cancelled(self) -> bool:
         return False
 
     def exception(self) -> BaseException | None:
         return self.error
+
+    def result(self) -> Any:
+        return self.value
 
 
 def _cancelling(task: asyncio.Task[Any] | None) -> bool:

@@ -23,7 +23,6 @@ from .._faults import crash_point
 from ..errors import (
     BrokerUnavailable,
     ConfigurationError,
-    DrainTimeout,
     RedrelayError,
     TimeLimitExceeded,
 )
@@ -35,6 +34,7 @@ from .epoch import EpochWatch
 from .fetcher import Fetcher
 from .leases import Batch, Lease, retry_forever
 from .periodic import Scheduler
+from .results import settle_batch, start_batch, track
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..listener import Listener
     from ..relay import Relay
 
-__all__ = ["Runner", "drain"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -140,6 +140,7 @@ class Runner:
                 f"queue {consumer.name}: register",
             )
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
+            track(lease, self.relay.codec, consumer.options.result_ttl, consumer.name)
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
                 limit = consumer.options.concurrency
@@ -257,6 +258,7 @@ class Runner:
                 try:
                     batch = fetcher.next(acks)
                     if batch is not None:
+                        start_batch(self, lease, batch, acks)  # result_ttl=
                         fetcher.send_ahead(batch, acks)
                         started = time.monotonic()
                         if bounded is not None:
@@ -341,6 +343,7 @@ class Runner:
                 self.outcomes[outcome] += 1
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
+        settle_batch(self, lease, acks)  # result_ttl=: a complete call in flight
         if acks:
             crash_point("ack")
             held = retry_forever(
@@ -468,33 +471,3 @@ def _select(
             for c in chosen
         ]
     return chosen
-
-
-def drain(
-    relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0
-) -> None:
-    """Run consumers until their queues hold nothing ready, delayed or in flight."""
-    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01)
-    runner.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if runner.pending() == 0 and all(_empty(c) for c in runner.consumers):
-                if runner.topics is None or runner.topics.idle():
-                    return
-            if time.monotonic() > deadline:
-                left = {
-                    c.name: dataclasses.asdict(c.queue.stats())
-                    for c in runner.consumers
-                }
-                if runner.topics is not None:
-                    left.update(runner.topics.backlog())
-                raise DrainTimeout(f"queues not empty after {timeout}s: {left}")
-            time.sleep(0.01)
-    finally:
-        runner.stop(grace=timeout)
-
-
-def _empty(consumer: Consumer) -> bool:
-    stats = consumer.queue.stats()
-    return stats.ready == 0 and stats.delayed == 0 and stats.in_flight == 0
