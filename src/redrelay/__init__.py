@@ -28,6 +28,7 @@ from .errors import Reject as Reject
 from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
+from .failures import Failure as Failure
 from .message import Message as Message
 from .protocol.transitions import Backoff as Backoff
 from .queue import DeadLetter as DeadLetter
@@ -53,6 +54,7 @@ __all__ = [
     "DrainTimeout",
     "DurabilityNotConfirmed",
     "EncodeError",
+    "Failure",
     "GapReport",
     "GroupStats",
     "InvalidName",

@@ -19,7 +19,15 @@ from .message import Message
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["Consumer", "HandlerContext", "Subscriber", "ainvoke", "invoke"]
+__all__ = [
+    "Consumer",
+    "HandlerContext",
+    "Subscriber",
+    "acall_handler",
+    "ainvoke",
+    "call_handler",
+    "invoke",
+]
 
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
 #: connection hygiene ...). Registered with ``relay.add_handler_context()``.
@@ -59,6 +67,62 @@ def _call(
             loop.run_until_complete(result)
 
 
+def call_handler(
+    handler: Handler,
+    message: Message,
+    contexts: Sequence[HandlerContext],
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> BaseException | None:
+    """Run a handler; return what it raised, else None.
+
+    Every way a handler can end badly is a failure of that delivery, ``BaseException``
+    included: a handler that calls ``sys.exit()`` or raises ``KeyboardInterrupt`` or
+    ``GeneratorExit`` must not take its consumer thread down with it (issue 18). The
+    worker never raises into a handler thread to stop it (signals reach the main thread
+    only; ``TimeLimitExceeded`` is a failure too), so nothing here is the worker's own.
+    Queues, topic groups, channel subscribers and the ``django.tasks`` backend all call
+    handlers through this function or :func:`acall_handler`.
+    """
+    try:
+        invoke(handler, message, contexts, loop)
+    except BaseException as exc:  # noqa: B036 - see the docstring
+        return exc
+    return None
+
+
+async def acall_handler(
+    handler: Handler,
+    message: Message,
+    contexts: Sequence[HandlerContext],
+    time_limit: float | None = None,
+) -> BaseException | None:
+    """:func:`call_handler` for the worker's event loop: what the coroutine raised.
+
+    The one exception that is not the handler's failure is the worker's own shutdown:
+    the loop cancels the task (``task.cancelling()``), and the cancellation goes on.
+    A ``CancelledError`` the handler raises by itself is a failure like any other (else
+    its delivery would sit in flight under a live lease). Returning the exception,
+    never raising it, also keeps ``SystemExit`` from stopping the event loop of every
+    other handler.
+    """
+    try:
+        await ainvoke(handler, message, contexts, time_limit)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and _cancelling(task):
+            raise
+        return exc
+    except BaseException as exc:  # noqa: B036 - see call_handler
+        return exc
+    return None
+
+
+def _cancelling(task: asyncio.Task[Any]) -> bool:
+    if sys.version_info >= (3, 11):
+        return task.cancelling() > 0
+    return True  # pragma: no cover - Python 3.10 cannot tell; assume the worker's
+
+
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
@@ -74,22 +138,18 @@ async def ainvoke(
     Each call runs in its own task (``run_coroutine_threadsafe``), so context variables
     set by a handler context (Flask's app context) are the task's own. Past
     ``time_limit`` the handler is cancelled and :class:`TimeLimitExceeded` raised: a
-    coroutine, unlike a thread, can always be stopped at its next ``await``.
+    coroutine, unlike a thread, can always be stopped at its next ``await``. What the
+    handler raises propagates: the worker calls it through :func:`acall_handler`.
     """
-    try:
-        with contextlib.ExitStack() as stack:
-            for context in contexts:
-                stack.enter_context(context(message))
-            result = handler(message)
-            if result is not None and inspect.isawaitable(result):
-                if time_limit is None:
-                    await result
-                else:
-                    await _limited(result, time_limit)
-    except (SystemExit, KeyboardInterrupt) as exc:
-        # Out of a task these would stop the worker's event loop, and with it every
-        # other handler: a handler calling sys.exit() fails its delivery instead.
-        raise RuntimeError(f"the handler raised {type(exc).__name__}({exc})") from exc
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context(message))
+        result = handler(message)
+        if result is not None and inspect.isawaitable(result):
+            if time_limit is None:
+                await result
+            else:
+                await _limited(result, time_limit)
 
 
 async def _limited(awaitable: Awaitable[Any], limit: float) -> None:

@@ -28,7 +28,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, DecodeError, RedrelayError
-from .handlers import HandlerContext, Subscriber, ainvoke, invoke
+from .failures import Failure, report_failure
+from .handlers import HandlerContext, Subscriber, acall_handler, call_handler
 from .io.sync import translate
 from .message import Message
 from .protocol.envelope import decode_entry, new_id
@@ -97,11 +98,13 @@ class _Worker:
 
     def __init__(
         self,
+        relay: Relay,
         subscriber: Subscriber,
         queue_size: int,
         contexts: Sequence[HandlerContext] = (),
         bounded: Bounded | None = None,
     ) -> None:
+        self.relay = relay
         self.subscriber = subscriber
         #: For an async handler: its coroutines' bound on the event loop thread.
         self.bounded = bounded
@@ -142,7 +145,7 @@ class _Worker:
                     self._handle(item)
                     continue
                 bounded.acquire()  # at most `concurrency` coroutines at once
-                coro = ainvoke(self.subscriber.handler, item, self.contexts)
+                coro = acall_handler(self.subscriber.handler, item, self.contexts)
                 bounded.submit(coro, functools.partial(self._done, item))
         finally:
             if bounded is not None:
@@ -152,34 +155,27 @@ class _Worker:
         """An async handler ended (on the loop thread)."""
         if future.cancelled():
             return
-        error = future.exception()
-        if error is not None:
-            self.errors += 1
-            log.error(
-                "subscriber %s of %r failed on message %s",
-                getattr(
-                    self.subscriber.handler, "__qualname__", self.subscriber.handler
-                ),
-                message.channel,
-                message.id,
-                exc_info=error,
-            )
-        self.handled += 1
+        error = future.exception() or future.result()
+        self._ended(message, error if isinstance(error, BaseException) else None)
 
     def _handle(self, message: Message) -> None:
-        try:
-            invoke(self.subscriber.handler, message, self.contexts, None)
-        except Exception:
-            self.errors += 1
-            log.exception(
-                "subscriber %s of %r failed on message %s",
-                getattr(
-                    self.subscriber.handler, "__qualname__", self.subscriber.handler
-                ),
-                message.channel,
-                message.id,
-            )
+        self._ended(
+            message, call_handler(self.subscriber.handler, message, self.contexts)
+        )
+
+    def _ended(self, message: Message, error: BaseException | None) -> None:
+        """Count a handler call; report its failure (any BaseException, as for queues:
+        :mod:`redrelay.failures`). The subscriber thread goes on either way."""
         self.handled += 1
+        if error is None:
+            return
+        self.errors += 1
+        sub = self.subscriber
+        failure = Failure(
+            kind="channel", name=message.channel or sub.channel, message=message,
+            error=error, attempt=1,
+        )  # fmt: skip
+        report_failure(self.relay, failure)
 
 
 def _bounded(aio: LoopThread | None, subscriber: Subscriber) -> Bounded | None:
@@ -287,6 +283,7 @@ class Listener:
             aio = self._own_aio = LoopThread("redrelay-subscribers-asyncio")
         self._workers = [
             _Worker(
+                relay,
                 s,
                 queue_size,
                 relay.handler_contexts if contexts is None else contexts,

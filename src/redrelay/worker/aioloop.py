@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
-from ..handlers import ainvoke
+from ..handlers import acall_handler
 from .dispatch import Outcome, Started, begin, settle
 
 if TYPE_CHECKING:
@@ -137,13 +137,15 @@ class Bounded:
                 self._permits.release()
 
 
-def error_of(future: Future) -> Exception | None:
-    """What a finished (not cancelled) handler coroutine raised, as an Exception: a
-    BaseException (CancelledError inside the handler, say) fails its delivery too."""
+def error_of(future: Future) -> BaseException | None:
+    """What a finished (not cancelled) handler coroutine failed with: the value of
+    :func:`~redrelay.handlers.acall_handler`, any ``BaseException`` (``SystemExit``
+    included, with its class and traceback), else None."""
     error = future.exception()
-    if error is None or isinstance(error, Exception):
+    if error is not None:
         return error
-    return RuntimeError(f"the handler raised {type(error).__name__}: {error}")
+    result = future.result()
+    return result if isinstance(result, BaseException) else None
 
 
 def fetchers(consumer: Consumer | TopicSubscription) -> int:
@@ -178,6 +180,7 @@ def run_async_batch(
         # slot.current and gives back the rest): what runs is settled, never left in
         # flight under a live lease.
         while run.running and not runner._halt.is_set():
+            slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
             run.harvest(0.05)
         with runner._outcome_lock:
             for outcome, n in run.counts.items():
@@ -194,6 +197,7 @@ def _start_all(
 ) -> None:
     """Start the batch's coroutines as permits come free, settling finished ones."""
     while True:
+        slot.pulse.tick()
         with slot.lock:
             if not slot.pending or runner._stopping.is_set():
                 return
@@ -256,7 +260,7 @@ class _AsyncBatch:
             self.counts[started] += 1
             return
         crash_point("handler")
-        coro = ainvoke(
+        coro = acall_handler(
             consumer.handler,
             started.message,
             runner.relay.handler_contexts,

@@ -58,6 +58,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ...errors import ConfigurationError, RedrelayError, Reject
+from ...handlers import call_handler
 from ...message import Message
 from ...protocol.envelope import new_id
 from ...relay import Relay
@@ -336,18 +337,21 @@ class RedRelayBackend(BaseTaskBackend):
         self._save(relay, record)
         result = self._result(task, record)
         task_started.send(type(self), task_result=result)
-        error: Exception | None = None
-        try:
-            args, kwargs = record.get("args", []), record.get("kwargs", {})
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *args, **kwargs)
-            else:
-                value = task.call(*args, **kwargs)
-            record["return_value"] = _normalize_json(value)
-        except Exception as exc:
-            error = exc
+        # The worker's own path for handlers: a task that calls sys.exit() (any
+        # BaseException) is FAILED with that class, never left RUNNING (issue 18).
+        error = call_handler(lambda _: self._call(task, result, record), message, ())
         self._finish(relay, record, error)
         task_finished.send(type(self), task_result=self._result(task, record))
+
+    def _call(
+        self, task: Task[Any, Any], result: TaskResult[Any], record: dict[str, Any]
+    ) -> None:
+        args, kwargs = record.get("args", []), record.get("kwargs", {})
+        if task.takes_context:
+            value = task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = task.call(*args, **kwargs)
+        record["return_value"] = _normalize_json(value)
 
     def _finish(
         self, relay: Relay, record: dict[str, Any], exc: BaseException | None
