@@ -51,6 +51,12 @@ class QueueStats:
     oldest_age: float | None
     #: Lifetime counters: acked, retried, dead, recovered, rejected ...
     counters: dict[str, int]
+    #: Consumers whose lease ran out (the process died, or its threads stopped making
+    #: progress) and that no sweep has taken back yet; ``consumers`` counts live ones.
+    expired: int = 0
+    #: Of ``in_flight``, the deliveries held by expired consumers: they return to the
+    #: queue at the next sweep of any worker on it.
+    in_flight_expired: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -344,13 +350,17 @@ class Queue:
                 break
             leases = reply[0]
         ready, delayed, dead, oldest, flat = reply[1:6]
+        now = int(reply[8])
+        lapsed = [int(float(e)) <= now for e in reply[7]]
         return QueueStats(
             name=self.name,
             ready=ready,
             delayed=delayed,
             in_flight=sum(reply[6]),
             dead=dead,
-            consumers=len(leases),
+            consumers=lapsed.count(False),
+            expired=lapsed.count(True),
+            in_flight_expired=sum(n for n, x in zip(reply[6], lapsed) if x),
             oldest_age=_age(oldest or None),
             counters={
                 flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)

@@ -176,11 +176,11 @@ def _outbox_in_use(enabled: bool) -> bool:
 
 
 def _configure_logging(verbosity: int) -> None:
-    """Show redrelay's log lines: warnings always, INFO at -v 2, DEBUG at -v 3."""
+    """Show redrelay's log lines: INFO (ready, stopped, failures) from -v 1, the default; DEBUG at -v 3."""
     logger = logging.getLogger("redrelay")
     if verbosity >= 3:
         logger.setLevel(logging.DEBUG)
-    elif verbosity >= 2:
+    elif verbosity >= 1:  # the default: "ready"/"stopped" lines (INFO), failures
         logger.setLevel(logging.INFO)
     if not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler()

@@ -1,0 +1,141 @@
+"""Issue 18: a handler that raises any BaseException fails its delivery, nothing more.
+
+The issue's example, in a real worker process, on every kind of handler: one
+``{"exit": true}`` message whose handler calls ``sys.exit(3)`` (or raises
+``KeyboardInterrupt``), then five ordinary ones. All six are drained: the five run, the
+exiting one is retried, then dead-lettered with its class and traceback, and logged at
+ERROR; channel subscribers log it at ERROR and go on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from redrelay import Relay
+
+from .helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUES = ["se", "ase"]
+TOPICS = {"events": "topic", "aevents": "atopic"}
+CHANNELS = ["chan", "achan"]
+
+
+class ExitWorker:
+    """``python -m redrelay worker tests.apps.exit_app:relay`` as a real subprocess."""
+
+    def __init__(self, url: str, namespace: str, raise_: str) -> None:
+        env = dict(os.environ)
+        env.update(
+            REDRELAY_URL=url,
+            TEST_NAMESPACE=namespace,
+            TEST_RAISE=raise_,
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        )
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "redrelay", "worker", "tests.apps.exit_app:relay"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def exit_worker(
+    redrelay_url: str, make_relay: Callable[..., Relay]
+) -> Iterator[Callable[[str], tuple[Relay, ExitWorker]]]:
+    started: list[ExitWorker] = []
+
+    def start(raise_: str) -> tuple[Relay, ExitWorker]:
+        relay = make_relay()
+        worker = ExitWorker(redrelay_url, relay.namespace, raise_)
+        started.append(worker)
+        return relay, worker
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
+@pytest.mark.parametrize("raise_", ["SystemExit", "KeyboardInterrupt"])
+def test_the_issue_example_drains_on_every_kind_of_handler(
+    exit_worker: Callable[[str], tuple[Relay, ExitWorker]],
+    redrelay_url: str,
+    raise_: str,
+) -> None:
+    relay, worker = exit_worker(raise_)
+    client = redis.Redis.from_url(redrelay_url)
+    ns = relay.namespace
+    bodies = [{"exit": True}] + [{"n": n} for n in range(5)]
+    for name in QUEUES:
+        for body in bodies:
+            relay.queue(name).put(body)
+    for topic in TOPICS:
+        relay.topic(topic).publish_many(bodies)
+    for channel in CHANNELS:  # published once the worker listens
+        wait_for(
+            lambda c=channel: relay.publish(c, {"probe": True}) > 0,
+            timeout=30,
+            what=f"the subscriber of {channel}",
+        )
+        for body in bodies:
+            relay.publish(channel, body)
+
+    kinds = QUEUES + list(TOPICS.values()) + CHANNELS
+
+    def counts() -> dict[str, int]:
+        return {k: int(client.get(f"{ns}:test:count:{k}") or 0) for k in kinds}
+
+    wait_for(lambda: all(v == 5 for v in counts().values()), timeout=30, what=counts)
+    for name in QUEUES:
+        wait_for(lambda n=name: relay.queue(n).stats().dead == 1, what=f"{name} dead")
+        stats = relay.queue(name).stats()
+        assert (stats.ready, stats.delayed, stats.in_flight) == (0, 0, 0)
+        assert stats.counters.get("retried") == 1  # retries=1, then the dead letter
+        (dead,) = relay.queue(name).dead_letters()
+        assert raise_ in dead.reason
+        assert dead.traceback is not None and raise_ in dead.traceback
+        assert "_exit" in dead.traceback  # the handler's own frames
+    for topic, group in TOPICS.items():
+        wait_for(
+            lambda t=topic, g=group: len(relay.topic(t).dead_letters(g)) == 1,
+            what=f"{topic} dead letter",
+        )
+        (dead,) = relay.topic(topic).dead_letters(group)
+        assert raise_ in dead.reason and raise_ in (dead.traceback or "")
+    log = worker.output()
+    for name in ["queue se", "queue ase", "topic events/topic", "topic aevents/atopic"]:
+        assert any(
+            "ERROR" in line and name in line and "dead-lettered" in line
+            for line in log.splitlines()
+        ), (name, log)
+    for channel in CHANNELS:
+        assert any(
+            "ERROR" in line and f"channel {channel}" in line and raise_ in line
+            for line in log.splitlines()
+        ), (channel, log)
+    assert worker.proc.poll() is None  # the worker lives on
+    assert "ready" in log  # lifecycle lines at INFO, shown by default
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(30) == 0
