@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from redrelay import Relay
+from redrelay import Message, Relay
 
 from .helpers import wait_for
 
@@ -139,3 +139,29 @@ def test_the_issue_example_drains_on_every_kind_of_handler(
     assert "ready" in log  # lifecycle lines at INFO, shown by default
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0
+
+
+def test_an_async_handler_that_raises_cancelled_error_fails_its_delivery(
+    make_relay: Callable[..., Relay],
+) -> None:
+    """A CancelledError the handler raises itself is its failure (the worker's own
+    cancellation at shutdown is not): else the delivery would sit in flight forever."""
+    import asyncio
+
+    from redrelay.worker.runner import Runner
+
+    relay = make_relay()
+
+    @relay.consumer("cancelled", retries=0)
+    async def handler(message: Message) -> None:
+        raise asyncio.CancelledError("by the handler")
+
+    relay.queue("cancelled").put(1)
+    runner = Runner(relay, subscribers=False, poll=0.05)
+    runner.start()
+    try:
+        wait_for(lambda: relay.queue("cancelled").stats().dead == 1, what="dead")
+    finally:
+        runner.stop(grace=5)
+    (dead,) = relay.queue("cancelled").dead_letters()
+    assert "CancelledError" in dead.reason

@@ -1,0 +1,212 @@
+"""Liveness (issue 18): a dead or stuck consumer thread's lease runs out, and a new
+thread takes its place; failure logs and hooks (issue 16, item 4)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import redrelay.worker.liveness as liveness
+import redrelay.worker.runner as runner_mod
+from redrelay import Failure, Message, Relay
+from redrelay.worker.fetcher import Fetcher
+from redrelay.worker.runner import Runner
+from redrelay.worker.supervisor import Worker
+
+from .helpers import wait_for
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[..., Runner]]:
+    runners: list[Runner] = []
+
+    def start(relay: Relay, **kwargs: Any) -> Runner:
+        runner = Runner(relay, subscribers=False, poll=0.05, **kwargs)
+        runner.start()
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        runner.stop(grace=5)
+
+
+def _threads(queue: str) -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(f"redrelay-{queue}-") and t.is_alive()
+    ]
+
+
+def test_a_consumer_thread_killed_from_the_inside_comes_back(
+    make_relay: Callable[..., Relay],
+    run: Callable[..., Runner],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = make_relay(lease=1.0, heartbeat=0.2)
+    done: list[tuple[int, int]] = []
+
+    @relay.consumer("kill", prefetch=5, concurrency=1)
+    def handler(message: Message) -> None:
+        done.append((message.body["n"], message.attempt))
+
+    # The worker's own code (not a handler) dies on this thread, mid-batch.
+    original, killed = runner_mod.handle_entry, threading.Event()
+
+    def dying(*args: Any) -> Any:
+        if b'"kill"' in args[4] and not killed.is_set():
+            killed.set()
+            raise SystemExit("killed from the inside")
+        return original(*args)
+
+    monkeypatch.setattr(runner_mod, "handle_entry", dying)
+    queue = relay.queue("kill")
+    queue.put_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
+    caplog.set_level(logging.INFO, "redrelay")
+    run(relay)
+    (first,) = wait_for(lambda: _threads("kill"), what="the consumer thread")
+    wait_for(killed.is_set, what="the kill")
+    wait_for(lambda: len(done) == 5, timeout=20, what=lambda: done)
+    # Nothing ran before the dead thread's lease ran out: every message came back under
+    # the lease rule, delivered a second time, to the new thread.
+    assert sorted(done) == [(n, 2) for n in range(5)]
+    stats = wait_for(lambda: (s := queue.stats()).in_flight == 0 and s, what="acks")
+    assert stats.counters.get("recovered") == 5
+    assert (stats.ready, stats.dead, stats.consumers, stats.expired) == (0, 0, 1, 0)
+    (second,) = _threads("kill")
+    assert second is not first and not first.is_alive()
+    died = [r for r in caplog.records if "died" in r.getMessage()]
+    assert died and died[0].levelno == logging.ERROR
+    assert "SystemExit: killed from the inside" in died[0].getMessage()
+    assert died[0].exc_info is not None  # the traceback of what ended the thread
+
+
+def test_a_stuck_consumer_thread_is_replaced(
+    make_relay: Callable[..., Relay],
+    run: Callable[..., Runner],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = make_relay(lease=1.0, heartbeat=0.2)
+    done: list[tuple[int, int]] = []
+
+    @relay.consumer("stuck", prefetch=5, concurrency=1)
+    def handler(message: Message) -> None:
+        done.append((message.body["n"], message.attempt))
+
+    # The first thread hangs in the worker's own code (a fetch that never returns)
+    # after its first batch, before it could ack it: no handler is running.
+    original, release, hung = Fetcher.next, threading.Event(), threading.Event()
+    calls: dict[int, int] = {}
+
+    def hanging(self: Fetcher, acks: list[str]) -> Any:
+        me = threading.get_ident()
+        calls[me] = calls.get(me, 0) + 1
+        if calls[me] == 2 and not hung.is_set():
+            hung.set()
+            release.wait(30)
+        return original(self, acks)
+
+    monkeypatch.setattr(Fetcher, "next", hanging)
+    queue = relay.queue("stuck")
+    queue.put_many([{"n": n} for n in range(3)])
+    caplog.set_level(logging.INFO, "redrelay")
+    try:
+        run(relay)
+        wait_for(hung.is_set, what="the hang")
+        # Handled once, never acked; the keeper stops renewing the stuck thread's lease.
+        wait_for(lambda: len(done) == 6, timeout=20, what=lambda: done)
+        assert sorted(done) == [(n, a) for n in range(3) for a in (1, 2)]
+        assert any(
+            r.levelno == logging.ERROR and "stuck" in r.getMessage()
+            for r in caplog.records
+        )
+        wait_for(lambda: queue.stats().in_flight == 0, what="acks")
+        assert queue.stats().counters.get("recovered") == 3
+    finally:
+        release.set()
+
+
+def test_a_worker_that_cannot_keep_its_threads_alive_exits_3(
+    make_relay: Callable[..., Relay],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = make_relay(lease=1.0, heartbeat=0.2)
+
+    @relay.consumer("doomed")
+    def handler(message: Message) -> None:
+        pass
+
+    def dead(self: Fetcher, acks: list[str]) -> Any:
+        raise SystemExit("every consumer thread dies at once")
+
+    monkeypatch.setattr(Fetcher, "next", dead)
+    monkeypatch.setattr(liveness, "MAX_REVIVALS", 2)
+    caplog.set_level(logging.INFO, "redrelay")
+    assert Worker(relay, subscribers=False, grace=2).run() == liveness.EXIT_UNHEALTHY
+    assert sum("died" in r.getMessage() for r in caplog.records) == 3
+    assert any(r.levelno == logging.CRITICAL for r in caplog.records)
+
+
+@pytest.mark.parametrize("raised", [GeneratorExit, KeyboardInterrupt, SystemExit])
+def test_failures_are_logged_and_hooked(
+    make_relay: Callable[..., Relay],
+    run: Callable[..., Runner],
+    caplog: pytest.LogCaptureFixture,
+    raised: type[BaseException],
+) -> None:
+    failures: list[Failure] = []
+    dead: list[Failure] = []
+    relay = make_relay(on_failure=failures.append, on_dead=dead.append)
+
+    @relay.consumer("hooks", retries=1, backoff=0.01)
+    def handler(message: Message) -> None:
+        raise raised("from the handler")
+
+    caplog.set_level(logging.INFO, "redrelay")
+    message_id = relay.queue("hooks").put({"x": 1})
+    run(relay)
+    wait_for(lambda: relay.queue("hooks").stats().dead == 1, what="the dead letter")
+    assert [(f.kind, f.name, f.attempt, type(f.error)) for f in failures] == [
+        ("queue", "hooks", 1, raised),
+        ("queue", "hooks", 2, raised),
+    ]
+    assert failures[0].retry_in is not None and failures[1].retry_in is None
+    assert failures[0].message is not None and failures[0].message.id == message_id
+    (final,) = dead
+    assert final.dead and final.error is failures[1].error
+    assert final.reason is not None and raised.__name__ in final.reason
+    lines = [r for r in caplog.records if r.name == "redrelay.worker"]
+    retry = [r for r in lines if "retrying in" in r.getMessage()]
+    assert [r.levelno for r in retry] == [logging.WARNING]
+    assert retry[0].exc_info is not None  # with the traceback
+    buried = [r for r in lines if "dead-lettered" in r.getMessage()]
+    assert [r.levelno for r in buried] == [logging.ERROR]
+    assert buried[0].exc_info is not None
+
+
+def test_a_hook_that_raises_is_logged_not_fatal(
+    make_relay: Callable[..., Relay],
+    run: Callable[..., Runner],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(failure: Failure) -> None:
+        raise ValueError("the hook is broken")
+
+    relay = make_relay(on_failure=broken, on_dead=broken)
+
+    @relay.consumer("broken-hook", retries=0)
+    def handler(message: Message) -> None:
+        raise RuntimeError("fails")
+
+    relay.queue("broken-hook").put_many([1, 2])
+    run(relay)
+    wait_for(lambda: relay.queue("broken-hook").stats().dead == 2, what="dead")
+    assert sum("hook raised" in r.getMessage() for r in caplog.records) == 4

@@ -1,0 +1,43 @@
+"""Issue 16, item 6: after a SIGKILL, ``stats`` shows the dead consumer's lease as
+expired and what it holds as such, and counts only live consumers."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+from click.testing import CliRunner
+
+from redrelay import Relay
+from redrelay.cli import cli
+
+from .helpers import WorkerProcess, runs, wait_for
+
+
+def test_stats_after_a_sigkill(
+    app_relay: Relay,
+    redrelay_url: str,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    queue = app_relay.queue("work")
+    queue.put({"op": "sleep", "s": 30})
+    worker = start_worker(TEST_LEASE="1", TEST_CONCURRENCY="1")
+    wait_for(lambda: runs(redrelay_url, app_relay.namespace), what="the handler")
+    live = queue.stats()
+    assert (live.in_flight, live.consumers, live.expired) == (1, 1, 0)
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    # No worker is left to sweep: the lease runs out and stays there, shown as expired.
+    stale = wait_for(lambda: (s := queue.stats()).expired == 1 and s, what="expiry")
+    assert (stale.consumers, stale.in_flight, stale.in_flight_expired) == (0, 1, 1)
+    result = CliRunner().invoke(
+        cli, ["--url", redrelay_url, "--namespace", app_relay.namespace, "stats"]
+    )
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("work"))
+    assert "1 (1 expired)" in row and "0 +1 expired" in row
+    # A new worker's sweep hands the delivery back; then nothing is stale.
+    start_worker(TEST_LEASE="1", TEST_CONCURRENCY="1")
+    wait_for(lambda: queue.stats().counters.get("recovered") == 1, what="recovery")
+    fresh = queue.stats()
+    assert (fresh.expired, fresh.in_flight_expired, fresh.consumers) == (0, 0, 1)
