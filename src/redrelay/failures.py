@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["Failure", "Hook", "report_dead", "report_failure"]
 
 log = logging.getLogger("redrelay.worker")
+#: Channel subscribers' failures go where the rest of pub/sub logs.
+channel_log = logging.getLogger("redrelay.channel")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +73,7 @@ def report_failure(relay: Relay, failure: Failure) -> None:
     elif failure.retry_in is not None:
         then = f"retrying in {failure.retry_in:.2f}s"
     if then:  # else the dead letter's ERROR line says it, with this traceback
-        log.log(
+        (channel_log if failure.kind == "channel" else log).log(
             level,
             "%s %s: message %s failed (attempt %d, %s); %s",
             failure.kind, failure.name, msg_id, failure.attempt, what, then,

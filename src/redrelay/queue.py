@@ -360,7 +360,9 @@ class Queue:
             dead=dead,
             consumers=lapsed.count(False),
             expired=lapsed.count(True),
-            in_flight_expired=sum(n for n, x in zip(reply[6], lapsed) if x),
+            in_flight_expired=sum(
+                n for n, x in zip(reply[6], lapsed, strict=True) if x
+            ),
             oldest_age=_age(oldest or None),
             counters={
                 flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)

@@ -54,13 +54,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from django.core import checks
+from django.core.exceptions import SuspiciousOperation
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
 from ...errors import ConfigurationError, RedrelayError, Reject
 from ...handlers import call_handler
 from ...message import Message
-from ...protocol.envelope import new_id
 from ...relay import Relay
 from ._tasks_conf import TasksSettings, problems, tasks_settings
 from .conf import DEFAULT_ALIAS, InvalidRelaySettings
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     )
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
 else:
     try:  # Django >= 6.0
         from django.tasks import TaskResultStatus, task_backends
@@ -92,6 +94,7 @@ else:
         from django.tasks.exceptions import InvalidTask as InvalidTaskError
         from django.tasks.exceptions import TaskResultDoesNotExist
         from django.tasks.signals import task_enqueued, task_finished, task_started
+        from django.utils.json import normalize_json
     except ImportError:  # the django-tasks backport
         try:
             from django_tasks import TaskResultStatus, task_backends
@@ -105,13 +108,14 @@ else:
             )
             from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
             from django_tasks.signals import task_enqueued, task_finished, task_started
+            from django_tasks.utils import normalize_json
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "RedRelayBackend needs django.tasks (Django >= 6.0) or the django-tasks "
                 "backport: pip install 'redrelay[django]'"
             ) from exc
 
-__all__ = ["RedRelayBackend", "register_consumers"]
+__all__ = ["RedRelayBackend", "consume_open_queues", "register_consumers"]
 
 T = TypeVar("T")
 
@@ -136,18 +140,72 @@ def register_consumers(
     if config.relay != relay_alias:
         return
 
+    # QUEUES: [] takes any queue name; the worker consumes "default" and the task queues
+    # that exist when it starts (see consume_open_queues()).
+    for queue in config.queues or ["default"]:
+        _register(relay, task_alias, f"{config.prefix}{queue}", config.consumer)
+
+
+def _register(
+    relay: Relay, task_alias: str, name: str, options: dict[str, Any]
+) -> None:
+    if name in relay.consumers:
+        # Another TASKS alias of ours uses this redrelay queue too (redrelay.W011): its
+        # consumer runs both aliases' tasks, each with its own backend (the message
+        # names it), instead of the second registration breaking every enqueue.
+        return
+
     def run_task(message: Message) -> None:
-        backend = task_backends[task_alias]
+        body = message.body
+        alias = body.get("backend") if isinstance(body, dict) else None
+        alias = alias if isinstance(alias, str) else task_alias
+        backend = task_backends[alias]
         if not isinstance(backend, RedRelayBackend):
-            raise Reject(f"TASKS[{task_alias!r}] is no longer a RedRelayBackend")
+            raise Reject(f"TASKS[{alias!r}] is no longer a RedRelayBackend")
         backend.run(message)
 
     run_task.__qualname__ = f"run_task[{task_alias}]"
-    for queue in config.queues:
-        try:
-            relay.consumer(f"{config.prefix}{queue}", **config.consumer)(run_task)
-        except ConfigurationError as exc:
-            raise InvalidRelaySettings(f"TASKS[{task_alias!r}]: {exc}") from exc
+    try:
+        relay.consumer(name, **options)(run_task)
+    except ConfigurationError as exc:
+        raise InvalidRelaySettings(f"TASKS[{task_alias!r}]: {exc}") from exc
+
+
+def consume_open_queues(relay: Relay, relay_alias: str) -> list[str]:
+    """In a worker: register consumers for the task queues of backends with
+    ``QUEUES: []`` (any queue name) that exist now (something was enqueued on them).
+
+    ``relay_worker`` calls this once at start; a queue first used later is consumed
+    from the next start. Returns the queues added.
+    """
+    from django.conf import settings
+
+    from ...protocol.keys import queues_key
+
+    added: list[str] = []
+    aliases = getattr(settings, "TASKS", None)
+    for task_alias, params in (aliases if isinstance(aliases, dict) else {}).items():
+        if not isinstance(params, dict) or params.get("QUEUES", ["default"]):
+            continue
+        if not isinstance(task_backends[task_alias], RedRelayBackend):
+            continue
+        config = tasks_settings(task_alias, params)
+        if config.relay != relay_alias:
+            continue
+        known = relay.connection.call("SMEMBERS", queues_key(relay.namespace))
+        for name in sorted(m.decode() for m in known):
+            if name.startswith(config.prefix) and name not in relay.consumers:
+                _register(relay, task_alias, name, config.consumer)
+                added.append(name)
+    return added
+
+
+def _queue_names(alias: str, params: dict[str, Any]) -> set[tuple[str, str]]:
+    """(relay alias, redrelay queue) pairs of a TASKS alias (empty if it is invalid)."""
+    if any(problems(params)):
+        return set()
+    config = tasks_settings(alias, params)
+    return {(config.relay, f"{config.prefix}{q}") for q in config.queues or ["default"]}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -156,17 +214,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _normalize_json(value: Any) -> Any:
-    """JSON values only, as ``django.tasks`` requires of return values."""
-    if isinstance(value, dict):
-        return {str(k): _normalize_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalize_json(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise TypeError(f"a task must return JSON values, not {type(value).__name__}")
 
 
 class RedRelayBackend(BaseTaskBackend):
@@ -222,7 +269,9 @@ class RedRelayBackend(BaseTaskBackend):
         self.validate_task(task)
         result: TaskResult[T] = TaskResult(
             task=task,
-            id=new_id(),
+            # Random, as the reference backends': apps put result ids in URLs, and a
+            # time-sortable id would reveal its neighbours (issue 18).
+            id=get_random_string(32),
             status=TaskResultStatus("READY"),
             enqueued_at=timezone.now(),
             started_at=None,
@@ -245,6 +294,7 @@ class RedRelayBackend(BaseTaskBackend):
             relay.queue(self.queue_for(task.queue_name)).put(
                 {
                     "id": result.id,
+                    "backend": self.alias,
                     "task": task.module_path,
                     "args": result.args,
                     "kwargs": result.kwargs,
@@ -265,18 +315,14 @@ class RedRelayBackend(BaseTaskBackend):
 
         :raises TaskResultDoesNotExist: no such id, or its record expired
             (``RESULT_TTL``).
+        :raises ImportError: its task path no longer imports (as the reference backends).
+        :raises SuspiciousOperation: its task path names something that is not a task.
         """
         relay = get_relay(self.config.relay)
         record = self._load(relay, result_id)
         if record is None:
             raise TaskResultDoesNotExist(result_id)
-        try:
-            task = self._task(record["task"])
-        except (ImportError, TypeError) as exc:
-            raise TaskResultDoesNotExist(
-                f"{result_id}: its task {record['task']!r} cannot be loaded ({exc})"
-            ) from exc
-        return self._result(task, record)
+        return self._result(self._task(record["task"], result_id), record)
 
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
         """``redrelay.E011`` for each problem with the backend's settings."""
@@ -300,6 +346,33 @@ class RedRelayBackend(BaseTaskBackend):
                 hint="See redrelay.contrib.django.tasks for the backend's settings.",
                 id="redrelay.E011",
             )
+        if not found:
+            yield from self._shared_queues(getattr(settings, "TASKS", None))
+
+    def _shared_queues(self, aliases: object) -> Iterable[checks.CheckMessage]:
+        """``redrelay.W011``: another alias of ours puts tasks on the same redrelay
+        queue (it works: one consumer runs both, each with its own backend, but with
+        the ``CONSUMER`` options of whichever registered first)."""
+        mine = _queue_names(
+            self.alias, {"OPTIONS": self.options, "QUEUES": sorted(self.queues)}
+        )
+        for alias, params in (aliases if isinstance(aliases, dict) else {}).items():
+            if alias == self.alias or not isinstance(params, dict):
+                continue
+            if params.get("BACKEND") != self._path():
+                continue
+            shared = sorted(mine & _queue_names(alias, params))
+            if shared:
+                yield checks.Warning(
+                    f"TASKS[{self.alias!r}] and TASKS[{alias!r}] both put tasks on the "
+                    f"redrelay queue(s) {', '.join(q for _, q in shared)}.",
+                    hint="Give one of them another OPTIONS['QUEUE_PREFIX'] (or RELAY), "
+                    "so each has consumers with its own CONSUMER options.",
+                    id="redrelay.W011",
+                )
+
+    def _path(self) -> str:
+        return f"{type(self).__module__}.{type(self).__qualname__}"
 
     # -- running (in the worker) -----------------------------------------------------------
 
@@ -330,8 +403,8 @@ class RedRelayBackend(BaseTaskBackend):
             worker_ids=[*record.get("worker_ids", []), self.worker_id],
         )
         try:
-            task = self._task(body["task"])
-        except (ImportError, TypeError) as exc:
+            task = self._task(body["task"], body["id"])
+        except (ImportError, SuspiciousOperation) as exc:
             self._finish(relay, record, exc)  # no task object: no signals
             return
         self._save(relay, record)
@@ -351,7 +424,9 @@ class RedRelayBackend(BaseTaskBackend):
             value = task.call(TaskContext(task_result=result), *args, **kwargs)
         else:
             value = task.call(*args, **kwargs)
-        record["return_value"] = _normalize_json(value)
+        # Django's own rules (bytes become str, tuples lists ...), as the reference
+        # backends; what it refuses fails the task with its TypeError or ValueError.
+        record["return_value"] = normalize_json(value)
 
     def _finish(
         self, relay: Relay, record: dict[str, Any], exc: BaseException | None
@@ -374,10 +449,13 @@ class RedRelayBackend(BaseTaskBackend):
 
     # -- records ---------------------------------------------------------------------------
 
-    def _task(self, path: str) -> Task[Any, Any]:
-        task = import_string(path)
+    def _task(self, path: str, result_id: str) -> Task[Any, Any]:
+        """The task at ``path``; the exceptions of the reference backends otherwise."""
+        task = import_string(path)  # ImportError
         if not isinstance(task, Task):
-            raise TypeError(f"{path} is a {type(task).__name__}, not a task")
+            raise SuspiciousOperation(
+                f"Task {result_id} does not point to a Task ({path})"
+            )
         return task
 
     def _record(self, result: TaskResult[Any]) -> dict[str, Any]:
@@ -423,7 +501,7 @@ class RedRelayBackend(BaseTaskBackend):
         self, relay: Relay, record: dict[str, Any], extra_ttl: float = 0.0
     ) -> None:
         key = _result_key(relay.namespace, record["id"])
-        data = orjson.dumps(record)
+        data = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
         if self.config.result_ttl is None:
             relay.connection.call("SET", key, data)
         else:

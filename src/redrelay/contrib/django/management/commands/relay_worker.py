@@ -86,6 +86,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if options["processes"] > 1:
             sys.exit(self._supervise(options))
+        tasks = sys.modules.get("redrelay.contrib.django.tasks")  # loaded if in use
+        if tasks is not None:
+            tasks.consume_open_queues(relay, alias)  # TASKS with QUEUES: []
         outbox = None
         if not options["no_outbox"] and _outbox_in_use(config.outbox):
             from ...outbox import OutboxRelay
