@@ -19,14 +19,18 @@ on the redrelay worker. On Django 5.x it uses the ``django-tasks`` backport (add
 
 How it works:
 
-- ``task.enqueue(*args, **kwargs)`` writes the result record (status ``READY``) to Redis,
-  then puts ``{"id", "task", "args", "kwargs"}`` on the queue ``<QUEUE_PREFIX><queue_name>``
-  (``run_after`` becomes the message's ``eta``). Arguments must be JSON values, as
-  everywhere in ``django.tasks``; anything else fails in the caller.
+- ``task.enqueue(*args, **kwargs)`` writes the result record (status ``READY``, a random
+  32-character id) to Redis, then puts ``{"id", "backend", "task", "args", "kwargs"}`` on
+  the queue ``<QUEUE_PREFIX><queue_name>`` (``run_after`` becomes the message's ``eta``).
+  Arguments and return values follow Django's JSON normalisation, as in the reference
+  backends.
 - ``manage.py relay_worker`` consumes every queue in ``QUEUES`` (the consumers are
-  registered on the relay of ``RELAY`` when it is built). It marks the record
+  registered on the relay of ``RELAY`` when it is built; ``QUEUES: []``, any queue name:
+  ``default`` and the task queues that exist when the worker starts). It marks the record
   ``RUNNING``, runs the task, and stores ``SUCCESSFUL`` with the return value, or
-  ``FAILED`` with the exception's class and traceback. A task that raises is not retried
+  ``FAILED`` with the exception's class and traceback, whatever it raised (``SystemExit``
+  included: the worker's handler path, :func:`redrelay.handlers.call_handler`). A task
+  that raises is not retried
   (``django.tasks`` has no retries); a worker that dies mid-task hands it to another
   worker under redrelay's lease rule, and ``result.attempts`` counts the runs. A
   delivery of a task whose record is already finished is acknowledged without running it
