@@ -42,6 +42,7 @@ __all__ = [
     "Pulse",
     "Revivals",
     "check_threads",
+    "stuck_after",
     "waiting",
     "why",
 ]
@@ -101,6 +102,12 @@ class Pulse:
         return "stuck" if now - last > limit else None
 
 
+def stuck_after(lease: float, poll: float) -> float:
+    """Seconds without a step of its loop after which a thread is stuck: its lease, but
+    never less than two blocking waits for an empty queue (``poll``) and a second."""
+    return max(lease, 2 * poll + 1.0)
+
+
 class Revivals:
     """Counts replacement threads per name within a sliding window."""
 
@@ -123,7 +130,7 @@ def check_threads(runner: Runner) -> None:
         return
     now = time.monotonic()
     for slot in list(runner._slots):
-        limit = slot.consumer.options.lease
+        limit = stuck_after(slot.consumer.options.lease, runner.poll)
         verdict = slot.pulse.verdict(now, limit, runner._reachable_since)
         if verdict is not None:
             _revive(runner, slot, verdict)
@@ -142,7 +149,10 @@ def _revive(runner: Runner, slot: Slot, verdict: str) -> None:
     )  # fmt: skip
     with slot.lock:
         slot.abandoned = True  # a stuck thread that wakes up leaves at once
-    runner._slots.remove(slot)
+    try:
+        runner._slots.remove(slot)
+    except ValueError:  # the time-limit watchdog abandoned it meanwhile
+        return
     runner._threads = [t for t in runner._threads if t is not pulse.thread]
     try:
         # A fresh consumer id: the old lease is no longer renewed and runs out, and the
@@ -164,7 +174,7 @@ def _revive(runner: Runner, slot: Slot, verdict: str) -> None:
 
 def why(verdict: str, lease: float, error: BaseException | None) -> str:
     if verdict != "died":
-        return f"made no progress for over {lease:g}s (stuck)"
+        return f"made no progress for longer than its lease ({lease:g}s): stuck"
     if error is None:
         return "died"
     return f"died ({type(error).__name__}: {error})"

@@ -409,6 +409,8 @@ class Runner:
                         name,
                         exc,
                     )
+                except Exception:  # the keeper must not die: it is every lease's life
+                    log.exception("queue %s: heartbeat failed", name)
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_INTERVAL
 

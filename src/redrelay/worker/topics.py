@@ -31,7 +31,14 @@ from ..handlers import call_handler
 from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome
 from .leases import retry_forever
-from .liveness import MAX_REVIVALS, REVIVAL_WINDOW, Pulse, Revivals, why
+from .liveness import (
+    MAX_REVIVALS,
+    REVIVAL_WINDOW,
+    Pulse,
+    Revivals,
+    stuck_after,
+    why,
+)
 from .topic_dispatch import ACK_INTERVAL, Flight, Item, begin, settle
 from .topic_leases import (
     Fetched,
@@ -420,7 +427,8 @@ class TopicRunner:
         now = time.monotonic()
         for i, pulse in enumerate(list(self._pulses)):
             lease = self._leases[i]
-            verdict = pulse.verdict(now, lease.sub.options.lease, self._reachable_since)
+            limit = stuck_after(lease.sub.options.lease, self.poll)
+            verdict = pulse.verdict(now, limit, self._reachable_since)
             if verdict is not None:
                 self._revive(i, verdict)
 
