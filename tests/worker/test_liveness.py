@@ -210,3 +210,45 @@ def test_a_hook_that_raises_is_logged_not_fatal(
     run(relay)
     wait_for(lambda: relay.queue("broken-hook").stats().dead == 2, what="dead")
     assert sum("hook raised" in r.getMessage() for r in caplog.records) == 4
+
+
+def test_a_topic_consumer_thread_killed_from_the_inside_comes_back(
+    make_relay: Callable[..., Relay],
+    run: Callable[..., Runner],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import redrelay.worker.topics as topics_mod
+
+    relay = make_relay(lease=1.0, heartbeat=0.2)
+    done: list[tuple[int, int]] = []
+
+    @relay.subscriber("events", group="g", start="beginning", prefetch=5)
+    def handler(message: Message) -> None:
+        done.append((message.body["n"], message.attempt))
+
+    original, killed = topics_mod.begin, threading.Event()
+
+    def dying(*args: Any) -> Any:
+        if b'"kill"' in args[3] and not killed.is_set():
+            killed.set()
+            raise SystemExit("killed from the inside")
+        return original(*args)
+
+    monkeypatch.setattr(topics_mod, "begin", dying)
+    topic = relay.topic("events")
+    topic.publish_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
+    caplog.set_level(logging.INFO, "redrelay")
+    runner = run(relay)
+    assert runner.topics is not None
+    wait_for(killed.is_set, what="the kill")
+    wait_for(lambda: len(done) == 5, timeout=20, what=lambda: done)
+    assert sorted(done) == [(n, 2) for n in range(5)]  # back after the lease ran out
+    assert runner.topics.idle()
+    died = [r for r in caplog.records if "died" in r.getMessage()]
+    assert (
+        died
+        and died[0].levelno == logging.ERROR
+        and "topic events/g" in died[0].getMessage()
+    )
+    assert all(t.is_alive() for t in runner.topics._threads)
