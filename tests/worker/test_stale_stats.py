@@ -41,3 +41,26 @@ def test_stats_after_a_sigkill(
     wait_for(lambda: queue.stats().counters.get("recovered") == 1, what="recovery")
     fresh = queue.stats()
     assert (fresh.expired, fresh.in_flight_expired, fresh.consumers) == (0, 0, 1)
+
+
+def test_topic_stats_show_an_expired_group_lease(app_relay: Relay) -> None:
+    from redrelay.worker.topic_leases import GroupLease, create_group
+
+    @app_relay.subscriber("events", group="g", lease=0.3, heartbeat=0.1)
+    def handler(message: object) -> None:
+        pass
+
+    (sub,) = app_relay.topic_subscribers
+    create_group(app_relay.connection, sub)
+    lease = GroupLease(app_relay.connection, sub)
+    lease.join()  # a consumer that then dies: nothing renews its lease
+    (group,) = app_relay.topic("events").stats().groups
+    assert (group.consumers, group.expired) == (1, 0)
+    group = wait_for(
+        lambda: (g := app_relay.topic("events").stats().groups[0]).expired and g,
+        what="expiry",
+    )
+    assert (group.consumers, group.expired) == (0, 1)
+    from redrelay.cli.topics import render_topics
+
+    assert "0 +1 expired" in render_topics([app_relay.topic("events").stats()])
