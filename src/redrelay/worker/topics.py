@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._logs import outage
-from ..errors import BrokerError, BrokerUnavailable
+from ..errors import BrokerUnavailable, RedrelayError
 from ..handlers import call_handler
 from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome
@@ -166,7 +166,7 @@ class TopicRunner:
                 continue
             try:
                 lease.leave()
-            except BrokerError as exc:
+            except RedrelayError as exc:
                 log.warning(
                     "topic %s: could not leave cleanly (%s)", lease.sub.name, exc
                 )
@@ -222,8 +222,10 @@ class TopicRunner:
             pulse.tick()
             try:
                 got = lease.fetch(sub.options.prefetch, acks, resync)
-            except BrokerError as exc:
-                # BrokerUnavailable: the reply may be lost, so resync (re-read what this
+            except RedrelayError as exc:
+                # (Not only BrokerError: BrokerUnavailable is no BrokerError, and before
+                # issue 16 an outage was an "unexpected error" with a traceback every
+                # second, and killed the keeper.) BrokerUnavailable: the reply may be lost, so resync (re-read what this
                 # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
                 outage.warning(
                     f"fetch {sub.name}",
@@ -258,7 +260,7 @@ class TopicRunner:
         try:
             create_group(lease.conn, lease.sub)
             lease.join()
-        except BrokerError:
+        except RedrelayError:
             pass
 
     def _wait(self, lease: GroupLease, due: float) -> None:
@@ -404,7 +406,7 @@ class TopicRunner:
             for lease in list(self._leases):
                 try:
                     lease.heartbeat()
-                except BrokerError as exc:
+                except RedrelayError as exc:
                     self._reachable_since = time.monotonic()
                     name = lease.sub.name
                     outage.warning(
@@ -416,8 +418,13 @@ class TopicRunner:
             for sub in self.subs:
                 try:
                     recover_expired(self._conn or self.relay.connection, sub)
-                except BrokerError as exc:
-                    log.warning("topic %s: recovery sweep failed (%s)", sub.name, exc)
+                except RedrelayError as exc:
+                    outage.warning(
+                        f"sweep {sub.name}",
+                        "topic %s: recovery sweep failed (%s)",
+                        sub.name,
+                        exc,
+                    )
 
     # -- liveness (see liveness.py) --------------------------------------------------------
 
@@ -454,7 +461,7 @@ class TopicRunner:
         try:
             new.join()
             self._start_thread(new, i)
-        except BrokerError as exc:
+        except RedrelayError as exc:
             lease.abandoned = False  # not replaced yet: tried again on the next round
             log.warning("topic %s: could not join again (%s)", sub.name, exc)
         except RuntimeError as exc:  # "can't start new thread"
