@@ -18,7 +18,9 @@ each heartbeat, and for a thread that is dead, or stuck for longer than its leas
 
 Time in a handler is the handler's (its ``time_limit`` bounds it). Time waiting for
 Redis is not "stuck" either: a thread counts as stuck only while the keeper's own
-heartbeats got through for the whole window.
+heartbeats got through for the whole window, and while the keeper itself ran on time (a
+SIGSTOPped process or a paused VM makes every thread late at once: that is the lease
+rule's business, not a stuck thread).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "Pulse",
     "Revivals",
     "check_threads",
+    "keeper_was_late",
     "stuck_after",
     "waiting",
     "why",
@@ -52,6 +55,9 @@ log = logging.getLogger("redrelay.worker")
 #: Replacement threads allowed per queue or topic group within REVIVAL_WINDOW seconds.
 MAX_REVIVALS = 5
 REVIVAL_WINDOW = 60.0
+#: Seconds between two liveness checks past which the keeper itself was late (it checks
+#: at least every second).
+KEEPER_LATE = 2.0
 #: Exit status of ``redrelay worker`` when it could not keep its consumers alive.
 EXIT_UNHEALTHY = 3
 
@@ -124,11 +130,20 @@ class Revivals:
         return len(times) <= MAX_REVIVALS
 
 
+def keeper_was_late(last: float, now: float) -> bool:
+    """Whether the keeper itself missed its rounds (the process was stopped, the VM
+    paused, the GIL held): then no thread is judged on that gap."""
+    return now - last > KEEPER_LATE
+
+
 def check_threads(runner: Runner) -> None:
     """The keeper's liveness check of every consumer thread (before its heartbeats)."""
+    now = time.monotonic()
+    if keeper_was_late(runner._last_check, now):
+        runner._reachable_since = now
+    runner._last_check = now
     if runner._stopping.is_set():
         return
-    now = time.monotonic()
     for slot in list(runner._slots):
         limit = stuck_after(slot.consumer.options.lease, runner.poll)
         verdict = slot.pulse.verdict(now, limit, runner._reachable_since)

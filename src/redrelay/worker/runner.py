@@ -102,7 +102,7 @@ class Runner:
         self.failed: str | None = None
         self._revivals = Revivals()
         #: Monotonic time of the keeper's last failed heartbeat (see :mod:`.liveness`).
-        self._reachable_since = time.monotonic()
+        self._reachable_since = self._last_check = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 

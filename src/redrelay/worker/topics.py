@@ -36,6 +36,7 @@ from .liveness import (
     REVIVAL_WINDOW,
     Pulse,
     Revivals,
+    keeper_was_late,
     stuck_after,
     why,
 )
@@ -81,7 +82,7 @@ class TopicRunner:
         #: Called when a thread cannot be replaced (the worker then exits non-zero).
         self.give_up: Callable[[str], None] | None = None
         self._revivals = Revivals()
-        self._reachable_since = time.monotonic()
+        self._reachable_since = self._last_check = time.monotonic()
         self._keeper: threading.Thread | None = None
         self._conn: Connection | None = None
         #: A loop of its own when started without the worker's (stopped with it).
@@ -429,9 +430,12 @@ class TopicRunner:
     # -- liveness (see liveness.py) --------------------------------------------------------
 
     def _check_threads(self) -> None:
+        now = time.monotonic()
+        if keeper_was_late(self._last_check, now):
+            self._reachable_since = now
+        self._last_check = now
         if self._stopping.is_set():
             return
-        now = time.monotonic()
         for i, pulse in enumerate(list(self._pulses)):
             lease = self._leases[i]
             limit = stuck_after(lease.sub.options.lease, self.poll)
