@@ -252,3 +252,40 @@ def test_a_topic_consumer_thread_killed_from_the_inside_comes_back(
         and "topic events/g" in died[0].getMessage()
     )
     assert all(t.is_alive() for t in runner.topics._threads)
+
+
+def test_a_late_keeper_judges_no_thread(make_relay: Callable[..., Relay]) -> None:
+    """After SIGSTOP/SIGCONT (or a paused VM) every thread looks late, the keeper too:
+    that gap is the lease rule's business, not a stuck thread. (A gap the keeper ran
+    through on time is: test_a_stuck_consumer_thread_is_replaced.)"""
+    import time
+    from types import SimpleNamespace
+
+    from redrelay.worker.timelimit import Slot
+
+    relay = make_relay(lease=1.0)
+
+    @relay.consumer("late")
+    def handler(message: Message) -> None:
+        pass
+
+    frozen = threading.Event()
+    slot = Slot(relay.consumers["late"], None)  # type: ignore[arg-type]
+    slot.pulse.thread = threading.Thread(target=frozen.wait, daemon=True)
+    slot.pulse.thread.start()
+    try:
+        now = time.monotonic()
+        runner = SimpleNamespace(
+            _stopping=threading.Event(),
+            _slots=[slot],
+            poll=0.05,
+            _last_check=now - 10,  # the keeper stood still with the whole process
+            _reachable_since=now - 10,
+        )
+        slot.pulse.beat = now - 10
+        liveness.check_threads(runner)  # type: ignore[arg-type]
+        assert runner._slots == [slot] and not slot.abandoned
+        assert runner._reachable_since >= now  # the window starts again
+        assert slot.pulse.verdict(now + 5, 1.1, runner._reachable_since) == "stuck"
+    finally:
+        frozen.set()
