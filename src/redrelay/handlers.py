@@ -11,7 +11,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._types import Handler
+from ._types import AsyncHandler as AsyncHandler
+from ._types import Handler as Handler
+from ._types import SyncHandler as SyncHandler
 from .config import ConsumerOptions
 from .errors import TimeLimitExceeded
 from .message import Message
@@ -20,9 +22,12 @@ if TYPE_CHECKING:
     from .queue import Queue
 
 __all__ = [
+    "AsyncHandler",
     "Consumer",
+    "Handler",
     "HandlerContext",
     "Subscriber",
+    "SyncHandler",
     "acall_handler",
     "ainvoke",
     "call_handler",
