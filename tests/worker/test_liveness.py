@@ -59,8 +59,11 @@ def test_a_consumer_thread_killed_from_the_inside_comes_back(
     # The worker's own code (not a handler) dies on this thread, mid-batch.
     original, killed = runner_mod.handle_entry, threading.Event()
 
+    victims: list[threading.Thread] = []
+
     def dying(*args: Any) -> Any:
         if b'"kill"' in args[4] and not killed.is_set():
+            victims.append(threading.current_thread())
             killed.set()
             raise SystemExit("killed from the inside")
         return original(*args)
@@ -70,8 +73,8 @@ def test_a_consumer_thread_killed_from_the_inside_comes_back(
     queue.put_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
     caplog.set_level(logging.INFO, "redrelay")
     run(relay)
-    (first,) = wait_for(lambda: _threads("kill"), what="the consumer thread")
     wait_for(killed.is_set, what="the kill")
+    (first,) = victims
     wait_for(lambda: len(done) == 5, timeout=20, what=lambda: done)
     # Nothing ran before the dead thread's lease ran out: every message came back under
     # the lease rule, delivered a second time, to the new thread.
