@@ -9,56 +9,32 @@ ERROR; channel subscribers log it at ERROR and go on.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from redrelay import Message, Relay
 
+from ..processes import Worker
 from .helpers import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ["se", "ase"]
 TOPICS = {"events": "topic", "aevents": "atopic"}
 CHANNELS = ["chan", "achan"]
 
 
-class ExitWorker:
+class ExitWorker(Worker):
     """``python -m redrelay worker tests.apps.exit_app:relay`` as a real subprocess."""
 
     def __init__(self, url: str, namespace: str, raise_: str) -> None:
-        env = dict(os.environ)
-        env.update(
-            REDRELAY_URL=url,
-            TEST_NAMESPACE=namespace,
-            TEST_RAISE=raise_,
-            PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        super().__init__(
+            "tests.apps.exit_app:relay",
+            url,
+            env={"TEST_NAMESPACE": namespace, "TEST_RAISE": raise_},
+            name="exit-worker",
         )
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "redrelay", "worker", "tests.apps.exit_app:relay"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
 
 
 @pytest.fixture
