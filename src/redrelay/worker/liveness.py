@@ -138,6 +138,13 @@ def keeper_was_late(last: float, now: float) -> bool:
 
 def check_threads(runner: Runner) -> None:
     """The keeper's liveness check of every consumer thread (before its heartbeats)."""
+    try:
+        _check_threads(runner)
+    except Exception:  # the keeper must go on: it renews every lease
+        log.exception("liveness check failed")
+
+
+def _check_threads(runner: Runner) -> None:
     now = time.monotonic()
     if keeper_was_late(runner._last_check, now):
         runner._reachable_since = now

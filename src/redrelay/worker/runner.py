@@ -34,6 +34,7 @@ from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
 from .liveness import Revivals, check_threads
+from .periodic import Scheduler
 from .sharded import new_lease
 from .timelimit import Slot, watch
 from .topics import TopicRunner
@@ -69,6 +70,7 @@ class Runner:
         concurrency: int | None = None,
         poll: float = MAX_WAIT,
         topics: bool | None = None,
+        scheduler: bool = False,
     ) -> None:
         self.relay = relay
         self.consumers = _select(relay, queues, concurrency)
@@ -83,6 +85,10 @@ class Runner:
         )
         if self.topics is not None:
             self.topics.give_up = self.give_up
+        #: Fires the relay's schedules (every worker runs one; see worker/periodic.py).
+        self.scheduler = (
+            Scheduler(relay) if scheduler and len(relay.schedules) else None
+        )
         self.poll = poll
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self._outcome_lock = threading.Lock()
@@ -108,9 +114,15 @@ class Runner:
 
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
-        if not self.consumers and not self.with_subscribers and not self.topics:
+        if (
+            not self.consumers
+            and not self.with_subscribers
+            and not self.topics
+            and not self.scheduler
+        ):
             raise ConfigurationError(
-                "nothing to run: no consumers or subscribers are registered on this relay"
+                "nothing to run: no consumers, subscribers or schedules are registered "
+                "on this relay"
             )
         self._conn = conn = self.relay.new_connection(
             socket_timeout=max(10.0, self.poll + 5)
@@ -153,6 +165,8 @@ class Runner:
             self._listener.start()
         if self.topics is not None:
             self.topics.start(self._aio)
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         name = f"redrelay-{slot.consumer.name}-{n}"
@@ -173,6 +187,8 @@ class Runner:
         self._stopping.set()
         if self.topics is not None:
             self.topics.request_stop()
+        if self.scheduler is not None:
+            self.scheduler.request_stop()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Stop fetching, give back unstarted deliveries at once, let running handlers finish.
@@ -182,6 +198,8 @@ class Runner:
         expires (heartbeats stop here), exactly as if the process had died.
         """
         self._stopping.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self._give_back_unstarted()
         deadline = time.monotonic() + grace
         if self.topics is not None:
@@ -391,11 +409,7 @@ class Runner:
                 self.epoch.check()
             except RedrelayError as exc:
                 outage.warning("epoch", "epoch check failed (%s); retrying", exc)
-            try:
-                # Before the heartbeats: a dead or stuck thread's lease is not renewed.
-                check_threads(self)
-            except Exception:
-                log.exception("liveness check failed")
+            check_threads(self)  # first: a dead or stuck thread's lease is not renewed
             for name, lease in self._leases.items():
                 try:
                     lease.heartbeat()
@@ -417,14 +431,10 @@ class Runner:
     def give_up(self, reason: str) -> None:
         """Mark this runner failed: ``redrelay worker`` stops and exits non-zero."""
         log.critical(
-            "%s; this worker cannot keep its consumers alive: stopping so that its "
-            "supervisor restarts it",
-            reason,
+            "%s; this worker cannot keep its consumers alive: stopping", reason
         )
         self.failed = reason
-        self._stopping.set()
-        if self.topics is not None:
-            self.topics.request_stop()
+        self.request_stop()
 
     def pending(self) -> int:
         """Deliveries fetched by this runner and not yet started."""
