@@ -7,6 +7,7 @@ cannot differ:
 - a failure is one WARNING line with the exception and its traceback (a retry says when);
   a channel subscriber's failure is final (pub/sub has no retries), so it is an ERROR;
 - a dead letter is one ERROR line with the reason and the traceback of the last error;
+- ``Retry(count=False)`` is no failure: one INFO line, no hook;
 - then ``Relay(on_failure=...)`` / ``Relay(on_dead=...)`` is called with a
   :class:`Failure` (a hook that raises is logged, never fatal). Sentry in one line::
 
@@ -19,6 +20,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import Retry
 
 if TYPE_CHECKING:
     from .message import Message
@@ -66,6 +69,13 @@ def report_failure(relay: Relay, failure: Failure) -> None:
     error = failure.error
     what = f"{type(error).__name__}: {error}" if error is not None else "no error"
     msg_id = failure.message.id if failure.message is not None else "?"
+    if isinstance(error, Retry) and not error.count:
+        # Asked for by the handler and not counted as a failed attempt: no failure.
+        log.info(
+            "%s %s: message %s: the handler asked for a retry (%s) in %.2fs",
+            failure.kind, failure.name, msg_id, error, failure.retry_in or 0.0,
+        )  # fmt: skip
+        return
     level, then = logging.WARNING, ""
     if failure.kind == "channel":
         # Final, as a dead letter is: pub/sub has no retries.

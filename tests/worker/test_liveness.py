@@ -292,3 +292,29 @@ def test_a_late_keeper_judges_no_thread(make_relay: Callable[..., Relay]) -> Non
         assert slot.pulse.verdict(now + 5, 1.1, runner._reachable_since) == "stuck"
     finally:
         frozen.set()
+
+
+def test_an_uncounted_retry_is_no_failure(
+    make_relay: Callable[..., Relay],
+    run: Callable[..., Runner],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from redrelay import Retry
+
+    failures: list[Failure] = []
+    relay = make_relay(on_failure=failures.append)
+    calls: list[int] = []
+
+    @relay.consumer("later")
+    def handler(message: Message) -> None:
+        calls.append(message.attempt)
+        if len(calls) == 1:
+            raise Retry(delay=0.01, count=False)
+
+    caplog.set_level(logging.INFO, "redrelay")
+    relay.queue("later").put(1)
+    run(relay)
+    wait_for(lambda: relay.queue("later").stats().counters.get("acked"), what="ack")
+    assert calls == [1, 2] and failures == []
+    asked = [r for r in caplog.records if "asked for a retry" in r.getMessage()]
+    assert [r.levelno for r in asked] == [logging.INFO]
