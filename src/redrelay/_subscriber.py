@@ -57,6 +57,9 @@ class _Worker:
         self.unreported_drops = 0
         self.drops_since = 0.0
         self.abandon = False
+        #: Told to stop (``_STOP``); what ended the thread otherwise (see ``revive``).
+        self.stopped = False
+        self.error: BaseException | None = None
         kind = "pattern" if subscriber.pattern else "channel"
         self.thread = threading.Thread(
             target=self._run,
@@ -73,11 +76,37 @@ class _Worker:
         return True
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: B036 - the listener logs it, replaces us
+            self.error = exc
+
+    def dead(self) -> bool:
+        """The thread ended without being told to (an error outside any handler)."""
+        started = self.thread.ident is not None
+        return started and not self.stopped and not self.thread.is_alive()
+
+    def revive(self) -> None:
+        """Log the thread's end at ERROR and start another on the same queue."""
+        error, self.error = self.error, None
+        log.error(
+            "subscriber thread %s died%s; starting a new one (its queue is kept)",
+            self.thread.name,
+            f" ({type(error).__name__}: {error})" if error is not None else "",
+            exc_info=error,
+        )
+        self.thread = threading.Thread(
+            target=self._run, name=self.thread.name, daemon=True
+        )
+        self.thread.start()
+
+    def _loop(self) -> None:
         bounded = self.bounded
         try:
             while True:
                 item = self.queue.get()
                 if item is _STOP:
+                    self.stopped = True
                     return
                 if self.abandon:
                     continue

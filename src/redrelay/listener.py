@@ -359,6 +359,9 @@ class Listener(_GapReporting):
                     return
                 continue
             self._flush_drops()
+            for worker in self._workers:  # liveness, as for consumer threads
+                if worker.dead() and not self._stopping.is_set():
+                    worker.revive()
             if now < due:
                 continue
             if ping_sent is None:

@@ -318,3 +318,40 @@ def test_an_uncounted_retry_is_no_failure(
     assert calls == [1, 2] and failures == []
     asked = [r for r in caplog.records if "asked for a retry" in r.getMessage()]
     assert [r.levelno for r in asked] == [logging.INFO]
+
+
+def test_a_dead_subscriber_thread_comes_back(
+    make_relay: Callable[..., Relay],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from redrelay._subscriber import _Worker
+    from redrelay.handlers import Subscriber
+    from redrelay.listener import Listener
+
+    relay = make_relay()
+    got: list[Message] = []
+    original, killed = _Worker._handle, threading.Event()
+
+    def dying(self: _Worker, message: Message) -> None:
+        if message.body == "kill" and not killed.is_set():
+            killed.set()
+            raise SystemExit("killed from the inside")  # outside the handler
+        original(self, message)
+
+    monkeypatch.setattr(_Worker, "_handle", dying)
+    caplog.set_level(logging.INFO, "redrelay")
+    news = Subscriber(channel="news", pattern=False, handler=got.append)
+    listener = Listener(relay, [news], poll_interval=0.05)
+    listener.start()
+    try:
+        wait_for(listener.connected.is_set, what="subscribed")
+        relay.publish("news", "kill")
+        wait_for(killed.is_set, what="the kill")
+        relay.publish("news", "after")
+        wait_for(lambda: [m.body for m in got] == ["after"], what=lambda: got)
+    finally:
+        listener.stop()
+    died = [r for r in caplog.records if "subscriber thread" in r.getMessage()]
+    assert died and died[0].levelno == logging.ERROR
+    assert "SystemExit: killed from the inside" in died[0].getMessage()
