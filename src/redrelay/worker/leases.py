@@ -102,6 +102,9 @@ class Lease:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "started": time.time(),
+                    # for the dashboard's workers page (last heartbeat = expiry - lease)
+                    "concurrency": self.options.concurrency,
+                    "lease": self.options.lease,
                 }
             )
             cid = self.consumer_id
@@ -193,6 +196,7 @@ class Lease:
             k.delayed_data,
             k.stats,
             k.started(cid),
+            k.history,
         ]
         return keys, [cid, reservation.count, reservation.first, PROMOTE_LIMIT, *acks]
 
@@ -226,10 +230,11 @@ class Lease:
         return self._ack(cid, tags)
 
     def _ack(self, cid: str, tags: list[str]) -> int:
+        k = self.keys
         return int(
             self.conn.run(
                 "ack",
-                [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)],
+                [k.inflight(cid), k.stats, k.started(cid), k.history],
                 tags,
             )
         )
@@ -255,6 +260,7 @@ class Lease:
                     k.delayed_data,
                     k.stats,
                     k.started(cid),
+                    k.history,
                 ],
                 [tag, entry, to_ms(delay), msg_id],
             )
@@ -265,7 +271,14 @@ class Lease:
         return bool(
             self.conn.run(
                 "bury",
-                [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)],
+                [
+                    k.inflight(cid),
+                    k.dead,
+                    k.dead_data,
+                    k.stats,
+                    k.started(cid),
+                    k.history,
+                ],
                 [tag, msg_id, record, cap],
             )
         )
@@ -331,6 +344,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
                     keys.consumers,
                     keys.stats,
                     keys.started(cid),
+                    keys.history,
                 ],
                 [cid],
             )
