@@ -312,7 +312,7 @@ def test_ainvoke_time_limit_and_the_handlers_own_errors() -> None:
     # returned with its class (issue 18), never raised into the event loop.
     with pytest.raises(SystemExit):
         run(ainvoke(exits, message, ()))
-    failure = run(acall_handler(exits, message, ()))
+    _, failure = run(acall_handler(exits, message, ()))
     assert isinstance(failure, SystemExit) and failure.code == 3
 
 

@@ -67,13 +67,10 @@ class _Worker:
             daemon=True,
         )
 
-    def offer(self, message: Message) -> bool:
-        """Queue ``message`` unless the queue is full. Only the listener thread calls
-        this, so the size can only shrink between the check and the put."""
-        if self.queue.qsize() >= self.queue_size:
-            return False
-        self.queue.put(message)
-        return True
+    def full(self) -> bool:
+        """Whether a new message would be dropped. Only the listener thread queues
+        messages, so a queue with room keeps it until the listener's next put."""
+        return self.queue.qsize() >= self.queue_size
 
     def _run(self) -> None:
         try:
@@ -124,13 +121,12 @@ class _Worker:
         """An async handler ended (on the loop thread)."""
         if future.cancelled():
             return
-        error = future.exception() or future.result()
-        self._ended(message, error if isinstance(error, BaseException) else None)
+        error = future.exception()
+        self._ended(message, error if error is not None else future.result()[1])
 
     def _handle(self, message: Message) -> None:
-        self._ended(
-            message, call_handler(self.subscriber.handler, message, self.contexts)
-        )
+        _, error = call_handler(self.subscriber.handler, message, self.contexts)
+        self._ended(message, error)
 
     def _ended(self, message: Message, error: BaseException | None) -> None:
         """Count a handler call; report its failure (any BaseException, as for queues:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncHandler",
+    "Called",
     "Consumer",
     "EnvelopeHook",
     "Handler",
@@ -50,32 +51,35 @@ def invoke(
     message: Message,
     contexts: Sequence[HandlerContext],
     loop: asyncio.AbstractEventLoop | None,
-) -> None:
+) -> Any:
     """Run one handler inside the relay's handler contexts; the one place handlers are called.
 
     The worker runs ``async def`` handlers with :func:`ainvoke` on its event loop
     thread instead; an awaitable that still reaches here (a plain function returning
     one) runs to completion on ``loop``, else on a throwaway loop. Exceptions propagate
-    to the caller.
+    to the caller; the handler's return value is returned (results, docs/results.md).
     """
     if not contexts:  # the hot path: no ExitStack per message
-        _call(handler, message, loop)
-        return
+        return _call(handler, message, loop)
     with contextlib.ExitStack() as stack:
         for context in contexts:
             stack.enter_context(context(message))
-        _call(handler, message, loop)
+        return _call(handler, message, loop)
 
 
 def _call(
     handler: Handler, message: Message, loop: asyncio.AbstractEventLoop | None
-) -> None:
+) -> Any:
     result = handler(message)
     if result is not None and inspect.isawaitable(result):
         if loop is None:
-            asyncio.run(_await(result))
-        else:
-            loop.run_until_complete(result)
+            return asyncio.run(_await(result))
+        return loop.run_until_complete(result)
+    return result
+
+
+#: What a handler call came to: (its return value, None) or (None, what it raised).
+Called = tuple[Any, "BaseException | None"]
 
 
 def call_handler(
@@ -83,8 +87,8 @@ def call_handler(
     message: Message,
     contexts: Sequence[HandlerContext],
     loop: asyncio.AbstractEventLoop | None = None,
-) -> BaseException | None:
-    """Run a handler; return what it raised, else None.
+) -> Called:
+    """Run a handler: ``(value, None)``, or ``(None, what it raised)``.
 
     Every way a handler can end badly is a failure of that delivery, ``BaseException``
     included: a handler that calls ``sys.exit()`` or raises ``KeyboardInterrupt`` or
@@ -95,10 +99,9 @@ def call_handler(
     handlers through this function or :func:`acall_handler`.
     """
     try:
-        invoke(handler, message, contexts, loop)
+        return invoke(handler, message, contexts, loop), None
     except BaseException as exc:  # noqa: B036 - see the docstring
-        return exc
-    return None
+        return None, exc
 
 
 async def acall_handler(
@@ -106,8 +109,9 @@ async def acall_handler(
     message: Message,
     contexts: Sequence[HandlerContext],
     time_limit: float | None = None,
-) -> BaseException | None:
-    """:func:`call_handler` for the worker's event loop: what the coroutine raised.
+) -> Called:
+    """:func:`call_handler` for the worker's event loop: (value, None) or (None, what
+    the coroutine raised).
 
     The one exception that is not the handler's failure is the worker's own shutdown:
     the loop cancels the task (``task.cancelling()``), and the cancellation goes on.
@@ -117,15 +121,14 @@ async def acall_handler(
     other handler.
     """
     try:
-        await ainvoke(handler, message, contexts, time_limit)
+        return await ainvoke(handler, message, contexts, time_limit), None
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and _cancelling(task):
             raise
-        return exc
+        return None, exc
     except BaseException as exc:  # noqa: B036 - see call_handler
-        return exc
-    return None
+        return None, exc
 
 
 def _cancelling(task: asyncio.Task[Any]) -> bool:
@@ -143,7 +146,7 @@ async def ainvoke(
     message: Message,
     contexts: Sequence[HandlerContext],
     time_limit: float | None = None,
-) -> None:
+) -> Any:
     """:func:`invoke` for the worker's event loop: ``await`` the handler in its contexts.
 
     Each call runs in its own task (``run_coroutine_threadsafe``), so context variables
@@ -158,17 +161,17 @@ async def ainvoke(
         result = handler(message)
         if result is not None and inspect.isawaitable(result):
             if time_limit is None:
-                await result
-            else:
-                await _limited(result, time_limit)
+                return await result
+            return await _limited(result, time_limit)
+        return result
 
 
-async def _limited(awaitable: Awaitable[Any], limit: float) -> None:
+async def _limited(awaitable: Awaitable[Any], limit: float) -> Any:
     if sys.version_info >= (3, 11):
         timeout = asyncio.timeout(limit)
         try:
             async with timeout:
-                await awaitable
+                return await awaitable
         except TimeoutError as exc:
             if timeout.expired():  # not a TimeoutError of the handler's own
                 raise TimeLimitExceeded(
@@ -177,7 +180,7 @@ async def _limited(awaitable: Awaitable[Any], limit: float) -> None:
             raise
     else:  # pragma: no cover - Python 3.10
         try:
-            await asyncio.wait_for(awaitable, limit)
+            return await asyncio.wait_for(awaitable, limit)
         except asyncio.TimeoutError as exc:
             raise TimeLimitExceeded(
                 f"the handler ran past its time limit ({limit:g}s)"

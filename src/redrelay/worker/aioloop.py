@@ -33,8 +33,8 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
-from ..handlers import acall_handler
-from .dispatch import Outcome, Started, begin, settle
+from ..handlers import Called, acall_handler
+from .dispatch import Outcome, Started, begin, finish, settle
 
 if TYPE_CHECKING:
     from ..handlers import Consumer
@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from .runner import Runner
     from .timelimit import Slot
 
-__all__ = ["Bounded", "LoopThread", "error_of", "fetchers", "run_async_batch"]
+__all__ = [
+    "Bounded",
+    "LoopThread",
+    "ended",
+    "error_of",
+    "fetchers",
+    "run_async_batch",
+]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -137,15 +144,20 @@ class Bounded:
                 self._permits.release()
 
 
-def error_of(future: Future) -> BaseException | None:
-    """What a finished (not cancelled) handler coroutine failed with: the value of
-    :func:`~redrelay.handlers.acall_handler`, any ``BaseException`` (``SystemExit``
-    included, with its class and traceback), else None."""
+def ended(future: Future) -> Called:
+    """What a finished (not cancelled) :func:`~redrelay.handlers.acall_handler`
+    coroutine came to: (value, None), or (None, any ``BaseException`` the handler
+    raised, ``SystemExit`` included, with its class and traceback)."""
     error = future.exception()
     if error is not None:
-        return error
-    result = future.result()
-    return result if isinstance(result, BaseException) else None
+        return None, error
+    called: Called = future.result()
+    return called
+
+
+def error_of(future: Future) -> BaseException | None:
+    """What a finished (not cancelled) handler coroutine failed with, else None."""
+    return ended(future)[1]
 
 
 def fetchers(consumer: Consumer | TopicSubscription) -> int:
@@ -258,6 +270,8 @@ class _AsyncBatch:
         if isinstance(started, Outcome):
             self.bounded.release()
             self.counts[started] += 1
+            if started is Outcome.ACKED:  # cancelled before it ran (result_ttl=)
+                self.acks.append(tag)
             return
         crash_point("handler")
         coro = acall_handler(
@@ -312,9 +326,13 @@ def _outcome(
 ) -> Outcome | None:
     if future.cancelled():
         return None
-    error = error_of(future)
+    value, error = ended(future)
     if error is None:
-        return Outcome.ACKED
+        if lease.tracker is None:
+            return Outcome.ACKED
+        return finish(
+            runner.relay, consumer, lease, tag, entry, started, value, runner._halt
+        )
     return settle(
         runner.relay, consumer, lease, tag, entry, started, error, runner._halt
     )

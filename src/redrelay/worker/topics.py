@@ -295,7 +295,7 @@ class TopicRunner:
             flushed = self._done(lease, started, sid, deliveries, acks, flushed)
 
     def _call(self, lease: GroupLease, entry: bytes, message: Message) -> Outcome:
-        error = call_handler(lease.sub.handler, message, self.relay.handler_contexts)
+        _, error = call_handler(lease.sub.handler, message, self.relay.handler_contexts)
         if error is None:
             return Outcome.ACKED
         return settle(self.relay, lease, entry, message, error, self._halt)

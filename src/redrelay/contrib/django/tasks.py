@@ -38,6 +38,11 @@ How it works:
 - ``backend.get_result(id)`` reads the record: status, return value, errors, timestamps,
   worker ids. Records expire ``RESULT_TTL`` seconds after their last change (plus any
   ``run_after`` delay), so memory stays bounded.
+- Records are redrelay's result records (docs/results.md): the queue's ``job:<id>`` hash,
+  with the ``TaskResult`` as JSON in field ``m`` and the state and value that
+  ``queue.result(id)``/``status(id)`` and their waiters read (a finished task is
+  announced to them). The backend writes them itself, not in the ack script:
+  ``django.tasks`` keeps a failed task as a result (no retry, no dead letter).
 
 **Priority** is not supported: redrelay queues are FIFO, and an urgent task should get a
 ``queue_name`` of its own (each queue has its own consumer threads, so it never waits
@@ -66,6 +71,7 @@ from django.utils.module_loading import import_string
 from ...errors import ConfigurationError, RedrelayError, Reject
 from ...handlers import call_handler
 from ...message import Message
+from ...protocol.keys import QueueKeys
 from ...relay import Relay
 from ._tasks_conf import TasksSettings, problems, tasks_settings
 from .conf import DEFAULT_ALIAS, InvalidRelaySettings
@@ -126,9 +132,32 @@ T = TypeVar("T")
 _FINISHED = ("SUCCESSFUL", "FAILED")
 
 
-def _result_key(namespace: str, result_id: str) -> str:
-    # Beside the queue keys of the namespace, outside any queue's hash tag: one key each.
-    return f"{namespace}:task-result:{result_id}"
+def _result_key(namespace: str, queue: str, result_id: str) -> str:
+    # The record of redrelay's results (docs/results.md), under the queue's hash tag:
+    # queue.result(id), queue.status(id) and their waiters read Django tasks too.
+    return QueueKeys.of(namespace, queue).job(result_id)
+
+
+def _dumps(value: Any) -> bytes:
+    # Django's JSON normalisation keeps int keys ({1: "a"}); JSON makes them strings.
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _state(record: dict[str, Any]) -> list[Any]:
+    """The fields that redrelay's results read (``s`` and ``v``) for a Django record."""
+    status = record["status"]
+    if status == "SUCCESSFUL":
+        return ["s", "ok", "v", b"j" + _dumps(record.get("return_value"))]
+    if status == "FAILED":
+        error = (record.get("errors") or [{}])[-1]
+        failure = {
+            "type": error.get("exception_class_path", "builtins.Exception"),
+            "message": error.get("message", ""),
+            "traceback": error.get("traceback"),
+            "reason": "the task raised",
+        }
+        return ["s", "fail", "v", orjson.dumps(failure)]
+    return ["s", "r" if status == "RUNNING" else "q", "v", ""]
 
 
 def register_consumers(
@@ -175,6 +204,14 @@ def _register(
         raise InvalidRelaySettings(f"TASKS[{task_alias!r}]: {exc}") from exc
 
 
+def _task_queues(relay: Relay, prefix: str) -> list[str]:
+    """The redrelay queues named ``<prefix>...`` that exist (something was put on them)."""
+    from ...protocol.keys import queues_key
+
+    known = relay.connection.call("SMEMBERS", queues_key(relay.namespace))
+    return sorted(n for n in (m.decode() for m in known) if n.startswith(prefix))
+
+
 def consume_open_queues(relay: Relay, relay_alias: str) -> list[str]:
     """In a worker: register consumers for the task queues of backends with
     ``QUEUES: []`` (any queue name) that exist now (something was enqueued on them).
@@ -183,8 +220,6 @@ def consume_open_queues(relay: Relay, relay_alias: str) -> list[str]:
     from the next start. Returns the queues added.
     """
     from django.conf import settings
-
-    from ...protocol.keys import queues_key
 
     added: list[str] = []
     aliases = getattr(settings, "TASKS", None)
@@ -196,9 +231,8 @@ def consume_open_queues(relay: Relay, relay_alias: str) -> list[str]:
         config = tasks_settings(task_alias, params)
         if config.relay != relay_alias:
             continue
-        known = relay.connection.call("SMEMBERS", queues_key(relay.namespace))
-        for name in sorted(m.decode() for m in known):
-            if name.startswith(config.prefix) and name not in relay.consumers:
+        for name in _task_queues(relay, config.prefix):
+            if name not in relay.consumers:
                 _register(relay, task_alias, name, config.consumer)
                 added.append(name)
     return added
@@ -307,7 +341,8 @@ class RedRelayBackend(BaseTaskBackend):
             )
         except RedrelayError:
             try:
-                relay.connection.call("DEL", _result_key(relay.namespace, result.id))
+                key = _result_key(relay.namespace, self._queue_of(record), result.id)
+                relay.connection.call("DEL", key)
             except RedrelayError:
                 pass  # it expires
             raise
@@ -396,7 +431,9 @@ class RedRelayBackend(BaseTaskBackend):
                 "not a task message (expected {'id', 'task', 'args', 'kwargs'})"
             )
         relay = get_relay(self.config.relay)
-        record = self._load(relay, body["id"]) or self._record_from(body, message)
+        record = self._load(relay, body["id"], message.queue) or self._record_from(
+            body, message
+        )
         if record["status"] in _FINISHED:
             return  # a redelivery after the result was stored: do not run it twice
         now = timezone.now()
@@ -416,7 +453,7 @@ class RedRelayBackend(BaseTaskBackend):
         task_started.send(type(self), task_result=result)
         # The worker's own path for handlers: a task that calls sys.exit() (any
         # BaseException) is FAILED with that class, never left RUNNING (issue 18).
-        error = call_handler(lambda _: self._call(task, result, record), message, ())
+        _, error = call_handler(lambda _: self._call(task, result, record), message, ())
         self._finish(relay, record, error)
         task_finished.send(type(self), task_result=self._result(task, record))
 
@@ -446,6 +483,7 @@ class RedRelayBackend(BaseTaskBackend):
                 *record.get("errors", []),
                 {
                     "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+                    "message": str(exc),
                     "traceback": "".join(traceback.format_exception(exc)),
                 },
             ]
@@ -501,20 +539,45 @@ class RedRelayBackend(BaseTaskBackend):
             "worker_ids": [],
         }
 
+    def _queue_of(self, record: dict[str, Any]) -> str:
+        return self.queue_for(record.get("queue_name") or "default")
+
     def _save(
         self, relay: Relay, record: dict[str, Any], extra_ttl: float = 0.0
     ) -> None:
-        key = _result_key(relay.namespace, record["id"])
-        data = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        """Write the record (field ``m``) with the state redrelay's results read, expire it,
+        and announce a finished task to waiters, in one transaction."""
+        keys = QueueKeys.of(relay.namespace, self._queue_of(record))
+        key = keys.job(record["id"])
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", key, "m", _dumps(record), *_state(record))
+        ]
         if self.config.result_ttl is None:
-            relay.connection.call("SET", key, data)
+            commands.append(("PERSIST", key))
         else:
-            ttl = self.config.result_ttl + int(extra_ttl)
-            relay.connection.call("SET", key, data, "EX", ttl)
+            commands.append(("EXPIRE", key, self.config.result_ttl + int(extra_ttl)))
+        if record["status"] in _FINISHED:
+            commands.append(("PUBLISH", keys.done, record["id"]))
+        relay.connection.pipeline(commands, transaction=True)
 
-    def _load(self, relay: Relay, result_id: str) -> dict[str, Any] | None:
-        raw = relay.connection.call("GET", _result_key(relay.namespace, result_id))
-        return orjson.loads(raw) if raw is not None else None
+    def _load(
+        self, relay: Relay, result_id: str, queue: str | None = None
+    ) -> dict[str, Any] | None:
+        """The record of ``result_id``: in ``queue``, else looked for in every queue of
+        the backend (the id does not name its queue; a few HGETs in one round trip)."""
+        queues = [queue] if queue else [self.queue_for(q) for q in sorted(self.queues)]
+        if not queues:  # QUEUES: [] (any queue): the task queues that exist now
+            queues = _task_queues(relay, self.config.prefix) or [
+                self.queue_for("default")
+            ]
+        commands = [
+            ("HGET", _result_key(relay.namespace, q, result_id), "m") for q in queues
+        ]
+        for raw in relay.connection.pipeline(commands, transaction=False):
+            if raw is not None:
+                loaded: dict[str, Any] = orjson.loads(raw)
+                return loaded
+        return None
 
     def _result(self, task: Task[Any, Any], record: dict[str, Any]) -> TaskResult[Any]:
         changes: dict[str, Any] = {}
