@@ -10,7 +10,6 @@ ids that reveal nothing, and the worker's exit status on SIGTERM and SIGINT.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 from collections.abc import Callable
@@ -163,7 +162,6 @@ def test_a_bad_task_path_fails_like_the_reference_backends(
     raised: type[Exception],
 ) -> None:
     result_id = "b" * 32
-    key = f"{app_relay.namespace}:task-result:{result_id}"
     body = {
         "id": result_id,
         "backend": "default",
@@ -172,18 +170,19 @@ def test_a_bad_task_path_fails_like_the_reference_backends(
         "kwargs": {},
     }
     record = {**body, "queue_name": "default", "status": "READY", "errors": []}
-    app_relay.connection.call("SET", key, json.dumps(record))
-    app_relay.queue("tasks.default").put(body)
     backend = task_backends["default"]
+    backend._save(app_relay, record)  # as enqueue() would have, before the path broke
+    app_relay.queue("tasks.default").put(body)
     with pytest.raises(raised):
         backend.get_result(result_id)
     start_worker("--no-outbox")
 
     def failed() -> Any:
-        raw = app_relay.connection.call("GET", key)
-        return raw is not None and b'"FAILED"' in raw and raw
+        stored = backend._load(app_relay, result_id)
+        return stored is not None and stored["status"] == "FAILED" and stored
 
-    assert exception.encode() in wait_for(failed, what="the FAILED record")
+    stored = wait_for(failed, what="the FAILED record")
+    assert [e["exception_class_path"] for e in stored["errors"]] == [exception]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
