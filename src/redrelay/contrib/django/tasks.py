@@ -19,18 +19,15 @@ on the redrelay worker. On Django 5.x it uses the ``django-tasks`` backport (add
 
 How it works:
 
-- ``task.enqueue(*args, **kwargs)`` writes the result record (status ``READY``, a random
-  32-character id) to Redis, then puts ``{"id", "backend", "task", "args", "kwargs"}`` on
-  the queue ``<QUEUE_PREFIX><queue_name>`` (``run_after`` becomes the message's ``eta``).
-  Arguments and return values follow Django's JSON normalisation, as in the reference
-  backends.
-- ``manage.py relay_worker`` consumes every queue in ``QUEUES`` (the consumers are
-  registered on the relay of ``RELAY`` when it is built; ``QUEUES: []``, any queue name:
-  ``default`` and the task queues that exist when the worker starts). It marks the record
-  ``RUNNING``, runs the task, and stores ``SUCCESSFUL`` with the return value, or
-  ``FAILED`` with the exception's class and traceback, whatever it raised (``SystemExit``
-  included: the worker's handler path, :func:`redrelay.handlers.call_handler`). A task
-  that raises is not retried
+- ``task.enqueue(*args, **kwargs)`` writes the result record (``READY``, a random id) to
+  Redis, then puts ``{"id", "backend", "task", "args", "kwargs"}`` on the queue
+  ``<QUEUE_PREFIX><queue_name>`` (``run_after``: the message's ``eta``). Arguments and
+  return values follow Django's JSON normalisation, as in the reference backends.
+- ``manage.py relay_worker`` consumes every queue in ``QUEUES`` (``[]``: ``default`` and
+  the task queues that exist when it starts; see :mod:`._tasks_queues`). It marks the
+  record ``RUNNING``, runs the task, and stores ``SUCCESSFUL`` with the return value, or
+  ``FAILED`` with the class and traceback of whatever it raised (``SystemExit`` too:
+  :func:`redrelay.handlers.call_handler`). A task that raises is not retried
   (``django.tasks`` has no retries); a worker that dies mid-task hands it to another
   worker under redrelay's lease rule, and ``result.attempts`` counts the runs. A
   delivery of a task whose record is already finished is acknowledged without running it
@@ -68,17 +65,20 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
-from ...errors import ConfigurationError, RedrelayError, Reject
+from ...errors import RedrelayError, Reject
 from ...handlers import call_handler
 from ...message import Message
 from ...protocol.keys import QueueKeys
 from ...relay import Relay
 from ._tasks_conf import TasksSettings, problems, tasks_settings
-from .conf import DEFAULT_ALIAS, InvalidRelaySettings
+from ._tasks_queues import consume_open_queues as consume_open_queues
+from ._tasks_queues import register_consumers as register_consumers
+from ._tasks_queues import shared_queues, task_queues
+from .conf import DEFAULT_ALIAS
 from .relays import get_relay
 
 if TYPE_CHECKING:
-    from django_tasks import TaskResultStatus, task_backends
+    from django_tasks import TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import (
         DEFAULT_TASK_PRIORITY,
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from django_tasks.utils import normalize_json
 else:
     try:  # Django >= 6.0
-        from django.tasks import TaskResultStatus, task_backends
+        from django.tasks import TaskResultStatus
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import (
             DEFAULT_TASK_PRIORITY,
@@ -107,7 +107,7 @@ else:
         from django.utils.json import normalize_json
     except ImportError:  # the django-tasks backport
         try:
-            from django_tasks import TaskResultStatus, task_backends
+            from django_tasks import TaskResultStatus
             from django_tasks.backends.base import BaseTaskBackend
             from django_tasks.base import (
                 DEFAULT_TASK_PRIORITY,
@@ -158,92 +158,6 @@ def _state(record: dict[str, Any]) -> list[Any]:
         }
         return ["s", "fail", "v", orjson.dumps(failure)]
     return ["s", "r" if status == "RUNNING" else "q", "v", ""]
-
-
-def register_consumers(
-    relay: Relay, relay_alias: str, task_alias: str, params: dict[str, Any]
-) -> None:
-    """Register the consumers of ``TASKS[task_alias]`` on ``relay`` if it is theirs.
-
-    Called when the relay of ``relay_alias`` is built (see ``conf.build_relay``).
-    """
-    if any(problems(params)):
-        return  # redrelay.E011 says why; enqueue() raises it
-    config = tasks_settings(task_alias, params)
-    if config.relay != relay_alias:
-        return
-
-    # QUEUES: [] takes any queue name; the worker consumes "default" and the task queues
-    # that exist when it starts (see consume_open_queues()).
-    for queue in config.queues or ["default"]:
-        _register(relay, task_alias, f"{config.prefix}{queue}", config.consumer)
-
-
-def _register(
-    relay: Relay, task_alias: str, name: str, options: dict[str, Any]
-) -> None:
-    if name in relay.consumers:
-        # Another TASKS alias of ours uses this redrelay queue too (redrelay.W011): its
-        # consumer runs both aliases' tasks, each with its own backend (the message
-        # names it), instead of the second registration breaking every enqueue.
-        return
-
-    def run_task(message: Message) -> None:
-        body = message.body
-        alias = body.get("backend") if isinstance(body, dict) else None
-        alias = alias if isinstance(alias, str) else task_alias
-        backend = task_backends[alias]
-        if not isinstance(backend, RedRelayBackend):
-            raise Reject(f"TASKS[{alias!r}] is no longer a RedRelayBackend")
-        backend.run(message)
-
-    run_task.__qualname__ = f"run_task[{task_alias}]"
-    try:
-        relay.consumer(name, **options)(run_task)
-    except ConfigurationError as exc:
-        raise InvalidRelaySettings(f"TASKS[{task_alias!r}]: {exc}") from exc
-
-
-def _task_queues(relay: Relay, prefix: str) -> list[str]:
-    """The redrelay queues named ``<prefix>...`` that exist (something was put on them)."""
-    from ...protocol.keys import queues_key
-
-    known = relay.connection.call("SMEMBERS", queues_key(relay.namespace))
-    return sorted(n for n in (m.decode() for m in known) if n.startswith(prefix))
-
-
-def consume_open_queues(relay: Relay, relay_alias: str) -> list[str]:
-    """In a worker: register consumers for the task queues of backends with
-    ``QUEUES: []`` (any queue name) that exist now (something was enqueued on them).
-
-    ``relay_worker`` calls this once at start; a queue first used later is consumed
-    from the next start. Returns the queues added.
-    """
-    from django.conf import settings
-
-    added: list[str] = []
-    aliases = getattr(settings, "TASKS", None)
-    for task_alias, params in (aliases if isinstance(aliases, dict) else {}).items():
-        if not isinstance(params, dict) or params.get("QUEUES", ["default"]):
-            continue
-        if not isinstance(task_backends[task_alias], RedRelayBackend):
-            continue
-        config = tasks_settings(task_alias, params)
-        if config.relay != relay_alias:
-            continue
-        for name in _task_queues(relay, config.prefix):
-            if name not in relay.consumers:
-                _register(relay, task_alias, name, config.consumer)
-                added.append(name)
-    return added
-
-
-def _queue_names(alias: str, params: dict[str, Any]) -> set[tuple[str, str]]:
-    """(relay alias, redrelay queue) pairs of a TASKS alias (empty if it is invalid)."""
-    if any(problems(params)):
-        return set()
-    config = tasks_settings(alias, params)
-    return {(config.relay, f"{config.prefix}{q}") for q in config.queues or ["default"]}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -386,32 +300,7 @@ class RedRelayBackend(BaseTaskBackend):
                 id="redrelay.E011",
             )
         if not found:
-            yield from self._shared_queues(getattr(settings, "TASKS", None))
-
-    def _shared_queues(self, aliases: object) -> Iterable[checks.CheckMessage]:
-        """``redrelay.W011``: another alias of ours puts tasks on the same redrelay
-        queue (it works: one consumer runs both, each with its own backend, but with
-        the ``CONSUMER`` options of whichever registered first)."""
-        mine = _queue_names(
-            self.alias, {"OPTIONS": self.options, "QUEUES": sorted(self.queues)}
-        )
-        for alias, params in (aliases if isinstance(aliases, dict) else {}).items():
-            if alias == self.alias or not isinstance(params, dict):
-                continue
-            if params.get("BACKEND") != self._path():
-                continue
-            shared = sorted(mine & _queue_names(alias, params))
-            if shared:
-                yield checks.Warning(
-                    f"TASKS[{self.alias!r}] and TASKS[{alias!r}] both put tasks on the "
-                    f"redrelay queue(s) {', '.join(q for _, q in shared)}.",
-                    hint="Give one of them another OPTIONS['QUEUE_PREFIX'] (or RELAY), "
-                    "so each has consumers with its own CONSUMER options.",
-                    id="redrelay.W011",
-                )
-
-    def _path(self) -> str:
-        return f"{type(self).__module__}.{type(self).__qualname__}"
+            yield from shared_queues(self, getattr(settings, "TASKS", None))
 
     # -- running (in the worker) -----------------------------------------------------------
 
@@ -457,9 +346,7 @@ class RedRelayBackend(BaseTaskBackend):
         self._finish(relay, record, error)
         task_finished.send(type(self), task_result=self._result(task, record))
 
-    def _call(
-        self, task: Task[Any, Any], result: TaskResult[Any], record: dict[str, Any]
-    ) -> None:
+    def _call(self, task: Task[Any, Any], result: Any, record: dict[str, Any]) -> None:
         args, kwargs = record.get("args", []), record.get("kwargs", {})
         if task.takes_context:
             value = task.call(TaskContext(task_result=result), *args, **kwargs)
@@ -567,7 +454,7 @@ class RedRelayBackend(BaseTaskBackend):
         the backend (the id does not name its queue; a few HGETs in one round trip)."""
         queues = [queue] if queue else [self.queue_for(q) for q in sorted(self.queues)]
         if not queues:  # QUEUES: [] (any queue): the task queues that exist now
-            queues = _task_queues(relay, self.config.prefix) or [
+            queues = task_queues(relay, self.config.prefix) or [
                 self.queue_for("default")
             ]
         commands = [
