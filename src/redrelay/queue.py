@@ -14,7 +14,7 @@ from ._types import Duration
 from .errors import ConfigurationError
 from .message import Message
 from .protocol.envelope import new_id
-from .protocol.flow import PRIO_ZERO_SCORE, check_priority, mark_for, put_prio_plan
+from .protocol.flow import check_priority, mark_for, put_prio_plan
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.results import track_commands
@@ -133,8 +133,7 @@ class Queue(QueueResults):
         A plain put is a single ``LPUSH``: one round trip. ``delay=``/``eta=`` park it in the
         delayed set until then; ``dedup_key=`` makes a put with the same key within the
         relay's ``dedup_ttl`` a no-op that returns the first message's id. ``priority=``
-        (-100 to 100, higher sooner) runs it before every message of a lower priority,
-        FIFO among equals; 0, the default, is the plain list (docs/flow-control.md).
+        (-100..100, higher first, FIFO among equals; 0 is the plain list): flow-control.md.
 
         :raises EncodeError: the codec cannot encode ``body``; nothing was written.
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
@@ -374,22 +373,27 @@ class Queue(QueueResults):
     def _shard_stats_plan(self, k: QueueKeys) -> Plan[QueueStats]:
         leases = yield Step((("ZRANGE", k.leases, 0, -1),))
         while True:
-            keys = [k.leases, k.ready, k.delayed, k.dead, k.stats, k.prio]
-            keys += [k.parked, k.parked_due, k.limits]
+            keys = [k.leases, k.ready, k.delayed, k.dead, k.stats, *k.flow_stats()]
             keys += [k.inflight(c.decode()) for c in leases]
             reply = yield Step(script="stats", keys=keys)
             if reply[0] == leases:
                 break
             leases = reply[0]
         ready, delayed, dead, oldest, flat = reply[1:6]
+        now = int(reply[8])
+        lapsed = [int(float(e)) <= now for e in reply[7]]
         return QueueStats(
             name=self.name,
-            ready=ready + reply[7] + reply[8],  # + prioritized and parked
-            **_records.flow_fields(reply[7:12]),
+            ready=ready + reply[9] + reply[10],  # + prioritized and parked
+            **_records.flow_fields(reply[9:14]),
             delayed=delayed,
             in_flight=sum(reply[6]),
             dead=dead,
-            consumers=len(leases),
+            consumers=lapsed.count(False),
+            expired=lapsed.count(True),
+            in_flight_expired=sum(
+                n for n, x in zip(reply[6], lapsed, strict=True) if x
+            ),
             oldest_age=_age(oldest or None),
             counters={
                 flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)
@@ -397,19 +401,15 @@ class Queue(QueueResults):
         )
 
     def peek(self, count: int = 10) -> list[Message]:
-        """The next ``count`` ready messages in the order they will run (priority > 0,
-        then priority 0 oldest first, then priority < 0), without taking them.
-
-        For a sharded queue: the first ``count`` over all shards, by enqueue time.
-        """
+        """The next ``count`` ready messages in the order they will run (priorities > 0,
+        priority 0 oldest first, priorities < 0), without taking them. For a sharded
+        queue: the first ``count`` over all shards, by enqueue time."""
         messages: list[Message] = []
         conn = self.relay.connection
         for k in self.shard_keys():
             prio = _pairs(conn.call("ZRANGE", k.prio, 0, count - 1, "WITHSCORES"))
-            high = [e for e, score in prio if float(score) < PRIO_ZERO_SCORE]
-            low = [e for e, score in prio if float(score) >= PRIO_ZERO_SCORE]
             ready = conn.call("LRANGE", k.ready, -count, -1)
-            entries = [*high, *reversed(ready), *low]
+            entries = _records.run_order(prio, ready)
             messages += [
                 m for m in (_to_message(self.name, e) for e in entries) if m is not None
             ][:count]

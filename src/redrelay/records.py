@@ -18,6 +18,7 @@ from ._types import Duration
 from .errors import ConfigurationError, DecodeError
 from .message import Message
 from .protocol.envelope import decode_entry, rewrite_header
+from .protocol.flow import PRIO_ZERO_SCORE
 from .protocol.transitions import to_ms, to_seconds
 
 __all__ = ["DeadLetter", "QueueStats", "requeue_args"]
@@ -38,6 +39,12 @@ class QueueStats:
     #: Lifetime counters: acked, retried, dead, recovered, rejected, held_rate,
     #: held_concurrency (fetches a limit held back), parked (entries parked by key) ...
     counters: dict[str, int]
+    #: Consumers whose lease ran out (the process died, or its threads stopped making
+    #: progress) and that no sweep has taken back yet; ``consumers`` counts live ones.
+    expired: int = 0
+    #: Of ``in_flight``, the deliveries held by expired consumers: they return to the
+    #: queue at the next sweep of any worker on it.
+    in_flight_expired: int = 0
     #: Of ``ready``: messages of priority != 0, and messages parked by their limit key.
     prioritized: int = 0
     parked: int = 0
@@ -165,3 +172,12 @@ def flow_fields(reply: list[Any]) -> dict[str, Any]:
         "parked_key_count": key_count,
         "limits": limits.decode() if limits else None,
     }
+
+
+def run_order(prio: list[tuple[bytes, Any]], ready: list[bytes]) -> list[bytes]:
+    """Entries in the order a fetch takes them: the priority set's ``(entry, score)``
+    pairs of priority > 0, then the ready list (LRANGE order, oldest last), then the
+    rest of the priority set."""
+    high = [e for e, score in prio if float(score) < PRIO_ZERO_SCORE]
+    low = [e for e, score in prio if float(score) >= PRIO_ZERO_SCORE]
+    return [*high, *reversed(ready), *low]

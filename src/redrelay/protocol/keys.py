@@ -156,6 +156,10 @@ class QueueKeys:
             done=f"{p}:done",
         )
 
+    def flow_stats(self) -> list[str]:
+        """stats.lua's KEYS[6..9]: priorities, parked entries and keys, limits."""
+        return [self.prio, self.parked, self.parked_due, self.limits]
+
     def inflight(self, consumer: str) -> str:
         """Hash of one consumer's deliveries: delivery tag -> entry."""
         return f"{self.prefix}:inflight:{consumer}"

@@ -23,9 +23,9 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
-from ..handlers import ainvoke
+from ..handlers import acall_handler
 from ..protocol.envelope import MAGIC
-from .aioloop import Bounded, Ended, Future, error_of
+from .aioloop import Bounded, Ended, Future, ended
 from .dispatch import Outcome, Started, begin, finish, settle
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def run_async_batch(
         full = len(batch.tags) >= consumer.options.prefetch
         room = max(0, bounded.limit - len(batch.tags)) if full else 0
         while len(run.running) > room and not runner._halt.is_set():
+            slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
             run.harvest(0.05)
         run.harvest(0)
     except BaseException:
@@ -85,6 +86,7 @@ def finish_async(runner: Runner, slot: Slot) -> None:
     if run is None:
         return
     while run.running and not runner._halt.is_set():
+        slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
         run.harvest(0.05)
     run.harvest(0)
     _count(runner, run)
@@ -112,6 +114,7 @@ def _start_all(
     """Start the batch's coroutines as permits come free (as many at once as there are
     free permits, in one hand-off), settling finished ones between."""
     while True:
+        slot.pulse.tick()
         with slot.lock:
             if not slot.pending or runner._stopping.is_set():
                 return
@@ -231,7 +234,7 @@ class _AsyncBatch:
             return None
         crash_point("handler")
         self.running[tag] = (tag, entry, started)
-        return ainvoke(
+        return acall_handler(
             consumer.handler,
             started.message,
             runner.relay.handler_contexts,
@@ -286,14 +289,13 @@ def _outcome(
 ) -> Outcome | None:
     if future.cancelled():
         return None
-    error = error_of(future)
+    value, error = ended(future)
     if error is None:
         if lease.tracker is None:
             return Outcome.ACKED
         return finish(
-            runner.relay, consumer, lease, tag, entry, started, future.result(),
-            runner._halt,
-        )  # fmt: skip
+            runner.relay, consumer, lease, tag, entry, started, value, runner._halt
+        )
     return settle(
         runner.relay, consumer, lease, tag, entry, started, error, runner._halt
     )

@@ -28,11 +28,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..handlers import Called
+
 if TYPE_CHECKING:
     from ..handlers import Consumer
     from ..topic import TopicSubscription
 
-__all__ = ["Bounded", "Ended", "LoopThread", "error_of", "fetchers"]
+__all__ = ["Bounded", "Ended", "LoopThread", "ended", "error_of", "fetchers"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -150,7 +152,6 @@ class Bounded:
         loop, permits = self.aio.loop, self._permits
 
         async def chain() -> None:
-            me = asyncio.current_task()
             pending = iter(items)
             try:
                 for key, coro in pending:
@@ -158,18 +159,9 @@ class Bounded:
                         coro.close()
                         on_done(key, None)
                         continue
-                    try:
-                        value = await coro
-                    except asyncio.CancelledError:
-                        if _cancelling(me):
-                            raise  # the chain itself was cancelled (shutdown)
-                        on_done(key, Ended(RuntimeError("the handler was cancelled")))
-                    except (
-                        BaseException
-                    ) as exc:  # ainvoke turned SystemExit & co. into errors
-                        on_done(key, Ended(exc))
-                    else:
-                        on_done(key, Ended(None, value))
+                    # acall_handler returns what the handler raised; it raises only
+                    # when the chain itself is cancelled (shutdown).
+                    on_done(key, Ended(await coro))
             finally:
                 for _, coro in pending:  # cancelled at shutdown: never started
                     coro.close()
@@ -196,36 +188,38 @@ class Bounded:
 
 
 class Ended:
-    """A handler of a chain that ended: what it raised (None: it returned ``value``)."""
+    """A handler of a chain that ended: what :func:`~redrelay.handlers.acall_handler`
+    returned, ``(value, None)`` or ``(None, what it raised)``, as a done future gives it."""
 
-    __slots__ = ("error", "value")
+    __slots__ = ("called",)
 
-    def __init__(self, error: BaseException | None, value: Any = None) -> None:
-        self.error, self.value = error, value
+    def __init__(self, called: Called) -> None:
+        self.called = called
 
     def cancelled(self) -> bool:
         return False
 
     def exception(self) -> BaseException | None:
-        return self.error
+        return None
 
-    def result(self) -> Any:
-        return self.value
-
-
-def _cancelling(task: asyncio.Task[Any] | None) -> bool:
-    """Whether ``task`` itself is being cancelled (Python < 3.11 cannot tell: yes)."""
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
+    def result(self) -> Called:
+        return self.called
 
 
-def error_of(future: Future | asyncio.Task[Any] | Ended) -> Exception | None:
-    """What a finished (not cancelled) handler coroutine raised, as an Exception: a
-    BaseException (CancelledError inside the handler, say) fails its delivery too."""
+def ended(future: Future | asyncio.Task[Any] | Ended) -> Called:
+    """What a finished (not cancelled) :func:`~redrelay.handlers.acall_handler`
+    coroutine came to: (value, None), or (None, any ``BaseException`` the handler
+    raised, ``SystemExit`` included, with its class and traceback)."""
     error = future.exception()
-    if error is None or isinstance(error, Exception):
-        return error
-    return RuntimeError(f"the handler raised {type(error).__name__}: {error}")
+    if error is not None:
+        return None, error
+    called: Called = future.result()
+    return called
+
+
+def error_of(future: Future | asyncio.Task[Any] | Ended) -> BaseException | None:
+    """What a finished (not cancelled) handler coroutine failed with, else None."""
+    return ended(future)[1]
 
 
 def fetchers(consumer: Consumer | TopicSubscription) -> int:

@@ -15,10 +15,19 @@
 -- KEYS[10...] the in-flight hashes of the consumers the caller saw in KEYS[1]
 --
 -- Returns {consumer ids, ready (list), delayed, dead, oldest ready entry or false,
--- counters as a flat list, in-flight count per KEYS[10...], prioritized, parked,
--- parked keys (up to 10, soonest due first), number of parked keys, limits spec or false}.
--- The caller compares the ids with the ones it named and asks again if a consumer came
--- or went.
+-- counters as a flat list, in-flight count per KEYS[10...], each consumer's lease expiry
+-- (server ms, in the order of the ids), server time (ms), prioritized, parked, parked
+-- keys (up to 10, soonest due first), number of parked keys, limits spec or false}. The
+-- caller compares the ids with the ones it named and asks again if a consumer came or
+-- went; a lease whose expiry has passed belongs to a consumer that is gone or stuck (its
+-- deliveries return at the next sweep).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiries = {}
+local scored = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 2, #scored, 2 do
+  expiries[#expiries + 1] = scored[i]
+end
 -- A wake-up bell (see _route.lua) at the old end of ready is not a message.
 local bell = redis.call('LINDEX', KEYS[2], -1) == '\031rr1:bell' and 1 or 0
 local inflight = {}
@@ -33,6 +42,8 @@ return {
   redis.call('LINDEX', KEYS[2], -1 - bell),
   redis.call('HGETALL', KEYS[5]),
   inflight,
+  expiries,
+  now,
   redis.call('ZCARD', KEYS[6]),
   redis.call('ZCARD', KEYS[7]),
   redis.call('ZRANGE', KEYS[8], 0, 9),
