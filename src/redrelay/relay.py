@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import enum
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
+from .embedded import default_data_dir
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["Relay", "RelayState"]
 
 H = TypeVar("H", bound=Handler)
+
+#: redrelay's own package: a Relay made by its code (CLI, demo) has no app module.
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Longest ``durable_timeout``: well under the 10 s socket timeout of connections.
 MAX_DURABLE_TIMEOUT = 5.0
@@ -55,7 +61,8 @@ class Relay:
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
     argument, else ``$REDRELAY_URL``, else an embedded ``redis-server`` started on a Unix
-    socket under ``./.redrelay/`` (development only).
+    socket in ``.redrelay/`` beside the module that creates the relay (development only;
+    ``embedded=False`` makes a missing URL an error instead).
 
     Example::
 
@@ -77,8 +84,12 @@ class Relay:
     :param dead_letter_cap: dead letters kept per queue (oldest dropped and counted); 0 keeps all.
     :param connect_retries: retries of a command on a connection error before a producer
         call raises :class:`BrokerUnavailable`.
-    :param data_dir: directory of the embedded server (default ``$REDRELAY_DATA_DIR`` or
-        ``./.redrelay``).
+    :param data_dir: directory of the embedded server (default ``$REDRELAY_DATA_DIR``,
+        else ``.redrelay`` beside the module that creates this relay, else in the current
+        directory), so a web process and a worker started from other folders share it.
+    :param embedded: whether a missing URL means the embedded development server (True,
+        the default of a plain ``Relay``); False makes it a :class:`ConfigurationError` at
+        first use. The Flask and Django glue pass False outside debug and testing.
     :param on_gap: called with a :class:`GapReport` when a channel subscriber sees that
         messages were lost (they are also logged and counted).
     :param signing_key: a shared secret; when set, every envelope is signed (HMAC-SHA256)
@@ -104,6 +115,7 @@ class Relay:
         dead_letter_cap: int = 100_000,
         connect_retries: int = 3,
         data_dir: str | None = None,
+        embedded: bool = True,
         on_gap: Callable[[GapReport], None] | None = None,
         signing_key: str | bytes | None = None,
         durable: str | None = None,
@@ -131,7 +143,14 @@ class Relay:
             )
         self.dead_letter_cap = dead_letter_cap
         self.connect_retries = connect_retries
-        self.data_dir = data_dir
+        if data_dir is None:
+            # The creating module's folder: the app's, whatever the current directory.
+            caller = sys._getframe(1).f_globals.get("__file__")
+            if caller is not None and Path(caller).resolve().is_relative_to(_PACKAGE_DIR):
+                caller = None  # made by redrelay itself (CLI, demo): no app module
+            data_dir = default_data_dir(caller)
+        self.data_dir = str(data_dir)
+        self.embedded = bool(embedded)
         self.on_gap = on_gap
         if isinstance(signing_key, str):
             signing_key = signing_key.encode()
@@ -191,13 +210,23 @@ class Relay:
                     raise ConfigurationError("this Relay is closed; create a new one")
                 if self._connection is None:
                     if self.url is None:
-                        from .embedded import embedded_url
-
-                        self.url = embedded_url(self.data_dir)
+                        self.url = self._embedded_url()
                     self._connection = Connection(
                         self.url, retries=self.connect_retries, namespace=self.namespace
                     )
         return self._connection
+
+    def _embedded_url(self) -> str:
+        if not self.embedded:
+            raise ConfigurationError(
+                "no Redis URL: set REDRELAY_URL (or pass url=) to your Redis server; to use "
+                "the embedded development redis-server instead, ask for it explicitly "
+                "(Relay(embedded=True), Flask REDRELAY_EMBEDDED = True, Django "
+                "REDRELAY['default']['EMBEDDED'] = True)"
+            )
+        from .embedded import embedded_url
+
+        return embedded_url(self.data_dir)
 
     @property
     def aconnection(self) -> AsyncConnection:

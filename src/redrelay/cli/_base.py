@@ -41,7 +41,9 @@ class CliError(click.ClickException):
     exit_code = 2
 
 
-def load_relay(target: str, url: str | None = None) -> Relay:
+def load_relay(
+    target: str, url: str | None = None, data_dir: str | None = None
+) -> Relay:
     """Import ``module:attribute`` and return the Relay it names (one-line errors)."""
     module_name, _, attr = target.partition(":")
     if not module_name:
@@ -65,6 +67,8 @@ def load_relay(target: str, url: str | None = None) -> Relay:
         raise CliError(f"{target!r} is a {type(obj).__name__}, not a redrelay.Relay")
     if url is not None:
         obj.url = resolve_url(url)  # checks the scheme now, in one line
+    if data_dir is not None:
+        obj.data_dir = data_dir
     return obj
 
 
@@ -101,21 +105,36 @@ def _one_line(exc: BaseException) -> str:
     "Not used by `worker`, whose relay sets its own.",
 )
 @click.option(
+    "--data-dir",
+    envvar="REDRELAY_DATA_DIR",
+    type=click.Path(file_okay=False),
+    help="Without a URL: the embedded server's data directory (env: REDRELAY_DATA_DIR; "
+    "default: the nearest .redrelay with a running server, here or above).",
+)
+@click.option(
     "-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug)."
 )
 @click.version_option(package_name="redrelay")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, namespace: str, verbose: int) -> None:
+def cli(
+    ctx: click.Context,
+    url: str | None,
+    namespace: str,
+    data_dir: str | None,
+    verbose: int,
+) -> None:
     """redrelay: Redis as the message broker of Flask and Django apps.
 
-    Every command takes --url (or $REDRELAY_URL); without one it uses the embedded
-    redis-server of this directory (./.redrelay). Errors print one line and exit 2.
+    Every command takes --url (or $REDRELAY_URL). Without one, commands use the
+    app's running embedded redis-server (the nearest .redrelay here or above, or
+    --data-dir); only `worker`, `put` and `demo` start one. Errors print one line
+    and exit 2.
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    ctx.obj = {"url": url, "namespace": namespace}
+    ctx.obj = {"url": url, "namespace": namespace, "data_dir": data_dir}
 
 
 def _store(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -148,17 +167,47 @@ def connection_options(*, namespace: bool = True) -> Callable[[F], F]:
     return decorate
 
 
-def open_relay(ctx: click.Context) -> Relay:
+def open_relay(ctx: click.Context, *, start: bool = False) -> Relay:
     """A Relay for ``--url``/``--namespace``, closed when the command ends.
 
+    Without a URL it uses the running embedded server of ``--data-dir`` (else the
+    nearest ``.redrelay`` with a running server, here or above); only with ``start``
+    (``put``) may it start one, so a read-only command never leaves a server behind.
     One retry per command: a CLI should say "unreachable" quickly, not hang.
     """
     obj = ctx.ensure_object(dict)
+    url = obj.get("url")
+    data_dir = obj.get("data_dir")
+    if url is None:
+        url = _embedded(data_dir, start=start)
     relay = Relay(
-        obj.get("url"), namespace=obj.get("namespace") or "redrelay", connect_retries=1
+        url,
+        namespace=obj.get("namespace") or "redrelay",
+        connect_retries=1,
+        data_dir=data_dir,
     )
     ctx.call_on_close(relay.close)
     return relay
+
+
+def _embedded(data_dir: str | None, *, start: bool) -> str | None:
+    """The running embedded server's URL, or None (``start``: let the Relay start one)."""
+    from ..embedded import find_data_dir, running_url
+
+    if data_dir is not None:
+        url = running_url(data_dir)
+        where = f"in {data_dir}"
+    else:
+        found = find_data_dir()
+        url = running_url(found) if found is not None else None
+        where = f"in ./.redrelay or a folder above {os.getcwd()}"
+    if url is None and not start:
+        raise CliError(
+            f"no Redis URL and no embedded redis-server running {where}: pass --url or "
+            "set REDRELAY_URL, or --data-dir (REDRELAY_DATA_DIR) for the app's embedded "
+            "server (it starts with the app or its worker; this command never starts one)"
+        )
+    return url
 
 
 def queue_names(relay: Relay) -> list[str]:

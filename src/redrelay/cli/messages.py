@@ -85,7 +85,7 @@ def put(
     """
     value = _parse_body(body, as_json)
     parsed = _parse_headers(headers)
-    relay = open_relay(ctx)
+    relay = open_relay(ctx, start=True)
     msg_id = relay.queue(queue).put(value, delay=delay, headers=parsed or None)
     click.echo(msg_id)
 
