@@ -175,6 +175,7 @@ class Relay:
             else self._check_durable(Durability.parse(durable, self.durable_timeout))
         )
         self.consumer_defaults = dict(consumer_defaults)
+        ConsumerOptions.check_names(self.consumer_defaults, "Relay()")
         ConsumerOptions.build(
             **self.consumer_defaults
         )  # fail now, naming the bad option
@@ -428,6 +429,7 @@ class Relay:
                 ...
         """
         shards = options.pop("shards", None)
+        ConsumerOptions.check_names(options, f"@relay.consumer({queue!r})")
         opts = ConsumerOptions.build(**{**self.consumer_defaults, **options})
         q = self.queue(queue, shards=shards)
 

@@ -24,7 +24,11 @@ except ImportError:
     TASKS_APP = ["django_tasks"]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     *TASKS_APP,
     "redrelay.contrib.django",
     "tests.contrib.django.testapp",
@@ -42,7 +46,25 @@ DATABASES = {
     }
 }
 ROOT_URLCONF = "tests.contrib.django.urls"
-MIDDLEWARE: list[str] = []
+# What the admin needs (the outbox is in it); the other views need none.
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 
 #: Quick leases and retries, so that crash and retry paths take little time in tests;
 #: one message per fetch, so that several worker processes share a small batch.

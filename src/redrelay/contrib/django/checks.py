@@ -14,7 +14,8 @@ id                    problem
 ``redrelay.E009``     ``SSE_AUTHORIZE`` cannot be imported or is not callable, or
                       ``SSE_KEEPALIVE`` is invalid
 ``redrelay.E010``     a handler declared with ``@consumer``/``@subscriber`` cannot be
-                      registered (bad options, two consumers for one queue ...)
+                      registered (bad or unknown options, two consumers for one
+                      queue ...), or names an alias ``REDRELAY`` does not have
 ``redrelay.E011``     a ``TASKS`` backend of redrelay is misconfigured (see
                       :mod:`redrelay.contrib.django.tasks`)
 ``redrelay.W001``     no URL (the embedded development server) while ``DEBUG`` is off
@@ -36,7 +37,7 @@ from django.db.utils import DatabaseError
 
 from ...config import ENV_URL
 from .conf import DEFAULT_ALIAS, InvalidRelaySettings, problems
-from .relays import build_relay
+from .relays import build_relay, declared_aliases
 
 __all__ = ["check_handlers", "check_outbox_table", "check_settings", "register_checks"]
 
@@ -113,6 +114,18 @@ def check_handlers(
     if aliases is None:
         return []  # E001 says it
     errors: list[checks.CheckMessage] = []
+    for alias, handlers in declared_aliases().items():
+        if alias not in aliases:
+            known = ", ".join(repr(a) for a in aliases) or "none"
+            errors.append(
+                checks.Error(
+                    f"{handlers[0]} names alias {alias!r}, which settings.REDRELAY does "
+                    f"not have (known: {known}), so it would never run"
+                    + (f" ({len(handlers) - 1} more handler(s) too)." if len(handlers) > 1 else "."),
+                    hint=f"Fix alias= in the decorator, or add REDRELAY[{alias!r}].",
+                    id="redrelay.E010",
+                )
+            )
     for alias, config in aliases.items():
         if not isinstance(config, dict) or any(problems(str(alias), config)):
             continue  # the settings check reports those

@@ -245,9 +245,11 @@ def _option_problems(where: str, options: object, url: object) -> Iterator[Probl
                 "Give a callable or the dotted path of one.",
             )
             return
+    if not isinstance(url, str) or any(_url_problems("", url)):
+        url = None  # E004 reports a bad URL, once
     try:
         # Relay() stores configuration only (no I/O), and names the bad value.
-        Relay(url if isinstance(url, str) else None, **kwargs)
+        Relay(url, **kwargs)
     except ConfigurationError as exc:
         yield Problem("E006", f"{where}['OPTIONS']: {exc}.", "Fix the option's value.")
     except TypeError as exc:
