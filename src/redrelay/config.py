@@ -126,8 +126,14 @@ class ConsumerOptions:
         for name in options:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
-                hint = f"did you mean {close[0]}=?" if close else f"known: {', '.join(known)}"
-                raise ConfigurationError(f"{where} got an unknown option {name}= ({hint})")
+                hint = (
+                    f"did you mean {close[0]}=?"
+                    if close
+                    else f"known: {', '.join(known)}"
+                )
+                raise ConfigurationError(
+                    f"{where} got an unknown option {name}= ({hint})"
+                )
 
     @classmethod
     def build(

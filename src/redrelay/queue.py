@@ -29,6 +29,7 @@ from .sharding import (
 )
 
 if TYPE_CHECKING:
+    from ._maintenance import Purged
     from .relay import Relay
 
 __all__ = ["DeadLetter", "Queue", "QueueStats"]
@@ -373,6 +374,35 @@ class Queue:
         if len(self.shard_keys()) > 1:
             messages.sort(key=lambda m: m.enqueued_at)
         return messages[:count]
+
+    # -- operator actions --------------------------------------------------------------------
+
+    def purge(self, *, delayed: bool = False) -> Purged:
+        """Delete the queue's ready messages (with ``delayed``, its delayed ones too).
+
+        Messages in flight stay with their consumers, dead letters stay (see
+        :meth:`purge_dead`); the ``purged`` counter of :meth:`stats` counts what went.
+        """
+        from ._maintenance import purge_queue
+
+        return purge_queue(self, delayed=delayed)
+
+    def delete(self, *, force: bool = False) -> int:
+        """Delete the queue: every message (ready, delayed, in flight, dead), its counters,
+        and its name from ``stats``. Returns how many messages were deleted.
+
+        :raises ConfigurationError: a worker still consumes it (it would recreate the
+            queue at once); stop it first, or pass ``force=True``.
+        """
+        from ._maintenance import delete_queue
+
+        return delete_queue(self, force=force)
+
+    def forget(self) -> None:
+        """Drop what this object cached about the queue in Redis (after :meth:`delete`)."""
+        self._registered = False
+        self._shards = None
+        self._picker = ShardPicker(1)
 
     # -- dead letters ----------------------------------------------------------------------
 

@@ -146,7 +146,9 @@ class Relay:
         if data_dir is None:
             # The creating module's folder: the app's, whatever the current directory.
             caller = sys._getframe(1).f_globals.get("__file__")
-            if caller is not None and Path(caller).resolve().is_relative_to(_PACKAGE_DIR):
+            if caller is not None and Path(caller).resolve().is_relative_to(
+                _PACKAGE_DIR
+            ):
                 caller = None  # made by redrelay itself (CLI, demo): no app module
             data_dir = default_data_dir(caller)
         self.data_dir = str(data_dir)

@@ -2,10 +2,20 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``doctor``, ``embedded``, ``topics`` and ``demo`` each add their commands to it on import.
+tail), ``doctor``, ``embedded``, ``topics``, ``queues`` (purge, delete) and ``demo`` each add their commands to it on import.
 """
 
-from . import dead, demo, doctor, embedded, messages, stats, topics, worker  # noqa: F401
+from . import (  # noqa: F401
+    dead,
+    demo,
+    doctor,
+    embedded,
+    messages,
+    queues,
+    stats,
+    topics,
+    worker,
+)
 from ._base import CliError as CliError
 from ._base import cli as cli
 from ._base import load_relay as load_relay

@@ -19,6 +19,7 @@ from ..relay import Relay
 __all__ = [
     "CliError",
     "cli",
+    "confirm",
     "connection_options",
     "format_age",
     "load_relay",
@@ -208,6 +209,17 @@ def _embedded(data_dir: str | None, *, start: bool) -> str | None:
             "server (it starts with the app or its worker; this command never starts one)"
         )
     return url
+
+
+def confirm(text: str, *, yes: bool) -> None:
+    """Ask ``text`` unless ``yes``; a no, or no answer (no terminal), changes nothing."""
+    if yes:
+        return
+    try:
+        click.confirm(text, abort=True)
+    except click.Abort:
+        hint = "" if sys.stdin.isatty() else " (no terminal to ask: pass -y/--yes)"
+        raise CliError(f"not confirmed, nothing was changed{hint}") from None
 
 
 def queue_names(relay: Relay) -> list[str]:

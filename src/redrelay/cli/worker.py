@@ -76,7 +76,9 @@ def worker(
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
     --grace and exits 0; a second one exits at once (messages stay safe).
     """
-    relay = load_relay(target, ctx.obj["url"], ctx.obj.get("data_dir"))  # a bad target fails here, once
+    relay = load_relay(
+        target, ctx.obj["url"], ctx.obj.get("data_dir")
+    )  # a bad target fails here, once
     run_worker(
         ctx,
         lambda: relay,

@@ -13,10 +13,12 @@ __all__ = ["SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 SCRIPT_NAMES = (
     "ack",
     "bury",
+    "delete_queue",
     "fetch",
     "heartbeat",
     "leave",
     "mark",
+    "purge",
     "purge_dead",
     "put",
     "recover",

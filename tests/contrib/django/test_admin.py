@@ -29,9 +29,12 @@ def test_the_outbox_is_listed_with_bodies_escaped_and_truncated(
     assert "<script>alert(1)" not in page
     assert "&lt;script&gt;alert(1)" in page
     assert "x" * 200 not in page  # truncated
-    assert admin_client.get(URL + "?kind__exact=channel").content.decode().count(
-        "field-name"
-    ) == 1
+    assert (
+        admin_client.get(URL + "?kind__exact=channel")
+        .content.decode()
+        .count("field-name")
+        == 1
+    )
     # Read-only: no add page, and a row's page has no save button.
     assert admin_client.get(URL + "add/").status_code == 403
     row = OutboxMessage.objects.get(name="jobs")

@@ -107,7 +107,9 @@ def test_an_unknown_handler_option_is_e010_not_a_crash() -> None:
 
     found = redrelay_messages()
     assert set(found) == {"redrelay.E010"}
-    assert "unknown option retrys= (did you mean retries=?)" in found["redrelay.E010"].msg
+    assert (
+        "unknown option retrys= (did you mean retries=?)" in found["redrelay.E010"].msg
+    )
     assert "test_checks" in found["redrelay.E010"].msg  # names where the handler is
 
 

@@ -30,7 +30,7 @@ def _short(text: str) -> str:
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OutboxMessageAdmin(admin.ModelAdmin):
     """Outbox rows: newest last, filterable by kind and alias, searchable by name."""
 
     list_display = (
@@ -50,11 +50,11 @@ class OutboxMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     actions = ["send_now"]
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
 
-    @admin.display(description="body")
+    @admin.display(description="body")  # type: ignore[untyped-decorator]
     def short_body(self, row: OutboxMessage) -> str:
         return _short(repr(row.body))
 
-    @admin.display(description="last error")
+    @admin.display(description="last error")  # type: ignore[untyped-decorator]
     def short_error(self, row: OutboxMessage) -> str:
         return _short(row.last_error)
 
@@ -66,7 +66,9 @@ class OutboxMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ) -> bool:
         return False
 
-    @admin.action(description="Send selected outbox messages now", permissions=["delete"])
+    @admin.action(  # type: ignore[untyped-decorator]
+        description="Send selected outbox messages now", permissions=["delete"]
+    )
     def send_now(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
         pks = list(queryset.values_list("pk", flat=True))
         queryset.update(attempts=0)

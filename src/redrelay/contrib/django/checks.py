@@ -121,7 +121,11 @@ def check_handlers(
                 checks.Error(
                     f"{handlers[0]} names alias {alias!r}, which settings.REDRELAY does "
                     f"not have (known: {known}), so it would never run"
-                    + (f" ({len(handlers) - 1} more handler(s) too)." if len(handlers) > 1 else "."),
+                    + (
+                        f" ({len(handlers) - 1} more handler(s) too)."
+                        if len(handlers) > 1
+                        else "."
+                    ),
                     hint=f"Fix alias= in the decorator, or add REDRELAY[{alias!r}].",
                     id="redrelay.E010",
                 )
