@@ -6,6 +6,7 @@ import enum
 import inspect
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -594,6 +595,20 @@ class Relay:
                 )
             self._runner = Runner(self, queues=queues, subscribers=subscribers)
         self._runner.start()
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Wait until what :meth:`start` (maybe on another thread) started runs: consumers
+        registered, channel subscriptions in place. False if ``timeout`` passed first.
+
+        A web process that starts its subscribers before serving waits on this, so that
+        a publish by its first request reaches them.
+        """
+        deadline = time.monotonic() + timeout
+        while (runner := self._runner) is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return runner.wait_ready(max(0.0, deadline - time.monotonic()))
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop what ``start()`` started: finish running handlers, give back the rest."""

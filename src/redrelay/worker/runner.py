@@ -85,6 +85,8 @@ class Runner:
         self._outcome_lock = threading.Lock()
         self._stopping = threading.Event()
         self._halt = threading.Event()
+        #: Set when start() returned: consumers joined, listener and topics started.
+        self.started = threading.Event()
         self._threads: list[threading.Thread] = []
         self._slots: list[Slot] = []
         self._leases: dict[str, Lease] = {}
@@ -144,6 +146,17 @@ class Runner:
             self._listener.start()
         if self.topics is not None:
             self.topics.start(self._aio)
+        self.started.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until start() returned and the channel subscriptions are in place."""
+        deadline = time.monotonic() + timeout
+        if not self.started.wait(timeout):
+            return False
+        listener = self._listener
+        return listener is None or listener.connected.wait(
+            max(0.0, deadline - time.monotonic())
+        )
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         self._slots.append(slot)

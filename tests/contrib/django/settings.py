@@ -1,7 +1,8 @@
 """Django settings for the tests of redrelay.contrib.django (and their worker subprocesses).
 
 Environment (read once, at import): ``RRDJ_URL`` and ``RRDJ_NAMESPACE`` (the relay of a
-worker subprocess; in-process tests set ``REDRELAY`` per test instead), ``RRDJ_TEST_DB``
+worker subprocess; in-process tests set ``REDRELAY`` per test instead), ``RRDJ_IN_PROCESS``
+(``START_IN_PROCESS`` of a ``runserver`` subprocess), ``RRDJ_TEST_DB``
 (the SQLite file shared with those subprocesses).
 """
 
@@ -82,6 +83,8 @@ REDRELAY = {
         "NAMESPACE": os.environ.get("RRDJ_NAMESPACE") or "rrdj",
         "OPTIONS": FAST_OPTIONS,
         "OUTBOX_POLL": 0.05,
+        # RRDJ_IN_PROCESS=1: consumers in the serving process (tests of runserver).
+        "START_IN_PROCESS": os.environ.get("RRDJ_IN_PROCESS") == "1",
     }
 }
 

@@ -70,14 +70,25 @@ def test_setting_errors(settings: Any, value: object, check_id: str, hint: str) 
     assert hint in (found[check_id].hint or "")
 
 
-def test_embedded_server_with_debug_off_is_a_warning(settings: Any) -> None:
+def test_no_url_with_debug_off_is_an_error_unless_embedded_is_asked(
+    settings: Any,
+) -> None:
     settings.REDRELAY = {"default": {}}
     settings.DEBUG = False
     found = redrelay_messages()
-    assert set(found) == {"redrelay.W001"}
-    assert "REDRELAY['default']['URL']" in (found["redrelay.W001"].hint or "")
+    assert set(found) == {"redrelay.E012"}
+    assert "REDRELAY['default']['URL']" in (found["redrelay.E012"].hint or "")
+    assert "'EMBEDDED'] = True" in (found["redrelay.E012"].hint or "")
     settings.DEBUG = True
     assert redrelay_messages() == {}
+    settings.DEBUG = False
+    settings.REDRELAY = {"default": {"EMBEDDED": True}}
+    assert redrelay_messages() == {}
+    settings.REDRELAY = {
+        "default": {"URL": "redis://x", "EMBEDDED": "yes", "START_IN_PROCESS": 1}
+    }
+    found = redrelay_messages()
+    assert set(found) == {"redrelay.E013"}
 
 
 def test_embedded_server_is_fine_when_the_environment_names_a_url(

@@ -18,7 +18,9 @@ id                    problem
                       queue ...), or names an alias ``REDRELAY`` does not have
 ``redrelay.E011``     a ``TASKS`` backend of redrelay is misconfigured (see
                       :mod:`redrelay.contrib.django.tasks`)
-``redrelay.W001``     no URL (the embedded development server) while ``DEBUG`` is off
+``redrelay.E012``     no URL while ``DEBUG`` is off and ``EMBEDDED`` is not True (the
+                      embedded development server is not used silently in production)
+``redrelay.E013``     ``EMBEDDED`` or ``START_IN_PROCESS`` is not a bool
 ``redrelay.W002``     the outbox is enabled but its table does not exist (database
                       check: ``migrate``, ``check --database default``)
 ====================  =========================================================
@@ -62,7 +64,7 @@ def _aliases() -> dict[Any, Any] | None:
 def check_settings(
     app_configs: Sequence[Any] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E001-E009 and W001: the ``REDRELAY`` setting."""
+    """E001-E009, E012 and E013: the ``REDRELAY`` setting."""
     aliases = _aliases()
     if aliases is None:
         raw = getattr(settings, "REDRELAY", None)
@@ -91,18 +93,24 @@ def check_settings(
                 )
             )
         if isinstance(config, dict):
-            errors.extend(_embedded_warning(str(alias), config))
+            errors.extend(_missing_url(str(alias), config))
     return errors
 
 
-def _embedded_warning(alias: str, config: dict[str, Any]) -> Iterable[checks.Warning]:
-    if config.get("URL") is None and not os.environ.get(ENV_URL) and not settings.DEBUG:
-        yield checks.Warning(
-            f"REDRELAY[{alias!r}] has no URL, so redrelay starts its embedded "
-            "development redis-server, and DEBUG is off.",
-            hint=f"Set REDRELAY[{alias!r}]['URL'] (or $REDRELAY_URL) to your Redis server in "
-            "production; the embedded server is for development on one machine.",
-            id="redrelay.W001",
+def _missing_url(alias: str, config: dict[str, Any]) -> Iterable[checks.Error]:
+    if (
+        config.get("URL") is None
+        and not os.environ.get(ENV_URL)
+        and not settings.DEBUG
+        and config.get("EMBEDDED") is not True
+    ):
+        yield checks.Error(
+            f"REDRELAY[{alias!r}] has no URL and DEBUG is off: redrelay would have no "
+            "Redis server to use.",
+            hint=f"Set REDRELAY[{alias!r}]['URL'] (or $REDRELAY_URL) to your Redis "
+            f"server; to use the embedded development redis-server with DEBUG off, set "
+            f"REDRELAY[{alias!r}]['EMBEDDED'] = True.",
+            id="redrelay.E012",
         )
 
 
