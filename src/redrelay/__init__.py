@@ -29,6 +29,7 @@ from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
 from .message import Message as Message
+from .message import MessageId as MessageId
 from .protocol.transitions import Backoff as Backoff
 from .queue import DeadLetter as DeadLetter
 from .queue import Queue as Queue
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidName",
     "Message",
     "MessageError",
+    "MessageId",
     "MessageNotFound",
     "MessageTooLarge",
     "NotFound",

@@ -15,7 +15,7 @@ import orjson
 from ._faults import crash_point
 from ._types import Duration
 from .errors import ConfigurationError, DecodeError
-from .message import Message
+from .message import Message, MessageId
 from .protocol.envelope import decode_entry, new_id, rewrite_header
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
@@ -160,12 +160,13 @@ class Queue:
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
         durable: str | bool | None = None,
-    ) -> str:
-        """Enqueue one message and return its id.
+    ) -> MessageId:
+        """Enqueue one message and return its id (a :class:`MessageId`, a ``str``).
 
         A plain put is a single ``LPUSH``: one round trip. ``delay=``/``eta=`` park it in the
         delayed set until then; ``dedup_key=`` makes a put with the same key within the
-        relay's ``dedup_ttl`` a no-op that returns the first message's id.
+        relay's ``dedup_ttl`` a no-op that returns the first message's id, with
+        ``.duplicate`` True.
 
         :raises EncodeError: the codec cannot encode ``body``; nothing was written.
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
@@ -185,7 +186,7 @@ class Queue:
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
         durable: str | bool | None = None,
-    ) -> str:
+    ) -> MessageId:
         """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
         plan = self._put_plan(body, delay, eta, headers, dedup_key, durable)
         return await self.relay.aconnection.drive(plan)
@@ -198,7 +199,7 @@ class Queue:
         headers: Mapping[str, str] | None,
         dedup_key: str | None,
         durable: str | bool | None,
-    ) -> Plan[str]:
+    ) -> Plan[MessageId]:
         """Check, encode, then send: the one copy of ``put``/``aput`` (every check runs
         before the first round trip, so a bad argument writes nothing)."""
         msg_id = new_id()
@@ -234,7 +235,7 @@ class Queue:
             result = _text(reply[0] if wait is not None else reply)
         if durability is not None:
             durability.check(reply[1], [result])
-        return result
+        return MessageId(result, duplicate=result != msg_id)
 
     def put_many(
         self,
