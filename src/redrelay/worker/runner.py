@@ -109,7 +109,7 @@ class Runner:
             socket_timeout=max(10.0, self.poll + 5)
         )
         self.epoch = EpochWatch(conn, self.relay.namespace)
-        retry_forever(self.epoch.check, self._stopping, "epoch")
+        retry_forever(self.epoch.check, self._stopping, "data-loss check")
         if (
             any(c.is_async for c in self.consumers)
             or (
@@ -335,7 +335,10 @@ class Runner:
         if acks:
             crash_point("ack")
             held = retry_forever(
-                lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}"
+                lambda: lease.ack(acks),
+                self._halt,
+                # "queue emails: ack", as the other lines name it (not its key prefix).
+                f"queue {lease.keys.prefix.partition('{')[2].rstrip('}')}: ack",
             )
             self._note_rejected(lease, len(acks) - held)
 
@@ -421,7 +424,7 @@ class Runner:
             try:
                 self.epoch.check()
             except RedrelayError as exc:
-                log.warning("epoch check failed (%s); retrying", exc)
+                log.warning("data-loss check failed (%s); retrying", exc)
             for name, lease in self._leases.items():
                 try:
                     lease.heartbeat()
