@@ -119,18 +119,16 @@ def find_data_dir(start: str | os.PathLike[str] | None = None) -> Path | None:
     return None
 
 
-def default_data_dir(anchor: str | os.PathLike[str] | None) -> str:
-    """``$REDRELAY_DATA_DIR``, else ``.redrelay`` in the folder of ``anchor`` (a module's
-    file or a folder), else in the current directory (a REPL, ``python -c``).
+def default_data_dir(folder: str | os.PathLike[str] | None) -> str:
+    """``$REDRELAY_DATA_DIR``, else ``.redrelay`` in ``folder`` (the app's: the folder of
+    the module that made the Relay, Flask's instance folder, Django's ``BASE_DIR``),
+    else in the current directory (a REPL, ``python -c``).
     """
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return str(Path(env).expanduser().absolute())
-    if anchor is None:
-        return str(Path.cwd() / DEFAULT_DATA_DIR)
-    path = Path(anchor).absolute()
-    folder = path if path.is_dir() else path.parent
-    return str(folder / DEFAULT_DATA_DIR)
+    base = Path.cwd() if folder is None else Path(folder).absolute()
+    return str(base / DEFAULT_DATA_DIR)
 
 
 def status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

@@ -151,7 +151,7 @@ class Relay:
                 _PACKAGE_DIR
             ):
                 caller = None  # made by redrelay itself (CLI, demo): no app module
-            data_dir = default_data_dir(caller)
+            data_dir = default_data_dir(None if caller is None else Path(caller).parent)
         self.data_dir = str(data_dir)
         self.embedded = bool(embedded)
         self.on_gap = on_gap
