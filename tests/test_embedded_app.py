@@ -148,3 +148,23 @@ def test_embedded_false_uses_the_url_when_there_is_one(
     monkeypatch.setenv("REDRELAY_URL", redrelay_url)
     with Relay(embedded=False) as relay:
         assert relay.connection.url == redrelay_url
+
+
+def test_embedded_stop_finds_the_apps_server_by_group_option_or_from_below(
+    app_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = app_dir / ".redrelay"
+    embedded.embedded_url(data)
+    monkeypatch.chdir(app_dir.parent)
+    status = CliRunner().invoke(cli, ["--data-dir", str(data), "embedded", "status"])
+    assert status.exit_code == 0 and "running" in status.output
+    stopped = CliRunner().invoke(cli, ["--data-dir", str(data), "embedded", "stop"])
+    assert "embedded redis-server stopped" in stopped.output
+    assert embedded.running_url(data) is None
+    embedded.embedded_url(data)
+    below = app_dir / "static"
+    below.mkdir()
+    monkeypatch.chdir(below)
+    stopped = CliRunner().invoke(cli, ["embedded", "stop"])
+    assert "embedded redis-server stopped" in stopped.output, stopped.output
+    assert embedded.running_url(data) is None
