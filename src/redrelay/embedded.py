@@ -69,8 +69,10 @@ _announced: set[Path] = set()
 def embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
     """Return the URL of the embedded ``redis-server``, starting it if none runs.
 
-    The first call in a process logs one WARNING line on ``redrelay.embedded`` naming
-    the server, its data directory and how to stop it.
+    The call that starts the server logs one WARNING line on ``redrelay.embedded``
+    naming the server, its data directory and how to stop it; the first call of another
+    process that finds it running logs the same line at INFO (so a web app and its
+    worker in one terminal show it once).
 
     Reads the ``REDRELAY_DATA_DIR`` environment variable when ``data_dir`` is ``None``.
 
@@ -309,7 +311,10 @@ def _announce(directory: Path, state: dict[str, Any], verb: str) -> None:
         shown = os.path.join(".", directory.relative_to(Path.cwd()))
     except ValueError:
         shown = str(directory)
-    logger.warning(
+    # WARNING once per server (by the process that started it); the processes that
+    # join it (the worker beside the web app, in the same terminal) say so at INFO.
+    logger.log(
+        logging.WARNING if verb == "started" else logging.INFO,
         "redrelay: %s embedded redis-server %s at %s (pid %s, data in %s, AOF on; "
         "development only — set REDRELAY_URL in production; "
         "stop it with 'redrelay embedded stop')",
