@@ -4,11 +4,14 @@ dedup-suppressed put that can be told apart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 
 import pytest
+from click.testing import CliRunner
 
 from redrelay import ConfigurationError, MessageId, Relay
+from redrelay.cli import cli
 
 
 @pytest.mark.parametrize(
@@ -60,3 +63,16 @@ def test_aput_reports_duplicates_too(relay: Relay) -> None:
         return first.duplicate, again.duplicate
 
     assert asyncio.run(main()) == (False, True)
+
+
+def test_worker_takes_v_after_the_command_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    result = CliRunner().invoke(
+        cli, ["--url", "redis://127.0.0.1:9", "worker", "no_such_module:relay", "-vv"]
+    )
+    assert "no such option" not in result.output.lower()
+    assert result.exit_code == 2 and "cannot import 'no_such_module'" in result.output
+    assert root.level == logging.DEBUG

@@ -1,6 +1,7 @@
-"""``START_IN_PROCESS``: consumers in the processes that serve requests, and only there;
-the embedded server only when asked; read-only commands start nothing (issue 16,
-items 8 and 9)."""
+"""What new Django users tripped over (issue 16, items 8, 9, 13, 14): ``START_IN_PROCESS``
+runs consumers in the processes that serve requests and only there; the embedded server
+only when asked; read-only commands start nothing; ``relay_queue``; no tracebacks
+without a terminal."""
 
 from __future__ import annotations
 
@@ -146,3 +147,36 @@ def test_read_only_commands_never_start_the_embedded_server(
         with pytest.raises(CommandError, match="never starts one"):
             call_command(*command, stdout=StringIO())
     assert not (tmp_path / ".redrelay").exists()
+
+
+def test_relay_dead_purge_without_a_terminal_is_one_line(
+    app_relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_relay.queue("jobs").put(1)
+
+    def no_terminal(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    with pytest.raises(CommandError, match="pass --noinput; nothing was deleted"):
+        call_command("relay_dead", "purge", "jobs", "--all", stdout=StringIO())
+
+
+def test_relay_queue_purge_and_delete(
+    app_relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = app_relay.queue("jobs")
+    q.put_many([1, 2])
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(CommandError, match="cancelled; nothing was changed"):
+        call_command("relay_queue", "purge", "jobs", stdout=StringIO())
+    assert q.stats().ready == 2
+    out = StringIO()
+    call_command("relay_queue", "purge", "jobs", "--noinput", stdout=out)
+    assert "purged 2 ready messages of 'jobs'" in out.getvalue()
+    q.put(3)
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    out = StringIO()
+    call_command("relay_queue", "delete", "jobs", stdout=out)
+    assert "deleted queue 'jobs' (1 messages)" in out.getvalue()
+    assert app_relay.stats() == []
