@@ -26,7 +26,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         purge = actions.add_parser("purge", help="Delete the queue's ready messages.")
-        purge.add_argument("--delayed", action="store_true", help="And the delayed ones.")
+        purge.add_argument(
+            "--delayed", action="store_true", help="And the delayed ones."
+        )
         delete = actions.add_parser("delete", help="Delete the queue entirely.")
         delete.add_argument(
             "--force", action="store_true", help="Even if a worker still consumes it."
@@ -61,7 +63,9 @@ class Command(BaseCommand):
         _confirm(options, f"Delete {what} messages of queue {queue.name!r}?")
         done = queue.purge(delayed=options["delayed"])
         extra = f" and {done.delayed} delayed" if options["delayed"] else ""
-        self.stdout.write(f"purged {done.ready} ready{extra} messages of {queue.name!r}")
+        self.stdout.write(
+            f"purged {done.ready} ready{extra} messages of {queue.name!r}"
+        )
 
     def _delete(self, queue: Queue, options: dict[str, Any]) -> None:
         _confirm(options, f"Delete queue {queue.name!r} and all its messages?")
