@@ -18,6 +18,7 @@ from ..relay import Relay
 
 __all__ = [
     "CliError",
+    "Group",
     "cli",
     "confirm",
     "connection_options",
@@ -73,8 +74,11 @@ def load_relay(
     return obj
 
 
-class _Group(click.Group):
-    """The root group: a redrelay error anywhere below becomes one ``Error:`` line, exit 2."""
+class Group(click.Group):
+    """A group whose redrelay errors, anywhere below, become one ``Error:`` line, exit 2.
+
+    The root ``redrelay`` group, and the groups of framework glue (``flask relay``).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -91,7 +95,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-@click.group(cls=_Group)
+@click.group(cls=Group)
 @click.option(
     "--url",
     envvar="REDRELAY_URL",
@@ -179,6 +183,12 @@ def open_relay(ctx: click.Context, *, start: bool = False) -> Relay:
     obj = ctx.ensure_object(dict)
     url = obj.get("url")
     data_dir = obj.get("data_dir")
+    if url is None and obj.get("embedded") is False:
+        # An app that may not use the embedded server (Flask outside debug/testing).
+        raise CliError(
+            "no Redis URL: set REDRELAY_URL (app.config or the environment), or "
+            "REDRELAY_EMBEDDED = True for the embedded development redis-server"
+        )
     if url is None:
         url = _embedded(data_dir, start=start)
     relay = Relay(

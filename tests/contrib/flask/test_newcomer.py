@@ -5,6 +5,8 @@ folder; in-process subscribers that hear the first request's publish."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,67 @@ def test_the_first_requests_publish_reaches_in_process_subscribers(
     wait_for(lambda: heard, 10, what="the first request's message")
     assert heard == [(os.getpid(), "first")]
     assert app.test_client().get("/").text == "1"  # started once per process
+
+
+# -- flask relay, as a user runs it (a real `flask` process) --------------------------------
+
+APPS = {
+    "noinit": "from flask import Flask\napp = Flask(__name__)\n",
+    "badurl": (
+        "from flask import Flask\nfrom redrelay.contrib.flask import RedRelay\n"
+        "def create_app():\n    app = Flask(__name__)\n"
+        "    app.config['REDRELAY_URL'] = 'http://localhost:6379'\n"
+        "    RedRelay(app)\n    return app\n"
+    ),
+    "prod": (
+        "from flask import Flask\nfrom redrelay.contrib.flask import RedRelay\n"
+        "app = Flask(__name__)\nRedRelay(app)\n"
+    ),
+    "dev": (
+        "from flask import Flask\nfrom redrelay.contrib.flask import RedRelay\n"
+        "app = Flask(__name__)\napp.config['REDRELAY_EMBEDDED'] = True\nRedRelay(app)\n"
+    ),
+}
+
+
+def flask(tmp_path: Path, app: str, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / f"{app}.py").write_text(APPS[app])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDRELAY_")}
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), src])
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", app, "relay", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("app", "text"),
+    [
+        ("noinit", "has no RedRelay: call broker.init_app(app)"),
+        ("badurl", "unsupported Redis URL 'http://localhost:6379'"),
+        ("prod", "no Redis URL: set REDRELAY_URL"),
+    ],
+)
+def test_flask_relay_errors_are_one_line(tmp_path: Path, app: str, text: str) -> None:
+    done = flask(tmp_path, app, "stats")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and text in lines[0]
+
+
+def test_flask_relay_read_only_commands_never_start_the_embedded_server(
+    tmp_path: Path,
+) -> None:
+    done = flask(tmp_path, "dev", "stats")
+    assert done.returncode == 2
+    assert "never starts one" in done.stderr
+    assert not (tmp_path / "instance").exists()
+    help_text = flask(tmp_path, "dev", "worker", "-v", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert "-v, --verbose" in help_text.stdout
