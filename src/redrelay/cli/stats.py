@@ -109,8 +109,8 @@ def unconsumed_warnings(snapshots: Sequence[QueueStats]) -> list[str]:
             else ""
         )
         lines.append(
-            f"queue {s.name!r} has {waiting} message(s) waiting and no consumer: is a "
-            f"worker running for it{typo}"
+            f"queue {s.name!r} has {waiting} message(s) waiting and no consumer (is a "
+            f"worker running for it?){typo}"
         )
     return lines
 
