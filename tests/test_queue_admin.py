@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from redrelay import ConfigurationError, Message, Relay
 from redrelay.cli import cli
 
-from .worker.helpers import wait_for
+from .processes import wait_for
 
 
 def redrelay(relay: Relay, *args: str, input: str | None = None) -> Result:

@@ -24,22 +24,19 @@ from redrelay._server import free_port
 from redrelay.contrib.django import get_relay
 from redrelay.contrib.django.conf import relay_settings
 
-from ...worker.helpers import wait_for
-from .conftest import ROOT, runs
+from ...processes import ROOT, python_env, wait_for
+from .conftest import runs
 
 
 def django_env(url: str, namespace: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
+    return python_env(
         {
             "DJANGO_SETTINGS_MODULE": "tests.contrib.django.settings",
             "RRDJ_URL": url,
             "RRDJ_NAMESPACE": namespace,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
             **extra,
         }
     )
-    return env
 
 
 @pytest.mark.django_db(transaction=True)

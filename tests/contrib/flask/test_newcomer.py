@@ -16,7 +16,7 @@ from flask import Flask
 from redrelay import ConfigurationError, Message
 from redrelay.contrib.flask import RedRelay
 
-from ...worker.helpers import wait_for
+from ...processes import wait_for
 from .conftest import MakeApp
 
 
