@@ -76,3 +76,11 @@ def test_worker_takes_v_after_the_command_too(
     assert "no such option" not in result.output.lower()
     assert result.exit_code == 2 and "cannot import 'no_such_module'" in result.output
     assert root.level == logging.DEBUG
+
+
+def test_log_lines_name_queues_not_keys() -> None:
+    from redrelay.protocol.keys import QueueKeys
+    from redrelay.sharding import shard_keys
+
+    assert QueueKeys.of("redrelay", "emails").name == "emails"
+    assert [k.name for k in shard_keys("shop", "hot", 2)] == ["hot#0", "hot#1"]

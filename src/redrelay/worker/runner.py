@@ -338,7 +338,7 @@ class Runner:
                 lambda: lease.ack(acks),
                 self._halt,
                 # "queue emails: ack", as the other lines name it (not its key prefix).
-                f"queue {lease.keys.prefix.partition('{')[2].rstrip('}')}: ack",
+                f"queue {lease.keys.name}: ack",
             )
             self._note_rejected(lease, len(acks) - held)
 
@@ -346,9 +346,9 @@ class Runner:
         if rejected > 0:
             self._count(Outcome.REJECTED, rejected)
             log.warning(
-                "%s: %d acks rejected: this consumer's lease was taken over, so another consumer "
+                "queue %s: %d acks rejected: this consumer's lease was taken over, so another consumer "
                 "owns those deliveries now",
-                lease.keys.prefix,
+                lease.keys.name,
                 rejected,
             )
 
