@@ -120,11 +120,16 @@ def test_runserver_runs_them_in_the_serving_child_only(
 
 
 def test_without_a_url_and_debug_off_it_is_an_error_unless_embedded(
-    settings: Any, tmp_path: Path
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.DEBUG = False
     settings.BASE_DIR = tmp_path
     settings.REDRELAY = {"default": {}}
+    assert relay_settings().relay_kwargs()["embedded"] is True  # the test runner's
+    monkeypatch.delattr("django.core.mail.outbox")  # as in production
+    from redrelay.contrib.django.relays import reset_relays
+
+    reset_relays()
     with pytest.raises(ConfigurationError, match="REDRELAY_URL"):
         get_relay().queue("jobs").put(1)
     assert not (tmp_path / ".redrelay").exists()

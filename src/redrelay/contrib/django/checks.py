@@ -18,8 +18,9 @@ id                    problem
                       queue ...), or names an alias ``REDRELAY`` does not have
 ``redrelay.E011``     a ``TASKS`` backend of redrelay is misconfigured (see
                       :mod:`redrelay.contrib.django.tasks`)
-``redrelay.E012``     no URL while ``DEBUG`` is off and ``EMBEDDED`` is not True (the
-                      embedded development server is not used silently in production)
+``redrelay.E012``     no URL while ``DEBUG`` is off, outside tests, and ``EMBEDDED`` is
+                      not True (the embedded development server is not used silently
+                      in production)
 ``redrelay.E013``     ``EMBEDDED`` or ``START_IN_PROCESS`` is not a bool
 ``redrelay.W002``     the outbox is enabled but its table does not exist (database
                       check: ``migrate``, ``check --database default``)
@@ -38,7 +39,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.utils import DatabaseError
 
 from ...config import ENV_URL
-from .conf import DEFAULT_ALIAS, InvalidRelaySettings, problems
+from .conf import DEFAULT_ALIAS, InvalidRelaySettings, embedded_by_default, problems
 from .relays import build_relay, declared_aliases
 
 __all__ = ["check_handlers", "check_outbox_table", "check_settings", "register_checks"]
@@ -101,7 +102,7 @@ def _missing_url(alias: str, config: dict[str, Any]) -> Iterable[checks.Error]:
     if (
         config.get("URL") is None
         and not os.environ.get(ENV_URL)
-        and not settings.DEBUG
+        and not embedded_by_default()
         and config.get("EMBEDDED") is not True
     ):
         yield checks.Error(

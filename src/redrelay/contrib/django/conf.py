@@ -16,8 +16,8 @@ Keys of one alias (each optional; unknown keys are system check errors):
 ``URL``
     ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
     ``redis+cluster://``. ``None`` (default): ``$REDRELAY_URL``, else the embedded
-    development ``redis-server`` when ``DEBUG`` is on or ``EMBEDDED`` is True; else an
-    error (system check ``redrelay.E012``).
+    development ``redis-server`` when ``DEBUG`` is on, under the test runner, or when
+    ``EMBEDDED`` is True; else an error (system check ``redrelay.E012``).
 ``EMBEDDED``
     ``True``: without a URL, use the embedded ``redis-server`` even with ``DEBUG`` off
     (default ``False``). Its data directory is ``OPTIONS["data_dir"]``, else
@@ -158,7 +158,7 @@ class RelaySettings:
         on_gap = kwargs.get("on_gap")
         if isinstance(on_gap, str):
             kwargs["on_gap"] = import_string(on_gap)
-        kwargs["embedded"] = self.embedded or bool(settings.DEBUG)
+        kwargs["embedded"] = self.embedded or embedded_by_default()
         if kwargs.get("data_dir") is None:
             kwargs["data_dir"] = default_data_dir(project_dir())
         return kwargs
@@ -168,6 +168,15 @@ class RelaySettings:
         if isinstance(self.sse_authorize, str):
             return import_string(self.sse_authorize)  # type: ignore[no-any-return]
         return self.sse_authorize
+
+
+def embedded_by_default() -> bool:
+    """Whether a missing URL may mean the embedded server without ``EMBEDDED``: with
+    ``DEBUG`` on, or under Django's test runner or pytest-django (which turn ``DEBUG``
+    off, and give ``django.core.mail`` its test ``outbox``)."""
+    from django.core import mail
+
+    return bool(settings.DEBUG) or hasattr(mail, "outbox")
 
 
 def project_dir() -> Path | None:
