@@ -2,8 +2,8 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``doctor``, ``embedded``, ``topics``, ``queues`` (purge, delete) and ``demo``
-each add their commands to it on import.
+tail), ``doctor``, ``embedded``, ``topics``, ``schedules``, ``queues`` (purge, delete)
+and ``demo`` each add their commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -20,6 +20,7 @@ from . import (  # noqa: F401
     embedded,
     messages,
     queues,
+    schedules,
     stats,
     topics,
     worker,
@@ -58,11 +59,12 @@ __all__ = [
 
 def shared_commands() -> list[click.Command]:
     """The queue tools a framework's command group mounts next to its own ``worker``:
-    ``stats``, ``dead``, ``queue``, ``put``, ``publish``, ``tail``, ``doctor``. They read
-    the relay's URL, namespace and embedded data directory from ``ctx.obj``
-    (``{"url": ..., "namespace": ..., "data_dir": ...}``)."""
+    ``stats``, ``schedules``, ``dead``, ``queue``, ``put``, ``publish``, ``tail``,
+    ``doctor``. They read the relay's URL, namespace and embedded data directory from
+    ``ctx.obj`` (``{"url": ..., "namespace": ..., "data_dir": ...}``)."""
     return [
         stats.stats,
+        schedules.schedules,
         dead.dead,
         queues.queue,
         messages.put,

@@ -46,8 +46,15 @@ def start_in_process(relay: Relay, *, setting: str, wait: float = READY_WAIT) ->
         if _started.get(relay) == pid:
             return False
         _started[relay] = pid
-    if not (relay.consumers or relay.subscribers or relay.topic_subscribers):
-        log.warning("%s is on, but no consumer or subscriber is registered", setting)
+    if not (
+        relay.consumers
+        or relay.subscribers
+        or relay.topic_subscribers
+        or len(relay.schedules)
+    ):
+        log.warning(
+            "%s is on, but no consumer, subscriber or schedule is registered", setting
+        )
         return False
     threading.Thread(
         target=_run, args=(relay, setting), name="redrelay-start", daemon=True
