@@ -80,6 +80,7 @@ def _delete_shard(queue: Queue, k: QueueKeys) -> int:
             k.dead_data,
             k.stats,
             k.shards,
+            k.history,
         ]
         for consumer in seen:
             keys += [k.inflight(consumer.decode()), k.started(consumer.decode())]
