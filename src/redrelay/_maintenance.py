@@ -62,7 +62,6 @@ def delete_queue(queue: Queue, *, force: bool = False) -> int:
     if len(shards) > 1:
         conn.call("UNLINK", queue.keys.shards)  # a sharded queue's declared count
     conn.call("SREM", queues_key(queue.relay.namespace), queue.name)
-    queue.forget()
     return total
 
 

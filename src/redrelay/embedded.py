@@ -31,18 +31,25 @@ from pathlib import Path
 from typing import Any
 
 from ._server import RedisServer, pid_alive, terminate
-from .errors import BrokerError, BrokerLoading, BrokerUnavailable
+from .errors import (
+    BrokerError,
+    BrokerLoading,
+    BrokerUnavailable,
+    ConfigurationError,
+)
 from .io.admin import AdminClient, listening
 
 __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
+    "caller_data_dir",
     "default_data_dir",
     "embedded_url",
     "find_data_dir",
     "running_url",
     "status",
     "stop",
+    "url_for",
 ]
 
 #: Environment variable naming the embedded server's data directory.
@@ -132,6 +139,32 @@ def default_data_dir(folder: str | os.PathLike[str] | None) -> str:
         return str(Path(env).expanduser().absolute())
     base = Path.cwd() if folder is None else Path(folder).absolute()
     return str(base / DEFAULT_DATA_DIR)
+
+
+#: redrelay's own package: a Relay made by its code (CLI, demo) has no app module.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def caller_data_dir(scope: dict[str, Any]) -> str:
+    """:func:`default_data_dir` beside the module whose globals are ``scope`` (the one
+    that creates a Relay); the current directory for a REPL or redrelay's own code."""
+    module = scope.get("__file__")
+    if module is None or Path(module).resolve().is_relative_to(_PACKAGE_DIR):
+        return default_data_dir(None)
+    return default_data_dir(Path(module).parent)
+
+
+def url_for(data_dir: str, allowed: bool) -> str:
+    """The embedded server's URL for a relay without one (started if need be), or a
+    :class:`ConfigurationError` when the relay may not use it (``embedded=False``)."""
+    if not allowed:
+        raise ConfigurationError(
+            "no Redis URL: set REDRELAY_URL (or pass url=) to your Redis server; to use "
+            "the embedded development redis-server instead, ask for it explicitly "
+            "(Relay(embedded=True), Flask REDRELAY_EMBEDDED = True, Django "
+            "REDRELAY['default']['EMBEDDED'] = True)"
+        )
+    return embedded_url(data_dir)
 
 
 def status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:

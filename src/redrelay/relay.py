@@ -7,14 +7,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
-from .embedded import default_data_dir
+from .embedded import caller_data_dir, url_for
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, EnvelopeHook, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
@@ -31,15 +30,15 @@ from .schedules import Schedules
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
     from .io.aio import AsyncConnection
+    from .tasks import Task
     from .topic import Topic, TopicSubscription
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
 
 H = TypeVar("H", bound=Handler)
-
-#: redrelay's own package: a Relay made by its code (CLI, demo) has no app module.
-_PACKAGE_DIR = Path(__file__).resolve().parent
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Longest ``durable_timeout``: well under the 10 s socket timeout of connections.
 MAX_DURABLE_TIMEOUT = 5.0
@@ -87,11 +86,9 @@ class Relay(_Registry, PeriodicMixin):
     :param connect_retries: retries of a command on a connection error before a producer
         call raises :class:`BrokerUnavailable`.
     :param data_dir: directory of the embedded server (default ``$REDRELAY_DATA_DIR``,
-        else ``.redrelay`` beside the module that creates this relay, else in the current
-        directory), so a web process and a worker started from other folders share it.
-    :param embedded: whether a missing URL means the embedded development server (True,
-        the default of a plain ``Relay``); False makes it a :class:`ConfigurationError` at
-        first use. The Flask and Django glue pass False outside debug and testing.
+        else ``.redrelay`` beside the module that creates this relay).
+    :param embedded: False: a missing URL is a :class:`ConfigurationError` at first use
+        instead of the embedded server (the Flask and Django glue outside debug/tests).
     :param on_gap: called with a :class:`GapReport` when a channel subscriber sees that
         messages were lost (they are also logged and counted).
     :param signing_key: a shared secret; when set, every envelope is signed (HMAC-SHA256)
@@ -145,15 +142,8 @@ class Relay(_Registry, PeriodicMixin):
             )
         self.dead_letter_cap = dead_letter_cap
         self.connect_retries = connect_retries
-        if data_dir is None:
-            # The creating module's folder: the app's, whatever the current directory.
-            caller = sys._getframe(1).f_globals.get("__file__")
-            if caller is not None and Path(caller).resolve().is_relative_to(
-                _PACKAGE_DIR
-            ):
-                caller = None  # made by redrelay itself (CLI, demo): no app module
-            data_dir = default_data_dir(None if caller is None else Path(caller).parent)
-        self.data_dir = str(data_dir)
+        # Default: beside the creating module (the app's), whatever the current directory.
+        self.data_dir = data_dir or caller_data_dir(sys._getframe(1).f_globals)
         self.embedded = bool(embedded)
         self.on_gap = on_gap
         if isinstance(signing_key, str):
@@ -220,23 +210,11 @@ class Relay(_Registry, PeriodicMixin):
                     raise ConfigurationError("this Relay is closed; create a new one")
                 if self._connection is None:
                     if self.url is None:
-                        self.url = self._embedded_url()
+                        self.url = url_for(self.data_dir, self.embedded)
                     self._connection = Connection(
                         self.url, retries=self.connect_retries, namespace=self.namespace
                     )
         return self._connection
-
-    def _embedded_url(self) -> str:
-        if not self.embedded:
-            raise ConfigurationError(
-                "no Redis URL: set REDRELAY_URL (or pass url=) to your Redis server; to use "
-                "the embedded development redis-server instead, ask for it explicitly "
-                "(Relay(embedded=True), Flask REDRELAY_EMBEDDED = True, Django "
-                "REDRELAY['default']['EMBEDDED'] = True)"
-            )
-        from .embedded import embedded_url
-
-        return embedded_url(self.data_dir)
 
     @property
     def aconnection(self) -> AsyncConnection:
@@ -349,18 +327,24 @@ class Relay(_Registry, PeriodicMixin):
 
     # -- primitives ------------------------------------------------------------------------
 
-    def queue(self, name: str, *, shards: int | None = None) -> Queue:
+    def queue(
+        self, name: str, *, shards: int | None = None, results: bool = False
+    ) -> Queue:
         """The queue called ``name`` (no I/O; validates the name).
 
         :param shards: split the queue over this many hash tags, so that Redis Cluster
             spreads it over its nodes (see docs/scaling.md). None: the count stored with
             the queue by its first producer or worker (1 if none).
+        :param results: puts create a record for ``result``/``status``/``cancel``, for a
+            producer that does not register the queue's consumer (whose ``result_ttl=``
+            turns it on); see docs/results.md.
         :raises ConfigurationError: ``shards`` differs from the count declared before.
         """
         q = self._queues.get(name)
         if q is None:
             q = self._queues.setdefault(name, Queue(self, name, shards))
         q.declare(shards)
+        q.tracked = q.tracked or results
         return q
 
     def channel(self, name: str) -> Channel:
@@ -429,6 +413,33 @@ class Relay(_Registry, PeriodicMixin):
         known = yield Step((("SMEMBERS", queues_key(self.namespace)),))
         return sorted(n.decode() for n in known)
 
+    # -- tasks (no Redis I/O) --------------------------------------------------------------
+
+    def task(
+        self, queue: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register the decorated function as a task: ``fn.delay(*args)`` runs it on a worker.
+
+        A consumer of ``queue`` (default: the function's ``module.qualname``) with the
+        ``@relay.consumer`` options, and ``result_ttl=`` one day unless given. See
+        :mod:`redrelay.tasks` and docs/results.md.
+
+        Example::
+
+            @relay.task(queue="reports", result_ttl=3600)
+            def render(report_id: int) -> str:
+                ...
+
+            handle = render.delay(42)
+            url = handle.result(timeout=30)
+        """
+        from .tasks import make_task
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            return make_task(self, fn, queue, dict(options))
+
+        return register
+
     # -- running ---------------------------------------------------------------------------
 
     def start(
@@ -456,18 +467,17 @@ class Relay(_Registry, PeriodicMixin):
         self._runner.start()
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
-        """Wait until what :meth:`start` (maybe on another thread) started runs: consumers
-        registered, channel subscriptions in place. False if ``timeout`` passed first.
-
-        A web process that starts its subscribers before serving waits on this, so that
-        a publish by its first request reaches them.
-        """
-        deadline = time.monotonic() + timeout
-        while (runner := self._runner) is None:
-            if time.monotonic() >= deadline:
+        """Wait until what :meth:`start` (maybe on another thread) started runs, channel
+        subscriptions in place (so a publish now reaches them); False after ``timeout``."""
+        end = time.monotonic() + timeout
+        while (runner := self._runner) is None or not runner.started.is_set():
+            if time.monotonic() >= end:
                 return False
             time.sleep(0.01)
-        return runner.wait_ready(max(0.0, deadline - time.monotonic()))
+        listener = runner._listener  # same package
+        return listener is None or listener.connected.wait(
+            max(0.0, end - time.monotonic())
+        )
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop what ``start()`` started: finish running handlers, give back the rest."""

@@ -13,6 +13,8 @@ __all__ = ["INCLUDES", "SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 SCRIPT_NAMES = (
     "ack",
     "bury",
+    "cancel",
+    "complete",
     "delete_queue",
     "fetch",
     "heartbeat",

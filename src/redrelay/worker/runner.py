@@ -34,6 +34,7 @@ from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
 from .periodic import Scheduler
+from .results import settle_batch, start_batch, track
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -91,8 +92,7 @@ class Runner:
         self._outcome_lock = threading.Lock()
         self._stopping = threading.Event()
         self._halt = threading.Event()
-        #: Set when start() returned: consumers joined, listener and topics started.
-        self.started = threading.Event()
+        self.started = threading.Event()  #: set when start() returned
         self._threads: list[threading.Thread] = []
         self._slots: list[Slot] = []
         self._leases: dict[str, Lease] = {}
@@ -107,11 +107,8 @@ class Runner:
 
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
-        if (
-            not self.consumers
-            and not self.with_subscribers
-            and not self.topics
-            and not self.scheduler
+        if not (
+            self.consumers or self.with_subscribers or self.topics or self.scheduler
         ):
             raise ConfigurationError(
                 "nothing to run: no consumers, subscribers or schedules are registered "
@@ -141,6 +138,7 @@ class Runner:
                 f"queue {consumer.name}: register",
             )
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
+            track(lease, self.relay.codec, consumer.options.result_ttl, consumer.name)
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
                 limit = consumer.options.concurrency
@@ -161,16 +159,6 @@ class Runner:
         if self.scheduler is not None:
             self.scheduler.start()
         self.started.set()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Wait until start() returned and the channel subscriptions are in place."""
-        deadline = time.monotonic() + timeout
-        if not self.started.wait(timeout):
-            return False
-        listener = self._listener
-        return listener is None or listener.connected.wait(
-            max(0.0, deadline - time.monotonic())
-        )
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         self._slots.append(slot)
@@ -269,6 +257,7 @@ class Runner:
                 try:
                     batch = fetcher.next(acks)
                     if batch is not None:
+                        start_batch(self, lease, batch, acks)  # result_ttl=
                         fetcher.send_ahead(batch, acks)
                         started = time.monotonic()
                         if bounded is not None:
@@ -350,13 +339,11 @@ class Runner:
                 self.outcomes[outcome] += 1
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
+        settle_batch(self, lease, acks)  # result_ttl=: a complete call in flight
         if acks:
             crash_point("ack")
             held = retry_forever(
-                lambda: lease.ack(acks),
-                self._halt,
-                # "queue emails: ack", as the other lines name it (not its key prefix).
-                f"queue {lease.keys.name}: ack",
+                lambda: lease.ack(acks), self._halt, f"queue {lease.keys.name}: ack"
             )
             self._note_rejected(lease, len(acks) - held)
 
