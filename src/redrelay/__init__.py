@@ -33,6 +33,7 @@ from .errors import ResultTimeout as ResultTimeout
 from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
+from .failures import Failure as Failure
 from .message import Message as Message
 from .message import MessageId as MessageId
 from .protocol.results import Status as Status
@@ -65,6 +66,7 @@ __all__ = [
     "DrainTimeout",
     "DurabilityNotConfirmed",
     "EncodeError",
+    "Failure",
     "GapReport",
     "GroupStats",
     "InvalidName",

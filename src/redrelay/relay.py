@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -15,6 +14,7 @@ from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
 from .embedded import caller_data_dir, url_for
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
+from .failures import Hook
 from .handlers import Consumer, EnvelopeHook, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
 from .io.sync import Connection, redact
@@ -25,6 +25,7 @@ from .protocol.requests import Plan, Step
 from .protocol.transitions import to_seconds
 from .queue import Queue, QueueStats
 from .registry import _Registry
+from .running import _Running
 from .schedules import Schedules
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class RelayState(enum.Enum):
     CLOSED = "closed"
 
 
-class Relay(_Registry, PeriodicMixin):
+class Relay(_Registry, PeriodicMixin, _Running):
     """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
@@ -91,6 +92,11 @@ class Relay(_Registry, PeriodicMixin):
         instead of the embedded server (the Flask and Django glue outside debug/tests).
     :param on_gap: called with a :class:`GapReport` when a channel subscriber sees that
         messages were lost (they are also logged and counted).
+    :param on_failure: called with a :class:`~redrelay.failures.Failure` each time a
+        handler fails (queues, topic groups, channel subscribers), on the worker thread
+        that saw it; e.g. ``on_failure=lambda f: sentry_sdk.capture_exception(f.error)``.
+    :param on_dead: called with a :class:`~redrelay.failures.Failure` for each dead
+        letter (``f.reason`` says why). A hook that raises is logged, never fatal.
     :param signing_key: a shared secret; when set, every envelope is signed (HMAC-SHA256)
         and consumers and subscribers refuse unsigned or forged ones (dead-lettered or
         dropped and counted, never run). Raw bodies from other programs are refused too.
@@ -116,6 +122,8 @@ class Relay(_Registry, PeriodicMixin):
         data_dir: str | None = None,
         embedded: bool = True,
         on_gap: Callable[[GapReport], None] | None = None,
+        on_failure: Hook | None = None,
+        on_dead: Hook | None = None,
         signing_key: str | bytes | None = None,
         durable: str | None = None,
         durable_timeout: Duration = 1.0,
@@ -146,6 +154,8 @@ class Relay(_Registry, PeriodicMixin):
         self.data_dir = data_dir or caller_data_dir(sys._getframe(1).f_globals)
         self.embedded = bool(embedded)
         self.on_gap = on_gap
+        self.on_failure = on_failure
+        self.on_dead = on_dead
         if isinstance(signing_key, str):
             signing_key = signing_key.encode()
         if signing_key is not None and len(signing_key) < 16:
@@ -440,51 +450,7 @@ class Relay(_Registry, PeriodicMixin):
 
         return register
 
-    # -- running ---------------------------------------------------------------------------
-
-    def start(
-        self,
-        queues: Iterable[str] | None = None,
-        *,
-        subscribers: bool = True,
-        scheduler: bool = True,
-    ) -> None:
-        """Run the registered consumers and subscribers on background threads of this process.
-
-        For web apps that want the seed's background-thread model; ``redrelay worker`` runs
-        the same code in its own process. ``scheduler`` also fires the relay's schedules.
-        """
-        from .worker.runner import Runner
-
-        with self._lock:
-            if self._runner is not None:
-                raise ConfigurationError(
-                    "this Relay is already started; call stop() first"
-                )
-            self._runner = Runner(
-                self, queues=queues, subscribers=subscribers, scheduler=scheduler
-            )
-        self._runner.start()
-
-    def wait_ready(self, timeout: float = 5.0) -> bool:
-        """Wait until what :meth:`start` (maybe on another thread) started runs, channel
-        subscriptions in place (so a publish now reaches them); False after ``timeout``."""
-        end = time.monotonic() + timeout
-        while (runner := self._runner) is None or not runner.started.is_set():
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.01)
-        listener = runner._listener  # same package
-        return listener is None or listener.connected.wait(
-            max(0.0, end - time.monotonic())
-        )
-
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop what ``start()`` started: finish running handlers, give back the rest."""
-        with self._lock:
-            runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.stop(grace)
+    # -- running (start, stop, wait_ready: running.py) -------------------------------
 
     def drain(
         self, queues: Iterable[str] | None = None, *, timeout: float = 10.0

@@ -135,7 +135,10 @@ def cli(
     --data-dir); only `worker`, `put` and `demo` start one. Errors print one line
     and exit 2.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
+    # A worker says when it is ready and when it stopped (INFO) by default; failures
+    # and dead letters are WARNING and ERROR (issue 16). Other commands stay quiet.
+    base = logging.INFO if ctx.invoked_subcommand == "worker" else logging.WARNING
+    level = max(logging.DEBUG, base - 10 * min(verbose, 2))
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -24,6 +24,8 @@ id                    problem
 ``redrelay.E013``     ``EMBEDDED`` or ``START_IN_PROCESS`` is not a bool
 ``redrelay.W002``     the outbox is enabled but its table does not exist (database
                       check: ``migrate``, ``check --database default``)
+``redrelay.W011``     two ``TASKS`` aliases of redrelay put tasks on one redrelay
+                      queue (it works, with one alias's ``CONSUMER`` options)
 ====================  =========================================================
 """
 
