@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import records as _records
 from ._faults import crash_point
 from ._types import Duration
+from .dead_letters import QueueDeadLetters
 from .errors import ConfigurationError
-from .message import Message
+from .message import Message, MessageId
 from .protocol.envelope import new_id
 from .protocol.flow import check_priority, mark_for, put_prio_plan
 from .protocol.keys import QueueKeys, queues_key, validate_name
@@ -21,7 +22,7 @@ from .protocol.results import track_commands
 from .protocol.transitions import check_headers, to_ms
 from .records import DeadLetter as DeadLetter
 from .records import QueueStats as QueueStats
-from .records import _age, _dead_letter, _delay_ms, _pairs, _text, _to_message
+from .records import _age, _delay_ms, _pairs, _text, _to_message
 from .records import requeue_args as requeue_args
 from .results import QueueResults
 from .sharding import (
@@ -33,6 +34,7 @@ from .sharding import (
 )
 
 if TYPE_CHECKING:
+    from ._maintenance import Purged
     from .relay import Relay
 
 __all__ = ["DeadLetter", "Queue", "QueueStats"]
@@ -41,7 +43,7 @@ __all__ = ["DeadLetter", "Queue", "QueueStats"]
 PUT_MANY_CHUNK = 1000
 
 
-class Queue(QueueResults):
+class Queue(QueueResults, QueueDeadLetters):
     """A named work queue. Get one with ``relay.queue(name)``; it holds no connection.
 
     ``shards`` splits it over several hash tags (Redis Cluster slots), see
@@ -127,13 +129,13 @@ class Queue(QueueResults):
         dedup_key: str | None = None,
         durable: str | bool | None = None,
         priority: int = 0,
-    ) -> str:
-        """Enqueue one message and return its id.
+    ) -> MessageId:
+        """Enqueue one message and return its id (a :class:`MessageId`, a ``str``).
 
         A plain put is a single ``LPUSH``: one round trip. ``delay=``/``eta=`` park it in the
         delayed set until then; ``dedup_key=`` makes a put with the same key within the
-        relay's ``dedup_ttl`` a no-op that returns the first message's id. ``priority=``
-        (-100..100, higher first, FIFO among equals; 0 is the plain list): flow-control.md.
+        relay's ``dedup_ttl`` a no-op that returns the first message's id, with
+        ``.duplicate`` True. ``priority=`` (-100..100, higher first): flow-control.md.
 
         :raises EncodeError: the codec cannot encode ``body``; nothing was written.
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
@@ -154,7 +156,7 @@ class Queue(QueueResults):
         dedup_key: str | None = None,
         durable: str | bool | None = None,
         priority: int = 0,
-    ) -> str:
+    ) -> MessageId:
         """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
         plan = self._put_plan(body, delay, eta, headers, dedup_key, durable, priority)
         return await self.relay.aconnection.drive(plan)
@@ -168,7 +170,7 @@ class Queue(QueueResults):
         dedup_key: str | None,
         durable: str | bool | None,
         priority: int = 0,
-    ) -> Plan[str]:
+    ) -> Plan[MessageId]:
         """Check, encode, then send: the one copy of ``put``/``aput`` (every check runs
         before the first round trip, so a bad argument writes nothing)."""
         msg_id = new_id()
@@ -212,7 +214,7 @@ class Queue(QueueResults):
             result = _text(reply[0] if wait is not None else reply)
         if durability is not None:
             durability.check(reply[1], [result])
-        return result
+        return MessageId(result, duplicate=result != msg_id)
 
     def _put_tracked(
         self,
@@ -224,7 +226,7 @@ class Queue(QueueResults):
         wait: Any,
         durability: Any,
         priority: int = 0,
-    ) -> Plan[str]:
+    ) -> Plan[MessageId]:
         """A put that also creates the message's record (docs/results.md)."""
         if self._shards is not None and len(self._shards) > 1:
             raise ConfigurationError(
@@ -238,7 +240,7 @@ class Queue(QueueResults):
             )
             if durability is not None:
                 durability.check(reply[1], [msg_id])
-            return msg_id
+            return MessageId(msg_id)
         # The record first: a message can then never finish before its record exists.
         yield Step(track, transaction=True)
         keys = [k.ready, k.delayed, k.delayed_data, k.prio, k.prio_seq]
@@ -251,7 +253,7 @@ class Queue(QueueResults):
             yield Step((("DEL", k.job(msg_id)),))
         if durability is not None:
             durability.check(reply[1], [result])
-        return result
+        return MessageId(result, duplicate=result != msg_id)
 
     def put_many(
         self,
@@ -417,84 +419,20 @@ class Queue(QueueResults):
             messages.sort(key=lambda m: m.enqueued_at)
         return messages[:count]
 
-    # -- dead letters ----------------------------------------------------------------------
+    # -- operator actions (redrelay/_maintenance.py) ------------------------------------
 
-    def dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        """Dead letters, newest first (over all shards of a sharded queue)."""
-        conn = self.relay.connection
-        found: list[tuple[float, bytes, QueueKeys]] = []
-        for k in self.shard_keys():
-            reply = conn.call("ZREVRANGE", k.dead, 0, offset + limit - 1, "WITHSCORES")
-            found += [(float(score), i, k) for i, score in _pairs(reply)]
-        found.sort(key=lambda item: item[0], reverse=True)
-        page = found[offset : offset + limit]
-        letters: list[DeadLetter] = []
-        for k in self.shard_keys():
-            ids = [i for _, i, owner in page if owner is k]
-            if ids:
-                records = conn.call("HMGET", k.dead_data, *ids)
-                letters += [_dead_letter(r) for r in records if r is not None]
-        letters.sort(key=lambda letter: letter.dead_at, reverse=True)
-        return letters
+    def purge(self, *, delayed: bool = False) -> Purged:
+        """Delete the ready (and with ``delayed``, the delayed) messages; in-flight ones and
+        dead letters stay. The ``purged`` counter of :meth:`stats` counts them."""
+        from ._maintenance import purge_queue
 
-    def iter_dead_ids(self, batch: int = 500) -> Iterator[list[str]]:
-        """Dead-letter ids in batches, oldest first per shard (for bulk requeue and purge)."""
-        for k in self.shard_keys():
-            start = 0
-            while ids := self.relay.connection.call(
-                "ZRANGE", k.dead, start, start + batch - 1
-            ):
-                yield [i.decode() for i in ids]
-                start += batch
+        return purge_queue(self, delayed=delayed)
 
-    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Move dead letters (all, or these ids) back to the end of the queue, counters reset.
+    def delete(self, *, force: bool = False) -> int:
+        """Delete every message, counter and the name from ``stats``; return the messages
+        deleted. Refused (:class:`ConfigurationError`) while a worker holds a live lease,
+        which would recreate the queue, unless ``force``."""
+        from ._maintenance import delete_queue
 
-        Each id moves exactly once, even if two operators requeue at the same time. A
-        dead letter of a sharded queue goes back to its own shard.
-        """
-        wanted = None if ids is None else list(ids)
-        return sum(self._requeue_dead(k, wanted) for k in self.shard_keys())
-
-    def _requeue_dead(self, k: QueueKeys, ids: list[str] | None) -> int:
-        total = 0
-        for chunk in self._id_chunks(k, ids):
-            records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
-            args = requeue_args(chunk, records)
-            if args:
-                total += int(
-                    self.relay.connection.run(
-                        "requeue_dead",
-                        [k.dead, k.dead_data, k.ready, k.prio, k.prio_seq],
-                        args,
-                    )
-                )
-        return total
-
-    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Delete dead letters (all, or these ids). Returns how many were deleted."""
-        wanted = None if ids is None else list(ids)
-        total = 0
-        for k in self.shard_keys():
-            for chunk in self._id_chunks(k, wanted):
-                total += int(
-                    self.relay.connection.run(
-                        "purge_dead", [k.dead, k.dead_data], chunk
-                    )
-                )
-        return total
-
-    def _id_chunks(self, k: QueueKeys, ids: list[str] | None) -> Iterator[list[str]]:
-        if ids is None:
-            # Only the letters that are dead now: one that dies again meanwhile gets a later
-            # score, so requeueing everything from a failing queue ends. Always read from
-            # the start: the previous chunk is gone by the time we read on. The clock is
-            # the one of the node holding the shard, which stamped the deaths.
-            now_ms = self.relay.connection.time_ms(k.dead)
-            while raw := self.relay.connection.call(
-                "ZRANGEBYSCORE", k.dead, "-inf", now_ms, "LIMIT", 0, 500
-            ):
-                yield [i.decode() for i in raw]
-            return
-        for start in range(0, len(ids), 500):
-            yield ids[start : start + 500]
+        self._registered, self._shards, self._picker = False, None, ShardPicker(1)
+        return delete_queue(self, force=force)

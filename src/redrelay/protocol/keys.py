@@ -160,6 +160,11 @@ class QueueKeys:
         """stats.lua's KEYS[6..9]: priorities, parked entries and keys, limits."""
         return [self.prio, self.parked, self.parked_due, self.limits]
 
+    @property
+    def name(self) -> str:
+        """The queue's name as log lines show it (a shard's: ``emails#0``), not the key."""
+        return self.prefix.partition("{")[2].rstrip("}")
+
     def inflight(self, consumer: str) -> str:
         """Hash of one consumer's deliveries: delivery tag -> entry."""
         return f"{self.prefix}:inflight:{consumer}"
