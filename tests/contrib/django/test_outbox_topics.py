@@ -92,9 +92,7 @@ def test_a_topic_event_committed_during_an_outage_reaches_the_subscriber(
     worker = worker_on(own_server.url)
     # The worker's group exists once it hears a first event (published with Redis up).
     wait_for(
-        lambda: (
-            relay.topic("orders").publish({"n": 0}) and heard(relay, "orders")
-        ),
+        lambda: relay.topic("orders").publish({"n": 0}) and heard(relay, "orders"),
         interval=0.2,
         timeout=30,
         what="the worker's topic subscriber",
