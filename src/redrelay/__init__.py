@@ -14,6 +14,7 @@ from .errors import BrokerLoading as BrokerLoading
 from .errors import BrokerUnavailable as BrokerUnavailable
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DecodeError as DecodeError
+from .errors import DrainFailed as DrainFailed
 from .errors import DrainTimeout as DrainTimeout
 from .errors import DurabilityNotConfirmed as DurabilityNotConfirmed
 from .errors import EncodeError as EncodeError
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "DeadLetter",
     "DecodeError",
+    "DrainFailed",
     "DrainTimeout",
     "DurabilityNotConfirmed",
     "EncodeError",

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .channel import Channel, GapReport
     from .io.aio import AsyncConnection
     from .topic import Topic, TopicSubscription
+    from .worker.drain import ChannelRecorder, DrainReport
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
@@ -570,14 +571,45 @@ class Relay:
             runner.stop(grace)
 
     def drain(
-        self, queues: Iterable[str] | None = None, *, timeout: float = 10.0
-    ) -> None:
-        """Run consumers in this process until their queues are empty, then return.
+        self,
+        queues: Iterable[str] | None = None,
+        *,
+        timeout: float = 10.0,
+        raise_on_failure: bool = True,
+        virtual_clock: bool = True,
+        subscribers: Literal["run", "capture", "off"] = "run",
+        channels: ChannelRecorder | None = None,
+    ) -> DrainReport:
+        """Run consumers and subscribers in this process until nothing is left, for tests.
 
-        Empty means nothing ready, delayed or in flight. Uses the worker's own code path.
+        Nothing left means no message ready, delayed or in flight, every topic group
+        read to the end, and every channel message handed to its subscribers. Uses the
+        worker's own code path. Delays and retry backoff are skipped on a virtual clock;
+        a handler that failed or a message that died makes it raise at the end.
 
-        :raises DrainTimeout: the queues were not empty after ``timeout`` seconds.
+        :param queues: only these queues (and then no topics); default: all.
+        :param timeout: seconds before :class:`DrainTimeout`.
+        :param raise_on_failure: raise :class:`DrainFailed` if a handler raised (other
+            than :class:`Retry`) or a message was dead-lettered; False returns the report.
+        :param virtual_clock: make waiting messages due at once, in their order.
+        :param subscribers: ``"run"`` channel and topic subscribers, ``"capture"`` what
+            was published for them (in the report) without running them, or ``"off"``.
+        :param channels: a :class:`redrelay.testing.ChannelRecorder` started before the
+            code under test published: its messages are handled (or captured) too.
+        :returns: a :class:`~redrelay.worker.drain.DrainReport`.
+        :raises DrainFailed: see ``raise_on_failure``; everything was still drained.
+        :raises DrainTimeout: work was left after ``timeout`` seconds.
+
+        .. versionchanged:: 0.2 raises on failures, virtual clock, subscribers.
         """
-        from .worker.runner import drain
+        from .worker.drain import drain
 
-        drain(self, queues=queues, timeout=timeout)
+        return drain(
+            self,
+            queues=queues,
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            virtual_clock=virtual_clock,
+            subscribers=subscribers,
+            channels=channels,
+        )

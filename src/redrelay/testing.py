@@ -34,12 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .worker.drain import ChannelRecorder as ChannelRecorder
+
 if TYPE_CHECKING:
     from ._cluster import LocalCluster
     from ._server import RedisServer
     from .relay import Relay
 
 __all__ = [
+    "ChannelRecorder",
     "make_relay",
     "redrelay_cluster",
     "redrelay_cluster_url",

@@ -23,7 +23,6 @@ from .._faults import crash_point
 from ..errors import (
     BrokerUnavailable,
     ConfigurationError,
-    DrainTimeout,
     RedrelayError,
     TimeLimitExceeded,
 )
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from ..listener import Listener
     from ..relay import Relay
 
-__all__ = ["Runner", "drain"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -446,33 +445,3 @@ def _select(
             for c in chosen
         ]
     return chosen
-
-
-def drain(
-    relay: Relay, *, queues: Iterable[str] | None = None, timeout: float = 10.0
-) -> None:
-    """Run consumers until their queues hold nothing ready, delayed or in flight."""
-    runner = Runner(relay, queues=queues, subscribers=False, poll=0.01)
-    runner.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if runner.pending() == 0 and all(_empty(c) for c in runner.consumers):
-                if runner.topics is None or runner.topics.idle():
-                    return
-            if time.monotonic() > deadline:
-                left = {
-                    c.name: dataclasses.asdict(c.queue.stats())
-                    for c in runner.consumers
-                }
-                if runner.topics is not None:
-                    left.update(runner.topics.backlog())
-                raise DrainTimeout(f"queues not empty after {timeout}s: {left}")
-            time.sleep(0.01)
-    finally:
-        runner.stop(grace=timeout)
-
-
-def _empty(consumer: Consumer) -> bool:
-    stats = consumer.queue.stats()
-    return stats.ready == 0 and stats.delayed == 0 and stats.in_flight == 0

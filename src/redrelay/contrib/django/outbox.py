@@ -45,10 +45,10 @@ from ..._types import Duration
 from ...errors import BrokerFull, BrokerUnavailable, ConfigurationError, RedrelayError
 from ...protocol.envelope import encode_entry
 from ...protocol.transitions import check_headers, to_seconds
-from ._outbox_send import _send as _send
 from ._outbox_send import OUTBOX_HEADER as OUTBOX_HEADER
 from ._outbox_send import OUTBOX_MAX_ATTEMPTS as OUTBOX_MAX_ATTEMPTS
 from ._outbox_send import OutboxRelay as OutboxRelay
+from ._outbox_send import _send as _send
 from ._outbox_send import flush_outbox as flush_outbox
 from .conf import DEFAULT_ALIAS, relay_settings
 from .relays import get_relay

@@ -1,0 +1,477 @@
+"""``relay.drain()``: run everything in this process until nothing is left, for tests.
+
+Three things make it a test tool rather than a worker that stops (issue 16):
+
+- **Failures raise.** Every exception a handler raised (other than the flow-control
+  :class:`~redrelay.Retry`) and every message dead-lettered during the drain is
+  collected; at the end :class:`~redrelay.DrainFailed` lists them with the traceback,
+  unless ``raise_on_failure=False``.
+- **A virtual clock.** When the only work left is waiting (a retry's backoff, a
+  ``delay=``/``eta=``, ``Retry(delay=)``), the waiting set's due times are moved back
+  (``advance.lua``) so the earliest is due now, the others keep their order and
+  distance. Nothing waits on the wall clock; turn it off with ``virtual_clock=False``.
+- **Subscribers.** Channel messages published during the drain (and those recorded
+  by a :class:`ChannelRecorder` passed as ``channels=``) are given to the relay's
+  channel subscribers (``subscribers="run"``) or only collected in the report
+  (``"capture"``). Topic subscribers run through the worker's code, their groups read
+  the stream from its start if they do not exist yet (a test namespace holds only the
+  test's entries); with ``"capture"`` they do not run and the report lists the topics'
+  entries instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import functools
+import inspect
+import secrets
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import DrainFailed, DrainTimeout, Retry
+from ..handlers import Consumer, Subscriber, invoke
+from ..message import Message
+from ..protocol.envelope import decode_entry
+from ..topic import pairs, text
+from .runner import Runner
+
+if TYPE_CHECKING:
+    from ..relay import Relay
+    from ..topic import TopicSubscription
+
+__all__ = ["ChannelRecorder", "DrainReport", "Failure", "drain"]
+
+SubscriberMode = Literal["run", "capture", "off"]
+
+#: The channel of :meth:`ChannelRecorder.sync`'s markers (never recorded).
+_MARKER_CHANNEL = "redrelay-drain-sync"
+
+#: How long the drain waits for its channel recorder's subscription to be confirmed.
+_SUBSCRIBE_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """One handler failure seen by a drain."""
+
+    #: ``"queue emails"``, ``"topic orders/audit"``, ``"channel news"`` or, for a
+    #: message dead-lettered without its handler failing here, ``"dead queue emails"``.
+    where: str
+    message: Message | None
+    error: str
+    traceback: str
+
+
+@dataclasses.dataclass(slots=True)
+class DrainReport:
+    """What a drain did: its failures, and what was published on channels and topics."""
+
+    failures: list[Failure] = dataclasses.field(default_factory=list)
+    #: Channel name -> messages published on it during the drain (and recorded before).
+    channels: dict[str, list[Message]] = dataclasses.field(default_factory=dict)
+    #: Topic name -> its entries (``subscribers="capture"`` only).
+    topics: dict[str, list[Message]] = dataclasses.field(default_factory=dict)
+    #: Times the virtual clock moved, and by how many seconds in all.
+    advanced: float = 0.0
+
+
+class ChannelRecorder:
+    """Records every message published on the relay's channels, from ``start()`` on.
+
+    A real pattern subscription (``<namespace>:*``, the worker's own listener code), so
+    it sees what any process publishes. Give it to ``relay.drain(channels=...)`` to run
+    the channel subscribers on what it recorded, or read :meth:`messages`.
+
+    Example::
+
+        with ChannelRecorder(relay) as recorded:
+            client.post("/orders/")
+        relay.drain(channels=recorded)      # subscribers run on what was published
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        from ..listener import Listener
+
+        self.relay = relay
+        self._lock = threading.Lock()
+        self._messages: list[Message] = []
+        self._taken = 0
+        self._marker: str | None = None
+        self._running = False
+        #: Messages recorded elsewhere, handed to the next ``take()`` first.
+        self.pending: list[Message] = []
+        self._marker_channel = relay.channel(_MARKER_CHANNEL)
+        recorder = Subscriber(channel="*", pattern=True, handler=self._record)
+        self._listener = Listener(relay, [recorder], contexts=[], queue_size=100_000)
+
+    def _record(self, message: Message) -> None:
+        with self._lock:
+            if message.channel == _MARKER_CHANNEL:
+                if message.body == self._marker:
+                    self._marker = None
+                return
+            self._messages.append(message)
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped: still recording."""
+        return self._running
+
+    def start(self) -> ChannelRecorder:
+        """Subscribe; return once Redis confirmed it (so no later publish is missed)."""
+        self._running = True
+        self._listener.start()
+        if not self._listener.connected.wait(_SUBSCRIBE_TIMEOUT):
+            self._listener.stop()
+            raise DrainTimeout(
+                f"the channel recorder was not subscribed after {_SUBSCRIBE_TIMEOUT}s"
+            )
+        return self
+
+    def stop(self) -> None:
+        """Unsubscribe; what was recorded stays readable."""
+        self._running = False
+        self._listener.stop()
+
+    def __enter__(self) -> ChannelRecorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.sync()
+        self.stop()
+
+    def sync(self, timeout: float = _SUBSCRIBE_TIMEOUT) -> None:
+        """Return once everything published before this call was recorded.
+
+        Publishes a marker on a channel of its own: Redis sends a subscription its
+        messages in the order it ran the ``PUBLISH`` commands, so once the marker is
+        here, so is every message published before it.
+        """
+        token = secrets.token_hex(8)
+        with self._lock:
+            self._marker = token
+        self._marker_channel.publish(token)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._marker is None:
+                    return
+            time.sleep(0.002)
+        raise DrainTimeout(f"channel messages did not arrive within {timeout}s")
+
+    def messages(self, channel: str | None = None) -> list[Message]:
+        """What was recorded (on ``channel`` only, if given), oldest first."""
+        with self._lock:
+            found = list(self._messages)
+        return [m for m in found if channel is None or m.channel == channel]
+
+    def take(self) -> list[Message]:
+        """The messages recorded since the last ``take()`` (and any handed back)."""
+        with self._lock:
+            new = self.pending + self._messages[self._taken :]
+            self.pending = []
+            self._taken = len(self._messages)
+        return new
+
+
+def _recording(
+    handler: Callable[..., Any], where: str, failures: list[Failure]
+) -> Callable[..., Any]:
+    """``handler``, noting each exception it raises (then re-raising it)."""
+
+    def note(message: Message, exc: Exception) -> None:
+        if not isinstance(exc, Retry):
+            failures.append(
+                Failure(
+                    where=where,
+                    message=message,
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback="".join(traceback.format_exception(exc)),
+                )
+            )
+
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def arecorded(message: Message) -> Any:
+            try:
+                return await handler(message)
+            except Exception as exc:
+                note(message, exc)
+                raise
+
+        return arecorded
+
+    @functools.wraps(handler)
+    def recorded(message: Message) -> Any:
+        try:
+            return handler(message)
+        except Exception as exc:
+            note(message, exc)
+            raise
+
+    return recorded
+
+
+def drain(
+    relay: Relay,
+    *,
+    queues: Iterable[str] | None = None,
+    timeout: float = 10.0,
+    raise_on_failure: bool = True,
+    virtual_clock: bool = True,
+    subscribers: SubscriberMode = "run",
+    channels: ChannelRecorder | None = None,
+) -> DrainReport:
+    """Run consumers (and subscribers) until nothing is ready, waiting or in flight.
+
+    See the module docstring. Returns a :class:`DrainReport`.
+
+    :raises DrainFailed: a handler failed or a message was dead-lettered (and
+        ``raise_on_failure``); everything else was still drained.
+    :raises DrainTimeout: work was left after ``timeout`` seconds.
+    """
+    if subscribers not in ("run", "capture", "off"):
+        raise ValueError(
+            f"subscribers= must be 'run', 'capture' or 'off', got {subscribers!r}"
+        )
+    report = DrainReport()
+    queue_list = list(queues) if queues is not None else None
+    runner = Runner(
+        relay,
+        queues=queue_list,
+        subscribers=False,
+        poll=0.01,
+        topics=subscribers == "run" and queue_list is None,
+    )
+    runner.consumers = [_wrap_consumer(c, report.failures) for c in runner.consumers]
+    if runner.topics is not None:
+        runner.topics.subs = [
+            _wrap_topic(s, report.failures) for s in runner.topics.subs
+        ]
+    dead_before = _dead_counts(runner)
+    own = None
+    earlier: list[Message] = []
+    if subscribers != "off":
+        if channels is not None and not channels.running:
+            earlier = channels.take()  # recorded before; the drain records the rest
+            channels = None
+        if channels is None:
+            own = channels = ChannelRecorder(relay).start()
+        channels.pending[:0] = earlier
+    try:
+        if runner.consumers or runner.topics is not None:
+            runner.start()
+        try:
+            _loop(relay, runner, report, channels, subscribers, timeout, virtual_clock)
+        finally:
+            if runner.consumers or runner.topics is not None:
+                runner.stop(grace=timeout)
+    finally:
+        if own is not None:
+            own.stop()
+    if subscribers == "capture":
+        report.topics = _topic_entries(relay)
+    report.failures.extend(_new_dead(runner, dead_before, report.failures))
+    if report.failures and raise_on_failure:
+        raise DrainFailed(report)
+    return report
+
+
+def _loop(
+    relay: Relay,
+    runner: Runner,
+    report: DrainReport,
+    channels: ChannelRecorder | None,
+    mode: SubscriberMode,
+    timeout: float,
+    virtual_clock: bool,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        delivered = _deliver(relay, channels, report, mode)
+        busy, waiting = _snapshot(relay, runner)
+        if not delivered and not busy:
+            if not waiting:
+                # Idle: one last look for what handlers published just now.
+                if channels is not None:
+                    channels.sync()
+                if not _deliver(relay, channels, report, mode):
+                    return
+                continue
+            if virtual_clock:
+                _advance(relay, runner, report)
+        if time.monotonic() > deadline:
+            raise DrainTimeout(f"not empty after {timeout}s: {_left(runner)}")
+        time.sleep(0.005)
+
+
+def _deliver(
+    relay: Relay,
+    channels: ChannelRecorder | None,
+    report: DrainReport,
+    mode: SubscriberMode,
+) -> int:
+    """Hand newly recorded channel messages to the matching subscribers (in order)."""
+    if channels is None:
+        return 0
+    new = channels.take()
+    for message in new:
+        report.channels.setdefault(message.channel or "", []).append(message)
+        if mode != "run":
+            continue
+        for sub in relay.subscribers:
+            name = message.channel or ""
+            if sub.channel == name or (
+                sub.pattern and fnmatch.fnmatchcase(name, sub.channel)
+            ):
+                handler = _recording(sub.handler, f"channel {name}", report.failures)
+                try:
+                    invoke(handler, message, relay.handler_contexts, None)
+                except Exception:
+                    pass  # noted by _recording; a subscriber's failure is not retried
+    return len(new)
+
+
+def _wrap_consumer(consumer: Consumer, failures: list[Failure]) -> Consumer:
+    handler = _recording(consumer.handler, f"queue {consumer.name}", failures)
+    return dataclasses.replace(consumer, handler=handler)
+
+
+def _wrap_topic(sub: TopicSubscription, failures: list[Failure]) -> TopicSubscription:
+    handler = _recording(sub.handler, f"topic {sub.name}", failures)
+    # A group the drain creates reads the stream from its start: in a test, whatever
+    # was published before the drain is what the test wants handled.
+    return dataclasses.replace(sub, handler=handler, start="0")
+
+
+def _snapshot(relay: Relay, runner: Runner) -> tuple[bool, bool]:
+    """(busy, waiting): work ready or running; work waiting for a due time.
+
+    Each queue's numbers come from one stats script and each group's from one MULTI,
+    so a message moving between places is never missed in between (a retry taken from
+    the waiting set just after it was counted as not waiting).
+    """
+    busy = runner.pending() > 0
+    waiting = False
+    for consumer in runner.consumers:
+        stats = consumer.queue.stats()
+        busy = busy or bool(stats.ready or stats.in_flight)
+        waiting = waiting or bool(stats.delayed)
+    if runner.topics is not None:
+        for sub in runner.topics.subs:
+            caught_up, pending, retrying = _group_state(relay, sub)
+            # Entries waiting for a retry stay pending, parked: they wait, not run.
+            busy = busy or not caught_up or pending > retrying
+            waiting = waiting or retrying > 0
+    return busy, waiting
+
+
+def _group_state(relay: Relay, sub: TopicSubscription) -> tuple[bool, int, int]:
+    """(read to the end, pending entries, entries waiting to be retried), atomically."""
+    stream = sub.topic.keys.stream
+    groups, last, retrying = relay.connection.pipeline(
+        [
+            ("XINFO", "GROUPS", stream),
+            ("XREVRANGE", stream, "+", "-", "COUNT", 1),
+            ("ZCARD", sub.keys.retry),
+        ],
+        transaction=True,
+    )
+    for info in map(pairs, groups):
+        if text(info["name"]) == sub.group:
+            delivered = _stream_id(text(info["last-delivered-id"]))
+            caught_up = not last or delivered >= _stream_id(last[0][0].decode())
+            return caught_up, int(info["pending"]), int(retrying)
+    return False, 0, int(retrying)
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _advance(relay: Relay, runner: Runner, report: DrainReport) -> bool:
+    """Move the virtual clock to the next due time; True if anything became due."""
+    keys: list[str] = [
+        k.delayed for c in runner.consumers for k in c.queue.shard_keys()
+    ]
+    if runner.topics is not None:
+        keys += [s.keys.retry for s in runner.topics.subs]
+    shifts = [int(relay.connection.run("advance", [key], [])) for key in keys]
+    moved = max(shifts, default=0)
+    report.advanced += moved / 1000
+    return moved > 0
+
+
+def _left(runner: Runner) -> dict[str, Any]:
+    left: dict[str, Any] = {
+        c.name: dataclasses.asdict(c.queue.stats()) for c in runner.consumers
+    }
+    if runner.topics is not None:
+        left.update(runner.topics.backlog())
+    return left
+
+
+def _dead_counts(runner: Runner) -> dict[str, int]:
+    counts = {f"queue {c.name}": c.queue.stats().dead for c in runner.consumers}
+    if runner.topics is not None:
+        for sub in runner.topics.subs:
+            counts[f"topic {sub.name}"] = _group_dead(sub)
+    return counts
+
+
+def _group_dead(sub: TopicSubscription) -> int:
+    for g in sub.topic.stats().groups:
+        if g.group == sub.group:
+            return g.dead
+    return 0
+
+
+def _new_dead(
+    runner: Runner, before: dict[str, int], seen: Sequence[Failure]
+) -> list[Failure]:
+    """Dead letters added during the drain whose handler did not fail here (malformed
+    entries, ``max_deliveries``, bad signatures): failures too."""
+    found: list[Failure] = []
+    for consumer in runner.consumers:
+        where = f"queue {consumer.name}"
+        added = consumer.queue.stats().dead - before.get(where, 0)
+        if added <= 0:
+            continue
+        failed_ids = {f.message.id for f in seen if f.message and f.where == where}
+        for letter in consumer.queue.dead_letters(limit=added):
+            if letter.id not in failed_ids:
+                found.append(
+                    Failure(
+                        where=f"dead {where}",
+                        message=None,
+                        error=f"message {letter.id} dead-lettered: {letter.reason}",
+                        traceback=letter.traceback or "",
+                    )
+                )
+    return found
+
+
+def _topic_entries(relay: Relay) -> dict[str, list[Message]]:
+    """Every entry of the topics the relay subscribes to (capture mode)."""
+    out: dict[str, list[Message]] = {}
+    for topic in {s.topic.name: s.topic for s in relay.topic_subscribers}.values():
+        entries = relay.connection.call("XRANGE", topic.keys.stream, "-", "+")
+        messages = out.setdefault(topic.name, [])
+        for stream_id, fields in entries:
+            env = decode_entry(fields[b"e"]).envelope or {}
+            messages.append(
+                Message(
+                    id=str(env.get("i", stream_id)),
+                    body=env.get("b"),
+                    headers=env.get("h") or {},
+                    topic=topic.name,
+                    stream_id=stream_id.decode(),
+                )
+            )
+    return out
