@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .channel import Channel, GapReport
     from .io.aio import AsyncConnection
     from .topic import Topic, TopicSubscription
-    from .worker.drain import ChannelRecorder, DrainReport
+    from .worker.drain import DrainReport
+    from .worker.recorder import ChannelRecorder
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
@@ -579,6 +580,7 @@ class Relay:
         virtual_clock: bool = True,
         subscribers: Literal["run", "capture", "off"] = "run",
         channels: ChannelRecorder | None = None,
+        replay_topics: bool = True,
     ) -> DrainReport:
         """Run consumers and subscribers in this process until nothing is left, for tests.
 
@@ -596,6 +598,8 @@ class Relay:
             was published for them (in the report) without running them, or ``"off"``.
         :param channels: a :class:`redrelay.testing.ChannelRecorder` started before the
             code under test published: its messages are handled (or captured) too.
+        :param replay_topics: a topic group that does not exist yet reads the stream
+            from its start (False: from its ``start=``, as in a worker).
         :returns: a :class:`~redrelay.worker.drain.DrainReport`.
         :raises DrainFailed: see ``raise_on_failure``; everything was still drained.
         :raises DrainTimeout: work was left after ``timeout`` seconds.
@@ -612,4 +616,5 @@ class Relay:
             virtual_clock=virtual_clock,
             subscribers=subscribers,
             channels=channels,
+            replay_topics=replay_topics,
         )

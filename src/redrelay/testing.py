@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .worker.drain import ChannelRecorder as ChannelRecorder
+from .worker.recorder import ChannelRecorder as ChannelRecorder
 
 if TYPE_CHECKING:
     from ._cluster import LocalCluster

@@ -15,7 +15,7 @@ Three things make it a test tool rather than a worker that stops (issue 16):
   channel subscribers (``subscribers="run"``) or only collected in the report
   (``"capture"``). Topic subscribers run through the worker's code, their groups read
   the stream from its start if they do not exist yet (a test namespace holds only the
-  test's entries); with ``"capture"`` they do not run and the report lists the topics'
+  test's entries; ``replay_topics=False`` keeps their declared ``start=``); with ``"capture"`` they do not run and the report lists the topics'
   entries instead.
 """
 
@@ -25,18 +25,17 @@ import dataclasses
 import fnmatch
 import functools
 import inspect
-import secrets
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DrainFailed, DrainTimeout, Retry
-from ..handlers import Consumer, Subscriber, invoke
+from ..handlers import Consumer, invoke
 from ..message import Message
 from ..protocol.envelope import decode_entry
 from ..topic import pairs, text
+from .recorder import ChannelRecorder
 from .runner import Runner
 
 if TYPE_CHECKING:
@@ -46,12 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["ChannelRecorder", "DrainReport", "Failure", "drain"]
 
 SubscriberMode = Literal["run", "capture", "off"]
-
-#: The channel of :meth:`ChannelRecorder.sync`'s markers (never recorded).
-_MARKER_CHANNEL = "redrelay-drain-sync"
-
-#: How long the drain waits for its channel recorder's subscription to be confirmed.
-_SUBSCRIBE_TIMEOUT = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,105 +70,6 @@ class DrainReport:
     topics: dict[str, list[Message]] = dataclasses.field(default_factory=dict)
     #: Times the virtual clock moved, and by how many seconds in all.
     advanced: float = 0.0
-
-
-class ChannelRecorder:
-    """Records every message published on the relay's channels, from ``start()`` on.
-
-    A real pattern subscription (``<namespace>:*``, the worker's own listener code), so
-    it sees what any process publishes. Give it to ``relay.drain(channels=...)`` to run
-    the channel subscribers on what it recorded, or read :meth:`messages`.
-
-    Example::
-
-        with ChannelRecorder(relay) as recorded:
-            client.post("/orders/")
-        relay.drain(channels=recorded)      # subscribers run on what was published
-    """
-
-    def __init__(self, relay: Relay) -> None:
-        from ..listener import Listener
-
-        self.relay = relay
-        self._lock = threading.Lock()
-        self._messages: list[Message] = []
-        self._taken = 0
-        self._marker: str | None = None
-        self._running = False
-        #: Messages recorded elsewhere, handed to the next ``take()`` first.
-        self.pending: list[Message] = []
-        self._marker_channel = relay.channel(_MARKER_CHANNEL)
-        recorder = Subscriber(channel="*", pattern=True, handler=self._record)
-        self._listener = Listener(relay, [recorder], contexts=[], queue_size=100_000)
-
-    def _record(self, message: Message) -> None:
-        with self._lock:
-            if message.channel == _MARKER_CHANNEL:
-                if message.body == self._marker:
-                    self._marker = None
-                return
-            self._messages.append(message)
-
-    @property
-    def running(self) -> bool:
-        """Started and not stopped: still recording."""
-        return self._running
-
-    def start(self) -> ChannelRecorder:
-        """Subscribe; return once Redis confirmed it (so no later publish is missed)."""
-        self._running = True
-        self._listener.start()
-        if not self._listener.connected.wait(_SUBSCRIBE_TIMEOUT):
-            self._listener.stop()
-            raise DrainTimeout(
-                f"the channel recorder was not subscribed after {_SUBSCRIBE_TIMEOUT}s"
-            )
-        return self
-
-    def stop(self) -> None:
-        """Unsubscribe; what was recorded stays readable."""
-        self._running = False
-        self._listener.stop()
-
-    def __enter__(self) -> ChannelRecorder:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.sync()
-        self.stop()
-
-    def sync(self, timeout: float = _SUBSCRIBE_TIMEOUT) -> None:
-        """Return once everything published before this call was recorded.
-
-        Publishes a marker on a channel of its own: Redis sends a subscription its
-        messages in the order it ran the ``PUBLISH`` commands, so once the marker is
-        here, so is every message published before it.
-        """
-        token = secrets.token_hex(8)
-        with self._lock:
-            self._marker = token
-        self._marker_channel.publish(token)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._marker is None:
-                    return
-            time.sleep(0.002)
-        raise DrainTimeout(f"channel messages did not arrive within {timeout}s")
-
-    def messages(self, channel: str | None = None) -> list[Message]:
-        """What was recorded (on ``channel`` only, if given), oldest first."""
-        with self._lock:
-            found = list(self._messages)
-        return [m for m in found if channel is None or m.channel == channel]
-
-    def take(self) -> list[Message]:
-        """The messages recorded since the last ``take()`` (and any handed back)."""
-        with self._lock:
-            new = self.pending + self._messages[self._taken :]
-            self.pending = []
-            self._taken = len(self._messages)
-        return new
 
 
 def _recording(
@@ -226,6 +120,7 @@ def drain(
     virtual_clock: bool = True,
     subscribers: SubscriberMode = "run",
     channels: ChannelRecorder | None = None,
+    replay_topics: bool = True,
 ) -> DrainReport:
     """Run consumers (and subscribers) until nothing is ready, waiting or in flight.
 
@@ -251,7 +146,7 @@ def drain(
     runner.consumers = [_wrap_consumer(c, report.failures) for c in runner.consumers]
     if runner.topics is not None:
         runner.topics.subs = [
-            _wrap_topic(s, report.failures) for s in runner.topics.subs
+            _wrap_topic(s, report.failures, replay_topics) for s in runner.topics.subs
         ]
     dead_before = _dead_counts(runner)
     own = None
@@ -342,8 +237,12 @@ def _wrap_consumer(consumer: Consumer, failures: list[Failure]) -> Consumer:
     return dataclasses.replace(consumer, handler=handler)
 
 
-def _wrap_topic(sub: TopicSubscription, failures: list[Failure]) -> TopicSubscription:
+def _wrap_topic(
+    sub: TopicSubscription, failures: list[Failure], replay: bool
+) -> TopicSubscription:
     handler = _recording(sub.handler, f"topic {sub.name}", failures)
+    if not replay:
+        return dataclasses.replace(sub, handler=handler)
     # A group the drain creates reads the stream from its start: in a test, whatever
     # was published before the drain is what the test wants handled.
     return dataclasses.replace(sub, handler=handler, start="0")
