@@ -6,6 +6,7 @@ import enum
 import inspect
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -167,6 +168,9 @@ class Relay:
         self.topic_subscribers: list[TopicSubscription] = []
         #: Context managers every handler runs inside, see add_handler_context().
         self.handler_contexts: list[HandlerContext] = []
+        #: Context managers entered around ``drain()`` in the calling thread, for
+        #: framework glue (Django shares a test's database connections with handlers).
+        self.drain_contexts: list[Callable[[], AbstractContextManager[Any]]] = []
         self.state = RelayState.OPEN
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}

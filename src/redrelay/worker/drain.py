@@ -21,6 +21,7 @@ Three things make it a test tool rather than a worker that stops (issue 16):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import functools
@@ -148,6 +149,25 @@ def drain(
         runner.topics.subs = [
             _wrap_topic(s, report.failures, replay_topics) for s in runner.topics.subs
         ]
+    with contextlib.ExitStack() as stack:
+        for context in relay.drain_contexts:
+            stack.enter_context(context())
+        return _drain(
+            relay, runner, report, timeout, raise_on_failure, virtual_clock,
+            subscribers, channels,
+        )  # fmt: skip
+
+
+def _drain(
+    relay: Relay,
+    runner: Runner,
+    report: DrainReport,
+    timeout: float,
+    raise_on_failure: bool,
+    virtual_clock: bool,
+    subscribers: SubscriberMode,
+    channels: ChannelRecorder | None,
+) -> DrainReport:
     dead_before = _dead_counts(runner)
     own = None
     earlier: list[Message] = []
