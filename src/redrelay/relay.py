@@ -593,7 +593,8 @@ class Relay:
         worker's own code path. Delays and retry backoff are skipped on a virtual clock;
         a handler that failed or a message that died makes it raise at the end.
 
-        :param queues: only these queues (and then no topics); default: all.
+        :param queues: only these queues (no subscribers run; channel messages are
+            captured in the report); default: all.
         :param timeout: seconds before :class:`DrainTimeout`.
         :param raise_on_failure: raise :class:`DrainFailed` if a handler raised (other
             than :class:`Retry`) or a message was dead-lettered; False returns the report.

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .worker.drain import DrainReport as DrainReport
+from .worker.drain import Failure as Failure
 from .worker.recorder import ChannelRecorder as ChannelRecorder
 
 if TYPE_CHECKING:
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChannelRecorder",
+    "DrainReport",
+    "Failure",
     "django_redrelay",
     "make_relay",
     "redrelay_cluster",

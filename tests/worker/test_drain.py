@@ -151,3 +151,15 @@ def test_subscribers_off(relay: Relay) -> None:
     relay.queue("jobs").put(1)
     report = relay.drain(subscribers="off")
     assert heard == [] and report.channels == {}
+
+
+def test_given_queues_only_those_run_and_channels_are_captured(relay: Relay) -> None:
+    heard: list[Any] = []
+    relay.subscriber("news")(lambda m: heard.append(m.body))
+    relay.consumer("jobs")(lambda m: relay.publish("news", m.body))
+    relay.consumer("other")(lambda m: None)
+    relay.queue("jobs").put(1)
+    relay.queue("other").put(2)
+    report = relay.drain(["jobs"])
+    assert heard == [] and [m.body for m in report.channels["news"]] == [1]
+    assert relay.queue("other").stats().ready == 1

@@ -10,7 +10,9 @@ Three things make it a test tool rather than a worker that stops (issue 16):
   ``delay=``/``eta=``, ``Retry(delay=)``), the waiting set's due times are moved back
   (``advance.lua``) so the earliest is due now, the others keep their order and
   distance. Nothing waits on the wall clock; turn it off with ``virtual_clock=False``.
-- **Subscribers.** Channel messages published during the drain (and those recorded
+- **Subscribers.** (All queues only: with ``queues=``, as with ``redrelay worker -q``,
+  only those queues run, and channel messages are only captured.) Channel messages
+  published during the drain (and those recorded
   by a :class:`ChannelRecorder` passed as ``channels=``) are given to the relay's
   channel subscribers (``subscribers="run"``) or only collected in the report
   (``"capture"``). Topic subscribers run through the worker's code, their groups read
@@ -149,12 +151,14 @@ def drain(
         runner.topics.subs = [
             _wrap_topic(s, report.failures, replay_topics) for s in runner.topics.subs
         ]
+    if queue_list is not None and subscribers == "run":
+        subscribers = "capture"  # queues= runs those queues only, as in a worker's -q
     with contextlib.ExitStack() as stack:
         for context in relay.drain_contexts:
             stack.enter_context(context())
         return _drain(
             relay, runner, report, timeout, raise_on_failure, virtual_clock,
-            subscribers, channels,
+            subscribers, channels, capture_topics=queue_list is None,
         )  # fmt: skip
 
 
@@ -167,6 +171,8 @@ def _drain(
     virtual_clock: bool,
     subscribers: SubscriberMode,
     channels: ChannelRecorder | None,
+    *,
+    capture_topics: bool,
 ) -> DrainReport:
     dead_before = _dead_counts(runner)
     own = None
@@ -189,7 +195,7 @@ def _drain(
     finally:
         if own is not None:
             own.stop()
-    if subscribers == "capture":
+    if subscribers == "capture" and capture_topics:
         report.topics = _topic_entries(relay)
     report.failures.extend(_new_dead(runner, dead_before, report.failures))
     if report.failures and raise_on_failure:
