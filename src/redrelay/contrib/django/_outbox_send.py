@@ -25,7 +25,13 @@ from .relays import get_relay
 if TYPE_CHECKING:
     from .models import OutboxMessage
 
-__all__ = ["OUTBOX_HEADER", "OUTBOX_MAX_ATTEMPTS", "OutboxRelay", "flush_outbox"]
+__all__ = [
+    "CHANNEL_GRACE",
+    "OUTBOX_HEADER",
+    "OUTBOX_MAX_ATTEMPTS",
+    "OutboxRelay",
+    "flush_outbox",
+]
 
 log = logging.getLogger("redrelay.django.outbox")
 
@@ -36,6 +42,11 @@ OUTBOX_MAX_ATTEMPTS = 5
 
 #: The header a channel or topic message sent from the outbox carries: the row's uid.
 OUTBOX_HEADER = "outbox-id"
+
+#: Seconds the outbox relay holds channel rows after it starts and after an outage, so
+#: that listeners reconnecting at the same time (their backoff is capped at 2 s) have
+#: resubscribed when the events are published. A mitigation, not a promise (issue 16).
+CHANNEL_GRACE = 3.0
 
 #: While the outbox relay cannot reach Redis, it logs a WARNING this often (seconds).
 _STILL_DOWN_INTERVAL = 60.0
@@ -69,6 +80,7 @@ def _flush_batch(
     aliases: list[str] | None,
     pks: list[int] | None,
     batch: int,
+    kinds: list[str] | None = None,
 ) -> tuple[int, int, RedrelayError | None]:
     """Send one batch in one transaction: (sent, rows seen, the outage that stopped it)."""
     from .models import OutboxMessage
@@ -82,6 +94,8 @@ def _flush_batch(
             rows = rows.filter(alias__in=aliases)
         if pks is not None:
             rows = rows.filter(pk__in=pks)
+        if kinds is not None:
+            rows = rows.filter(kind__in=kinds)
         if connections[using].features.has_select_for_update_skip_locked:
             rows = rows.select_for_update(skip_locked=True)
         picked = list(rows.order_by("pk")[:batch])
@@ -120,6 +134,7 @@ def flush_outbox(
     using: str | None = None,
     pks: Iterable[int] | None = None,
     batch: int = 100,
+    kinds: Iterable[str] | None = None,
 ) -> int:
     """Send every waiting outbox row now (the relay step); return how many were sent.
 
@@ -130,14 +145,16 @@ def flush_outbox(
     :param using: the database (default ``"default"``).
     :param pks: only these rows.
     :param batch: rows per database transaction.
+    :param kinds: only rows of these kinds (``queue``, ``channel``, ``topic``, ``task``).
     :raises BrokerUnavailable: Redis is unreachable; the rows not sent stay in the table.
     """
     using = using or DEFAULT_DB_ALIAS
     alias_list = list(aliases) if aliases is not None else None
     pk_list = list(pks) if pks is not None else None
+    kind_list = list(kinds) if kinds is not None else None
     total = 0
     while True:
-        sent, seen, outage = _flush_batch(using, alias_list, pk_list, batch)
+        sent, seen, outage = _flush_batch(using, alias_list, pk_list, batch, kind_list)
         total += sent
         if outage is not None:
             raise outage
@@ -152,10 +169,15 @@ class OutboxRelay:
     (then one a minute) and keeps polling; database errors (a missing table before
     ``migrate``) are logged the same way.
 
+    Channel rows wait ``channel_grace`` seconds after it starts and after an outage
+    ends: a subscriber that is not subscribed when the event is published never gets
+    it, and the listeners of this worker and others reconnect at about the same time.
+
     :param aliases: the ``REDRELAY`` aliases whose rows it sends.
     :param poll: seconds between two reads of the table.
     :param batch: rows per transaction.
     :param using: the database.
+    :param channel_grace: seconds channel rows wait after the start and after an outage.
     """
 
     def __init__(
@@ -165,8 +187,11 @@ class OutboxRelay:
         poll: float = 0.5,
         batch: int = 100,
         using: str | None = None,
+        channel_grace: float = CHANNEL_GRACE,
     ) -> None:
         self.aliases = list(aliases)
+        self.channel_grace = channel_grace
+        self._hold_channels_until = time.monotonic() + channel_grace
         self.poll = poll
         self.batch = batch
         self.using = using or DEFAULT_DB_ALIAS
@@ -201,9 +226,12 @@ class OutboxRelay:
     def step(self) -> int:
         """One pass over the table; never raises. Returns how many rows were sent."""
         close_old_connections()
+        kinds = None
+        if time.monotonic() < self._hold_channels_until:
+            kinds = ["queue", "topic", "task"]
         try:
             sent = flush_outbox(
-                aliases=self.aliases, using=self.using, batch=self.batch
+                aliases=self.aliases, using=self.using, batch=self.batch, kinds=kinds
             )
         except (RedrelayError, DatabaseError) as exc:
             self._down(exc)
@@ -216,6 +244,7 @@ class OutboxRelay:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
+            self._hold_channels_until = time.monotonic() + self.channel_grace
         self.sent += sent
         return sent
 
