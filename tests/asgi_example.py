@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from .worker.helpers import wait_for
+from .processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 20.0

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from redrelay.message import Message
 
-from .worker.helpers import wait_for as _wait_for
+from .processes import wait_for as _wait_for
 
 #: Upper bound of every wait in the channel tests (seconds).
 WAIT = 10.0

@@ -17,6 +17,8 @@ import pytest
 
 from redrelay._server import RedisServer
 
+from . import processes
+
 
 @pytest.fixture(autouse=True)
 def _clean_redrelay_environ(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,3 +61,28 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return env
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Print the random order's seed at the end of every run, ``-q`` included, so that
+    a failure in one order can be replayed: ``scripts/test --randomly-seed=N``."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and not config.getoption(
+        "randomly_dont_reorganize", False
+    ):
+        terminalreporter.write_line(
+            f"random order seed {seed}: replay it with scripts/test --randomly-seed={seed}"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report shows the logs of the processes it started (kept)."""
+    report = yield
+    if report.failed:
+        report.sections.extend(processes.failed_test_logs())
+    return report
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    processes.forget_finished()

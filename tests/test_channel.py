@@ -45,8 +45,24 @@ def sub(channel: str, handler: Any, *, pattern: bool = False) -> Subscriber:
     return Subscriber(channel=channel, pattern=pattern, handler=handler)
 
 
+#: Threads alive when the running test started: not its own (a handler abandoned by
+#: an earlier test's time limit may still be blocked in C).
+_before: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _threads_before() -> None:
+    _before.clear()
+    _before.update(threading.enumerate())
+
+
 def _redrelay_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("redrelay-")]
+    """The redrelay threads this test started that are still alive."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("redrelay-") and t not in _before
+    ]
 
 
 @pytest.fixture

@@ -24,12 +24,11 @@ from click.testing import CliRunner, Result
 
 from redrelay import Message, Relay
 from redrelay._server import free_port
-from redrelay.cli import cli
-from redrelay.cli._base import format_age, table
+from redrelay.cli import cli, format_age, table
 from redrelay.handlers import Subscriber
 from redrelay.listener import Listener
 
-from .worker.helpers import wait_for as _wait_for
+from .processes import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from redrelay import embedded
-from redrelay._server import RespClient, pid_alive
+from redrelay._server import AdminClient, pid_alive
 
 #: Started by a subprocess: wait for a "go" file, then ask for the URL twice.
 CHILD = textwrap.dedent(
@@ -47,7 +47,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def call(url: str, *args: str | int) -> object:
-    with RespClient(url) as client:
+    with AdminClient(url) as client:
         return client.command(*args)
 
 

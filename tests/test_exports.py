@@ -69,3 +69,62 @@ def test_importing_does_no_io_and_builds_no_relay() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "ok"
+
+
+def _glue_imports() -> list[tuple[str, str, str]]:
+    """(glue module, imported module, name) for every redrelay import in contrib/."""
+    import ast
+    from pathlib import Path
+
+    import redrelay.contrib
+
+    root = Path(redrelay.contrib.__path__[0])
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        parts = ["redrelay", "contrib", *path.relative_to(root).with_suffix("").parts]
+        package = parts[:-1]  # a module's package; __init__ is its own
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    found.append((".".join(parts), module, alias.name))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    found.append((".".join(parts), alias.name, ""))
+    return found
+
+
+def test_glue_imports_public_names_only() -> None:
+    imports = _glue_imports()
+    assert ("redrelay.contrib.flask_cli", "redrelay.cli", "Group") in imports
+    private = [
+        (glue, module, name)
+        for glue, module, name in imports
+        if module.startswith("redrelay.")
+        and not module.startswith("redrelay.contrib")
+        and (
+            any(part.startswith("_") for part in module.split("."))
+            or name.startswith("_")
+        )
+    ]
+    assert private == []
+
+
+def test_only_the_io_layer_imports_redis() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(redrelay.__path__[0])
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "redis" for name in names):
+                importers.add(path.relative_to(root).parts[0])
+    assert importers == {"io"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -369,12 +370,14 @@ def test_time_limit_interrupts_a_busy_handler(relay: Relay) -> None:
 
 def test_time_limit_abandons_a_handler_stuck_in_c(relay: Relay) -> None:
     events: list[str] = []
+    stuck: list[threading.Thread] = []
 
     @relay.consumer("q", retries=0, time_limit=0.2, concurrency=1)
     def handler(message: Message) -> None:
         if message.body == "stuck":
+            stuck.append(threading.current_thread())
             time.sleep(4)  # in C: the interrupt only lands when it returns
-            events.append("stuck returned")
+            events.append("stuck returned")  # never: the interrupt lands first
             return
         events.append(message.body)
 
@@ -384,3 +387,9 @@ def test_time_limit_abandons_a_handler_stuck_in_c(relay: Relay) -> None:
     assert events[:2] == ["a", "b"]
     (dead,) = relay.queue("q").dead_letters()
     assert dead.body == "stuck" and "abandoned" in dead.reason
+    # When the stuck call returns, the pending interrupt lands and the abandoned thread
+    # finds its delivery gone and exits (it must not outlive the test: later tests
+    # count redrelay threads).
+    stuck[0].join(15)
+    assert not stuck[0].is_alive() and events == ["a", "b"]
+    assert relay.queue("q").dead_letters() == [dead]

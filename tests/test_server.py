@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,19 +14,26 @@ import pytest
 
 from redrelay._server import (
     MAX_SOCKET_PATH,
+    AdminClient,
     RedisServer,
-    RespClient,
     find_redis_server,
     free_port,
     pid_alive,
 )
-from redrelay.errors import BrokerError, BrokerUnavailable, ConfigurationError
+from redrelay.errors import (
+    BrokerError,
+    BrokerLoading,
+    BrokerUnavailable,
+    ConfigurationError,
+)
+
+from .processes import wait_for
 
 ServerFactory = Callable[..., RedisServer]
 
 
 def call(server: RedisServer, *args: str | int) -> object:
-    with RespClient(server.url) as client:
+    with AdminClient(server.url) as client:
         return client.command(*args)
 
 
@@ -134,7 +142,7 @@ def test_kill_then_restart_keeps_aof_data(redis_server_factory: ServerFactory) -
     assert old_pid is not None and not pid_alive(old_pid)
     assert server.pid is None
     with pytest.raises(BrokerUnavailable):
-        RespClient(url).close()
+        AdminClient(url).close()
     server.restart()
     assert server.url == url
     assert server.pid != old_pid
@@ -162,7 +170,7 @@ def test_port_and_unix_socket_together(redis_server_factory: ServerFactory) -> N
     port = free_port()
     server = redis_server_factory(port=port, appendonly=False)
     assert server.url.startswith("unix://")
-    with RespClient(f"redis://127.0.0.1:{port}") as client:
+    with AdminClient(f"redis://127.0.0.1:{port}") as client:
         assert client.command("PING") == b"PONG"
 
 
@@ -199,7 +207,7 @@ def test_daemonized_server_reports_the_daemon_pid(
 ) -> None:
     server = redis_server_factory(daemonize=True, appendonly=False)
     assert server.pid is not None
-    with RespClient(server.url) as client:
+    with AdminClient(server.url) as client:
         info = client.info("server")
     assert info["process_id"] == str(server.pid)
     server.stop()
@@ -252,9 +260,9 @@ def test_bad_appendfsync_is_rejected(tmp_path: Path) -> None:
 # -- the RESP client -------------------------------------------------------------------
 
 
-def test_resp_client_replies(redis_server_factory: ServerFactory) -> None:
+def test_admin_client_replies(redis_server_factory: ServerFactory) -> None:
     server = redis_server_factory(appendonly=False)
-    with RespClient(server.url) as client:
+    with AdminClient(server.url) as client:
         assert client.command("SET", "k", b"\x00\r\n") == b"OK"
         assert client.command("GET", "k") == b"\x00\r\n"
         assert client.command("GET", "missing") is None
@@ -265,8 +273,57 @@ def test_resp_client_replies(redis_server_factory: ServerFactory) -> None:
         assert client.command("PING") == b"PONG"  # still in sync after an error
 
 
-def test_resp_client_cannot_connect(tmp_path: Path) -> None:
+def test_admin_client_on_a_loading_server(redis_server_factory: ServerFactory) -> None:
+    """While a restarted server loads its AOF, the client connects, reads INFO, and
+    gets BrokerLoading for PING (not BrokerUnavailable): the embedded server's
+    liveness check relies on that."""
+    server = redis_server_factory(
+        appendonly=True,
+        # 300 us per key loaded, answering clients every KB: ~1 s of LOADING
+        extra_args=[
+            "--key-load-delay",
+            "300",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ],
+    )
+    with AdminClient(server.url) as client:
+        for i in range(3000):
+            client.command("SET", f"filler:{i}", i)
+        client.command("BGREWRITEAOF")
+        wait_for(
+            lambda: (
+                client.info("persistence")["aof_rewrite_in_progress"] == "0"
+                and client.info("persistence")["aof_rewrite_scheduled"] == "0"
+            ),
+            what="AOF rewritten",
+        )
+    server.kill()
+    starting = threading.Thread(target=server.start, kwargs={"timeout": 30})
+    starting.start()
+    try:
+        seen: set[str] = set()
+
+        def loading_seen() -> bool:
+            try:
+                with AdminClient(server.url, timeout=1.0) as client:
+                    if client.info("persistence").get("loading") == "1":
+                        client.command("PING")
+            except BrokerLoading:
+                seen.add("loading")
+            except BrokerUnavailable:
+                pass  # not listening yet
+            return "loading" in seen
+
+        wait_for(loading_seen, timeout=20, interval=0.005, what="a LOADING reply")
+    finally:
+        starting.join(30)
+    assert call(server, "PING") == b"PONG"
+    assert call(server, "DBSIZE") == 3000
+
+
+def test_admin_client_cannot_connect(tmp_path: Path) -> None:
     with pytest.raises(BrokerUnavailable, match="cannot connect"):
-        RespClient(f"unix://{tmp_path / 'nothing.sock'}")
+        AdminClient(f"unix://{tmp_path / 'nothing.sock'}")
     with pytest.raises(ConfigurationError):
-        RespClient("http://localhost")
+        AdminClient("http://localhost")

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from ._server import RedisServer, RespClient, find_redis_server, free_port
+from ._server import RedisServer, find_redis_server, free_port
 from .errors import BrokerUnavailable, ConfigurationError
+from .io.admin import AdminClient
 
 __all__ = ["LocalCluster", "find_redis_cli"]
 
@@ -127,7 +128,7 @@ class LocalCluster:
     @staticmethod
     def _state(server: RedisServer) -> bool:
         try:
-            with RespClient(server.url) as client:
+            with AdminClient(server.url) as client:
                 info = client.command("CLUSTER", "INFO")
         except (BrokerUnavailable, OSError):
             return False

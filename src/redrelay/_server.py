@@ -4,8 +4,9 @@ Everything is configured on the command line (no config file), the server listen
 a Unix socket (or loopback TCP), and its data, pid file and log live in one directory,
 so ``restart()`` after ``kill()`` brings back what the AOF holds.
 
-This module speaks just enough RESP over a raw socket (:class:`RespClient`) to ping,
-shut down and inspect the server: only ``redrelay.io`` imports redis-py.
+It pings, inspects and shuts down the server with
+:class:`~redrelay.io.admin.AdminClient`, one redis-py connection (only ``redrelay.io``
+imports redis-py).
 """
 
 from __future__ import annotations
@@ -24,21 +25,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeAlias
-from urllib.parse import unquote, urlsplit
 
 from .errors import (
     BrokerError,
-    BrokerLoading,
     BrokerUnavailable,
     ConfigurationError,
 )
+from .io.admin import AdminClient as AdminClient
+from .io.admin import answers
+from .io.admin import listening as listening
 
 __all__ = [
+    "AdminClient",
     "MAX_SOCKET_PATH",
     "RedisServer",
     "RespClient",
-    "RespValue",
     "find_redis_server",
     "free_port",
     "listening",
@@ -49,9 +50,6 @@ __all__ = [
 #: Longest Unix socket path used as is (``sun_path``: 104 bytes on macOS, 108 on Linux).
 MAX_SOCKET_PATH = 100
 
-#: A decoded RESP2 reply: simple strings and bulk strings stay bytes.
-RespValue: TypeAlias = "bytes | int | None | list[RespValue]"
-
 #: "Redis version=6.2.14, bits=64, commit=..., modified=0, pid=4242, just started"
 _STARTED_PID = re.compile(rb"\bpid=(\d+), just started")
 
@@ -60,6 +58,10 @@ _INSTALL_HINT = (
     "(ships a redis-server binary) or `apt-get install redis-server`, "
     "or point redrelay at a running Redis with REDRELAY_URL"
 )
+
+
+#: The former name of :class:`~redrelay.io.admin.AdminClient` (a raw-socket client).
+RespClient = AdminClient
 
 
 def find_redis_server() -> str:
@@ -139,123 +141,6 @@ def _ensure_private_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
-class RespClient:
-    """A minimal blocking RESP2 client on one socket (ping, info, shutdown, scan).
-
-    :param url: ``unix:///path/to.sock`` or ``redis://host:port`` (no auth, no TLS).
-    :param timeout: connect and read timeout in seconds.
-    :raises BrokerUnavailable: when the server cannot be reached.
-    """
-
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        parts = urlsplit(url)
-        sock: socket.socket
-        if parts.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address: str | tuple[str, int] = unquote(parts.path)
-        elif parts.scheme == "redis":
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            address = (parts.hostname or "127.0.0.1", parts.port or 6379)
-        else:
-            raise ConfigurationError(
-                f"unsupported URL {url!r}: use unix:// or redis://"
-            )
-        sock.settimeout(timeout)
-        try:
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            raise BrokerUnavailable(f"cannot connect to {url}: {exc}") from exc
-        self.url = url
-        self._sock = sock
-        self._reader = sock.makefile("rb")
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._reader.close()
-        self._sock.close()
-
-    def __enter__(self) -> RespClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def command(self, *args: str | bytes | int) -> RespValue:
-        """Send one command and return its reply.
-
-        :raises BrokerLoading: when Redis is still loading its data set.
-        :raises BrokerError: for any other error reply.
-        :raises BrokerUnavailable: when the connection breaks.
-        """
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        try:
-            self._sock.sendall(b"".join(parts))
-            return self._read()
-        except OSError as exc:
-            raise BrokerUnavailable(f"connection to {self.url} failed: {exc}") from exc
-
-    def _read(self) -> RespValue:
-        line = self._reader.readline()
-        if not line.endswith(b"\r\n"):
-            raise BrokerUnavailable(f"connection to {self.url} closed")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            message = rest.decode(errors="replace")
-            if message.startswith("LOADING"):
-                raise BrokerLoading(message)
-            raise BrokerError(message)
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            data = self._reader.read(size + 2)
-            if len(data) != size + 2:
-                raise BrokerUnavailable(f"connection to {self.url} closed")
-            return data[:-2]
-        if kind == b"*":
-            count = int(rest)
-            return None if count < 0 else [self._read() for _ in range(count)]
-        raise BrokerError(f"unexpected reply from {self.url}: {line!r}")
-
-    def info(self, section: str = "server") -> dict[str, str]:
-        """``INFO section`` parsed into a dict of strings."""
-        reply = self.command("INFO", section)
-        text = reply.decode() if isinstance(reply, bytes) else ""
-        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-        return {key: value for key, value in pairs}
-
-
-def _answers(url: str, timeout: float = 1.0) -> bool:
-    """Whether a server at ``url`` answers PING (a loading server does not count)."""
-    try:
-        with RespClient(url, timeout=timeout) as client:
-            return client.command("PING") == b"PONG"
-    except (BrokerUnavailable, BrokerError):
-        return False
-
-
-def listening(url: str) -> bool:
-    """Whether anything accepts connections at ``url`` (a stale socket file refuses)."""
-    try:
-        RespClient(url, timeout=1.0).close()
-    except BrokerUnavailable:
-        return False
-    return True
-
-
 def terminate(
     pid: int,
     url: str | None,
@@ -271,7 +156,7 @@ def terminate(
     asked = False
     if url is not None:
         try:
-            client = RespClient(url, timeout=min(timeout, 2.0))
+            client = AdminClient(url, timeout=min(timeout, 2.0))
         except BrokerUnavailable:
             client = None
         if client is not None:
@@ -479,7 +364,7 @@ class RedisServer:
                 self._pid = self._read_pid() or self._logged_pid()
                 if self._pid is not None and not pid_alive(self._pid):
                     self._fail(f"(daemon pid {self._pid}) exited")
-            if self._pid is not None and _answers(self.url, timeout=1.0):
+            if self._pid is not None and answers(self.url, timeout=1.0):
                 return
             time.sleep(0.01)
         self._fail(f"did not answer PING within {timeout:g} s")

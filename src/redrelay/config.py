@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ._types import Duration
+from ._types import Duration as Duration
 from .errors import ConfigurationError, DurabilityNotConfirmed
 from .io.cluster import CLUSTER_SCHEMES, split_cluster_url
 from .io.sentinel import SCHEME as SENTINEL_SCHEME
@@ -14,7 +14,7 @@ from .io.sentinel import parse_sentinel_url
 from .io.sync import redact
 from .protocol.transitions import Backoff, to_seconds
 
-__all__ = ["ENV_URL", "ConsumerOptions", "Durability", "resolve_url"]
+__all__ = ["ENV_URL", "ConsumerOptions", "Duration", "Durability", "resolve_url"]
 
 #: Environment variable holding the Redis URL.
 ENV_URL = "REDRELAY_URL"

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._server import RedisServer, RespClient, listening, pid_alive, terminate
+from ._server import RedisServer, pid_alive, terminate
 from .errors import BrokerError, BrokerLoading, BrokerUnavailable
+from .io.admin import AdminClient, listening
 
 __all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "embedded_url", "status", "stop"]
 
@@ -92,7 +93,7 @@ def status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | N
     if state is None:
         return None
     try:
-        with RespClient(str(state["url"]), timeout=5.0) as client:
+        with AdminClient(str(state["url"]), timeout=5.0) as client:
             memory = client.info("memory")
             keyspace = client.info("keyspace")
             persistence = client.info("persistence")
@@ -174,7 +175,7 @@ def _running_state(directory: Path) -> dict[str, Any] | None:
     ):
         return None
     try:
-        with RespClient(str(state["url"]), timeout=2.0) as client:
+        with AdminClient(str(state["url"]), timeout=2.0) as client:
             # A pid reused by another process must not pass for our server.
             if client.info("server").get("process_id") != str(state["pid"]):
                 return None
@@ -211,7 +212,7 @@ def _start(directory: Path) -> dict[str, Any]:
 
 def _server_info(url: str) -> dict[str, str] | None:
     try:
-        with RespClient(url, timeout=5.0) as client:
+        with AdminClient(url, timeout=5.0) as client:
             return client.info("server")
     except (BrokerUnavailable, BrokerError):
         return None

@@ -11,7 +11,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._types import Handler
+from ._types import AsyncHandler as AsyncHandler
+from ._types import Handler as Handler
+from ._types import SyncHandler as SyncHandler
 from .config import ConsumerOptions
 from .errors import TimeLimitExceeded
 from .message import Message
@@ -19,7 +21,16 @@ from .message import Message
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["Consumer", "HandlerContext", "Subscriber", "ainvoke", "invoke"]
+__all__ = [
+    "AsyncHandler",
+    "Consumer",
+    "Handler",
+    "HandlerContext",
+    "Subscriber",
+    "SyncHandler",
+    "ainvoke",
+    "invoke",
+]
 
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
 #: connection hygiene ...). Registered with ``relay.add_handler_context()``.

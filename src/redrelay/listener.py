@@ -10,191 +10,48 @@ Pub/sub is at-most-once, so loss is made visible instead of silent:
 
 A report is logged (one WARNING line on the ``redrelay.channel`` logger), counted
 (``Listener.gaps``) and passed to ``Relay(on_gap=...)``. Users who cannot lose events
-use a topic.
+use a topic. Layout: this module reads and sorts; :mod:`redrelay._subscriber` runs
+each subscriber; :mod:`redrelay.gaps` decodes and reports gaps.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import logging
-import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, DecodeError, RedrelayError
-from .handlers import HandlerContext, Subscriber, ainvoke, invoke
+from ._subscriber import _STOP, DEFAULT_QUEUE_SIZE, _bounded, _Worker
+from .errors import ConfigurationError, RedrelayError
+from .gaps import DROP_REPORT_INTERVAL as DROP_REPORT_INTERVAL
+from .gaps import MAX_TRACKED_PUBLISHERS as MAX_TRACKED_PUBLISHERS
+from .gaps import GapReport, _GapReporting
+from .handlers import HandlerContext, Subscriber
 from .io.sync import translate
-from .message import Message
-from .protocol.envelope import decode_entry, new_id
 from .protocol.keys import channel_key, validate_name
 
 if TYPE_CHECKING:
     from .relay import Relay
-    from .worker.aioloop import Bounded, LoopThread
+    from .worker.aioloop import LoopThread
 
 __all__ = ["GapReport", "Listener"]
 
 log = logging.getLogger("redrelay.channel")
 
-#: Messages waiting for one subscriber before new ones are dropped (and reported).
-DEFAULT_QUEUE_SIZE = 1000
-#: (channel, publisher) pairs whose last sequence number a listener remembers.
-MAX_TRACKED_PUBLISHERS = 10_000
-#: A run of dropped messages is reported at least this often (seconds).
-DROP_REPORT_INTERVAL = 1.0
 #: While Redis stays unreachable, the listener logs a WARNING this often (seconds).
 STILL_DOWN_WARNING_INTERVAL = 60.0
 
-_STOP = object()
 _MAX_NAMES = 10_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GapReport:
-    """Messages on a channel were lost (or may have been), and why.
-
-    The seq fields are ``None`` when the count cannot be known (after a reconnect).
-    """
-
-    #: The channel (for a reconnect on a pattern subscription, the pattern).
-    channel: str
-    #: The publisher whose sequence skipped, ``<relay id>.<thread>``; None if unknown.
-    publisher: str | None = None
-    #: The sequence number that should have come next.
-    expected: int | None = None
-    #: The sequence number that came instead.
-    received: int | None = None
-    #: How many messages were lost, when known.
-    missed: int | None = None
-    #: "sequence gap", "subscriber too slow (...)", "reconnected after N s (...): ...".
-    reason: str
-    #: The pattern of the subscription that saw it, for pattern subscriptions.
-    pattern: str | None = None
-
-    def __str__(self) -> str:
-        text = f"channel {self.channel!r}: {self.reason}"
-        if self.publisher is not None:
-            text += f" (publisher {self.publisher}"
-            if self.expected is not None:
-                text += f", expected seq {self.expected}, received {self.received}"
-            text += ")"
-        if self.missed is not None:
-            text += f"; {self.missed} messages lost"
-        return text
-
-
-# -- subscribing --------------------------------------------------------------------
-
-
-class _Worker:
-    """One subscriber's thread and its bounded queue of messages."""
-
-    def __init__(
-        self,
-        subscriber: Subscriber,
-        queue_size: int,
-        contexts: Sequence[HandlerContext] = (),
-        bounded: Bounded | None = None,
-    ) -> None:
-        self.subscriber = subscriber
-        #: For an async handler: its coroutines' bound on the event loop thread.
-        self.bounded = bounded
-        self.contexts = contexts
-        self.queue_size = queue_size
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.errors = 0
-        self.handled = 0
-        #: Messages dropped and not reported yet, and when the first of them was.
-        self.unreported_drops = 0
-        self.drops_since = 0.0
-        self.abandon = False
-        kind = "pattern" if subscriber.pattern else "channel"
-        self.thread = threading.Thread(
-            target=self._run,
-            name=f"redrelay-subscriber-{kind}-{subscriber.channel}",
-            daemon=True,
-        )
-
-    def offer(self, message: Message) -> bool:
-        """Queue ``message`` unless the queue is full. Only the listener thread calls
-        this, so the size can only shrink between the check and the put."""
-        if self.queue.qsize() >= self.queue_size:
-            return False
-        self.queue.put(message)
-        return True
-
-    def _run(self) -> None:
-        bounded = self.bounded
-        try:
-            while True:
-                item = self.queue.get()
-                if item is _STOP:
-                    return
-                if self.abandon:
-                    continue
-                if bounded is None:
-                    self._handle(item)
-                    continue
-                bounded.acquire()  # at most `concurrency` coroutines at once
-                coro = ainvoke(self.subscriber.handler, item, self.contexts)
-                bounded.submit(coro, functools.partial(self._done, item))
-        finally:
-            if bounded is not None:
-                bounded.wait_all()  # Listener.stop() bounds this with its timeout
-
-    def _done(self, message: Message, future: concurrent.futures.Future[Any]) -> None:
-        """An async handler ended (on the loop thread)."""
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            self.errors += 1
-            log.error(
-                "subscriber %s of %r failed on message %s",
-                getattr(
-                    self.subscriber.handler, "__qualname__", self.subscriber.handler
-                ),
-                message.channel,
-                message.id,
-                exc_info=error,
-            )
-        self.handled += 1
-
-    def _handle(self, message: Message) -> None:
-        try:
-            invoke(self.subscriber.handler, message, self.contexts, None)
-        except Exception:
-            self.errors += 1
-            log.exception(
-                "subscriber %s of %r failed on message %s",
-                getattr(
-                    self.subscriber.handler, "__qualname__", self.subscriber.handler
-                ),
-                message.channel,
-                message.id,
-            )
-        self.handled += 1
-
-
-def _bounded(aio: LoopThread | None, subscriber: Subscriber) -> Bounded | None:
-    if aio is None or not subscriber.is_async:
-        return None
-    from .worker.aioloop import Bounded
-
-    return Bounded(aio, subscriber.concurrency)
 
 
 class _Lost(Exception):
     """The subscription connection is gone or unresponsive."""
 
 
-class Listener:
+class Listener(_GapReporting):
     """Runs channel subscribers: one thread and one connection for all of them.
 
     The listener thread only reads and sorts: each subscriber has its own thread and a
@@ -578,95 +435,3 @@ class Listener:
                 worker.drops_since = time.monotonic()
             else:
                 self._flush_drops(worker)
-
-    def _decode(
-        self, pattern: bytes | None, key: bytes, name: str, data: bytes
-    ) -> Message | None:
-        try:
-            decoded = decode_entry(data, self.relay.signing_key)
-            env = decoded.envelope
-            if env is None:
-                return Message(
-                    id=decoded.raw_id or new_id(),
-                    body=decoded.raw,
-                    channel=name,
-                    raw=True,
-                )
-            message = Message(
-                id=env["i"],
-                body=env["b"],
-                headers=env.get("h") or {},
-                channel=name,
-                enqueued_at=float(env.get("t", 0)) / 1000,
-            )
-        except (DecodeError, TypeError, ValueError) as exc:
-            self.decode_errors += 1
-            log.error(
-                "channel %r: skipping a message that does not decode "
-                "(%d bytes, %r...): %s",
-                name,
-                len(data),
-                data[:40],
-                getattr(exc, "reason", exc),
-            )
-            return None
-        publisher, seq = env.get("p"), env.get("s")
-        if isinstance(publisher, str) and type(seq) is int:
-            self._check_seq(pattern, key, name, publisher, seq)
-        return message
-
-    def _check_seq(
-        self, pattern: bytes | None, key: bytes, name: str, publisher: str, seq: int
-    ) -> None:
-        track = (pattern, key, publisher)
-        last = self._last_seq.pop(track, None)
-        self._last_seq[track] = seq  # re-inserted: the dict stays in LRU order
-        if last is None:
-            if len(self._last_seq) > MAX_TRACKED_PUBLISHERS:
-                del self._last_seq[next(iter(self._last_seq))]
-        elif seq > last + 1:
-            self._report(
-                GapReport(
-                    channel=name,
-                    publisher=publisher,
-                    expected=last + 1,
-                    received=seq,
-                    missed=seq - last - 1,
-                    reason="sequence gap",
-                    pattern=self._name(pattern) if pattern else None,
-                )
-            )
-
-    def _flush_drops(
-        self, worker: _Worker | None = None, *, force: bool = False
-    ) -> None:
-        """Report dropped messages: when the queue takes messages again, every
-        ``DROP_REPORT_INTERVAL`` seconds during a long run, and at stop."""
-        now = time.monotonic()
-        for w in [worker] if worker else self._workers:
-            if not w.unreported_drops:
-                continue
-            if not force and now - w.drops_since < DROP_REPORT_INTERVAL:
-                continue
-            sub = w.subscriber
-            count, w.unreported_drops = w.unreported_drops, 0
-            self._report(
-                GapReport(
-                    channel=sub.channel,
-                    missed=count,
-                    reason=f"subscriber too slow (its queue of {w.queue_size} was full)",
-                    pattern=sub.channel if sub.pattern else None,
-                )
-            )
-
-    def _report(self, report: GapReport) -> None:
-        self.gaps += 1
-        if report.missed is not None:
-            self.missed += report.missed
-        log.warning("%s", report)
-        for on_gap in (self.relay.on_gap, self.on_gap):
-            if on_gap is not None:
-                try:
-                    on_gap(report)
-                except Exception:
-                    log.exception("on_gap raised on %s", report)

@@ -189,9 +189,9 @@ def _delete_namespaces(url: str, namespaces: list[str]) -> None:
     """Delete every key under ``<namespace>:`` (SCAN MATCH + UNLINK)."""
     if not namespaces:
         return
-    from ._server import RespClient
+    from .io.admin import AdminClient
 
-    with RespClient(url) as client:
+    with AdminClient(url) as client:
         for namespace in namespaces:
             pattern = _glob_escape(namespace) + ":*"
             cursor: bytes = b"0"

@@ -23,7 +23,7 @@ from .protocol.envelope import new_id
 from .protocol.keys import GroupKeys, TopicKeys, topics_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
-from .queue import DeadLetter, _dead_letter, requeue_args
+from .records import DeadLetter, _dead_letter, requeue_args
 
 if TYPE_CHECKING:
     from .relay import Relay

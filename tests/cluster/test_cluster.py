@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -18,12 +14,12 @@ from click.testing import CliRunner
 
 from redrelay import ConfigurationError, Message, Reject, Relay
 from redrelay._cluster import LocalCluster
-from redrelay._server import RedisServer, RespClient
+from redrelay._server import AdminClient, RedisServer
 from redrelay.cli import cli
 from redrelay.listener import Listener
 from redrelay.worker.epoch import EpochWatch
 
-from ..worker.helpers import wait_for
+from ..processes import Worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MakeRelay = Callable[..., Relay]
@@ -227,12 +223,12 @@ def test_cli_stats_and_doctor_on_a_cluster(
     assert out.exit_code == 0, out.output
     assert "cluster: 3 primaries, cluster_state ok" in out.output
     odd = cluster.servers[1]
-    with RespClient(odd.url) as client:
+    with AdminClient(odd.url) as client:
         client.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
     try:
         out = runner.invoke(cli, ["--url", cluster.url, "doctor"])
     finally:
-        with RespClient(odd.url) as client:
+        with AdminClient(odd.url) as client:
             client.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
     # every primary is checked, and the warning names the one that differs
     assert f"127.0.0.1:{odd.port}=allkeys-lru" in out.output
@@ -248,36 +244,17 @@ def test_a_sigkilled_worker_on_the_cluster_loses_nothing(
     relay = make_cluster_relay()
     hot = relay.queue("hot", shards=8)
     ids = set(hot.put_many(range(2000)))
-    env = {
-        **os.environ,
-        "REDRELAY_URL": cluster.url,
-        "TEST_NAMESPACE": relay.namespace,
-        "TEST_RECORD_URL": redrelay_url,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-    }
+    env = {"TEST_NAMESPACE": relay.namespace, "TEST_RECORD_URL": redrelay_url}
     record = redis.Redis.from_url(redrelay_url)
     done_key = f"{relay.namespace}:test:done"
 
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "redrelay",
-                "worker",
-                "tests.apps.cluster_app:relay",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start() -> Worker:
+        return Worker("tests.apps.cluster_app:relay", cluster.url, env=env)
 
     first = start()
     try:
         wait_for(lambda: record.llen(done_key) >= 300, timeout=30, what="300 done")
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        first.kill()
         assert hot.stats().in_flight > 0  # the dead worker held deliveries
         second = start()
         try:
@@ -287,11 +264,9 @@ def test_a_sigkilled_worker_on_the_cluster_loses_nothing(
                 what="drained by the second worker",
             )
         finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(20)
+            second.stop(20)
     finally:
-        if first.poll() is None:
-            first.kill()
+        first.kill()
     runs = [str(r, "ascii").split()[0] for r in record.lrange(done_key, 0, -1)]  # type: ignore[arg-type]
     record.delete(done_key)
     record.close()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from redrelay import Relay
 from redrelay._cluster import LocalCluster
-from redrelay._server import RespClient
+from redrelay._server import AdminClient
 from redrelay.listener import Listener
 
-from ..worker.helpers import wait_for
+from ..processes import wait_for
 
 
 def _subscribed_node(cluster: LocalCluster, channel_key: str) -> int | None:
@@ -17,7 +17,7 @@ def _subscribed_node(cluster: LocalCluster, channel_key: str) -> int | None:
     for i, server in enumerate(cluster.servers):
         if not server.running():
             continue
-        with RespClient(server.url) as client:
+        with AdminClient(server.url) as client:
             reply = client.command("PUBSUB", "NUMSUB", channel_key)
         if isinstance(reply, list) and reply[1] == 1:
             return i + 1

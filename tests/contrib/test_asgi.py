@@ -21,7 +21,7 @@ from redrelay.contrib.asgi import channel_stream, topic_stream
 from redrelay.contrib.sse import hub_for
 
 from ..asgi_example import free_port, run_example
-from ..worker.helpers import wait_for
+from ..processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 20.0

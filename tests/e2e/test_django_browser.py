@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -27,46 +24,23 @@ from selenium.webdriver.common.by import By
 from redrelay import Relay
 from redrelay._server import free_port
 
+from .. import processes
+from ..processes import ROOT
 from .conftest import Browser
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "examples" / "django_project"
 
 
-class Process:
+class Process(processes.Process):
     """A ``manage.py`` command of the example project, its output in a file."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.log: IO[bytes] = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
-            cwd=PROJECT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            [sys.executable, "manage.py", *args], env, name=args[0], cwd=PROJECT
         )
 
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
     def wait_for_output(self, text: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the output:\n{self.output()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
+        self.wait_output(text, timeout)
 
 
 @pytest.fixture

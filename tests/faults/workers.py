@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 
-import redrelay
 from redrelay.protocol.keys import QueueKeys
 
-from ..worker.helpers import wait_for as _wait_for
+from ..processes import ROOT as ROOT
+from ..processes import SRC as SRC
+from ..processes import Worker
+from ..processes import wait_for as _wait_for
 from .history import audit
-
-ROOT = Path(__file__).resolve().parents[2]
-#: The redrelay the tests import: workers run the very same code.
-SRC = Path(redrelay.__file__).resolve().parents[1]
 
 
 def wait_for(
@@ -34,14 +27,15 @@ def wait_for(
     interval: float = 0.02,
     what: str = "",
 ) -> Any:
-    """:func:`tests.worker.helpers.wait_for` with the fault tests' longer default."""
+    """:func:`tests.processes.wait_for` with the fault tests' longer default."""
     return _wait_for(predicate, timeout, interval, what)
 
 
-class FaultWorker:
+class FaultWorker(Worker):
     """``python -m redrelay worker tests.faults.app:relay`` on ``broker_url``.
 
-    ``env`` adds ``FAULTS_*`` settings (see ``app.py``); the log goes to a temporary file.
+    ``env`` adds ``FAULTS_*`` settings (see ``app.py``); the log is a file (kept when
+    the test fails, see :mod:`tests.processes`).
     """
 
     def __init__(
@@ -52,65 +46,17 @@ class FaultWorker:
         *args: str,
         **env: str,
     ) -> None:
-        full_env = dict(os.environ)
-        full_env.update(
-            {
-                "REDRELAY_URL": broker_url,
+        super().__init__(
+            "tests.faults.app:relay",
+            broker_url,
+            *args,
+            env={
                 "FAULTS_HISTORY_URL": history_url,
                 "FAULTS_NAMESPACE": namespace,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), str(SRC)]),
-            }
+                **env,
+            },
+            name="fault-worker",
         )
-        full_env.update(env)
-        self._log = tempfile.TemporaryFile()
-        self.started_at = time.time()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "redrelay",
-                "worker",
-                "tests.faults.app:relay",
-                *args,
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def output(self) -> str:
-        """What the worker logged so far."""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-    def close(self) -> None:
-        """SIGTERM (graceful stop), then SIGKILL; SIGCONT first in case it was stopped."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
 
 
 def consumers_of(client: redis.Redis, keys: QueueKeys, pid: int) -> list[str]:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from redrelay._server import RedisServer, RespClient, free_port
+from redrelay._server import AdminClient, RedisServer, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+from .. import processes
+from ..processes import ROOT as ROOT
 
 #: The commands redrelay needs: producers, workers, listeners and ``relay.drain()``.
 #: Found empirically: INFO commandstats after the scenario of test_acl.py run as a user
@@ -121,7 +118,7 @@ class Admin:
         self.locked = False
 
     def __call__(self, *args: str | bytes | int) -> object:
-        with RespClient(self.server.url) as client:
+        with AdminClient(self.server.url) as client:
             if self.locked:
                 client.command("AUTH", self.USER, self.PASSWORD)
             return client.command(*args)
@@ -311,44 +308,8 @@ def start_tls_server(
 # -- worker processes --------------------------------------------------------------------
 
 
-class Worker:
+class Worker(processes.Worker):
     """``python -m redrelay worker TARGET`` as a subprocess, its output in a file."""
 
     def __init__(self, target: str, url: str, **env: str) -> None:
-        full_env = {
-            k: v for k, v in os.environ.items() if not k.startswith("REDRELAY_")
-        }
-        full_env.update(
-            REDRELAY_URL=url,
-            PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-            **env,
-        )
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "redrelay", "worker", target],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait: the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
+        super().__init__(target, url, env=env, graceful=False)

@@ -20,7 +20,7 @@ import pytest
 import redis.exceptions as rex
 
 from redrelay import BrokerUnavailable, Message, Relay
-from redrelay._server import RedisServer, RespClient
+from redrelay._server import AdminClient, RedisServer
 from redrelay.handlers import Subscriber
 from redrelay.listener import Listener
 
@@ -42,7 +42,7 @@ MakeRelay = Callable[..., Relay]
 
 def _keys(server: RedisServer) -> object:
     """Every key on the server, read over its plain Unix socket (the admin's way in)."""
-    with RespClient(server.url) as client:
+    with AdminClient(server.url) as client:
         return client.command("KEYS", "*")
 
 

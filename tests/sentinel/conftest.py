@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from redrelay import BrokerUnavailable
-from redrelay._server import RedisServer, RespClient, find_redis_server, free_port
+from redrelay._server import AdminClient, RedisServer, free_port
 
 from ..faults.history import History
-from ..faults.workers import wait_for
+from ..processes import Sentinel, wait_for
 
 SERVICE = "relaymain"
 #: Sentinel settings: a primary is down after 1 s without a reply.
@@ -32,7 +31,7 @@ NO_SYNC_DELAY = ["--repl-diskless-sync-delay", "0"]
 
 
 def replication(url: str) -> dict[str, str]:
-    with RespClient(url, timeout=2.0) as client:
+    with AdminClient(url, timeout=2.0) as client:
         return client.info("replication")
 
 
@@ -104,7 +103,7 @@ class Sentinels:
     """Three ``redis-server --sentinel`` processes watching ``SERVICE``."""
 
     ports: list[int]
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    processes: list[Sentinel] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -114,7 +113,7 @@ class Sentinels:
     def primary_address(self, port: int | None = None) -> tuple[str, int] | None:
         """Where a Sentinel (the first by default) says the primary is."""
         url = f"redis://127.0.0.1:{port or self.ports[0]}"
-        with RespClient(url, timeout=1.0) as client:
+        with AdminClient(url, timeout=1.0) as client:
             reply = client.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
         if not isinstance(reply, list) or len(reply) != 2:
             return None
@@ -126,7 +125,7 @@ class Sentinels:
         """Every Sentinel knows the other two and the replica."""
         for port in self.ports:
             try:
-                with RespClient(f"redis://127.0.0.1:{port}", timeout=1.0) as client:
+                with AdminClient(f"redis://127.0.0.1:{port}", timeout=1.0) as client:
                     master = client.command("SENTINEL", "MASTER", SERVICE)
                     replicas = client.command("SENTINEL", "REPLICAS", SERVICE)
             except BrokerUnavailable:
@@ -141,9 +140,7 @@ class Sentinels:
 
     def close(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
+            process.close()
 
 
 @pytest.fixture
@@ -151,24 +148,16 @@ def sentinels(pair: Pair, tmp_path: Path) -> Iterator[Sentinels]:
     group = Sentinels(ports=[free_port() for _ in range(3)])
     try:
         for n, port in enumerate(group.ports):
-            directory = tmp_path / f"sentinel-{n}"
-            directory.mkdir()
-            conf = directory / "sentinel.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
-                f"logfile {directory / 'sentinel.log'}\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {pair.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
-                f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
-                f"sentinel parallel-syncs {SERVICE} 1\n"
-            )
             group.processes.append(
-                subprocess.Popen(
-                    [find_redis_server(), str(conf), "--sentinel"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    cwd=directory,
+                Sentinel(
+                    tmp_path / f"sentinel-{n}",
+                    port,
+                    [
+                        f"sentinel monitor {SERVICE} 127.0.0.1 {pair.primary.port} 2",
+                        f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
+                        f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
+                        f"sentinel parallel-syncs {SERVICE} 1",
+                    ],
                 )
             )
         started = time.monotonic()

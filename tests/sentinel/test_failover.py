@@ -8,12 +8,8 @@ before it died, not yet on the replica). Run with ``-s`` to see the figures.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -22,7 +18,8 @@ from redrelay import BrokerError, BrokerUnavailable, DurabilityNotConfirmed, Rel
 from redrelay.protocol.keys import QueueKeys
 
 from ..faults.history import History, audit
-from ..faults.workers import ROOT, SRC, FaultWorker, report, wait_for
+from ..faults.workers import FaultWorker, report, wait_for
+from ..processes import Process, python_env
 from .conftest import Pair, Sentinels, replication
 
 pytestmark = pytest.mark.slow
@@ -31,24 +28,17 @@ pytestmark = pytest.mark.slow
 BEFORE_KILL = 600
 
 
-def _producer(url: str, history: History, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        REDRELAY_URL=url,
-        FAULTS_HISTORY_URL=history.url,
-        FAULTS_NAMESPACE=history.namespace,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(SRC)]),
-        PRODUCER_COUNT=str(2 * BEFORE_KILL),
-        PRODUCER_SECONDS="60",
+def _producer(url: str, history: History) -> Process:
+    env = python_env(
+        {
+            "REDRELAY_URL": url,
+            "FAULTS_HISTORY_URL": history.url,
+            "FAULTS_NAMESPACE": history.namespace,
+            "PRODUCER_COUNT": str(2 * BEFORE_KILL),
+            "PRODUCER_SECONDS": "60",
+        }
     )
-    with open(tmp_path / "producer.log", "wb") as log:  # the child keeps its own copy
-        return subprocess.Popen(
-            [sys.executable, "-m", "tests.sentinel.producer"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    return Process(["-m", "tests.sentinel.producer"], env, name="producer")
 
 
 def _acked(history: History) -> dict[str, float]:
@@ -96,7 +86,6 @@ def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
     pair: Pair,
     sentinels: Sentinels,
     history: History,
-    tmp_path: Path,
 ) -> None:
     url = sentinels.url
     ns = history.namespace
@@ -110,7 +99,7 @@ def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
         FAULTS_HEARTBEAT="0.5",
         FAULTS_CHANNEL="events",
     )
-    producer = _producer(url, history, tmp_path)
+    producer = _producer(url, history)
     publisher = Publisher(url, ns)
     publisher.start()
     try:
@@ -182,8 +171,7 @@ def test_primary_kill_fails_over_and_every_acked_put_is_accounted_for(
     finally:
         publisher.stop.set()
         publisher.join(10)
-        if producer.poll() is None:
-            producer.kill()
+        producer.kill()
         output = worker.output()
         worker.close()  # SIGTERM: a graceful stop gives back what it still holds
     assert "lost its data" not in output  # the epoch key was replicated: no false alarm

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from redrelay import BrokerUnavailable, ConfigurationError, Relay
-from redrelay._server import RedisServer, RespClient, find_redis_server, free_port
+from redrelay._server import AdminClient, RedisServer, free_port
 from redrelay.io.sentinel import parse_sentinel_url
 from redrelay.io.sync import redact
 
-from ..faults.workers import wait_for
+from ..processes import Sentinel, wait_for
 
 
 def test_full_form() -> None:
@@ -89,20 +88,19 @@ def test_passwords_reach_the_servers_and_the_sentinel(
 ) -> None:
     """user:password@ goes to the primary, sentinel_password= to the Sentinels."""
     primary = redis_server_factory(unix_socket=False, appendonly=False)
-    with RespClient(primary.url) as admin:  # after start(): it PINGs without a password
+    with AdminClient(
+        primary.url
+    ) as admin:  # after start(): it PINGs without a password
         admin.command("CONFIG", "SET", "requirepass", "srv-pw")
     port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nrequirepass sent-pw\n"
-        f"sentinel monitor main 127.0.0.1 {primary.port} 1\n"
-        "sentinel auth-pass main srv-pw\n"
-    )
-    sentinel = subprocess.Popen(
-        [find_redis_server(), str(conf), "--sentinel"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    sentinel = Sentinel(
+        tmp_path / "sentinel",
+        port,
+        [
+            "requirepass sent-pw",
+            f"sentinel monitor main 127.0.0.1 {primary.port} 1",
+            "sentinel auth-pass main srv-pw",
+        ],
     )
     try:
         base = f"redis+sentinel://:srv-pw@127.0.0.1:{port}/main"
@@ -124,5 +122,4 @@ def test_passwords_reach_the_servers_and_the_sentinel(
             Relay(wrong_server_pw, connect_retries=0).queue("q").put(1)
         assert "nope" not in str(info.value)
     finally:
-        sentinel.kill()
-        sentinel.wait(10)
+        sentinel.close()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,50 +11,19 @@ import redis
 
 from redrelay import Relay
 
-from .helpers import ROOT, wait_for
+from ..processes import Worker, wait_for
 
 
-class TopicWorker:
+class TopicWorker(Worker):
     """``python -m redrelay worker tests.apps.topic_app:relay`` as a real subprocess."""
 
     def __init__(self, url: str, namespace: str, lease: float, **settings: str) -> None:
-        env = dict(os.environ)
-        env.update(
-            {
-                "REDRELAY_URL": url,
-                "TEST_NAMESPACE": namespace,
-                "TEST_LEASE": str(lease),
-                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-                **settings,
-            }
+        super().__init__(
+            "tests.apps.topic_app:relay",
+            url,
+            env={"TEST_NAMESPACE": namespace, "TEST_LEASE": str(lease), **settings},
+            name="topic-worker",
         )
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "redrelay", "worker", "tests.apps.topic_app:relay"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def close(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from ..relay import Relay
 
 __all__ = [
     "CliError",
+    "Group",
     "cli",
     "connection_options",
     "format_age",
@@ -68,8 +69,11 @@ def load_relay(target: str, url: str | None = None) -> Relay:
     return obj
 
 
-class _Group(click.Group):
-    """The root group: a redrelay error anywhere below becomes one ``Error:`` line, exit 2."""
+class Group(click.Group):
+    """A group whose redrelay errors, anywhere below, become one ``Error:`` line, exit 2.
+
+    The root ``redrelay`` group, and the groups of framework glue (``flask relay``).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -86,7 +90,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-@click.group(cls=_Group)
+@click.group(cls=Group)
 @click.option(
     "--url",
     envvar="REDRELAY_URL",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import atexit
 import difflib
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -40,24 +39,21 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 try:
-    from flask import Blueprint, Flask, Response, abort, current_app, request
-    from flask.cli import with_appcontext
+    from flask import Blueprint, Flask, current_app
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         f"redrelay.contrib.flask needs Flask ({exc}); install it with: pip install 'redrelay[flask]'"
     ) from exc
 
-import click
 
-from .._types import Handler
-from ..cli._base import _Group
-from ..cli.worker import worker_options
-from ..errors import ConfigurationError, InvalidName
+from ..errors import ConfigurationError
+from ..handlers import Handler
 from ..protocol.keys import validate_name
 from ..queue import Queue
 from ..relay import Relay
+from .flask_cli import relay_command
+from .flask_sse import create_sse_blueprint as create_sse_blueprint
 from .sse import DEFAULT_BUFFER, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS, EventHub, hub_for
-from .topic_sse import stream_topic
 
 __all__ = ["RedRelay", "RedRelayState", "create_sse_blueprint"]
 
@@ -454,168 +450,3 @@ def _start_relay(relay: Relay) -> None:
         log.exception("REDRELAY_START_IN_PROCESS: could not start the consumers")
     else:
         log.info("consumers and subscribers started in the web process")
-
-
-# -- flask relay --------------------------------------------------------------------------
-
-
-@click.group("relay", cls=_Group)
-@click.option(
-    "-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug)."
-)
-@with_appcontext
-@click.pass_context
-def relay_command(ctx: click.Context, verbose: int) -> None:
-    """redrelay: the worker and queue tools of this app's relay.
-
-    The relay comes from the app's REDRELAY_* settings; `--url` and `--namespace`
-    on a subcommand override them.
-    """
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    state = current_app.extensions.get("redrelay")
-    if not isinstance(state, RedRelayState):  # pragma: no cover - init_app adds both
-        raise click.ClickException(
-            "this app has no RedRelay; call broker.init_app(app)"
-        )
-    relay = state.relay
-    url = relay.url
-    if url is None and ctx.invoked_subcommand != "worker":
-        url = relay.connection.url  # the embedded server of the app's data_dir
-    # What the shared redrelay commands (stats, dead ...) read through open_relay().
-    ctx.obj = {"url": url, "namespace": relay.namespace}
-
-
-@relay_command.command()
-@worker_options
-@click.pass_context
-def worker(
-    ctx: click.Context,
-    queues: tuple[str, ...],
-    concurrency: int | None,
-    grace: float,
-    processes: int,
-    no_subscribers: bool,
-    parent_pid: int | None,
-) -> None:
-    """Run this app's consumers and subscribers, each handler in an app context.
-
-    The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
-    --grace and exits 0; a second one exits at once (messages stay safe).
-    --processes N runs N such processes (`python -m flask ... relay worker`) and
-    restarts the ones that die.
-    """
-    from ..cli.worker import run_worker
-
-    run_worker(
-        ctx,
-        lambda: current_app.extensions["redrelay"].relay,
-        queues=queues,
-        concurrency=concurrency,
-        processes=processes,
-        grace=grace,
-        no_subscribers=no_subscribers,
-        parent_pid=parent_pid,
-        command=[sys.executable, "-m", "flask"],
-    )
-
-
-def _add_shared_commands() -> None:
-    from ..cli import dead, doctor, messages, stats
-
-    for command in (
-        stats.stats,
-        dead.dead,
-        messages.put,
-        messages.publish,
-        messages.tail,
-        doctor.doctor,
-    ):
-        relay_command.add_command(command)
-
-
-_add_shared_commands()
-
-
-# -- server-sent events -------------------------------------------------------------------
-
-
-def create_sse_blueprint(
-    ext: RedRelay,
-    *,
-    url_prefix: str = "/events",
-    authorize: Callable[[str], bool] | None = None,
-    name: str = "redrelay_sse",
-) -> Blueprint:
-    """A blueprint serving ``GET <url_prefix>/<channel>`` as a ``text/event-stream``.
-
-    Every stream of a process shares one Redis subscription (see
-    :mod:`redrelay.contrib.sse`); it works under any threaded WSGI server, each open
-    stream holding one request thread. Frames: ``id:`` the message id, ``event:`` the
-    message's ``event`` header, ``data:`` the body as JSON; ``event: gap`` when messages
-    were lost. Settings: ``REDRELAY_SSE_KEEPALIVE``, ``_SSE_RETRY_MS``, ``_SSE_BUFFER``.
-
-    Authorization is the app's: ``authorize(channel)`` runs in the request context
-    (``request``, ``session``, ``flask_login.current_user`` ...) and returns whether the
-    client may watch the channel; False answers 403. The default lets everyone watch
-    every channel of the namespace, which suits public channels only.
-
-    Example::
-
-        def authorize(channel):
-            return channel == "news" or channel == f"user.{current_user.id}"
-
-        app.register_blueprint(broker.sse_blueprint(authorize=authorize))
-
-    An invalid channel name answers 404. ``GET <url_prefix>/topics/<topic>`` streams a
-    durable topic instead, resuming after the browser's ``Last-Event-ID`` (see
-    :mod:`redrelay.contrib.topic_sse`); ``authorize`` is asked about ``"topics/<topic>"``.
-    """
-    bp = Blueprint(name, __name__, url_prefix=url_prefix)
-
-    @bp.get("/topics/<topic>")
-    def topic_events(topic: str) -> Response:
-        try:
-            validate_name("topic", topic)
-        except InvalidName:
-            abort(404)
-        if authorize is not None and not authorize(f"topics/{topic}"):
-            abort(403)
-        state = ext.state()
-        body = stream_topic(
-            state.relay,
-            topic,
-            last_event_id=request.headers.get("Last-Event-ID"),
-            keepalive=state.sse_keepalive,
-            retry_ms=state.sse_retry_ms,
-        )
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return Response(body, mimetype="text/event-stream", headers=headers)
-
-    @bp.get("/<channel>")
-    def events(channel: str) -> Response:
-        try:
-            validate_name("channel", channel)
-        except InvalidName:
-            abort(404)
-        if authorize is not None and not authorize(channel):
-            abort(403)
-        state = ext.state()
-        body = hub_for(state.relay).stream(
-            channel,
-            keepalive=state.sse_keepalive,
-            retry_ms=state.sse_retry_ms,
-            buffer=state.sse_buffer,
-            last_event_id=request.headers.get("Last-Event-ID"),
-        )
-        return Response(
-            body,
-            mimetype="text/event-stream",
-            # no-cache: proxies must not hold the stream; X-Accel-Buffering: nginx
-            # must pass each frame on at once.
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    return bp

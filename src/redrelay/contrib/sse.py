@@ -54,15 +54,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Generator, Iterable
+from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from ..channel import GapReport
 from ..errors import ConfigurationError
@@ -70,6 +67,8 @@ from ..handlers import Subscriber
 from ..listener import Listener
 from ..message import Message
 from ..protocol.keys import validate_name
+from .sse_frames import EVENT_HEADER as EVENT_HEADER
+from .sse_frames import KEEPALIVE_FRAME, _gap_frame, _render
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -90,16 +89,9 @@ DEFAULT_KEEPALIVE = 15.0
 DEFAULT_RETRY_MS = 3000
 #: Messages buffered per client; a client that falls further behind loses the oldest.
 DEFAULT_BUFFER = 100
-#: The message header whose value becomes the SSE ``event:`` type.
-EVENT_HEADER = "event"
 #: Seconds a new stream waits for the hub's subscription before it starts anyway.
 SUBSCRIBE_TIMEOUT = 5.0
 
-#: What an idle stream sends: a comment, ignored by browsers, that keeps proxies from
-#: timing the connection out and lets the server notice a client that left.
-KEEPALIVE_FRAME = b": keep-alive\n\n"
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 #: The channel of the hub's one pattern subscription (everything in the namespace).
 _ALL = "*"
 
@@ -443,60 +435,6 @@ class _AsyncClient(_Client):
             else:  # never drop the end of the stream
                 item = _CLOSED
         self.queue.put_nowait(item)
-
-
-# -- frames -------------------------------------------------------------------------------
-
-
-def _render(channel: str, items: Iterable[object], dropped: int, size: int) -> bytes:
-    parts: list[str] = []
-    if dropped:
-        parts.append(
-            _gap_frame(
-                channel,
-                dropped,
-                f"this client was too slow: its buffer of {size} messages was full, "
-                f"so the oldest {dropped} were dropped",
-            )
-        )
-    for item in items:
-        if isinstance(item, Message):
-            parts.append(_message_frame(item))
-        elif isinstance(item, GapReport):
-            parts.append(_gap_frame(channel, item.missed, item.reason))
-    return "".join(parts).encode()
-
-
-def _message_frame(message: Message) -> str:
-    lines = [f"id: {message.id}"]
-    event = message.headers.get(EVENT_HEADER)
-    if event and not _LINE_BREAK.search(event):
-        lines.append(f"event: {event}")
-    if message.raw:
-        body = message.body
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        lines.extend(f"data: {line}" for line in _LINE_BREAK.split(text))
-    else:
-        lines.append(f"data: {_json(message.body)}")
-    return "\n".join(lines) + "\n\n"
-
-
-def _gap_frame(channel: str, missed: int | None, reason: str) -> str:
-    data = _json({"channel": channel, "missed": missed, "reason": reason})
-    return f"event: gap\ndata: {data}\n\n"
-
-
-def _json(value: Any) -> str:
-    # orjson escapes line breaks inside strings, so the result is one data: line.
-    return orjson.dumps(value, default=_jsonable).decode()
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
 
 
 # Topics are streamed from the stream itself, resumable: see redrelay.contrib.topic_sse.

@@ -31,14 +31,8 @@ from ..errors import ConfigurationError, DecodeError
 from ..protocol.envelope import decode_entry
 from ..protocol.requests import Step
 from ..topic import pairs, text
-from .sse import (
-    DEFAULT_KEEPALIVE,
-    DEFAULT_RETRY_MS,
-    EVENT_HEADER,
-    KEEPALIVE_FRAME,
-    _gap_frame,
-    _json,
-)
+from .sse import DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS
+from .sse_frames import EVENT_HEADER, KEEPALIVE_FRAME, _gap_frame, _json
 
 if TYPE_CHECKING:
     from ..io.sync import Connection

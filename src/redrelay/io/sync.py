@@ -46,6 +46,12 @@ __all__ = ["Connection", "Pending", "Ready", "raise_translated", "redact", "tran
 T = TypeVar("T")
 
 
+#: redis-py before 5.3 requires a command name here; 5.3 and later warn when given one.
+_GET_CONNECTION_ARGS: tuple[str, ...] = (
+    ("EVALSHA",) if tuple(map(int, redis.__version__.split(".")[:2])) < (5, 3) else ()
+)
+
+
 def _sentinel_client(url: str, options: dict[str, Any]) -> redis.Redis:
     """A client of the service's current primary, as the Sentinels name it.
 
@@ -359,7 +365,7 @@ class Connection:
                 return Ready(exc)
         pool = self.client.connection_pool
         try:
-            connection: Any = pool.get_connection()
+            connection: Any = pool.get_connection(*_GET_CONNECTION_ARGS)
         except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
         pending = Pending(self, pool, connection, name, keys, args)

@@ -9,11 +9,8 @@ these tests. The rest of the suite never imports Django.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import django
@@ -32,9 +29,8 @@ from redrelay import Relay  # noqa: E402
 from redrelay.contrib.django import get_relay  # noqa: E402
 from redrelay.contrib.django import relays as relays_module  # noqa: E402
 
+from ...processes import Process, python_env  # noqa: E402
 from .settings import FAST_OPTIONS  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)
@@ -82,37 +78,23 @@ def runs(relay: Relay) -> list[tuple[str, str, int, str]]:
     return out
 
 
-class DjangoWorker:
+class DjangoWorker(Process):
     """``python -m django relay_worker`` as a real subprocess on this test's namespace."""
 
     def __init__(self, url: str, namespace: str, *args: str) -> None:
-        env = dict(os.environ)
-        env.update(
+        env = python_env(
             {
                 "DJANGO_SETTINGS_MODULE": "tests.contrib.django.settings",
                 "RRDJ_URL": url,
                 "RRDJ_NAMESPACE": namespace,
-                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
             }
         )
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "relay_worker", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            ["-m", "django", "relay_worker", *args],
+            env,
+            name="django-worker",
+            graceful=False,
         )
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture

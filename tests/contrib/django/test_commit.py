@@ -25,7 +25,7 @@ from redrelay.contrib.django import (
 from redrelay.contrib.django.models import OutboxMessage
 from redrelay.contrib.django.outbox import OUTBOX_MAX_ATTEMPTS, OutboxRelay
 
-from ...worker.helpers import wait_for
+from ...processes import wait_for
 from .conftest import runs
 
 pytestmark = pytest.mark.django_db(transaction=True)

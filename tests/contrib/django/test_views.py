@@ -14,7 +14,7 @@ from django.test import AsyncClient, Client
 from redrelay import Relay
 from redrelay.contrib.sse import hub_for
 
-from ...worker.helpers import wait_for
+from ...processes import wait_for
 
 
 def only_public(request: HttpRequest, channel: str) -> bool:

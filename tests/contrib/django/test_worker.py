@@ -12,7 +12,7 @@ import pytest
 from redrelay import Relay
 from redrelay.contrib.django.models import OutboxMessage
 
-from ...worker.helpers import wait_for
+from ...processes import wait_for
 from .conftest import DjangoWorker, runs
 from .testapp import tasks
 

@@ -4,20 +4,15 @@ readers of event streams."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ...worker.helpers import wait_for as _wait_for
+from ...processes import ROOT, SRC, Process
+from ...processes import wait_for as _wait_for
 
-ROOT = Path(__file__).resolve().parents[3]
 #: The example app, as ``flask --app`` and ``redrelay worker`` name it.
 EXAMPLE = "examples.flask_app.app"
 
@@ -35,7 +30,7 @@ def example_env(url: str, namespace: str, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDRELAY_")}
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(SRC)]),
             "FLASK_REDRELAY_URL": url,
             "FLASK_REDRELAY_NAMESPACE": namespace,
             "PYTHONUNBUFFERED": "1",
@@ -46,7 +41,7 @@ def example_env(url: str, namespace: str, **settings: Any) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
+class WorkerProcess(Process):
     """A real worker of the example app: ``flask relay worker`` or ``redrelay worker``."""
 
     def __init__(self, command: str, env: dict[str, str], *extra: str) -> None:
@@ -54,54 +49,11 @@ class WorkerProcess:
             args = ["-m", "flask", "--app", EXAMPLE, "relay", "worker", *extra]
         else:
             args = ["-m", "redrelay", "worker", f"{EXAMPLE}:relay"]
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            # a file, not a pipe: a pipe nobody reads would block a chatty worker
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        super().__init__(args, env, name=f"{command}-worker")
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Until the worker logged that it runs (it has joined its queues)."""
-        wait_for(
-            lambda: "ready" in self.output() or self.proc.poll() is not None,
-            timeout,
-            "the worker to start",
-        )
-        assert self.proc.poll() is None, self.output()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, and the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+        self.wait_output("ready", timeout)
 
 
 def parse_events(chunk: bytes) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from flask import current_app
 from redrelay import Message
 from redrelay.contrib.flask import RedRelay
 
-from ...worker.helpers import wait_for
+from ...processes import wait_for
 from .conftest import MakeApp
 
 

@@ -41,7 +41,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.utils import DatabaseError
 from django.utils import timezone
 
-from ..._types import Duration
+from ...config import Duration
 from ...errors import BrokerFull, BrokerUnavailable, ConfigurationError, RedrelayError
 from ...protocol.envelope import encode_entry
 from ...protocol.transitions import check_headers, to_seconds

@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
-from ..._types import Handler
 from ...errors import ConfigurationError
+from ...handlers import Handler
 from ...message import Message
 from ...protocol.keys import validate_name
 from ...relay import Relay

@@ -46,7 +46,7 @@ def command_error(exc: RedrelayError) -> CommandError:
 
 def queue_names(relay: Relay) -> list[str]:
     """Every queue the namespace has seen (producers and workers register them)."""
-    from redrelay.cli._base import queue_names as names
+    from redrelay.cli import queue_names as names
 
     return names(relay)
 

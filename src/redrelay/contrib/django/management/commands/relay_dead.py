@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from redrelay.cli._base import table
-from redrelay.cli.dead import dead_letter_dict, format_time, json_default
+from redrelay.cli import dead_letter_dict, format_time, json_default, table
 from redrelay.errors import RedrelayError
 from redrelay.queue import Queue
 

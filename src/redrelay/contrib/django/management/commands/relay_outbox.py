@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
-from redrelay.cli._base import table
+from redrelay.cli import table
 from redrelay.errors import RedrelayError
 
 from ...outbox import OUTBOX_MAX_ATTEMPTS, flush_outbox

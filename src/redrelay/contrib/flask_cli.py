@@ -1,0 +1,86 @@
+"""The ``flask relay`` command group: the worker and queue tools of an app's relay.
+
+:meth:`RedRelay.init_app <redrelay.contrib.flask.RedRelay.init_app>` adds it to
+``app.cli``; the queue tools are the ``redrelay`` commands themselves, reading the
+app's relay through the click context.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from ..cli import Group, run_worker, shared_commands, worker_options
+
+__all__ = ["relay_command"]
+
+
+@click.group("relay", cls=Group)
+@click.option(
+    "-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug)."
+)
+@with_appcontext
+@click.pass_context
+def relay_command(ctx: click.Context, verbose: int) -> None:
+    """redrelay: the worker and queue tools of this app's relay.
+
+    The relay comes from the app's REDRELAY_* settings; `--url` and `--namespace`
+    on a subcommand override them.
+    """
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .flask import RedRelayState
+
+    state = current_app.extensions.get("redrelay")
+    if not isinstance(state, RedRelayState):  # pragma: no cover - init_app adds both
+        raise click.ClickException(
+            "this app has no RedRelay; call broker.init_app(app)"
+        )
+    relay = state.relay
+    url = relay.url
+    if url is None and ctx.invoked_subcommand != "worker":
+        url = relay.connection.url  # the embedded server of the app's data_dir
+    # What the shared redrelay commands (stats, dead ...) read through open_relay().
+    ctx.obj = {"url": url, "namespace": relay.namespace}
+
+
+@relay_command.command()
+@worker_options
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    grace: float,
+    processes: int,
+    no_subscribers: bool,
+    parent_pid: int | None,
+) -> None:
+    """Run this app's consumers and subscribers, each handler in an app context.
+
+    The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
+    --grace and exits 0; a second one exits at once (messages stay safe).
+    --processes N runs N such processes (`python -m flask ... relay worker`) and
+    restarts the ones that die.
+    """
+    run_worker(
+        ctx,
+        lambda: current_app.extensions["redrelay"].relay,
+        queues=queues,
+        concurrency=concurrency,
+        processes=processes,
+        grace=grace,
+        no_subscribers=no_subscribers,
+        parent_pid=parent_pid,
+        command=[sys.executable, "-m", "flask"],
+    )
+
+
+for _command in shared_commands():
+    relay_command.add_command(_command)
