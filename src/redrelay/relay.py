@@ -447,8 +447,6 @@ class Relay(_Registry):
         :returns: a :class:`~redrelay.worker.drain.DrainReport`.
         :raises DrainFailed: see ``raise_on_failure``; everything was still drained.
         :raises DrainTimeout: work was left after ``timeout`` seconds.
-
-        .. versionchanged:: 0.2 raises on failures, virtual clock, subscribers.
         """
         from .worker.drain import drain
 

@@ -163,3 +163,16 @@ def test_given_queues_only_those_run_and_channels_are_captured(relay: Relay) -> 
     report = relay.drain(["jobs"])
     assert heard == [] and [m.body for m in report.channels["news"]] == [1]
     assert relay.queue("other").stats().ready == 1
+
+
+def test_a_failing_channel_subscriber_fails_the_drain(relay: Relay) -> None:
+    def on_news(message: Message) -> None:
+        raise KeyError("missing")
+
+    relay.subscriber("news")(on_news)
+    relay.consumer("jobs")(lambda m: relay.publish("news", 1))
+    relay.queue("jobs").put(1)
+    with pytest.raises(DrainFailed, match="channel news") as info:
+        relay.drain()
+    [failure] = info.value.report.failures
+    assert failure.message is not None and failure.message.body == 1

@@ -10,15 +10,15 @@ Three things make it a test tool rather than a worker that stops (issue 16):
   ``delay=``/``eta=``, ``Retry(delay=)``), the waiting set's due times are moved back
   (``advance.lua``) so the earliest is due now, the others keep their order and
   distance. Nothing waits on the wall clock; turn it off with ``virtual_clock=False``.
-- **Subscribers.** (All queues only: with ``queues=``, as with ``redrelay worker -q``,
-  only those queues run, and channel messages are only captured.) Channel messages
-  published during the drain (and those recorded
-  by a :class:`ChannelRecorder` passed as ``channels=``) are given to the relay's
-  channel subscribers (``subscribers="run"``) or only collected in the report
-  (``"capture"``). Topic subscribers run through the worker's code, their groups read
-  the stream from its start if they do not exist yet (a test namespace holds only the
-  test's entries; ``replay_topics=False`` keeps their declared ``start=``); with ``"capture"`` they do not run and the report lists the topics'
-  entries instead.
+- **Subscribers.** Channel messages published during the drain (and those recorded by
+  a :class:`ChannelRecorder` passed as ``channels=``) are given to the relay's channel
+  subscribers in the drain's thread (``subscribers="run"``; patterns matched with
+  :mod:`fnmatch`) or only collected in the report (``"capture"``). Topic subscribers
+  run through the worker's code; a group that does not exist yet reads the stream from
+  its start (a test namespace holds only the test's entries; ``replay_topics=False``
+  keeps the declared ``start=``). With ``"capture"`` they do not run and the report
+  lists the topics' entries instead. With ``queues=``, as with ``redrelay worker -q``,
+  only those queues run, and channel messages are only captured.
 """
 
 from __future__ import annotations
@@ -75,6 +75,15 @@ class DrainReport:
     advanced: float = 0.0
 
 
+def _failure(where: str, message: Message, exc: BaseException) -> Failure:
+    return Failure(
+        where=where,
+        message=message,
+        error=f"{type(exc).__name__}: {exc}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
 def _recording(
     handler: Callable[..., Any], where: str, failures: list[Failure]
 ) -> Callable[..., Any]:
@@ -82,14 +91,7 @@ def _recording(
 
     def note(message: Message, exc: Exception) -> None:
         if not isinstance(exc, Retry):
-            failures.append(
-                Failure(
-                    where=where,
-                    message=message,
-                    error=f"{type(exc).__name__}: {exc}",
-                    traceback="".join(traceback.format_exception(exc)),
-                )
-            )
+            failures.append(_failure(where, message, exc))
 
     if inspect.iscoroutinefunction(handler):
 
@@ -250,11 +252,10 @@ def _deliver(
             if sub.channel == name or (
                 sub.pattern and fnmatch.fnmatchcase(name, sub.channel)
             ):
-                handler = _recording(sub.handler, f"channel {name}", report.failures)
                 try:
-                    invoke(handler, message, relay.handler_contexts, None)
-                except Exception:
-                    pass  # noted by _recording; a subscriber's failure is not retried
+                    invoke(sub.handler, message, relay.handler_contexts, None)
+                except Exception as exc:  # not retried, as in a worker: reported
+                    report.failures.append(_failure(f"channel {name}", message, exc))
     return len(new)
 
 
