@@ -30,11 +30,13 @@ from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
 from .message import Message as Message
+from .protocol.schedule import ScheduleSpec as ScheduleSpec
 from .protocol.transitions import Backoff as Backoff
 from .queue import DeadLetter as DeadLetter
 from .queue import Queue as Queue
 from .queue import QueueStats as QueueStats
 from .relay import Relay as Relay
+from .schedules import ScheduleInfo as ScheduleInfo
 from .topic import GroupStats as GroupStats
 from .topic import Topic as Topic
 from .topic import TopicStats as TopicStats
@@ -70,6 +72,8 @@ __all__ = [
     "Reject",
     "Relay",
     "Retry",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "SignatureError",
     "TimeLimitExceeded",
     "Topic",

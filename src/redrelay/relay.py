@@ -16,12 +16,14 @@ from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .handlers import Consumer, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
 from .io.sync import Connection, redact
+from .periodic import PeriodicMixin
 from .protocol.envelope import encode_entry
 from .protocol.keys import queues_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import to_seconds
 from .queue import Queue, QueueStats
 from .registry import _Registry
+from .schedules import Schedules
 
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
@@ -52,7 +54,7 @@ class RelayState(enum.Enum):
     CLOSED = "closed"
 
 
-class Relay(_Registry):
+class Relay(_Registry, PeriodicMixin):
     """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
@@ -170,6 +172,8 @@ class Relay(_Registry):
         #: Context managers entered around ``drain()`` in the calling thread, for
         #: framework glue (Django shares a test's database connections with handlers).
         self.drain_contexts: list[Callable[[], AbstractContextManager[Any]]] = []
+        #: Periodic jobs: ``relay.schedule()``/``@relay.periodic`` (see docs/periodic.md).
+        self.schedules = Schedules(self)
         self.state = RelayState.OPEN
         self._queues: dict[str, Queue] = {}
         self._channels: dict[str, Channel] = {}
@@ -390,12 +394,16 @@ class Relay(_Registry):
     # -- running ---------------------------------------------------------------------------
 
     def start(
-        self, queues: Iterable[str] | None = None, *, subscribers: bool = True
+        self,
+        queues: Iterable[str] | None = None,
+        *,
+        subscribers: bool = True,
+        scheduler: bool = True,
     ) -> None:
         """Run the registered consumers and subscribers on background threads of this process.
 
         For web apps that want the seed's background-thread model; ``redrelay worker`` runs
-        the same code in its own process.
+        the same code in its own process. ``scheduler`` also fires the relay's schedules.
         """
         from .worker.runner import Runner
 
@@ -404,7 +412,9 @@ class Relay(_Registry):
                 raise ConfigurationError(
                     "this Relay is already started; call stop() first"
                 )
-            self._runner = Runner(self, queues=queues, subscribers=subscribers)
+            self._runner = Runner(
+                self, queues=queues, subscribers=subscribers, scheduler=scheduler
+            )
         self._runner.start()
 
     def stop(self, grace: float = 10.0) -> None:

@@ -17,6 +17,7 @@ from redrelay.contrib.flask import RedRelay
 from redrelay.handlers import Consumer
 from redrelay.io.aio import AsyncConnection
 from redrelay.io.sync import Connection
+from redrelay.schedules import Schedules
 
 
 def _methods(cls: type) -> dict[str, Any]:
@@ -49,7 +50,9 @@ def test_io_layers_have_the_same_methods_and_signatures() -> None:
     assert isinstance(vars(AsyncConnection)["client"], property)
 
 
-@pytest.mark.parametrize("cls", [Queue, Channel, Topic, Relay, Consumer, RedRelay])
+@pytest.mark.parametrize(
+    "cls", [Queue, Channel, Topic, Relay, Consumer, RedRelay, Schedules]
+)
 def test_every_async_method_has_a_sync_twin_with_the_same_parameters(
     cls: type,
 ) -> None:
@@ -71,6 +74,7 @@ def test_every_async_method_has_a_sync_twin_with_the_same_parameters(
         Relay: {"apublish", "astats", "aclose"},
         Consumer: {"aput"},
         RedRelay: {"apublish"},
+        Schedules: {"ainfo", "apause", "aresume", "atrigger", "aremove"},
     }[cls]
     assert promised <= set(twins)
 

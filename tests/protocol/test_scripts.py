@@ -45,10 +45,18 @@ def test_flags_only_where_meant() -> None:
         for name in SCRIPT_NAMES
         if script(name).source.startswith(SHEBANG)
     }
-    growing = {"put", "topic_publish", "topic_requeue_dead"}
+    growing = {
+        "put",
+        "topic_publish",
+        "topic_requeue_dead",
+        "schedule_fire",
+        "schedule_set",
+        "schedule_trigger",
+    }
     assert not growing & set(flags)
     assert flags.pop("stats") == "#!lua flags=no-writes"
-    assert set(flags) == set(SCRIPT_NAMES) - growing - {"stats"}
+    assert flags.pop("schedule_read") == "#!lua flags=no-writes"
+    assert set(flags) == set(SCRIPT_NAMES) - growing - {"stats", "schedule_read"}
     assert set(flags.values()) == {"#!lua flags=allow-oom"}
     for name in SCRIPT_NAMES:
         s = script(name)
@@ -122,4 +130,27 @@ def test_durable_put_loads_the_script_on_62(server_62: RedisServer) -> None:
     ):
         q.put("y", durable="aof")
     assert q.stats().ready == 1
+    relay.close()
+
+
+@pytest.mark.parametrize("version", ["6.2", "7"])
+def test_schedule_round_trip(version: str, request: pytest.FixtureRequest) -> None:
+    """The schedule scripts (read with TIME, compare-and-set, fire, trigger) on both."""
+    from redrelay.worker.periodic import Scheduler
+
+    server: RedisServer = request.getfixturevalue(
+        "server_62" if version == "6.2" else "server_7"
+    )
+    relay = Relay(server.url, namespace="scripts")
+    relay.schedule("s", every=60, queue="ticks")
+    clock = [1_800_000_030_000]
+    scheduler = Scheduler(relay, clock=lambda: clock[0])
+    scheduler.run_once()
+    for minute in (1, 2):
+        clock[0] = 1_800_000_000_000 + minute * 60_000 + 30_000
+        scheduler.run_once()
+    assert relay.schedules.trigger("s")
+    [info] = relay.schedules.info()
+    assert (info.fired, info.triggered, info.missed) == (2, 1, 0)
+    assert relay.queue("ticks").stats().ready == 3
     relay.close()

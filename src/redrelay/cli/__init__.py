@@ -2,7 +2,8 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``doctor``, ``embedded``, ``topics`` and ``demo`` each add their commands to it on import.
+tail), ``doctor``, ``embedded``, ``topics``, ``schedules`` and ``demo`` each add their
+commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -12,7 +13,17 @@ from __future__ import annotations
 
 import click
 
-from . import dead, demo, doctor, embedded, messages, stats, topics, worker  # noqa: F401
+from . import (  # noqa: F401
+    dead,
+    demo,
+    doctor,
+    embedded,
+    messages,
+    schedules,
+    stats,
+    topics,
+    worker,
+)
 from ._base import CliError as CliError
 from ._base import Group as Group
 from ._base import cli as cli
@@ -47,10 +58,11 @@ __all__ = [
 
 def shared_commands() -> list[click.Command]:
     """The queue tools a framework's command group mounts next to its own ``worker``:
-    ``stats``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
+    ``stats``, ``schedules``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
     relay's URL and namespace from ``ctx.obj`` (``{"url": ..., "namespace": ...}``)."""
     return [
         stats.stats,
+        schedules.schedules,
         dead.dead,
         messages.put,
         messages.publish,

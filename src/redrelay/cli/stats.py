@@ -12,6 +12,7 @@ import orjson
 
 from ..queue import QueueStats
 from ..relay import Relay
+from ..schedules import ScheduleInfo
 from ..topic import TopicStats
 from ._base import (
     cli,
@@ -22,6 +23,7 @@ from ._base import (
     require_queue,
     table,
 )
+from .schedules import render_schedules, schedule_dicts
 from .topics import render_topics, topic_dicts, topic_names
 
 #: Per-queue rates (acked/s, dead/s) and per-``topic/group`` rates (lag/s, acked/s).
@@ -51,38 +53,47 @@ EMPTY = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What one ``stats`` print shows: queue snapshots, then topic snapshots."""
+    """What one ``stats`` print shows: queue snapshots, topic snapshots, schedules."""
 
     queues: list[QueueStats]
     topics: list[TopicStats]
+    schedules: list[ScheduleInfo] = dataclasses.field(default_factory=list)
 
 
 def snapshot(relay: Relay, queues: Sequence[str] = ()) -> Snapshot:
     """The queues named (or all), and every topic when no queue is named (naming
     queues narrows the output to them, as in the table)."""
     topics = [] if queues else [relay.topic(t).stats() for t in topic_names(relay)]
-    return Snapshot(relay.stats(list(queues) or queue_names(relay)), topics)
+    schedules = [] if queues else relay.schedules.info()
+    return Snapshot(relay.stats(list(queues) or queue_names(relay)), topics, schedules)
 
 
 def to_json(snap: Snapshot, *, topics: bool) -> str:
     """``stats --json``: the list of queue dicts, as it always was (scripts index it);
     with ``topics``, an object ``{"queues": [...], "topics": [...]}`` instead, the
     topics in the shape of ``redrelay topics --json`` (a list cannot gain topics
-    without breaking the scripts that read every item as a queue)."""
+    without breaking the scripts that read every item as a queue); the object also
+    has ``"schedules"``, in the shape of ``redrelay schedules --json``."""
     queues = [dataclasses.asdict(s) for s in snap.queues]
     payload: object = queues
     if topics:
-        payload = {"queues": queues, "topics": topic_dicts(snap.topics)}
+        payload = {
+            "queues": queues,
+            "topics": topic_dicts(snap.topics),
+            "schedules": schedule_dicts(snap.schedules),
+        }
     return orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode()
 
 
 def render_snapshot(
     snap: Snapshot, rates: Rates | None = None, topic_rates: TopicRates | None = None
 ) -> str | None:
-    """The tables of ``stats`` (queues, then topic groups), or None if both are empty."""
+    """The tables of ``stats`` (queues, topic groups, schedules), or None if all are empty."""
     parts = [render(snap.queues, rates)] if snap.queues else []
     if snap.topics:
         parts.append(render_topics(snap.topics, topic_rates))
+    if snap.schedules:
+        parts.append(render_schedules(snap.schedules))
     return "\n\n".join(parts) or None
 
 
@@ -93,8 +104,8 @@ def render_snapshot(
     "--topics",
     "with_topics",
     is_flag=True,
-    help='With --json: print {"queues": [...], "topics": [...]} instead of the '
-    "list of queues (kept as is for existing scripts).",
+    help='With --json: print {"queues": [...], "topics": [...], "schedules": [...]} '
+    "instead of the list of queues (kept as is for existing scripts).",
 )
 @click.option(
     "-w",
@@ -126,8 +137,8 @@ def stats(
     recovered (taken back from a consumer whose lease expired), rejected (stale
     acks from a consumer that lost its lease). With --watch, acked/s and dead/s
     are the rates since the previous print, and lag/s and acked/s per topic group.
-    --json prints a list of queues; --json --topics an object with "queues" and
-    "topics". --watch --json prints one object per line with "queues", "rates",
+    Then the periodic jobs (see `redrelay schedules`). --json prints a list of
+    queues; --json --topics an object with "queues", "topics" and "schedules". --watch --json prints one object per line with "queues", "rates",
     "topics" and "topic_rates" (keyed "topic/group").
     """
     relay = open_relay(ctx)

@@ -50,6 +50,11 @@ _WORKER_OPTIONS = [
         "--no-subscribers", is_flag=True, help="Do not run channel subscribers."
     ),
     click.option(
+        "--no-scheduler",
+        is_flag=True,
+        help="Do not fire periodic jobs from this worker (others still do).",
+    ),
+    click.option(
         "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
     ),
 ]
@@ -68,9 +73,10 @@ def worker(
     processes: int,
     grace: float,
     no_subscribers: bool,
+    no_scheduler: bool,
     parent_pid: int | None,
 ) -> None:
-    """Run the consumers and subscribers of TARGET (module:relay).
+    """Run the consumers, subscribers and schedules of TARGET (module:relay).
 
     TARGET names a Relay, or a function returning one (e.g. myapp.tasks:relay).
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
@@ -85,6 +91,7 @@ def worker(
         processes=processes,
         grace=grace,
         no_subscribers=no_subscribers,
+        no_scheduler=no_scheduler,
         parent_pid=parent_pid,
     )
 
@@ -99,6 +106,7 @@ def run_worker(
     grace: float,
     no_subscribers: bool,
     parent_pid: int | None,
+    no_scheduler: bool = False,
     command: list[str] | None = None,
 ) -> None:
     """What a worker command does with its options (``redrelay worker``, ``flask relay
@@ -115,6 +123,7 @@ def run_worker(
         queues=queues or None,
         concurrency=concurrency,
         subscribers=not no_subscribers,
+        scheduler=not no_scheduler,
         grace=grace,
         parent_pid=parent_pid,
     )

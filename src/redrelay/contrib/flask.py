@@ -296,6 +296,27 @@ class RedRelay:
 
         return decorate
 
+    def periodic(self, cron: str | None = None, **options: Any) -> Callable[[H], H]:
+        """Run the decorated function periodically, on every app's relay: see
+        :meth:`Relay.periodic` (docs/periodic.md); ``flask relay worker`` fires it."""
+
+        def decorate(handler: H) -> H:
+            def register(relay: Relay) -> None:
+                relay.periodic(cron, **options)(handler)
+
+            self._register(register)
+            return handler
+
+        return decorate
+
+    def schedule(self, name: str, cron: str | None = None, **options: Any) -> None:
+        """Declare a periodic job on every app's relay: see :meth:`Relay.schedule`."""
+
+        def register(relay: Relay) -> None:
+            relay.schedule(name, cron, **options)
+
+        self._register(register)
+
     def _register(self, register: Callable[[Relay], None]) -> None:
         for relay in list(self._relays):
             register(relay)

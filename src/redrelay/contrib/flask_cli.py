@@ -60,9 +60,10 @@ def worker(
     grace: float,
     processes: int,
     no_subscribers: bool,
+    no_scheduler: bool,
     parent_pid: int | None,
 ) -> None:
-    """Run this app's consumers and subscribers, each handler in an app context.
+    """Run this app's consumers, subscribers and schedules, each handler in an app context.
 
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
     --grace and exits 0; a second one exits at once (messages stay safe).
@@ -77,6 +78,7 @@ def worker(
         processes=processes,
         grace=grace,
         no_subscribers=no_subscribers,
+        no_scheduler=no_scheduler,
         parent_pid=parent_pid,
         command=[sys.executable, "-m", "flask"],
     )

@@ -32,6 +32,7 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
+from .periodic import Scheduler
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -67,6 +68,7 @@ class Runner:
         concurrency: int | None = None,
         poll: float = MAX_WAIT,
         topics: bool | None = None,
+        scheduler: bool = False,
     ) -> None:
         self.relay = relay
         self.consumers = _select(relay, queues, concurrency)
@@ -78,6 +80,10 @@ class Runner:
             TopicRunner(relay, poll=poll)
             if run_topics and relay.topic_subscribers
             else None
+        )
+        #: Fires the relay's schedules (every worker runs one; see worker/periodic.py).
+        self.scheduler = (
+            Scheduler(relay) if scheduler and len(relay.schedules) else None
         )
         self.poll = poll
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
@@ -98,9 +104,15 @@ class Runner:
 
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
-        if not self.consumers and not self.with_subscribers and not self.topics:
+        if (
+            not self.consumers
+            and not self.with_subscribers
+            and not self.topics
+            and not self.scheduler
+        ):
             raise ConfigurationError(
-                "nothing to run: no consumers or subscribers are registered on this relay"
+                "nothing to run: no consumers, subscribers or schedules are registered "
+                "on this relay"
             )
         self._conn = conn = self.relay.new_connection(
             socket_timeout=max(10.0, self.poll + 5)
@@ -143,6 +155,8 @@ class Runner:
             self._listener.start()
         if self.topics is not None:
             self.topics.start(self._aio)
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         self._slots.append(slot)
@@ -161,6 +175,8 @@ class Runner:
         self._stopping.set()
         if self.topics is not None:
             self.topics.request_stop()
+        if self.scheduler is not None:
+            self.scheduler.request_stop()
 
     def stop(self, grace: float = 10.0) -> bool:
         """Stop fetching, give back unstarted deliveries at once, let running handlers finish.
@@ -170,6 +186,8 @@ class Runner:
         expires (heartbeats stop here), exactly as if the process had died.
         """
         self._stopping.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self._give_back_unstarted()
         deadline = time.monotonic() + grace
         if self.topics is not None:

@@ -69,6 +69,7 @@ def server_warnings(conn: Connection) -> list[str]:
 class Worker:
     """Runs a relay's consumers and subscribers in this process until signalled.
 
+    :param scheduler: also fire the relay's periodic jobs (``--no-scheduler``: not).
     :param parent_pid: stop gracefully when this process (a supervisor) is gone.
     """
 
@@ -79,6 +80,7 @@ class Worker:
         queues: Iterable[str] | None = None,
         concurrency: int | None = None,
         subscribers: bool = True,
+        scheduler: bool = True,
         grace: float = 30.0,
         parent_pid: int | None = None,
     ) -> None:
@@ -87,6 +89,7 @@ class Worker:
         self.queues = list(queues) if queues is not None else None
         self.concurrency = concurrency
         self.subscribers = subscribers
+        self.scheduler = scheduler
         self.grace = grace
         self._signalled = threading.Event()
         self._signals = 0
@@ -116,6 +119,7 @@ class Worker:
             queues=self.queues,
             subscribers=self.subscribers,
             concurrency=self.concurrency,
+            scheduler=self.scheduler,
         )
         self._runner = runner
         previous = {

@@ -6,13 +6,14 @@ table). Then:
 - settings in ``REDRELAY = {"default": {"URL": ..., "NAMESPACE": ..., "OPTIONS": {...}}}``
   (see :mod:`redrelay.contrib.django.conf`);
 - handlers in each app's ``consumers.py``, found at startup, declared with
-  :func:`consumer` and :func:`subscriber`;
+  :func:`consumer`, :func:`subscriber` and :func:`periodic`;
 - :func:`get_relay` for the relay of an alias (built lazily, rebuilt after a settings
   change);
 - :func:`enqueue_on_commit`, :func:`publish_on_commit` (channels, and topics with
   ``topic=True``) and :func:`enqueue_task_on_commit` (``django.tasks``) to send only what
   a committed transaction decided, optionally through the outbox table;
-- ``manage.py relay_worker``, ``relay_stats``, ``relay_dead``, ``relay_outbox``;
+- ``manage.py relay_worker``, ``relay_stats``, ``relay_dead``, ``relay_outbox``,
+  ``relay_schedules``;
 - system checks ``redrelay.E0xx``/``W0xx``; an SSE view (:mod:`.views`); a backend for
   Django's tasks framework (:mod:`.tasks`).
 
@@ -33,6 +34,7 @@ from .outbox import flush_outbox as flush_outbox
 from .outbox import publish_on_commit as publish_on_commit
 from .relays import consumer as consumer
 from .relays import get_relay as get_relay
+from .relays import periodic as periodic
 from .relays import subscriber as subscriber
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "enqueue_task_on_commit",
     "flush_outbox",
     "get_relay",
+    "periodic",
     "publish_on_commit",
     "subscriber",
 ]

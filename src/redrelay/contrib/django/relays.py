@@ -34,6 +34,7 @@ __all__ = [
     "consumer",
     "db_connections",
     "get_relay",
+    "periodic",
     "reset_relays",
     "subscriber",
 ]
@@ -46,7 +47,7 @@ H = TypeVar("H", bound=Handler)
 
 @dataclass(frozen=True, slots=True)
 class _Declaration:
-    kind: str  # "consumer" or "subscriber"
+    kind: str  # "consumer", "subscriber" or "periodic" (name: the crontab, or "")
     name: str
     handler: Handler
     alias: str
@@ -56,6 +57,8 @@ class _Declaration:
         try:
             if self.kind == "consumer":
                 relay.consumer(self.name, **self.options)(self.handler)
+            elif self.kind == "periodic":
+                relay.periodic(self.name or None, **self.options)(self.handler)
             else:
                 relay.subscriber(self.name, **self.options)(self.handler)
         except ConfigurationError as exc:
@@ -145,6 +148,29 @@ def subscriber(
                 "subscriber", channel, handler, alias, {"pattern": pattern, **options}
             )
         )
+        return handler
+
+    return register
+
+
+def periodic(
+    cron: str | None = None, *, alias: str = DEFAULT_ALIAS, **options: Any
+) -> Callable[[H], H]:
+    """Run the decorated function periodically (usually in ``consumers.py``): the options
+    of :meth:`redrelay.Relay.periodic` (``every=``, ``tz=``, ``misfire=`` ... and the
+    consumer's). Every ``relay_worker`` fires it, each tick once; see docs/periodic.md.
+
+    Example::
+
+        @periodic("0 3 * * *", tz="Europe/Berlin")
+        def nightly_cleanup(message):
+            Session.objects.filter(expire_date__lt=now()).delete()
+    """
+
+    def register(handler: H) -> H:
+        if not callable(handler):
+            raise ConfigurationError(f"@periodic({cron!r}) must decorate a callable")
+        _declare(_Declaration("periodic", cron or "", handler, alias, dict(options)))
         return handler
 
     return register

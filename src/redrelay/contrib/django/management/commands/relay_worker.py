@@ -63,6 +63,11 @@ class Command(BaseCommand):
             help="Do not run channel subscribers.",
         )
         parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="Do not fire periodic jobs from this worker (others still do).",
+        )
+        parser.add_argument(
             "--no-outbox",
             action="store_true",
             help="Do not send the outbox table's rows from this worker.",
@@ -99,6 +104,7 @@ class Command(BaseCommand):
             queues=options["queues"],
             concurrency=options["concurrency"],
             subscribers=not options["no_subscribers"],
+            scheduler=not options["no_scheduler"],
             grace=options["grace"],
             parent_pid=options["parent_pid"],
         )
