@@ -22,13 +22,20 @@ REDRELAY = {"default": {"OPTIONS": {"retries": 0}}, "audit": {}}
 
 CONSUMERS = """
 from django.contrib.contenttypes.models import ContentType
-from redrelay.contrib.django import consumer
+from redrelay.contrib.django import consumer, enqueue_on_commit
 
 seen = []
+receipts = []
 
 @consumer("orders")
 def order(message):
-    seen.append(ContentType.objects.get(pk=message.body["pk"]).model)
+    model = ContentType.objects.get(pk=message.body["pk"]).model
+    seen.append(model)
+    enqueue_on_commit("receipts", {"model": model})
+
+@consumer("receipts")
+def receipt(message):
+    receipts.append(message.body["model"])
 """
 
 CONFTEST = """
@@ -50,6 +57,10 @@ from shop import consumers
 
 
 class OrderTests(TestCase):
+    def setUp(self):
+        consumers.seen.clear()
+        consumers.receipts.clear()
+
     def test_the_handler_sees_the_tests_uncommitted_rows(self):
         with self.captureOnCommitCallbacks(execute=True):
             with transaction.atomic():
@@ -58,6 +69,16 @@ class OrderTests(TestCase):
         get_relay().drain()
         assert consumers.seen == ["order1"]
         assert ContentType.objects.filter(model="order1").exists()  # still usable
+
+    def test_on_commit_sends_of_handlers_run_after_a_captured_drain(self):
+        with self.captureOnCommitCallbacks(execute=True):
+            row = ContentType.objects.create(app_label="shop", model="order2")
+            enqueue_on_commit("orders", {"pk": row.pk})
+        with self.captureOnCommitCallbacks(execute=True):
+            get_relay().drain()      # the handler's enqueue_on_commit waits for the test
+        assert consumers.receipts == []
+        get_relay().drain()
+        assert consumers.receipts == ["order2"]
 
 
 @pytest.mark.parametrize("run", [1, 2])
@@ -102,4 +123,4 @@ def test_a_django_project_tests_with_the_plugin(
 ) -> None:
     done = run_pytest(project, subprocess_env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
