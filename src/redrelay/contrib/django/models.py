@@ -11,7 +11,7 @@ __all__ = ["OutboxMessage"]
 
 
 class OutboxMessage(models.Model):
-    """One message waiting in the outbox (written by ``enqueue_on_commit(outbox=True)``).
+    """One message waiting in the outbox (written by the ``*_on_commit`` functions, ``outbox=True``).
 
     The row is written in the caller's transaction, so it exists exactly when the
     transaction committed. After the commit it is sent at once if Redis answers, else
