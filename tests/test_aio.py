@@ -315,7 +315,9 @@ def test_ainvoke_time_limit_and_the_handlers_own_errors() -> None:
 def test_redis_killed_and_restarted_under_a_running_loop(
     redis_server_factory: Callable[..., Any],
 ) -> None:
-    server = redis_server_factory()  # AOF on: the restart keeps the data
+    # AOF fsynced on every write: a SIGKILL right after a put keeps it (with everysec,
+    # a busy disk can postpone the write and the kill lose "before").
+    server = redis_server_factory(appendfsync="always")
     relay = Relay(server.url, namespace="restart", connect_retries=1)
     q = relay.queue("q")
 

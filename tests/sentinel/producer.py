@@ -2,8 +2,8 @@
 
 Puts ``{"n": i}`` on queue ``work`` through ``REDRELAY_URL`` until ``PRODUCER_COUNT`` puts
 were acknowledged or ``PRODUCER_SECONDS`` passed, ``PRODUCER_INTERVAL`` apart. Every
-acknowledged put is recorded on the history server as ``"<id> <unix time>"`` in
-``<namespace>:acked``; every call that raised (an unknown outcome) in
+acknowledged put is recorded on the history server as ``"<id> <acked at> <sent at>"``
+(unix times: when the call returned, and when it began) in ``<namespace>:acked``; every call that raised (an unknown outcome) in
 ``<namespace>:unknown``. A call that raises is not retried: the next one is a new message.
 """
 
@@ -28,13 +28,14 @@ def main() -> None:
     n = 0
     while acked < count and time.monotonic() < deadline:
         n += 1
+        sent = time.time()
         try:
             msg_id = queue.put({"n": n})
         except (BrokerUnavailable, BrokerError) as exc:
             history.rpush(f"{namespace}:unknown", f"{n} {time.time():.6f} {exc}")
             time.sleep(0.05)
             continue
-        history.rpush(f"{namespace}:acked", f"{msg_id} {time.time():.6f}")
+        history.rpush(f"{namespace}:acked", f"{msg_id} {time.time():.6f} {sent:.6f}")
         acked += 1
         time.sleep(interval)
 

@@ -88,9 +88,12 @@ def test_acked_put_is_lost_on_failover_without_durable(
             extra_args=["--replicaof", "127.0.0.1", str(link.port)],
         )
         Pair(primary, replica).wait_synced()
+        # The replica's acks go through the proxy: on a busy machine they can take
+        # more than a second, so the puts that must be confirmed wait up to 5 s.
+        with Relay(primary.url, namespace="durable", durable_timeout=5.0) as patient:
+            patient.queue("work").put_many(["before"] * 10, durable="replicas:1")
         relay = Relay(primary.url, namespace="durable", durable_timeout=1.0)
         q = relay.queue("work")
-        q.put_many(["before"] * 10, durable="replicas:1")
         link.cut()
         acked = q.put("acknowledged, then lost")
         with pytest.raises(DurabilityNotConfirmed):

@@ -54,9 +54,12 @@ def client_options(url: str, socket_timeout: float) -> dict[str, Any]:
     """Keyword arguments of ``Redis.from_url`` for both clients (the retry object aside).
 
     Keepalive only on TCP; a health check every 15 s catches connections that a NAT or a
-    proxy dropped silently.
+    proxy dropped silently. TLS checks the server's host name on every redis-py version
+    (before 6.0 redis-py did not by default); the URL's ``ssl_check_hostname=`` still wins.
     """
     tcp: dict[str, Any] = {} if url.startswith("unix:") else {"socket_keepalive": True}
+    if url.startswith("rediss"):
+        tcp["ssl_check_hostname"] = True
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 5.0,
@@ -155,22 +158,30 @@ def translate(url: str, namespace: str | None = None) -> Iterator[None]:
             "subscription) and the commands listed in docs/security.md"
         ) from exc
     except rex.ResponseError as exc:
-        text = str(exc)
-        if text.startswith("OOM") or "OOM command not allowed" in text:
-            raise BrokerFull(
-                f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."
-            ) from exc
-        raise BrokerError(
-            f"Redis at {redact(url)} answered with an error: {text}"
-        ) from exc
+        raise _response_error(url, exc) from exc
     except rex.RedisError as exc:
         raise BrokerError(f"Redis client error for {redact(url)}: {exc}") from exc
 
 
-def _redirect_error(url: str, exc: rex.AskError) -> Exception:
+def _response_error(url: str, exc: rex.ResponseError) -> Exception:
+    """The redrelay error for an error reply that no narrower redis-py class caught."""
+    text = str(exc)
+    if text.startswith(("MOVED ", "ASK ")):  # redis-py < 6 parses them as plain errors
+        return _redirect_error(url, exc)
+    if text.startswith("OOM") or "OOM command not allowed" in text:
+        return BrokerFull(
+            f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."
+        )
+    return BrokerError(f"Redis at {redact(url)} answered with an error: {text}")
+
+
+def _redirect_error(url: str, exc: rex.ResponseError) -> Exception:
     """A MOVED/ASK reply that reached us: a plain client talking to a cluster node, or
     (through a cluster client, after its own retries) slots still moving."""
-    reply = f"{type(exc).__name__.removesuffix('Error').upper()} {exc}"
+    if isinstance(exc, rex.AskError):
+        reply = f"{type(exc).__name__.removesuffix('Error').upper()} {exc}"
+    else:
+        reply = str(exc)
     if is_cluster_url(url):
         return BrokerUnavailable(
             f"Redis Cluster at {redact(url)} keeps redirecting ({reply}): slots are moving"

@@ -127,6 +127,7 @@ class Connection:
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=5.0,
                 socket_keepalive=True,
+                **({"ssl_check_hostname": True} if head.startswith("rediss") else {}),
                 # At least a few: on a failed call the client moves to another node, and
                 # it needs that even to start while its default node (slot 0's) is down.
                 retry=Retry(
