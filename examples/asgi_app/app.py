@@ -36,11 +36,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from redrelay import Message, Relay
 from redrelay.contrib.asgi import channel_stream, topic_stream
 from redrelay.contrib.sse import hub_for
+from redrelay.dashboard.asgi import app as dashboard_app
 
 __all__ = ["app", "relay"]
 
@@ -111,12 +112,18 @@ async def stats(request: Request) -> Response:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
+    dashboard.dashboard.close()  # type: ignore[attr-defined]
     hub_for(relay).close()  # ends open streams, stops the shared subscription
     await relay.aclose()
 
 
+#: The operator's dashboard at /relay/: browsers on this machine only (an example);
+#: a deployed app passes token= or auth= instead.
+dashboard = dashboard_app(relay, anonymous=True)
+
 app = Starlette(
     routes=[
+        Mount("/relay", app=dashboard),
         Route("/", index),
         Route("/jobs", enqueue, methods=["POST"]),
         Route("/stats", stats),

@@ -35,6 +35,7 @@ from werkzeug.wrappers import Response
 
 from redrelay import Message, Relay
 from redrelay.contrib.flask import RedRelay
+from redrelay.dashboard.flask import blueprint as dashboard_blueprint
 
 #: The queue of jobs, and the channels the page may watch.
 JOBS = "jobs"
@@ -88,6 +89,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         broker.sse_blueprint(authorize=lambda channel: channel in PUBLIC_CHANNELS)
     )
     app.register_blueprint(pages)
+    # The operator's dashboard at /relay/: browsers on this machine only (a development
+    # example); a deployed app passes auth= (its own login) or token= instead.
+    app.register_blueprint(
+        dashboard_blueprint(broker, anonymous=True), url_prefix="/relay"
+    )
     return app
 
 

@@ -219,4 +219,4 @@ class Channel:
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        return seq, self.relay.encode_envelope(envelope)
+        return seq, self.relay.encode_envelope(envelope, ("channel", self.name))

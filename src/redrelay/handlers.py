@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncHandler",
     "Consumer",
+    "EnvelopeHook",
     "Handler",
     "HandlerContext",
     "Subscriber",
@@ -35,6 +36,11 @@ __all__ = [
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
 #: connection hygiene ...). Registered with ``relay.add_handler_context()``.
 HandlerContext = Callable[[Message], AbstractContextManager[Any]]
+
+#: Sees every outgoing envelope as ``hook(kind, name, envelope)`` ("queue", "topic" or
+#: "channel") before it is encoded, and may add headers (``envelope["h"]``). Registered
+#: by appending to ``relay.envelope_hooks`` (tracing.instrument does).
+EnvelopeHook = Callable[[str, str, dict[str, Any]], None]
 
 
 def invoke(

@@ -42,6 +42,8 @@ class Message:
     topic: str | None = None
     #: The entry's stream id, for topic messages (replay from it, SSE ``Last-Event-ID``).
     stream_id: str | None = None
+    #: The consumer group that received it, for topic messages.
+    group: str | None = None
 
 
 def _setter(name: str) -> Any:
@@ -62,6 +64,7 @@ _set_available_at, _set_raw, _set_tag = (
     _setter("delivery_tag"),
 )
 _set_topic, _set_stream_id = _setter("topic"), _setter("stream_id")
+_set_group = _setter("group")
 
 
 def make_message(
@@ -78,6 +81,7 @@ def make_message(
     delivery_tag: str | None,
     topic: str | None = None,
     stream_id: str | None = None,
+    group: str | None = None,
 ) -> Message:
     """Build a Message about 6x faster than its frozen dataclass ``__init__``. Internal.
 
@@ -99,4 +103,5 @@ def make_message(
     _set_tag(message, delivery_tag)
     _set_topic(message, topic)
     _set_stream_id(message, stream_id)
+    _set_group(message, group)
     return message

@@ -109,7 +109,7 @@ class Queue:
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        return self.relay.encode_envelope(envelope)
+        return self.relay.encode_envelope(envelope, ("queue", self.name))
 
     def put(
         self,

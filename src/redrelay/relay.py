@@ -13,7 +13,7 @@ from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
-from .handlers import Consumer, HandlerContext, Subscriber
+from .handlers import Consumer, EnvelopeHook, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
 from .io.sync import Connection, redact
 from .periodic import PeriodicMixin
@@ -172,6 +172,9 @@ class Relay(_Registry, PeriodicMixin):
         #: Context managers entered around ``drain()`` in the calling thread, for
         #: framework glue (Django shares a test's database connections with handlers).
         self.drain_contexts: list[Callable[[], AbstractContextManager[Any]]] = []
+        #: Called as ``hook(kind, name, envelope)`` on every message about to be encoded
+        #: for a queue, topic or channel; may add headers (tracing.instrument does).
+        self.envelope_hooks: list[EnvelopeHook] = []
         #: Periodic jobs: ``relay.schedule()``/``@relay.periodic`` (see docs/periodic.md).
         self.schedules = Schedules(self)
         self.state = RelayState.OPEN
@@ -272,8 +275,16 @@ class Relay(_Registry, PeriodicMixin):
     ) -> None:
         self.close()
 
-    def encode_envelope(self, envelope: dict[str, Any]) -> bytes:
-        """Encode (and sign) an envelope as an entry, enforcing the size limit."""
+    def encode_envelope(
+        self, envelope: dict[str, Any], to: tuple[str, str] | None = None
+    ) -> bytes:
+        """Encode (and sign) an envelope as an entry, enforcing the size limit.
+
+        ``to`` is ``(kind, name)`` of the destination, passed to the envelope hooks.
+        """
+        if to is not None:
+            for hook in self.envelope_hooks:
+                hook(to[0], to[1], envelope)
         codec = self.codec
         entry = encode_entry(codec.dumps(envelope), codec.kind, key=self.signing_key)
         if len(entry) > self.max_message_size:

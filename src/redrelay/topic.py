@@ -194,7 +194,7 @@ class Topic:
         }
         if headers:
             envelope["h"] = check_headers(headers)
-        return self.relay.encode_envelope(envelope)
+        return self.relay.encode_envelope(envelope, ("topic", self.name))
 
     def publish(self, body: Any, *, headers: Mapping[str, str] | None = None) -> str:
         """Append one message to the topic and return its stream id. One round trip.

@@ -3,6 +3,7 @@ process, a real Redis; SSE streams read with a bounded count and a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -174,6 +175,23 @@ def test_example_enqueues_with_aput_and_streams_async_progress(
         lambda: relay.queue("jobs").stats().counters.get("acked") == 4,
         what="the worker acked every job",
     )
+    # the example mounts the dashboard at /relay (loopback: no login needed)
+    with httpx.Client(base_url=base, timeout=WAIT) as client:
+        overview = client.get("/relay/api/overview").json()
+        assert [
+            q["counters"]["acked"] for q in overview["queues"] if q["name"] == "jobs"
+        ] == [4]
+        assert "Overview" in client.get("/relay/").text
+        with contextlib.ExitStack() as streams:
+            # more open tabs than the default thread pool has threads: a stream holds
+            # no thread, so the pages still answer
+            for _ in range(10):
+                response = streams.enter_context(client.stream("GET", "/relay/events"))
+                lines = response.iter_lines()
+                assert next(lines) == "retry: 2000"
+                assert next(lines) == ""
+                assert next(lines).startswith("id: ")
+            assert client.get("/relay/api/overview").status_code == 200
     # the durable "done" topic keeps the finished jobs for a page that comes back
     with httpx.Client(base_url=base, timeout=WAIT) as client:
         assert client.get("/topics/jobs").status_code == 403  # not a public topic

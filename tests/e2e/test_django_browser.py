@@ -122,3 +122,14 @@ def test_notifications_reach_the_page_and_the_worker(
 
     browser.get(site + "/")  # saved: the page lists it from the database too
     browser.wait(lambda d: note in text(d, "notifications"))
+
+
+def test_the_example_mounts_the_dashboard(
+    browser: Browser, site: str, worker: Process
+) -> None:
+    browser.get(site + "/relay/")
+    browser.wait(lambda d: text(d, "live").startswith("live"))
+    cell = '[data-q="tasks.default"][data-f="consumers"]'
+    browser.wait(lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "1")
+    browser.get(site + "/relay/workers")
+    assert "tasks.default" in browser.find_element(By.TAG_NAME, "main").text

@@ -133,6 +133,21 @@ def test_durable_put_loads_the_script_on_62(server_62: RedisServer) -> None:
     relay.close()
 
 
+def test_included_snippet_is_one_line_and_keeps_line_numbers() -> None:
+    """``-- @include count`` becomes the snippet on one line: errors keep the file's lines."""
+    from importlib import resources
+
+    files = resources.files("redrelay.protocol").joinpath("scripts")
+    counted = {"ack", "fetch", "retry", "bury", "recover"}
+    counted |= {f"topic_{name}" for name in counted}
+    for name in SCRIPT_NAMES:
+        raw = files.joinpath(f"{name}.lua").read_text("utf-8")
+        s = script(name)
+        assert "@include" not in s.source
+        assert s.source.count("\n") == raw.count("\n")
+        assert ("local function count_outcome(" in s.source) == (name in counted)
+
+
 @pytest.mark.parametrize("version", ["6.2", "7"])
 def test_schedule_round_trip(version: str, request: pytest.FixtureRequest) -> None:
     """The schedule scripts (read with TIME, compare-and-set, fire, trigger) on both."""

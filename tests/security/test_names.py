@@ -50,6 +50,7 @@ def _all_keys(keys: QueueKeys) -> list[str]:
         keys.dead,
         keys.dead_data,
         keys.stats,
+        keys.history,
         keys.inflight(consumer),
         keys.started(consumer),
         keys.dedup("0" * 32),

@@ -2,8 +2,8 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``doctor``, ``embedded``, ``topics``, ``schedules`` and ``demo`` each add their
-commands to it on import.
+tail), ``doctor``, ``embedded``, ``topics``, ``schedules``, ``dashboard`` and ``demo`` each
+add their commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import click
 
 from . import (  # noqa: F401
+    dashboard,
     dead,
     demo,
     doctor,

@@ -19,6 +19,7 @@ __all__ = [
     "TopicKeys",
     "channel_key",
     "epoch_key",
+    "gaps_key",
     "queues_key",
     "topics_key",
     "validate_name",
@@ -76,6 +77,13 @@ def epoch_key(namespace: str) -> str:
     return f"{namespace}:epoch"
 
 
+def gaps_key(namespace: str) -> str:
+    """Hash of channel gap counters (``gaps:<channel>``, ``lost:<channel>``) recorded by
+    instrumented processes (metrics.instrument); ``<key>:log`` is a capped stream of the
+    last reports."""
+    return f"{namespace}:gaps"
+
+
 def channel_key(namespace: str, channel: str) -> str:
     """The Redis pub/sub channel of a redrelay channel: ``<namespace>:<channel>``."""
     return f"{namespace}:{channel}"
@@ -102,6 +110,8 @@ class QueueKeys:
     dead_data: str
     #: hash of counters (acked, retried, dead, recovered, rejected ...).
     stats: str
+    #: hash: per-minute and per-hour outcome counters, a bounded ring (scripts/_count.lua).
+    history: str
     #: string: the queue's shard count, set by the first producer or worker (sharding.py).
     shards: str
 
@@ -118,6 +128,7 @@ class QueueKeys:
             dead=f"{p}:dead",
             dead_data=f"{p}:dead:data",
             stats=f"{p}:stats",
+            history=f"{p}:history",
             shards=f"{p}:shards",
         )
 
@@ -164,6 +175,7 @@ class TopicKeys:
             dead=f"{p}:dead",
             dead_data=f"{p}:dead:data",
             stats=f"{p}:stats",
+            history=f"{p}:history",
             cursor=f"{p}:cursor",
             started=f"{p}:started",
         )
@@ -189,6 +201,8 @@ class GroupKeys:
     dead_data: str
     #: hash of counters (acked, retried, dead, recovered, rejected, trimmed ...).
     stats: str
+    #: hash: per-minute and per-hour outcome counters, a bounded ring (scripts/_count.lua).
+    history: str
     #: hash: ``id``, the last stream id this group read, and ``read``, how many entries
     #: the stream ever had up to it (to notice and count entries trimmed unread).
     cursor: str

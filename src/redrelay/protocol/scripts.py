@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["SCRIPT_NAMES", "SHEBANG", "Script", "script"]
+__all__ = ["INCLUDES", "SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 
 #: Every script shipped in ``protocol/scripts/``; one file per state transition.
 SCRIPT_NAMES = (
@@ -73,14 +73,40 @@ def script(name: str) -> Script:
     """Load one script by name (cached)."""
     if name not in SCRIPT_NAMES:
         raise KeyError(f"no Lua script named {name!r}")
-    source = (
+    source = _expand(_read(name))
+    legacy = "-- " + source if source.startswith(SHEBANG) else source
+    return Script(name, source, _sha1(source), legacy, _sha1(legacy))
+
+
+#: Snippets a script pulls in with a line ``-- @include <name>`` (``scripts/_<name>.lua``).
+INCLUDES = ("count",)
+
+
+def _read(name: str) -> str:
+    return (
         resources.files(__package__)
         .joinpath("scripts")
         .joinpath(f"{name}.lua")
         .read_text("utf-8")
     )
-    legacy = "-- " + source if source.startswith(SHEBANG) else source
-    return Script(name, source, _sha1(source), legacy, _sha1(legacy))
+
+
+def _expand(source: str) -> str:
+    """Replace each ``-- @include <name>`` line with that snippet joined into one line.
+
+    Lua has no include, and the few transitions that count outcomes (ack, fetch, retry,
+    bury, recover) share one counting function; one line keeps the line numbers of
+    Lua errors those of the script's own file.
+    """
+    lines = source.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("-- @include "):
+            snippet = line.removeprefix("-- @include ").strip()
+            if snippet not in INCLUDES:
+                raise KeyError(f"no Lua snippet named {snippet!r}")
+            code = (s.strip() for s in _read(f"_{snippet}").split("\n"))
+            lines[i] = " ".join(s for s in code if s and not s.startswith("--"))
+    return "\n".join(lines)
 
 
 def _sha1(source: str) -> str:

@@ -100,6 +100,9 @@ class Lease:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "started": time.time(),
+                    # for the dashboard's workers page (last heartbeat = expiry - lease)
+                    "concurrency": self.options.concurrency,
+                    "lease": self.options.lease,
                 }
             )
             cid = self.consumer_id
@@ -191,6 +194,7 @@ class Lease:
             k.delayed_data,
             k.stats,
             k.started(cid),
+            k.history,
         ]
         return keys, [cid, reservation.count, reservation.first, PROMOTE_LIMIT, *acks]
 
@@ -212,11 +216,11 @@ class Lease:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""
         if not tags:
             return 0
-        cid = _consumer_of(tags[0])
+        k, cid = self.keys, _consumer_of(tags[0])
         return int(
             self.conn.run(
                 "ack",
-                [self.keys.inflight(cid), self.keys.stats, self.keys.started(cid)],
+                [k.inflight(cid), k.stats, k.started(cid), k.history],
                 tags,
             )
         )
@@ -242,6 +246,7 @@ class Lease:
                     k.delayed_data,
                     k.stats,
                     k.started(cid),
+                    k.history,
                 ],
                 [tag, entry, to_ms(delay), msg_id],
             )
@@ -252,7 +257,14 @@ class Lease:
         return bool(
             self.conn.run(
                 "bury",
-                [k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid)],
+                [
+                    k.inflight(cid),
+                    k.dead,
+                    k.dead_data,
+                    k.stats,
+                    k.started(cid),
+                    k.history,
+                ],
                 [tag, msg_id, record, cap],
             )
         )
@@ -318,6 +330,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
                     keys.consumers,
                     keys.stats,
                     keys.started(cid),
+                    keys.history,
                 ],
                 [cid],
             )

@@ -75,6 +75,7 @@ def begin(
         headers={} if env is None else (env.get("h") or {}),
         topic=sub.topic.name,
         stream_id=sid,
+        group=sub.group,
         attempt=deliveries,
         failures=failures,
         enqueued_at=0.0 if env is None else env.get("t", 0) / 1000,

@@ -96,7 +96,16 @@ class GroupLease:
         k = self.keys
         r = self.conn.run(
             "topic_fetch",
-            [self.stream, k.leases, k.retry, k.failures, k.stats, k.cursor, k.started],
+            [
+                self.stream,
+                k.leases,
+                k.retry,
+                k.failures,
+                k.stats,
+                k.cursor,
+                k.started,
+                k.history,
+            ],
             [k.group, self.consumer_id, count, "1" if resync else "0", *acks],
         )
         items = [
@@ -111,7 +120,7 @@ class GroupLease:
         return int(
             self.conn.run(
                 "topic_ack",
-                [self.stream, k.failures, k.stats, k.started],
+                [self.stream, k.failures, k.stats, k.started, k.history],
                 [k.group, self.consumer_id, *ids],
             )
         )
@@ -121,7 +130,7 @@ class GroupLease:
         return int(
             self.conn.run(
                 "topic_retry",
-                [self.stream, k.retry, k.failures, k.stats, k.started],
+                [self.stream, k.retry, k.failures, k.stats, k.started, k.history],
                 [k.group, self.consumer_id, sid, to_ms(delay), failures, PARKED],
             )
         )
@@ -131,7 +140,15 @@ class GroupLease:
         return bool(
             self.conn.run(
                 "topic_bury",
-                [self.stream, k.dead, k.dead_data, k.failures, k.stats, k.started],
+                [
+                    self.stream,
+                    k.dead,
+                    k.dead_data,
+                    k.failures,
+                    k.stats,
+                    k.started,
+                    k.history,
+                ],
                 [k.group, self.consumer_id, sid, msg_id, record, cap],
             )
         )
@@ -166,7 +183,15 @@ def recover_group(
     k = sub.keys
     n, trimmed = conn.run(
         "topic_recover",
-        [sub.topic.keys.stream, k.leases, k.consumers, k.retry, k.stats, k.started],
+        [
+            sub.topic.keys.stream,
+            k.leases,
+            k.consumers,
+            k.retry,
+            k.stats,
+            k.started,
+            k.history,
+        ],
         [k.group, consumer, PARKED, "1" if leave else "0"],
     )
     if trimmed:

@@ -6,11 +6,13 @@
 -- KEYS[3] dead_data  hash   id -> record (JSON made by the client: entry, reason, traceback)
 -- KEYS[4] stats      hash
 -- KEYS[5] started    hash   the consumer's marked tags
+-- KEYS[6] history    hash   per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
+-- @include count
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HINCRBY', KEYS[4], 'rejected', 1)
+  count_outcome(KEYS[4], KEYS[6], 'rejected', 1)
   return 0
 end
 redis.call('HDEL', KEYS[5], ARGV[1])
@@ -18,7 +20,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-redis.call('HINCRBY', KEYS[4], 'dead', 1)
+count_outcome(KEYS[4], KEYS[6], 'dead', 1)
 local cap = tonumber(ARGV[4])
 if cap > 0 then
   local over = redis.call('ZCARD', KEYS[2]) - cap

@@ -10,6 +10,7 @@
 -- KEYS[5] delayed_data  hash    message id -> entry
 -- KEYS[6] stats         hash    counters
 -- KEYS[7] started       hash    this consumer's marked tags (see mark.lua)
+-- KEYS[8] history       hash    per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] consumer id; ARGV[2] max entries; ARGV[3] sequence number of the first tag;
 -- ARGV[4] max delayed entries to promote; ARGV[5...] delivery tags to ack first
 --
@@ -22,6 +23,7 @@
 -- moved (found under their tags) and does nothing else.
 -- A retried fetch whose first reply was lost: it already ran (acks applied, entries
 -- moved), so hand back what it took rather than taking more.
+-- @include count
 local first = tonumber(ARGV[3])
 if redis.call('HEXISTS', KEYS[3], ARGV[1] .. ':' .. first) == 1 then
   local tags = {}
@@ -43,12 +45,8 @@ if #ARGV > 4 then
   local tags = {unpack(ARGV, 5)}
   held = redis.call('HDEL', KEYS[3], unpack(tags))
   redis.call('HDEL', KEYS[7], unpack(tags))
-  if held > 0 then
-    redis.call('HINCRBY', KEYS[6], 'acked', held)
-  end
-  if held < #tags then
-    redis.call('HINCRBY', KEYS[6], 'rejected', #tags - held)
-  end
+  count_outcome(KEYS[6], KEYS[8], 'acked', held)
+  count_outcome(KEYS[6], KEYS[8], 'rejected', #tags - held)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

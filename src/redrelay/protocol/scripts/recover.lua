@@ -13,9 +13,11 @@
 -- KEYS[4] consumers  hash  consumer id -> info
 -- KEYS[5] stats      hash
 -- KEYS[6] started    hash  the expired consumer's marked tags
+-- KEYS[7] history    hash  per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] consumer id
 --
 -- Returns the number of entries recovered, or -1 if the lease is alive (it heartbeat in time).
+-- @include count
 local magic = '\031rr1:'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -54,7 +56,5 @@ end
 redis.call('DEL', KEYS[2], KEYS[6])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
-if n > 0 then
-  redis.call('HINCRBY', KEYS[5], 'recovered', n)
-end
+count_outcome(KEYS[5], KEYS[7], 'recovered', n)
 return n

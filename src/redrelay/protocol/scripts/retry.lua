@@ -7,12 +7,14 @@
 -- KEYS[4] delayed_data  hash   id -> entry
 -- KEYS[5] stats         hash
 -- KEYS[6] started       hash   the consumer's marked tags
+-- KEYS[7] history       hash   per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] delivery tag; ARGV[2] new entry (header rewritten by the client); ARGV[3] delay ms;
 -- ARGV[4] message id (member of the delayed set)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
+-- @include count
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  redis.call('HINCRBY', KEYS[5], 'rejected', 1)
+  count_outcome(KEYS[5], KEYS[7], 'rejected', 1)
   return 0
 end
 redis.call('HDEL', KEYS[6], ARGV[1])
@@ -25,5 +27,5 @@ if delay > 0 then
 else
   redis.call('LPUSH', KEYS[2], ARGV[2])
 end
-redis.call('HINCRBY', KEYS[5], 'retried', 1)
+count_outcome(KEYS[5], KEYS[7], 'retried', 1)
 return 1

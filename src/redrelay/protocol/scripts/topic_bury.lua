@@ -7,12 +7,14 @@
 -- KEYS[4] failures   hash
 -- KEYS[5] stats      hash
 -- KEYS[6] started    hash  marks of started redeliveries
+-- KEYS[7] history   hash  per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] stream id; ARGV[4] message id;
 -- ARGV[5] record; ARGV[6] cap (0: no cap)
 --
 -- Returns 1, or 0 if this consumer no longer held the entry (rejected, nothing written).
+-- @include count
 if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then
-  redis.call('HINCRBY', KEYS[5], 'rejected', 1)
+  count_outcome(KEYS[5], KEYS[7], 'rejected', 1)
   return 0
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
@@ -22,7 +24,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-redis.call('HINCRBY', KEYS[5], 'dead', 1)
+count_outcome(KEYS[5], KEYS[7], 'dead', 1)
 local cap = tonumber(ARGV[6])
 if cap > 0 then
   local over = redis.call('ZCARD', KEYS[2]) - cap

@@ -11,6 +11,7 @@
 -- KEYS[6] cursor    hash    id: the last stream id this group read; read: entries the
 --                           stream ever had up to it (unknown after a start from an id)
 -- KEYS[7] started   hash    marks of started redeliveries (cleared on ack)
+-- KEYS[8] history   hash  per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] max entries; ARGV[4] '1' to resync (a
 -- previous fetch's reply was lost: what it took is handed out again); ARGV[5...] stream
 -- ids to ack first (as topic_ack.lua: only those this consumer still holds)
@@ -22,6 +23,7 @@
 -- trimmed unread counts entries that retention removed before this group read them
 -- (-1: some, but Redis < 7 cannot say how many); trimmed pending counts entries the
 -- group held that were removed before they were done. Both are added to the counters.
+-- @include count
 local group, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local function parse(id)
@@ -60,11 +62,9 @@ if #ARGV > 4 then
     redis.call('XACK', KEYS[1], group, unpack(owned))
     redis.call('HDEL', KEYS[4], unpack(owned))
     redis.call('HDEL', KEYS[7], unpack(owned))
-    redis.call('HINCRBY', KEYS[5], 'acked', held)
+    count_outcome(KEYS[5], KEYS[8], 'acked', held)
   end
-  if held < #ARGV - 4 then
-    redis.call('HINCRBY', KEYS[5], 'rejected', #ARGV - 4 - held)
-  end
+  count_outcome(KEYS[5], KEYS[8], 'rejected', #ARGV - 4 - held)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -8,6 +8,7 @@
 -- KEYS[4] retry      zset  stream id -> due (server ms)
 -- KEYS[5] stats      hash
 -- KEYS[6] started    hash  stream id -> 1: redeliveries whose handler started
+-- KEYS[7] history   hash  per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] group; ARGV[2] consumer id; ARGV[3] the parking consumer's name;
 -- ARGV[4] '1' to leave (no expiry check, not counted as recovered)
 --
@@ -19,6 +20,7 @@
 -- leaves cleanly has no handler running, so none of its hand-outs is counted. Entries trimmed from the stream meanwhile are
 -- dropped from the pending list by XCLAIM and counted as trimmed_pending.
 -- Returns {recovered, trimmed}, or {-1, 0} if the lease is alive (it heartbeat in time).
+-- @include count
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[4] ~= '1' then
@@ -67,8 +69,8 @@ end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
-if n > 0 and ARGV[4] ~= '1' then
-  redis.call('HINCRBY', KEYS[5], 'recovered', n)
+if ARGV[4] ~= '1' then
+  count_outcome(KEYS[5], KEYS[7], 'recovered', n)
 end
 if trimmed > 0 then
   redis.call('HINCRBY', KEYS[5], 'trimmed_pending', trimmed)
