@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import DrainTimeout
 from ..handlers import Subscriber
 from ..message import Message
+from ..protocol.envelope import new_id
 
 if TYPE_CHECKING:
     from ..relay import Relay
@@ -48,7 +49,7 @@ class ChannelRecorder:
         self._running = False
         #: Messages recorded elsewhere, handed to the next ``take()`` first.
         self.pending: list[Message] = []
-        self._marker_channel = relay.channel(_MARKER_CHANNEL)
+        self._marker_key = relay.channel(_MARKER_CHANNEL).key
         recorder = Subscriber(channel="*", pattern=True, handler=self._record)
         self._listener = Listener(relay, [recorder], contexts=[], queue_size=100_000)
 
@@ -98,7 +99,10 @@ class ChannelRecorder:
         token = secrets.token_hex(8)
         with self._lock:
             self._marker = token
-        self._marker_channel.publish(token)
+        # Encoded (and signed) without the envelope hooks: the marker is the drain's
+        # own traffic, not the app's, so tracing must not see a publish here.
+        entry = self.relay.encode_envelope({"i": new_id(), "b": token, "t": 0})
+        self.relay.connection.call("PUBLISH", self._marker_key, entry)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
