@@ -12,6 +12,7 @@ from .errors import BrokerError as BrokerError
 from .errors import BrokerFull as BrokerFull
 from .errors import BrokerLoading as BrokerLoading
 from .errors import BrokerUnavailable as BrokerUnavailable
+from .errors import Cancelled as Cancelled
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DecodeError as DecodeError
 from .errors import DrainFailed as DrainFailed
@@ -19,6 +20,8 @@ from .errors import DrainTimeout as DrainTimeout
 from .errors import DurabilityNotConfirmed as DurabilityNotConfirmed
 from .errors import EncodeError as EncodeError
 from .errors import InvalidName as InvalidName
+from .errors import JobCancelled as JobCancelled
+from .errors import JobFailed as JobFailed
 from .errors import MessageError as MessageError
 from .errors import MessageNotFound as MessageNotFound
 from .errors import MessageTooLarge as MessageTooLarge
@@ -26,10 +29,13 @@ from .errors import NotFound as NotFound
 from .errors import QueueNotFound as QueueNotFound
 from .errors import RedrelayError as RedrelayError
 from .errors import Reject as Reject
+from .errors import ResultNotFound as ResultNotFound
+from .errors import ResultTimeout as ResultTimeout
 from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
 from .message import Message as Message
+from .protocol.results import Status as Status
 from .protocol.schedule import ScheduleSpec as ScheduleSpec
 from .protocol.transitions import Backoff as Backoff
 from .queue import DeadLetter as DeadLetter
@@ -37,6 +43,8 @@ from .queue import Queue as Queue
 from .queue import QueueStats as QueueStats
 from .relay import Relay as Relay
 from .schedules import ScheduleInfo as ScheduleInfo
+from .tasks import Task as Task
+from .tasks import TaskHandle as TaskHandle
 from .topic import GroupStats as GroupStats
 from .topic import Topic as Topic
 from .topic import TopicStats as TopicStats
@@ -49,6 +57,7 @@ __all__ = [
     "BrokerFull",
     "BrokerLoading",
     "BrokerUnavailable",
+    "Cancelled",
     "Channel",
     "ConfigurationError",
     "DeadLetter",
@@ -60,6 +69,8 @@ __all__ = [
     "GapReport",
     "GroupStats",
     "InvalidName",
+    "JobCancelled",
+    "JobFailed",
     "Message",
     "MessageError",
     "MessageNotFound",
@@ -71,10 +82,15 @@ __all__ = [
     "RedrelayError",
     "Reject",
     "Relay",
+    "ResultNotFound",
+    "ResultTimeout",
     "Retry",
     "ScheduleInfo",
     "ScheduleSpec",
     "SignatureError",
+    "Status",
+    "Task",
+    "TaskHandle",
     "TimeLimitExceeded",
     "Topic",
     "TopicStats",

@@ -60,13 +60,10 @@ class _Worker:
             daemon=True,
         )
 
-    def offer(self, message: Message) -> bool:
-        """Queue ``message`` unless the queue is full. Only the listener thread calls
-        this, so the size can only shrink between the check and the put."""
-        if self.queue.qsize() >= self.queue_size:
-            return False
-        self.queue.put(message)
-        return True
+    def full(self) -> bool:
+        """Whether a new message would be dropped. Only the listener thread queues
+        messages, so a queue with room keeps it until the listener's next put."""
+        return self.queue.qsize() >= self.queue_size
 
     def _run(self) -> None:
         bounded = self.bounded

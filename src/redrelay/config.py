@@ -106,6 +106,9 @@ class ConsumerOptions:
         that does not stop within a second more is abandoned (None: no limit).
     :param max_deliveries: hand-outs (crashes included) before the message is dead-lettered
         without running (default: ``retries + 3``).
+    :param result_ttl: seconds to keep each message's outcome (its return value, or the
+        failure of a dead one) for ``queue.result(id)``; None (default) stores nothing and
+        keeps the ack path unchanged. See docs/results.md.
     """
 
     concurrency: int = 1
@@ -116,6 +119,7 @@ class ConsumerOptions:
     heartbeat: float = 2.5
     max_deliveries: int = 6
     time_limit: float | None = None
+    result_ttl: float | None = None
 
     @classmethod
     def build(
@@ -129,6 +133,7 @@ class ConsumerOptions:
         heartbeat: Duration | None = None,
         max_deliveries: int | None = None,
         time_limit: Duration | None = None,
+        result_ttl: Duration | None = None,
     ) -> ConsumerOptions:
         """Validate public arguments (naming the bad one) and fill derived defaults."""
         _positive_int("concurrency", concurrency, 1024)
@@ -165,6 +170,9 @@ class ConsumerOptions:
             time_limit=None
             if time_limit is None
             else to_seconds(time_limit, "time_limit", allow_zero=False),
+            result_ttl=None
+            if result_ttl is None
+            else to_seconds(result_ttl, "result_ttl", allow_zero=False),
         )
 
 

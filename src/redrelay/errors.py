@@ -17,7 +17,12 @@
     │   └── SignatureError                   an unsigned or forged envelope
     ├── NotFound (LookupError)
     │   ├── QueueNotFound
-    │   └── MessageNotFound
+    │   ├── MessageNotFound
+    │   └── ResultNotFound                   no record of that id: unknown, or its result expired
+    ├── JobFailed                            the awaited message died; its last failure is attached
+    ├── JobCancelled                         the awaited message was cancelled
+    ├── ResultTimeout (TimeoutError)         ``queue.result(id, timeout=)`` passed its timeout
+    ├── Cancelled                            raised inside a handler whose message was cancelled
     ├── DrainTimeout                         ``relay.drain()`` did not empty the queues in time
     ├── DrainFailed (AssertionError)         ``relay.drain()`` saw handlers fail or messages die
     ├── TimeLimitExceeded                    raised inside a handler that ran past its time_limit
@@ -34,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "BrokerError",
+    "Cancelled",
     "BrokerFull",
     "BrokerLoading",
     "BrokerUnavailable",
@@ -44,6 +50,8 @@ __all__ = [
     "DurabilityNotConfirmed",
     "EncodeError",
     "InvalidName",
+    "JobCancelled",
+    "JobFailed",
     "MessageError",
     "MessageNotFound",
     "MessageTooLarge",
@@ -51,6 +59,8 @@ __all__ = [
     "QueueNotFound",
     "RedrelayError",
     "Reject",
+    "ResultNotFound",
+    "ResultTimeout",
     "Retry",
     "SignatureError",
     "TimeLimitExceeded",
@@ -165,6 +175,73 @@ class QueueNotFound(NotFound):
 
 class MessageNotFound(NotFound):
     """No message with that id is where it was looked for."""
+
+
+class ResultNotFound(NotFound):
+    """No record of a message: the id is unknown, its result expired, or it was put by a
+    producer that does not track results (see docs/results.md)."""
+
+    def __init__(self, queue: str, msg_id: str) -> None:
+        self.queue = queue
+        self.id = msg_id
+        super().__init__(
+            f"no result record for message {msg_id!r} on queue {queue!r}: the id is unknown, "
+            "its result expired (result_ttl=), or it was put without tracking (declare its "
+            "consumer with result_ttl= in the producing process too, or use "
+            "relay.queue(name, results=True))"
+        )
+
+
+class JobFailed(RedrelayError):
+    """The awaited message died (dead-lettered) after its retries.
+
+    ``error_type`` is the class path of the last exception (``"builtins.ValueError"``),
+    ``error_message`` its text and ``traceback`` the formatted traceback (None when the
+    message died without running, e.g. over ``max_deliveries``).
+    """
+
+    def __init__(
+        self,
+        msg_id: str,
+        error_type: str,
+        error_message: str,
+        traceback: str | None,
+        reason: str = "",
+    ) -> None:
+        self.id = msg_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+        self.reason = reason
+        super().__init__(
+            f"message {msg_id} failed: {error_type}: {error_message}"
+            + (f" ({reason})" if reason else "")
+        )
+
+
+class JobCancelled(RedrelayError):
+    """The awaited message was cancelled (``queue.cancel(id)``) and did not finish."""
+
+    def __init__(self, msg_id: str) -> None:
+        self.id = msg_id
+        super().__init__(f"message {msg_id} was cancelled")
+
+
+class ResultTimeout(RedrelayError, TimeoutError):
+    """The message did not finish within the ``timeout=`` of a wait; it may still finish."""
+
+    def __init__(self, msg_id: str, timeout: float) -> None:
+        self.id = msg_id
+        self.timeout = timeout
+        super().__init__(
+            f"message {msg_id} did not finish within {timeout:g}s; it may still finish: "
+            "wait again, or cancel it with queue.cancel(id)"
+        )
+
+
+class Cancelled(RedrelayError):
+    """Raised inside a handler by ``message.raise_if_cancelled()`` once its message was
+    cancelled; the worker then records the message as cancelled (not a failure)."""
 
 
 class DrainTimeout(RedrelayError):

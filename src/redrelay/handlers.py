@@ -48,32 +48,31 @@ def invoke(
     message: Message,
     contexts: Sequence[HandlerContext],
     loop: asyncio.AbstractEventLoop | None,
-) -> None:
+) -> Any:
     """Run one handler inside the relay's handler contexts; the one place handlers are called.
 
     The worker runs ``async def`` handlers with :func:`ainvoke` on its event loop
     thread instead; an awaitable that still reaches here (a plain function returning
     one) runs to completion on ``loop``, else on a throwaway loop. Exceptions propagate
-    to the caller.
+    to the caller; the handler's return value is returned (results, docs/results.md).
     """
     if not contexts:  # the hot path: no ExitStack per message
-        _call(handler, message, loop)
-        return
+        return _call(handler, message, loop)
     with contextlib.ExitStack() as stack:
         for context in contexts:
             stack.enter_context(context(message))
-        _call(handler, message, loop)
+        return _call(handler, message, loop)
 
 
 def _call(
     handler: Handler, message: Message, loop: asyncio.AbstractEventLoop | None
-) -> None:
+) -> Any:
     result = handler(message)
     if result is not None and inspect.isawaitable(result):
         if loop is None:
-            asyncio.run(_await(result))
-        else:
-            loop.run_until_complete(result)
+            return asyncio.run(_await(result))
+        return loop.run_until_complete(result)
+    return result
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -85,7 +84,7 @@ async def ainvoke(
     message: Message,
     contexts: Sequence[HandlerContext],
     time_limit: float | None = None,
-) -> None:
+) -> Any:
     """:func:`invoke` for the worker's event loop: ``await`` the handler in its contexts.
 
     Each call runs in its own task (``run_coroutine_threadsafe``), so context variables
@@ -100,21 +99,21 @@ async def ainvoke(
             result = handler(message)
             if result is not None and inspect.isawaitable(result):
                 if time_limit is None:
-                    await result
-                else:
-                    await _limited(result, time_limit)
+                    return await result
+                return await _limited(result, time_limit)
+            return result
     except (SystemExit, KeyboardInterrupt) as exc:
         # Out of a task these would stop the worker's event loop, and with it every
         # other handler: a handler calling sys.exit() fails its delivery instead.
         raise RuntimeError(f"the handler raised {type(exc).__name__}({exc})") from exc
 
 
-async def _limited(awaitable: Awaitable[Any], limit: float) -> None:
+async def _limited(awaitable: Awaitable[Any], limit: float) -> Any:
     if sys.version_info >= (3, 11):
         timeout = asyncio.timeout(limit)
         try:
             async with timeout:
-                await awaitable
+                return await awaitable
         except TimeoutError as exc:
             if timeout.expired():  # not a TimeoutError of the handler's own
                 raise TimeLimitExceeded(
@@ -123,7 +122,7 @@ async def _limited(awaitable: Awaitable[Any], limit: float) -> None:
             raise
     else:  # pragma: no cover - Python 3.10
         try:
-            await asyncio.wait_for(awaitable, limit)
+            return await asyncio.wait_for(awaitable, limit)
         except asyncio.TimeoutError as exc:
             raise TimeLimitExceeded(
                 f"the handler ran past its time limit ({limit:g}s)"

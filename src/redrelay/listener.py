@@ -425,9 +425,12 @@ class Listener(_GapReporting):
         if message is None:
             return
         for worker in workers:
-            if worker.offer(message):
+            if not worker.full():
                 if worker.unreported_drops:
-                    self._flush_drops(worker, force=True)  # the run of drops is over
+                    # The run of drops is over: reported (on_gap called) before the
+                    # message that ends it reaches the handler.
+                    self._flush_drops(worker, force=True)
+                worker.queue.put(message)
                 continue
             self.dropped += 1
             worker.unreported_drops += 1

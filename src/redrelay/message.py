@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import Cancelled
 
 __all__ = ["Message"]
 
@@ -44,6 +47,24 @@ class Message:
     stream_id: str | None = None
     #: The consumer group that received it, for topic messages.
     group: str | None = None
+    #: Set by the worker for a consumer with ``result_ttl=``: is this id cancelled?
+    _cancel: Callable[[str], bool] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def cancelled(self) -> bool:
+        """Whether ``queue.cancel(id)`` asked this message to stop (seen within a heartbeat).
+
+        Only a consumer declared with ``result_ttl=`` tracks cancellations; elsewhere this
+        is always False. A long handler checks it between steps and returns early.
+        """
+        return self._cancel is not None and self._cancel(self.id)
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if :meth:`cancelled`; the worker then records the
+        message as cancelled (not a failure, no retry)."""
+        if self._cancel is not None and self._cancel(self.id):
+            raise Cancelled(f"message {self.id} was cancelled")
 
 
 def _setter(name: str) -> Any:
@@ -65,6 +86,12 @@ _set_available_at, _set_raw, _set_tag = (
 )
 _set_topic, _set_stream_id = _setter("topic"), _setter("stream_id")
 _set_group = _setter("group")
+_set_cancel = _setter("_cancel")
+
+
+def bind_cancel(message: Message, check: Callable[[str], bool]) -> None:
+    """Let ``message.cancelled()`` ask ``check(id)`` (the worker's tracker). Internal."""
+    _set_cancel(message, check)
 
 
 def make_message(
@@ -104,4 +131,5 @@ def make_message(
     _set_topic(message, topic)
     _set_stream_id(message, stream_id)
     _set_group(message, group)
+    _set_cancel(message, None)
     return message

@@ -15,11 +15,13 @@ from .message import Message
 from .protocol.envelope import new_id
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
+from .protocol.results import track_commands
 from .protocol.transitions import check_headers, to_ms
 from .records import DeadLetter as DeadLetter
 from .records import QueueStats as QueueStats
 from .records import _age, _dead_letter, _delay_ms, _pairs, _text, _to_message
 from .records import requeue_args as requeue_args
+from .results import QueueResults
 from .sharding import (
     ShardPicker,
     merge_stats,
@@ -37,11 +39,12 @@ __all__ = ["DeadLetter", "Queue", "QueueStats"]
 PUT_MANY_CHUNK = 1000
 
 
-class Queue:
+class Queue(QueueResults):
     """A named work queue. Get one with ``relay.queue(name)``; it holds no connection.
 
     ``shards`` splits it over several hash tags (Redis Cluster slots), see
     :mod:`redrelay.sharding`; None adopts the count stored with the queue (1 if none).
+    ``result``, ``status`` and ``cancel`` come from :class:`~redrelay.results.QueueResults`.
     """
 
     def __init__(self, relay: Relay, name: str, shards: int | None = None) -> None:
@@ -53,6 +56,7 @@ class Queue:
         self._registered = False
         self._shards: list[QueueKeys] | None = None
         self._picker = ShardPicker(1)
+        self.tracked = False
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} namespace={self.relay.namespace!r}>"
@@ -178,6 +182,12 @@ class Queue:
             k = shards[self._picker.by_key(dedup_key)]
         else:
             k = shards[self._picker.next()] if len(shards) > 1 else shards[0]
+        if self.tracked:
+            return (
+                yield from self._put_tracked(
+                    k, entry, msg_id, delay_ms, dedup_key, wait, durability
+                )
+            )
         if not delay_ms and dedup_key is None:
             reply = yield Step((("LPUSH", k.ready, entry),), wait=wait)
             result = msg_id
@@ -192,6 +202,44 @@ class Queue:
             reply = yield Step(script="put", keys=keys, args=args, wait=wait)
             # The id in the queue: an earlier one when the dedup key was taken.
             result = _text(reply[0] if wait is not None else reply)
+        if durability is not None:
+            durability.check(reply[1], [result])
+        return result
+
+    def _put_tracked(
+        self,
+        k: QueueKeys,
+        entry: bytes,
+        msg_id: str,
+        delay_ms: int,
+        dedup_key: str | None,
+        wait: Any,
+        durability: Any,
+    ) -> Plan[str]:
+        """A put that also creates the message's record (docs/results.md)."""
+        if self._shards is not None and len(self._shards) > 1:
+            raise ConfigurationError(
+                f"queue {self.name!r} is sharded: results are not supported there yet"
+            )
+        track = track_commands(k, msg_id, bool(delay_ms), entry)
+        if not delay_ms and dedup_key is None:
+            # The record and the entry in one transaction: a worker never sees one alone.
+            reply = yield Step(
+                (*track, ("LPUSH", k.ready, entry)), transaction=True, wait=wait
+            )
+            if durability is not None:
+                durability.check(reply[1], [msg_id])
+            return msg_id
+        # The record first: a message can then never finish before its record exists.
+        yield Step(track, transaction=True)
+        keys = [k.ready, k.delayed, k.delayed_data]
+        if dedup_key is not None:
+            keys.append(k.dedup(hashlib.sha256(dedup_key.encode()).hexdigest()[:32]))
+        args: list[Any] = [entry, msg_id, delay_ms, to_ms(self.relay.dedup_ttl)]
+        reply = yield Step(script="put", keys=keys, args=args, wait=wait)
+        result = _text(reply[0] if wait is not None else reply)
+        if result != msg_id:  # deduplicated: this id was never queued
+            yield Step((("DEL", k.job(msg_id)),))
         if durability is not None:
             durability.check(reply[1], [result])
         return result
@@ -256,6 +304,16 @@ class Queue:
                 ("LPUSH", k.ready, *part[start : start + PUT_MANY_CHUNK])
                 for start in range(0, len(part), PUT_MANY_CHUNK)
             ]
+            if self.tracked:  # records first, in the same MULTI (docs/results.md)
+                if len(shards) > 1:
+                    raise ConfigurationError(
+                        f"queue {self.name!r} is sharded: results are not supported there yet"
+                    )
+                commands[:0] = [
+                    c
+                    for i, e in zip(ids, entries, strict=True)
+                    for c in track_commands(k, i, False, e)
+                ]
             # One queue tag per MULTI on a cluster: a transaction stays in one slot.
             if commands and (self.relay.is_cluster or not batches):
                 batches.append(commands)

@@ -38,7 +38,9 @@ class _Registry:
 
     if TYPE_CHECKING:
 
-        def queue(self, name: str, *, shards: int | None = None) -> Queue: ...
+        def queue(
+            self, name: str, *, shards: int | None = None, results: bool = False
+        ) -> Queue: ...
 
         def topic(self, name: str) -> Topic: ...
 
@@ -58,7 +60,8 @@ class _Registry:
         """
         shards = options.pop("shards", None)
         opts = ConsumerOptions.build(**{**self.consumer_defaults, **options})
-        q = self.queue(queue, shards=shards)
+        # result_ttl=: this process's puts create records too (docs/results.md).
+        q = self.queue(queue, shards=shards, results=opts.result_ttl is not None)
 
         def register(handler: H) -> H:
             if not callable(handler):

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
@@ -28,6 +28,7 @@ from .schedules import Schedules
 if TYPE_CHECKING:
     from .channel import Channel, GapReport
     from .io.aio import AsyncConnection
+    from .tasks import Task
     from .topic import Topic, TopicSubscription
     from .worker.drain import DrainReport
     from .worker.recorder import ChannelRecorder
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["Relay", "RelayState"]
 
 H = TypeVar("H", bound=Handler)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Longest ``durable_timeout``: well under the 10 s socket timeout of connections.
 MAX_DURABLE_TIMEOUT = 5.0
@@ -322,18 +325,24 @@ class Relay(_Registry, PeriodicMixin):
 
     # -- primitives ------------------------------------------------------------------------
 
-    def queue(self, name: str, *, shards: int | None = None) -> Queue:
+    def queue(
+        self, name: str, *, shards: int | None = None, results: bool = False
+    ) -> Queue:
         """The queue called ``name`` (no I/O; validates the name).
 
         :param shards: split the queue over this many hash tags, so that Redis Cluster
             spreads it over its nodes (see docs/scaling.md). None: the count stored with
             the queue by its first producer or worker (1 if none).
+        :param results: puts create a record for ``result``/``status``/``cancel``, for a
+            producer that does not register the queue's consumer (whose ``result_ttl=``
+            turns it on); see docs/results.md.
         :raises ConfigurationError: ``shards`` differs from the count declared before.
         """
         q = self._queues.get(name)
         if q is None:
             q = self._queues.setdefault(name, Queue(self, name, shards))
         q.declare(shards)
+        q.tracked = q.tracked or results
         return q
 
     def channel(self, name: str) -> Channel:
@@ -401,6 +410,33 @@ class Relay(_Registry, PeriodicMixin):
             return list(queues)
         known = yield Step((("SMEMBERS", queues_key(self.namespace)),))
         return sorted(n.decode() for n in known)
+
+    # -- tasks (no Redis I/O) --------------------------------------------------------------
+
+    def task(
+        self, queue: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register the decorated function as a task: ``fn.delay(*args)`` runs it on a worker.
+
+        A consumer of ``queue`` (default: the function's ``module.qualname``) with the
+        ``@relay.consumer`` options, and ``result_ttl=`` one day unless given. See
+        :mod:`redrelay.tasks` and docs/results.md.
+
+        Example::
+
+            @relay.task(queue="reports", result_ttl=3600)
+            def render(report_id: int) -> str:
+                ...
+
+            handle = render.delay(42)
+            url = handle.result(timeout=30)
+        """
+        from .tasks import make_task
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            return make_task(self, fn, queue, dict(options))
+
+        return register
 
     # -- running ---------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
-tail), ``doctor``, ``embedded``, ``topics``, ``schedules``, ``dashboard`` and ``demo`` each
-add their commands to it on import.
+tail), ``results`` (status, result, cancel), ``doctor``, ``embedded``, ``topics``,
+``schedules``, ``dashboard`` and ``demo`` each add their commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -20,6 +20,7 @@ from . import (  # noqa: F401
     doctor,
     embedded,
     messages,
+    results,
     schedules,
     stats,
     topics,

@@ -9,7 +9,6 @@ is text), with redis-py's errors translated to redrelay's.
 
 from __future__ import annotations
 
-import socket
 from types import TracebackType
 from typing import Any
 
@@ -53,7 +52,6 @@ class AdminClient:
             self._conn.connect()
         except BaseException as exc:
             self._conn.disconnect()
-            _close_orphan_sockets(exc)
             if isinstance(exc, (rex.RedisError, OSError)):
                 raise self._translate(exc, f"cannot connect to {redact(url)}") from exc
             raise
@@ -102,25 +100,6 @@ class AdminClient:
             self._conn.disconnect()
             return BrokerUnavailable(f"{what}: {exc}")
         return BrokerError(str(exc))
-
-
-def _close_orphan_sockets(exc: BaseException | None) -> None:
-    """Close the sockets a failed connect left behind, before they are collected.
-
-    redis-py < 5.1 does not close a Unix socket whose ``connect()`` failed
-    (redis/redis-py#3314): only the traceback still holds it, and the warning on its
-    collection is an error under ``-W error``.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        tb = exc.__traceback__
-        while tb is not None:
-            for value in tb.tb_frame.f_locals.values():
-                if isinstance(value, socket.socket) and value.fileno() != -1:
-                    value.close()
-            tb = tb.tb_next
-        exc = exc.__cause__ or exc.__context__
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:

@@ -114,6 +114,10 @@ class QueueKeys:
     history: str
     #: string: the queue's shard count, set by the first producer or worker (sharding.py).
     shards: str
+    #: set: ids of running messages whose cancellation was asked (results.md).
+    cancels: str
+    #: pub/sub channel (not a key): ids of finished tracked messages, space-separated.
+    done: str
 
     @classmethod
     def of(cls, namespace: str, name: str) -> QueueKeys:
@@ -130,6 +134,8 @@ class QueueKeys:
             stats=f"{p}:stats",
             history=f"{p}:history",
             shards=f"{p}:shards",
+            cancels=f"{p}:cancels",
+            done=f"{p}:done",
         )
 
     def inflight(self, consumer: str) -> str:
@@ -139,6 +145,10 @@ class QueueKeys:
     def started(self, consumer: str) -> str:
         """Hash of one consumer's redelivered tags that were marked as started (mark.lua)."""
         return f"{self.prefix}:started:{consumer}"
+
+    def job(self, msg_id: str) -> str:
+        """Hash of one tracked message: state, result or failure, cancel flag (results.md)."""
+        return f"{self.prefix}:job:{msg_id}"
 
     def dedup(self, key: str) -> str:
         """String holding the id of the message put under a deduplication key."""

@@ -14,6 +14,8 @@ SCRIPT_NAMES = (
     "ack",
     "advance",
     "bury",
+    "cancel",
+    "complete",
     "fetch",
     "heartbeat",
     "leave",

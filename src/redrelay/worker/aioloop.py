@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..handlers import ainvoke
-from .dispatch import Outcome, Started, begin, settle
+from .dispatch import Outcome, Started, begin, finish, settle
 
 if TYPE_CHECKING:
     from ..handlers import Consumer
@@ -254,6 +254,8 @@ class _AsyncBatch:
         if isinstance(started, Outcome):
             self.bounded.release()
             self.counts[started] += 1
+            if started is Outcome.ACKED:  # cancelled before it ran (result_ttl=)
+                self.acks.append(tag)
             return
         crash_point("handler")
         coro = ainvoke(
@@ -310,7 +312,12 @@ def _outcome(
         return None
     error = error_of(future)
     if error is None:
-        return Outcome.ACKED
+        if lease.tracker is None:
+            return Outcome.ACKED
+        return finish(
+            runner.relay, consumer, lease, tag, entry, started, future.result(),
+            runner._halt,
+        )  # fmt: skip
     return settle(
         runner.relay, consumer, lease, tag, entry, started, error, runner._halt
     )

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import orjson
 
 from .._faults import crash_point
-from ..errors import DecodeError, Reject, Retry, TimeLimitExceeded
+from ..errors import Cancelled, DecodeError, Reject, Retry, TimeLimitExceeded
 from ..handlers import invoke
-from ..message import Message, make_message
+from ..message import Message, bind_cancel, make_message
 from ..protocol.envelope import Decoded, decode_entry, fresh_envelope, rewrite_header
+from ..protocol.results import failure_record
 from ..protocol.transitions import dead_record
 from .leases import Lease, retry_forever
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ..relay import Relay
     from .timelimit import Slot
 
-__all__ = ["Outcome", "Started", "begin", "handle_entry", "settle"]
+__all__ = ["Outcome", "Started", "begin", "finish", "handle_entry", "settle"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -86,10 +87,36 @@ def handle_entry(
         return started
     crash_point("handler")
     try:
-        invoke(consumer.handler, started.message, relay.handler_contexts, loop)
+        value = invoke(consumer.handler, started.message, relay.handler_contexts, loop)
     except Exception as exc:
         return settle(relay, consumer, lease, tag, entry, started, exc, halt, slot)
-    return Outcome.ACKED
+    if lease.tracker is None:
+        return Outcome.ACKED
+    return finish(relay, consumer, lease, tag, entry, started, value, halt)
+
+
+def finish(
+    relay: Relay,
+    consumer: Consumer,
+    lease: Lease,
+    tag: str,
+    entry: bytes,
+    started: Started,
+    value: object,
+    halt: threading.Event,
+) -> Outcome:
+    """A handler of a consumer with ``result_ttl=`` returned ``value``: keep it for the
+    ack (worker/results.py), or dead-letter the message if the codec cannot encode it."""
+    message = started.message
+    assert lease.tracker is not None
+    error = lease.tracker.succeeded(tag, message.id, value)
+    if error is None:
+        return Outcome.ACKED
+    reason = f"the handler's return value cannot be stored as its result: {error}"
+    return _bury(
+        relay, consumer, lease, tag, message.id, entry, reason, error,
+        message.attempt, halt,
+    )  # fmt: skip
 
 
 def begin(
@@ -150,6 +177,12 @@ def begin(
             message.attempt,
             halt,
         )
+    tracker = lease.tracker
+    if tracker is not None:
+        if tracker.skip(tag, message.id):
+            # Cancelled before it ran: acked, and recorded as cancelled.
+            return Outcome.ACKED
+        bind_cancel(message, tracker.is_cancelled)
     if deliveries and not retry_forever(
         lambda: lease.mark(tag), halt, f"mark on {consumer.name}"
     ):
@@ -173,6 +206,9 @@ def settle(
     """What follows a handler that raised ``error``: retry, dead letter, or nothing."""
     message, failures = started.message, started.failures
     delay: float | None = None
+    if isinstance(error, Cancelled) and lease.tracker is not None:
+        lease.tracker.cancelled(tag, message.id)
+        return Outcome.ACKED  # stopped on its cancellation: not a failure
     if isinstance(error, TimeLimitExceeded):
         if slot is not None and slot.abandoned:
             return Outcome.REJECTED
@@ -272,9 +308,11 @@ def _bury(
         )
     )
     cap = relay.dead_letter_cap
+    # A consumer with result_ttl= stores the failure with the death (bury.lua).
+    failure = None if lease.tracker is None else failure_record(exc, reason)
     crash_point("bury")
     ok = retry_forever(
-        lambda: lease.bury(tag, msg_id, record, cap),
+        lambda: lease.bury(tag, msg_id, record, cap, failure),
         halt,
         f"dead-letter on {consumer.name}",
     )

@@ -124,6 +124,11 @@ class Fetcher:
     # -- internals -------------------------------------------------------------------------
 
     def _new(self, acks: list[str]) -> Fetch:
+        if acks and getattr(self.lease, "tracker", None) is not None:
+            # Results are written by their ack (complete.lua), never by fetch.lua.
+            crash_point("ack")
+            self.on_rejected(self.lease, len(acks) - self.lease.ack(acks))
+            acks.clear()
         call = Fetch(self.lease.reserve(self.prefetch), acks[:])
         acks.clear()
         return call

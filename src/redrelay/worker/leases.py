@@ -28,6 +28,7 @@ from ..protocol.transitions import to_ms
 if TYPE_CHECKING:
     from ..config import ConsumerOptions
     from ..io.sync import Connection, Pending, Ready
+    from .results import Tracker
 
 __all__ = ["Batch", "Fetch", "Lease", "Reservation", "recover_expired"]
 
@@ -88,6 +89,8 @@ class Lease:
         self.lost = 0
         self._seq = 0
         self._lock = threading.Lock()
+        #: Results and cancellations, for a consumer with ``result_ttl=`` (results.py).
+        self.tracker: Tracker | None = None
 
     def join(self) -> None:
         """Register under a fresh consumer id (first start, or after the lease was lost)."""
@@ -120,6 +123,8 @@ class Lease:
             [self.keys.leases, self.keys.consumers],
             [cid, self.lease_ms, b""],
         )
+        if self.tracker is not None:
+            self.tracker.refresh()  # cancels of taken messages, once a heartbeat
         if alive:
             return True
         if cid == self.consumer_id:
@@ -216,6 +221,8 @@ class Lease:
         """Ack deliveries; returns how many were still held (the rest were rejected as stale)."""
         if not tags:
             return 0
+        if self.tracker is not None:
+            return self.tracker.complete(tags)  # the ack that writes the results
         k, cid = self.keys, _consumer_of(tags[0])
         return int(
             self.conn.run(
@@ -252,22 +259,25 @@ class Lease:
             )
         )
 
-    def bury(self, tag: str, msg_id: str, record: bytes, cap: int) -> bool:
+    def bury(
+        self,
+        tag: str,
+        msg_id: str,
+        record: bytes,
+        cap: int,
+        failure: bytes | None = None,
+    ) -> bool:
+        """Dead-letter a delivery; with ``failure`` (result_ttl=), store it as the result."""
         k, cid = self.keys, _consumer_of(tag)
-        return bool(
-            self.conn.run(
-                "bury",
-                [
-                    k.inflight(cid),
-                    k.dead,
-                    k.dead_data,
-                    k.stats,
-                    k.started(cid),
-                    k.history,
-                ],
-                [tag, msg_id, record, cap],
-            )
-        )
+        keys = [
+            k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid), k.history,
+        ]  # fmt: skip
+        args: list[Any] = [tag, msg_id, record, cap]
+        if failure is not None and self.tracker is not None:
+            self.tracker.settle()  # the call that marks it running goes first
+            keys += [k.job(msg_id), k.cancels]
+            args += [self.tracker.ttl_ms, failure, k.done]
+        return bool(self.conn.run("bury", keys, args))
 
     def release(self, tags: list[str]) -> int:
         """Give back fetched-but-unstarted deliveries, unchanged, to the front of the queue."""

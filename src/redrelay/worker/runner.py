@@ -33,6 +33,7 @@ from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
 from .periodic import Scheduler
+from .results import settle_batch, start_batch, track
 from .sharded import new_lease
 from .timelimit import Slot, interrupt
 from .topics import TopicRunner
@@ -138,6 +139,7 @@ class Runner:
                 f"queue {consumer.name}: register",
             )
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
+            track(lease, self.relay.codec, consumer.options.result_ttl, consumer.name)
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
                 limit = consumer.options.concurrency
@@ -255,6 +257,7 @@ class Runner:
                 try:
                     batch = fetcher.next(acks)
                     if batch is not None:
+                        start_batch(self, lease, batch, acks)  # result_ttl=
                         fetcher.send_ahead(batch, acks)
                         started = time.monotonic()
                         if bounded is not None:
@@ -336,6 +339,7 @@ class Runner:
                 self.outcomes[outcome] += 1
 
     def _flush(self, lease: Lease, acks: list[str]) -> None:
+        settle_batch(self, lease, acks)  # result_ttl=: a complete call in flight
         if acks:
             crash_point("ack")
             held = retry_forever(

@@ -74,6 +74,8 @@ class ShardedLease:
         self.keys = keys
         self.options = options
         self.shards = [Lease(conn, k, options) for k in shards]
+        #: Results are not stored for sharded queues yet (see worker/results.py).
+        self.tracker = None
         self._turn = itertools.count()
         self._by_consumer: dict[str, int] = {}
         #: Per thread: ``n`` batches taken in a row from one shard, the shard ``waited`` on.

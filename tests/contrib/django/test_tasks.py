@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from redrelay import Relay
+from redrelay import JobFailed, Relay, Status
 from redrelay.contrib.django import InvalidRelaySettings
 from redrelay.contrib.django.tasks import RedRelayBackend
+from redrelay.protocol.keys import QueueKeys
 
 from .testapp import tasks
 
@@ -28,6 +29,11 @@ except ImportError:
     from django_tasks import TaskResultStatus, task_backends
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished
+
+
+def _key(relay: Relay, result_id: str, queue: str = "tasks.default") -> str:
+    """Where a task's record lives: redrelay's result record (docs/results.md)."""
+    return QueueKeys.of(relay.namespace, queue).job(result_id)
 
 
 def test_the_default_backend_is_ours() -> None:
@@ -109,9 +115,7 @@ def test_run_after_delays_the_message_and_extends_the_ttl(app_relay: Relay) -> N
     result = tasks.add.using(run_after=when).enqueue(1, 1)
     stats = app_relay.queue("tasks.default").stats()
     assert (stats.ready, stats.delayed) == (0, 1)
-    ttl = app_relay.connection.call(
-        "TTL", f"{app_relay.namespace}:task-result:{result.id}"
-    )
+    ttl = app_relay.connection.call("TTL", _key(app_relay, result.id))
     assert 600 + 3500 < ttl <= 600 + 3600
     assert tasks.add.get_result(result.id).task.run_after == when
 
@@ -131,7 +135,7 @@ def test_unknown_and_expired_results_do_not_exist(app_relay: Relay) -> None:
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result("nope")
     result = tasks.add.enqueue(1, 2)
-    app_relay.connection.call("DEL", f"{app_relay.namespace}:task-result:{result.id}")
+    app_relay.connection.call("DEL", _key(app_relay, result.id))
     with pytest.raises(TaskResultDoesNotExist):
         result.refresh()
     # The task still runs, with a record rebuilt from its message.
@@ -161,9 +165,7 @@ def test_a_message_that_is_not_a_task_is_dead_lettered(app_relay: Relay) -> None
 
 def test_results_expire(app_relay: Relay) -> None:
     result = tasks.add.enqueue(1, 2)
-    ttl = app_relay.connection.call(
-        "TTL", f"{app_relay.namespace}:task-result:{result.id}"
-    )
+    ttl = app_relay.connection.call("TTL", _key(app_relay, result.id))
     assert 0 < ttl <= 600
 
 
@@ -204,3 +206,22 @@ def test_invalid_backend_settings_fail_on_use(settings: Any) -> None:
     }
     with pytest.raises(InvalidRelaySettings, match="RESULT_TTL"):
         task_backends["default"].get_result("x")
+
+
+def test_results_are_redrelay_results(app_relay: Relay) -> None:
+    """The same record as queue.result()/status() and their waiters read."""
+    ok = tasks.add.enqueue(20, 22)
+    bad = tasks.explode.enqueue("kaboom")
+    q = app_relay.queue("tasks.default")
+    assert q.status(ok.id) is Status.QUEUED
+    app_relay.drain(["tasks.default"])
+    assert q.status(ok.id) is Status.SUCCEEDED
+    assert q.result(ok.id, timeout=5) == 42
+    with pytest.raises(JobFailed) as info:
+        q.result(bad.id, timeout=5)
+    assert info.value.error_type == "builtins.ValueError"
+    assert info.value.error_message == "kaboom"
+    # Not for task ids: found nowhere, and nothing changed.
+    later = tasks.add.enqueue(1, 1)
+    assert q.cancel(later.id) is False
+    assert q.status(later.id) is Status.QUEUED

@@ -152,19 +152,19 @@ def send_task(
         task = task.using(**changes)
     result = _ready_result(backend, task, body["id"], body, enqueued_at=timezone.now())
     relay = get_relay(backend.config.relay)
-    key = _result_key(relay.namespace, body["id"])
-    record = backend._record(result)
-    command: list[Any] = ["SET", key, _dumps(record), "NX"]
-    if backend.config.result_ttl is not None:
+    queue = backend.queue_for(queue_name)
+    # A row sent again after a crash finds the first send's record (perhaps finished
+    # by now) and leaves it; the check and the write are not atomic, which only matters
+    # if two relays send the same row at the same instant (rows are locked for that).
+    if not relay.connection.call(
+        "HEXISTS", _result_key(relay.namespace, queue, body["id"]), "m"
+    ):
         extra = 0.0
         if eta is not None:
             extra = max(0.0, (eta - timezone.now()).total_seconds())
-        command += ["EX", backend.config.result_ttl + int(extra)]
-    relay.connection.call(*command)
+        backend._save(relay, backend._record(result), extra)
     message = {k: body[k] for k in ("id", "task", "args", "kwargs")}
-    relay.queue(backend.queue_for(queue_name)).put(
-        message, eta=eta, dedup_key=dedup_key
-    )
+    relay.queue(queue).put(message, eta=eta, dedup_key=dedup_key)
     framework.task_enqueued.send(type(backend), task_result=result)
 
 
@@ -173,12 +173,6 @@ def _tasks() -> Any:
     from . import tasks
 
     return tasks
-
-
-def _dumps(record: dict[str, Any]) -> bytes:
-    import orjson
-
-    return orjson.dumps(record)
 
 
 def _ready_result(

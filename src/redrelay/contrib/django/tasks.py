@@ -34,6 +34,11 @@ How it works:
 - ``backend.get_result(id)`` reads the record: status, return value, errors, timestamps,
   worker ids. Records expire ``RESULT_TTL`` seconds after their last change (plus any
   ``run_after`` delay), so memory stays bounded.
+- Records are redrelay's result records (docs/results.md): the queue's ``job:<id>`` hash,
+  with the ``TaskResult`` as JSON in field ``m`` and the state and value that
+  ``queue.result(id)``/``status(id)`` and their waiters read (a finished task is
+  announced to them). The backend writes them itself, not in the ack script:
+  ``django.tasks`` keeps a failed task as a result (no retry, no dead letter).
 
 **Priority** is not supported: redrelay queues are FIFO, and an urgent task should get a
 ``queue_name`` of its own (each queue has its own consumer threads, so it never waits
@@ -60,6 +65,7 @@ from django.utils.module_loading import import_string
 from ...errors import ConfigurationError, RedrelayError, Reject
 from ...message import Message
 from ...protocol.envelope import new_id
+from ...protocol.keys import QueueKeys
 from ...relay import Relay
 from ._tasks_conf import TasksSettings, problems, tasks_settings
 from .conf import DEFAULT_ALIAS, InvalidRelaySettings
@@ -117,9 +123,27 @@ T = TypeVar("T")
 _FINISHED = ("SUCCESSFUL", "FAILED")
 
 
-def _result_key(namespace: str, result_id: str) -> str:
-    # Beside the queue keys of the namespace, outside any queue's hash tag: one key each.
-    return f"{namespace}:task-result:{result_id}"
+def _result_key(namespace: str, queue: str, result_id: str) -> str:
+    # The record of redrelay's results (docs/results.md), under the queue's hash tag:
+    # queue.result(id), queue.status(id) and their waiters read Django tasks too.
+    return QueueKeys.of(namespace, queue).job(result_id)
+
+
+def _state(record: dict[str, Any]) -> list[Any]:
+    """The fields that redrelay's results read (``s`` and ``v``) for a Django record."""
+    status = record["status"]
+    if status == "SUCCESSFUL":
+        return ["s", "ok", "v", b"j" + orjson.dumps(record.get("return_value"))]
+    if status == "FAILED":
+        error = (record.get("errors") or [{}])[-1]
+        failure = {
+            "type": error.get("exception_class_path", "builtins.Exception"),
+            "message": error.get("message", ""),
+            "traceback": error.get("traceback"),
+            "reason": "the task raised",
+        }
+        return ["s", "fail", "v", orjson.dumps(failure)]
+    return ["s", "r" if status == "RUNNING" else "q", "v", ""]
 
 
 def register_consumers(
@@ -252,7 +276,8 @@ class RedRelayBackend(BaseTaskBackend):
             )
         except RedrelayError:
             try:
-                relay.connection.call("DEL", _result_key(relay.namespace, result.id))
+                key = _result_key(relay.namespace, self._queue_of(record), result.id)
+                relay.connection.call("DEL", key)
             except RedrelayError:
                 pass  # it expires
             raise
@@ -318,7 +343,9 @@ class RedRelayBackend(BaseTaskBackend):
                 "not a task message (expected {'id', 'task', 'args', 'kwargs'})"
             )
         relay = get_relay(self.config.relay)
-        record = self._load(relay, body["id"]) or self._record_from(body, message)
+        record = self._load(relay, body["id"], message.queue) or self._record_from(
+            body, message
+        )
         if record["status"] in _FINISHED:
             return  # a redelivery after the result was stored: do not run it twice
         now = timezone.now()
@@ -363,6 +390,7 @@ class RedRelayBackend(BaseTaskBackend):
                 *record.get("errors", []),
                 {
                     "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+                    "message": str(exc),
                     "traceback": "".join(traceback.format_exception(exc)),
                 },
             ]
@@ -415,20 +443,41 @@ class RedRelayBackend(BaseTaskBackend):
             "worker_ids": [],
         }
 
+    def _queue_of(self, record: dict[str, Any]) -> str:
+        return self.queue_for(record.get("queue_name") or "default")
+
     def _save(
         self, relay: Relay, record: dict[str, Any], extra_ttl: float = 0.0
     ) -> None:
-        key = _result_key(relay.namespace, record["id"])
-        data = orjson.dumps(record)
+        """Write the record (field ``m``) with the state redrelay's results read, expire it,
+        and announce a finished task to waiters, in one transaction."""
+        keys = QueueKeys.of(relay.namespace, self._queue_of(record))
+        key = keys.job(record["id"])
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", key, "m", orjson.dumps(record), *_state(record))
+        ]
         if self.config.result_ttl is None:
-            relay.connection.call("SET", key, data)
+            commands.append(("PERSIST", key))
         else:
-            ttl = self.config.result_ttl + int(extra_ttl)
-            relay.connection.call("SET", key, data, "EX", ttl)
+            commands.append(("EXPIRE", key, self.config.result_ttl + int(extra_ttl)))
+        if record["status"] in _FINISHED:
+            commands.append(("PUBLISH", keys.done, record["id"]))
+        relay.connection.pipeline(commands, transaction=True)
 
-    def _load(self, relay: Relay, result_id: str) -> dict[str, Any] | None:
-        raw = relay.connection.call("GET", _result_key(relay.namespace, result_id))
-        return orjson.loads(raw) if raw is not None else None
+    def _load(
+        self, relay: Relay, result_id: str, queue: str | None = None
+    ) -> dict[str, Any] | None:
+        """The record of ``result_id``: in ``queue``, else looked for in every queue of
+        the backend (the id does not name its queue; a few HGETs in one round trip)."""
+        queues = [queue] if queue else [self.queue_for(q) for q in sorted(self.queues)]
+        commands = [
+            ("HGET", _result_key(relay.namespace, q, result_id), "m") for q in queues
+        ]
+        for raw in relay.connection.pipeline(commands, transaction=False):
+            if raw is not None:
+                loaded: dict[str, Any] = orjson.loads(raw)
+                return loaded
+        return None
 
     def _result(self, task: Task[Any, Any], record: dict[str, Any]) -> TaskResult[Any]:
         changes: dict[str, Any] = {}

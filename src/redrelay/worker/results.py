@@ -1,0 +1,242 @@
+"""The worker side of results and cancellation, for consumers declared with ``result_ttl=``.
+
+Such a consumer never acks on its fetch (fetch.lua knows nothing of results): each
+finished delivery waits here with its outcome, and complete.lua acks and writes them in
+one call, so a result never exists without its ack (or the reverse). That call goes out
+once per batch, when the next batch arrives, *without waiting* for its reply (read before
+the next one): Redis writes the results while this thread runs handlers, as it does with
+the fetch sent ahead (fetcher.py). It also marks the new batch running. Cancellations
+need no round trip here: cancel.lua removes a queued or delayed message from the queue
+itself, and a message a worker already took is named in the cancels set, which the
+keeper reads every heartbeat (:meth:`Tracker.refresh`) for ``message.cancelled()`` and to
+skip taken-but-unstarted deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._faults import crash_point
+from ..errors import ConfigurationError, DecodeError, EncodeError, RedrelayError
+from ..protocol.envelope import MAGIC, decode_entry, fresh_envelope
+from ..protocol.results import encode_value
+from ..protocol.transitions import to_ms
+from .leases import retry_forever
+
+if TYPE_CHECKING:
+    from ..codecs import Codec
+    from .leases import Batch, Lease
+    from .runner import Runner
+
+__all__ = ["Tracker", "settle_batch", "start_batch", "track"]
+
+log = logging.getLogger("redrelay.worker")
+
+#: The stored value of a cancelled message.
+_NOTHING = b""
+
+
+class Tracker:
+    """Results and cancellations of one consumer's lease (shared by its threads)."""
+
+    def __init__(self, lease: Lease, codec: Codec, result_ttl: float) -> None:
+        self.lease = lease
+        self.codec = codec
+        self.ttl_ms = max(1, to_ms(result_ttl))
+        #: Delivery tag -> (message id, state, value), until a complete call takes it.
+        self._finished: dict[str, tuple[str, str, bytes]] = {}
+        #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
+        self._stop: frozenset[str] = frozenset()
+        self._none = encode_value(codec, None)
+        #: Per consumer thread: the complete call sent and not read yet.
+        self._local = threading.local()
+
+    # -- cancellations ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the taken messages asked to stop (one SMEMBERS of a small set)."""
+        members = self.lease.conn.call("SMEMBERS", self.lease.keys.cancels)
+        self._stop = frozenset(m.decode() for m in members)
+
+    def skip(self, tag: str, msg_id: str) -> bool:
+        """Whether this delivery was asked to stop before it started; if so it is finished
+        as cancelled (acked with the next call) and must not run."""
+        if msg_id not in self._stop:
+            return False
+        self._finished[tag] = (msg_id, "x", _NOTHING)
+        return True
+
+    def is_cancelled(self, msg_id: str) -> bool:
+        """``message.cancelled()``: whether a cancel of this taken message was seen."""
+        return msg_id in self._stop
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def succeeded(self, tag: str, msg_id: str, value: Any) -> EncodeError | None:
+        """Keep the handler's return value for the ack; the error if it cannot be encoded."""
+        try:
+            encoded = encode_value(self.codec, value)
+        except EncodeError as exc:
+            return exc
+        self._finished[tag] = (msg_id, "ok", encoded)
+        return None
+
+    def cancelled(self, tag: str, msg_id: str) -> None:
+        """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
+        self._finished[tag] = (msg_id, "x", _NOTHING)
+
+    # -- complete calls --------------------------------------------------------------------
+
+    def start(self, batch: Batch, acks: list[str]) -> None:
+        """Send the complete call of ``acks`` (emptied) that also marks ``batch`` running,
+        without waiting for its reply: :meth:`settle` reads it before the next call."""
+        ids = [
+            _id_of(tag, entry)
+            for tag, entry in zip(batch.tags, batch.entries, strict=True)
+        ]
+        keys, args = self._call(acks, ids)
+        n = len(acks)
+        # Kept before sending: if the send fails, settle() sends the same call again.
+        self._local.sent = (keys, args, n, None)
+        acks.clear()
+        if n:
+            crash_point("ack")
+        pending = self.lease.conn.send_script("complete", keys, args)
+        self._local.sent = (keys, args, n, pending)
+
+    def settle(self) -> tuple[int, int]:
+        """Read this thread's call sent by :meth:`start`: ``(acks sent, acks held)``.
+
+        A lost reply is answered by sending the same call again (the tags it acked are
+        then rejected: nothing is written twice).
+        """
+        sent = getattr(self._local, "sent", None)
+        if sent is None:
+            return 0, 0
+        keys, args, n, pending = sent
+        reply: Any = None
+        if pending is not None:
+            self._local.sent = (keys, args, n, None)
+            try:
+                reply = pending.result()
+            except RedrelayError:
+                log.warning(
+                    "%s: a complete call's reply was lost; sending it again",
+                    self.lease.keys.prefix,
+                )
+        if reply is None:
+            reply = self.lease.conn.run("complete", keys, args)
+        self._local.sent = None
+        return n, int(reply)
+
+    def complete(self, tags: list[str]) -> int:
+        """Ack ``tags`` and write their outcomes now (after reading a call in flight);
+        how many of ``tags`` were still held."""
+        sent, held = self.settle()
+        if sent > held:
+            log.warning(
+                "%s: %d acks rejected (lease taken over)",
+                self.lease.keys.prefix,
+                sent - held,
+            )
+        keys, args = self._call(tags, [], keep=True)
+        held = int(self.lease.conn.run("complete", keys, args))
+        for tag in tags:  # only now: a call that failed is made again with them
+            self._finished.pop(tag, None)
+        return held
+
+    def _call(
+        self, tags: list[str], starting: list[str], keep: bool = False
+    ) -> tuple[list[str], list[Any]]:
+        """complete.lua's keys and arguments; the outcomes leave ``_finished`` unless
+        ``keep`` (a call kept in ``_local.sent`` is sent again after a lost reply)."""
+        keys = self.lease.keys
+        consumer = (tags[0] if tags else self.lease.consumer_id + ":").rpartition(":")[
+            0
+        ]
+        script_keys = [
+            keys.inflight(consumer),
+            keys.stats,
+            keys.started(consumer),
+            keys.cancels,
+            keys.history,
+        ]
+        args: list[Any] = [self.ttl_ms, keys.done, len(tags)]
+        for tag in tags:
+            # Every tag finished here has its outcome; a missing one would be a bug,
+            # and then the message is at least recorded as done without a value.
+            fallback = (tag, "ok", self._none)
+            if keep:
+                msg_id, state, value = self._finished.get(tag, fallback)
+            else:
+                msg_id, state, value = self._finished.pop(tag, fallback)
+            script_keys.append(keys.job(msg_id))
+            args += [tag, msg_id, state, value]
+        script_keys += [keys.job(i) for i in starting]
+        args += starting
+        return script_keys, args
+
+
+def start_batch(runner: Runner, lease: Lease, batch: Batch, acks: list[str]) -> None:
+    """For the runner, with a fetched batch: if the consumer stores results, read the
+    last complete call, then send the next one (``acks``, emptied, and marking ``batch``
+    running) without waiting."""
+    if lease.tracker is not None:
+        settle_batch(runner, lease, [])
+        lease.tracker.start(batch, acks)
+
+
+def settle_batch(runner: Runner, lease: Lease, acks: list[str]) -> None:
+    """For the runner's flush of ``acks``: with none, read this thread's complete call
+    in flight, if any (with some, the ack itself reads it first)."""
+    if lease.tracker is None or acks:
+        return
+    what = f"ack on {lease.keys.prefix}"
+    sent, held = retry_forever(lease.tracker.settle, runner._halt, what)
+    runner._note_rejected(lease, sent - held)
+
+
+def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None:
+    """Give a consumer's lease a :class:`Tracker` when it stores results."""
+    if result_ttl is None:
+        return
+    if not hasattr(lease, "consumer_id"):  # a ShardedLease
+        raise ConfigurationError(
+            f"queue {name!r}: result_ttl= is not supported on sharded queues yet; "
+            "declare the consumer without shards, or without result_ttl="
+        )
+    tracker = Tracker(lease, codec, result_ttl)
+    tracker.refresh()  # before the first fetch: cancels asked before this worker started
+    # An empty call loads complete.lua: a call sent ahead to a server without it would
+    # be answered NOSCRIPT, and run only when its reply is read.
+    tracker.complete([])
+    lease.tracker = tracker
+
+
+#: What a redrelay JSON envelope starts with (its id comes first, see Queue.encode).
+_JSON_ID = b'j{"i":"'
+
+
+def _id_of(tag: str, entry: bytes) -> str:
+    """The message id of an entry (its tag when it has none: raw or malformed)."""
+    if entry.startswith(MAGIC):
+        # The hot path: slice the id out of the JSON, without decoding the body again
+        # (begin() decodes and checks the whole entry before the handler runs).
+        start = entry.find(_JSON_ID, len(MAGIC), 64)
+        if start > 0:
+            start += len(_JSON_ID)
+            end = entry.find(b'"', start, start + 64)
+            if end > start:
+                return entry[start:end].decode("ascii", "replace")
+    try:
+        env = fresh_envelope(entry)
+        if env is not None:
+            return str(env["i"])
+        decoded = decode_entry(entry)  # the id only: begin() checks the signature
+    except DecodeError:
+        return tag
+    if decoded.envelope is not None:
+        return str(decoded.envelope["i"])
+    return decoded.raw_id or tag
