@@ -553,6 +553,9 @@ def test_full_subscriber_queue_drops_and_reports(
     slow.wait(3)
     relay.publish("news", 10)  # accepted again: the run of drops is reported
     slow.wait(4)
+    # The listener thread reports right after it queued message 10, which the
+    # subscriber thread may have handled already: wait for the report itself.
+    wait_for(lambda: listener.gaps == 1)
 
     assert slow.bodies == [0, 1, 2, 10]
     assert [r.missed for r in reports] == [7]

@@ -128,3 +128,15 @@ def test_only_the_io_layer_imports_redis() -> None:
             if any(name.split(".")[0] == "redis" for name in names):
                 importers.add(path.relative_to(root).parts[0])
     assert importers == {"io"}
+
+
+def test_no_module_over_500_lines() -> None:
+    """The house rule (STYLE.md): split a module along its seams before it passes 500."""
+    from pathlib import Path
+
+    root = Path(redrelay.__path__[0])
+    sizes = {
+        str(path.relative_to(root)): len(path.read_text().splitlines())
+        for path in root.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 500} == {}

@@ -34,6 +34,7 @@ from .errors import ResultTimeout as ResultTimeout
 from .errors import Retry as Retry
 from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
+from .failures import Failure as Failure
 from .message import Message as Message
 from .protocol.results import Status as Status
 from .protocol.schedule import ScheduleSpec as ScheduleSpec
@@ -66,6 +67,7 @@ __all__ = [
     "DrainTimeout",
     "DurabilityNotConfirmed",
     "EncodeError",
+    "Failure",
     "GapReport",
     "GroupStats",
     "InvalidName",

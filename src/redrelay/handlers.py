@@ -23,13 +23,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncHandler",
+    "Called",
     "Consumer",
     "EnvelopeHook",
     "Handler",
     "HandlerContext",
     "Subscriber",
     "SyncHandler",
+    "acall_handler",
     "ainvoke",
+    "call_handler",
     "invoke",
 ]
 
@@ -75,6 +78,65 @@ def _call(
     return result
 
 
+#: What a handler call came to: (its return value, None) or (None, what it raised).
+Called = tuple[Any, "BaseException | None"]
+
+
+def call_handler(
+    handler: Handler,
+    message: Message,
+    contexts: Sequence[HandlerContext],
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Called:
+    """Run a handler: ``(value, None)``, or ``(None, what it raised)``.
+
+    Every way a handler can end badly is a failure of that delivery, ``BaseException``
+    included: a handler that calls ``sys.exit()`` or raises ``KeyboardInterrupt`` or
+    ``GeneratorExit`` must not take its consumer thread down with it (issue 18). The
+    worker never raises into a handler thread to stop it (signals reach the main thread
+    only; ``TimeLimitExceeded`` is a failure too), so nothing here is the worker's own.
+    Queues, topic groups, channel subscribers and the ``django.tasks`` backend all call
+    handlers through this function or :func:`acall_handler`.
+    """
+    try:
+        return invoke(handler, message, contexts, loop), None
+    except BaseException as exc:  # noqa: B036 - see the docstring
+        return None, exc
+
+
+async def acall_handler(
+    handler: Handler,
+    message: Message,
+    contexts: Sequence[HandlerContext],
+    time_limit: float | None = None,
+) -> Called:
+    """:func:`call_handler` for the worker's event loop: (value, None) or (None, what
+    the coroutine raised).
+
+    The one exception that is not the handler's failure is the worker's own shutdown:
+    the loop cancels the task (``task.cancelling()``), and the cancellation goes on.
+    A ``CancelledError`` the handler raises by itself is a failure like any other (else
+    its delivery would sit in flight under a live lease). Returning the exception,
+    never raising it, also keeps ``SystemExit`` from stopping the event loop of every
+    other handler.
+    """
+    try:
+        return await ainvoke(handler, message, contexts, time_limit), None
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and _cancelling(task):
+            raise
+        return None, exc
+    except BaseException as exc:  # noqa: B036 - see call_handler
+        return None, exc
+
+
+def _cancelling(task: asyncio.Task[Any]) -> bool:
+    if sys.version_info >= (3, 11):
+        return task.cancelling() > 0
+    return True  # pragma: no cover - Python 3.10 cannot tell; assume the worker's
+
+
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
@@ -90,22 +152,18 @@ async def ainvoke(
     Each call runs in its own task (``run_coroutine_threadsafe``), so context variables
     set by a handler context (Flask's app context) are the task's own. Past
     ``time_limit`` the handler is cancelled and :class:`TimeLimitExceeded` raised: a
-    coroutine, unlike a thread, can always be stopped at its next ``await``.
+    coroutine, unlike a thread, can always be stopped at its next ``await``. What the
+    handler raises propagates: the worker calls it through :func:`acall_handler`.
     """
-    try:
-        with contextlib.ExitStack() as stack:
-            for context in contexts:
-                stack.enter_context(context(message))
-            result = handler(message)
-            if result is not None and inspect.isawaitable(result):
-                if time_limit is None:
-                    return await result
-                return await _limited(result, time_limit)
-            return result
-    except (SystemExit, KeyboardInterrupt) as exc:
-        # Out of a task these would stop the worker's event loop, and with it every
-        # other handler: a handler calling sys.exit() fails its delivery instead.
-        raise RuntimeError(f"the handler raised {type(exc).__name__}({exc})") from exc
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context(message))
+        result = handler(message)
+        if result is not None and inspect.isawaitable(result):
+            if time_limit is None:
+                return await result
+            return await _limited(result, time_limit)
+        return result
 
 
 async def _limited(awaitable: Awaitable[Any], limit: float) -> Any:

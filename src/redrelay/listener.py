@@ -57,7 +57,9 @@ class Listener(_GapReporting):
     The listener thread only reads and sorts: each subscriber has its own thread and a
     bounded queue, so a slow handler never delays the others or the reading. When a
     queue is full, new messages for that subscriber are dropped and reported as a gap
-    ("subscriber too slow"). A handler's exception is logged with its traceback.
+    ("subscriber too slow"). A handler's failure (any ``BaseException``, even
+    ``SystemExit``) is logged at ERROR with its traceback and passed to
+    ``relay.on_failure``; the subscriber goes on with the next message.
     ``async def`` handlers run as coroutines on one event loop thread (``aio``, the
     worker's, else the listener's own), up to each subscriber's ``concurrency`` at once.
 
@@ -144,6 +146,7 @@ class Listener(_GapReporting):
             aio = self._own_aio = LoopThread("redrelay-subscribers-asyncio")
         self._workers = [
             _Worker(
+                relay,
                 s,
                 queue_size,
                 relay.handler_contexts if contexts is None else contexts,
@@ -356,6 +359,9 @@ class Listener(_GapReporting):
                     return
                 continue
             self._flush_drops()
+            for worker in self._workers:  # liveness, as for consumer threads
+                if worker.dead() and not self._stopping.is_set():
+                    worker.revive()
             if now < due:
                 continue
             if ping_sent is None:

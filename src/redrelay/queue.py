@@ -363,13 +363,19 @@ class Queue(QueueResults):
                 break
             leases = reply[0]
         ready, delayed, dead, oldest, flat = reply[1:6]
+        now = int(reply[8])
+        lapsed = [int(float(e)) <= now for e in reply[7]]
         return QueueStats(
             name=self.name,
             ready=ready,
             delayed=delayed,
             in_flight=sum(reply[6]),
             dead=dead,
-            consumers=len(leases),
+            consumers=lapsed.count(False),
+            expired=lapsed.count(True),
+            in_flight_expired=sum(
+                n for n, x in zip(reply[6], lapsed, strict=True) if x
+            ),
             oldest_age=_age(oldest or None),
             counters={
                 flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)

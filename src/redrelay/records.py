@@ -37,6 +37,12 @@ class QueueStats:
     oldest_age: float | None
     #: Lifetime counters: acked, retried, dead, recovered, rejected ...
     counters: dict[str, int]
+    #: Consumers whose lease ran out (the process died, or its threads stopped making
+    #: progress) and that no sweep has taken back yet; ``consumers`` counts live ones.
+    expired: int = 0
+    #: Of ``in_flight``, the deliveries held by expired consumers: they return to the
+    #: queue at the next sweep of any worker on it.
+    in_flight_expired: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

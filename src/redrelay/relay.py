@@ -13,6 +13,7 @@ from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
+from .failures import Hook
 from .handlers import Consumer, EnvelopeHook, HandlerContext, Subscriber
 from .io.cluster import is_cluster_url
 from .io.sync import Connection, redact
@@ -88,6 +89,11 @@ class Relay(_Registry, PeriodicMixin):
         ``./.redrelay``).
     :param on_gap: called with a :class:`GapReport` when a channel subscriber sees that
         messages were lost (they are also logged and counted).
+    :param on_failure: called with a :class:`~redrelay.failures.Failure` each time a
+        handler fails (queues, topic groups, channel subscribers), on the worker thread
+        that saw it; e.g. ``on_failure=lambda f: sentry_sdk.capture_exception(f.error)``.
+    :param on_dead: called with a :class:`~redrelay.failures.Failure` for each dead
+        letter (``f.reason`` says why). A hook that raises is logged, never fatal.
     :param signing_key: a shared secret; when set, every envelope is signed (HMAC-SHA256)
         and consumers and subscribers refuse unsigned or forged ones (dead-lettered or
         dropped and counted, never run). Raw bodies from other programs are refused too.
@@ -112,6 +118,8 @@ class Relay(_Registry, PeriodicMixin):
         connect_retries: int = 3,
         data_dir: str | None = None,
         on_gap: Callable[[GapReport], None] | None = None,
+        on_failure: Hook | None = None,
+        on_dead: Hook | None = None,
         signing_key: str | bytes | None = None,
         durable: str | None = None,
         durable_timeout: Duration = 1.0,
@@ -140,6 +148,8 @@ class Relay(_Registry, PeriodicMixin):
         self.connect_retries = connect_retries
         self.data_dir = data_dir
         self.on_gap = on_gap
+        self.on_failure = on_failure
+        self.on_dead = on_dead
         if isinstance(signing_key, str):
             signing_key = signing_key.encode()
         if signing_key is not None and len(signing_key) < 16:

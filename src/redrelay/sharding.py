@@ -149,6 +149,8 @@ def merge_stats(name: str, parts: Sequence[QueueStats]) -> QueueStats:
         in_flight=sum(p.in_flight for p in parts),
         dead=sum(p.dead for p in parts),
         consumers=max((p.consumers for p in parts), default=0),
+        expired=max((p.expired for p in parts), default=0),
+        in_flight_expired=sum(p.in_flight_expired for p in parts),
         oldest_age=max(ages) if ages else None,
         counters=counters,
     )

@@ -111,7 +111,7 @@ class GroupStats:
     """A snapshot of one consumer group of a topic."""
 
     group: str
-    #: Worker threads holding a lease in the group.
+    #: Worker threads holding a live lease in the group.
     consumers: int
     #: Entries delivered and not yet acked (in flight, or waiting for a retry).
     pending: int
@@ -123,6 +123,9 @@ class GroupStats:
     #: Lifetime counters: acked, retried, dead, recovered, rejected, trimmed_unread,
     #: trimmed_pending ...
     counters: dict[str, int]
+    #: Consumers whose lease ran out (dead, or stuck for longer than their lease) and
+    #: that no sweep has taken back yet; ``consumers`` counts the live ones.
+    expired: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,9 +304,12 @@ class Topic:
     ) -> GroupStats:
         name = text(info["name"])
         k = self.keys.group(name)
-        consumers, retrying, dead, counters, cursor = self.relay.connection.pipeline(
+        conn = self.relay.connection
+        now = conn.time_ms(k.leases)  # the clock that stamps the leases
+        consumers, expired, retrying, dead, counters, cursor = conn.pipeline(
             [
-                ("ZCARD", k.leases),
+                ("ZCOUNT", k.leases, f"({now}", "+inf"),
+                ("ZCOUNT", k.leases, "-inf", now),
                 ("ZCARD", k.retry),
                 ("ZCARD", k.dead),
                 ("HGETALL", k.stats),
@@ -314,6 +320,7 @@ class Topic:
         return GroupStats(
             group=name,
             consumers=int(consumers),
+            expired=int(expired),
             pending=int(info.get("pending", 0)),
             retrying=int(retrying),
             lag=_lag(info, topic, added, cursor),

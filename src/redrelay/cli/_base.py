@@ -115,7 +115,10 @@ def cli(ctx: click.Context, url: str | None, namespace: str, verbose: int) -> No
     Every command takes --url (or $REDRELAY_URL); without one it uses the embedded
     redis-server of this directory (./.redrelay). Errors print one line and exit 2.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
+    # A worker says when it is ready and when it stopped (INFO) by default; failures
+    # and dead letters are WARNING and ERROR (issue 16). Other commands stay quiet.
+    base = logging.INFO if ctx.invoked_subcommand == "worker" else logging.WARNING
+    level = max(logging.DEBUG, base - 10 * min(verbose, 2))
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -129,9 +129,13 @@ def stats(
     \b
     ready      waiting to be fetched
     delayed    waiting for their time (delay=, eta=, retry backoff)
-    in flight  fetched by a consumer, not yet acked
+    in flight  fetched by a consumer, not yet acked ("3 (2 expired)": 2 of
+               them held by consumers whose lease ran out; they return to the
+               queue at the next sweep of any worker on it)
     dead       dead letters (see `redrelay dead list`)
-    consumers  worker processes holding a lease on the queue
+    consumers  live worker processes holding a lease on the queue ("1 +1
+               expired": plus one that died or stopped making progress for
+               longer than its lease)
     oldest     age of the oldest ready message
     Counters since the queue was created: acked, retried, dead (dead-lettered),
     recovered (taken back from a consumer whose lease expired), rejected (stale
@@ -233,6 +237,16 @@ def _topic_rates(
     return rates
 
 
+def _in_flight(s: QueueStats) -> str | int:
+    if not s.in_flight_expired:
+        return s.in_flight
+    return f"{s.in_flight} ({s.in_flight_expired} expired)"
+
+
+def _consumers(s: QueueStats) -> str | int:
+    return f"{s.consumers} +{s.expired} expired" if s.expired else s.consumers
+
+
 def render(snapshots: list[QueueStats], rates: Rates | None = None) -> str:
     """The two tables of ``redrelay stats``: depths (and rates), then lifetime counters."""
     headers = ["queue", "ready", "delayed", "in flight", "dead", "consumers", "oldest"]
@@ -241,9 +255,9 @@ def render(snapshots: list[QueueStats], rates: Rates | None = None) -> str:
             s.name,
             s.ready,
             s.delayed,
-            s.in_flight,
+            _in_flight(s),
             s.dead,
-            s.consumers,
+            _consumers(s),
             format_age(s.oldest_age),
         ]
         for s in snapshots

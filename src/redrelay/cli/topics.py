@@ -63,7 +63,10 @@ def render_topics(
         if not t.groups:
             rows.append([t.name, None, t.length, *([None] * (len(headers) - 3))])
         for g in t.groups:
-            cells: list[object] = [t.name, g.group, t.length, g.consumers, g.lag]
+            live: object = g.consumers
+            if g.expired:
+                live = f"{g.consumers} +{g.expired} expired"
+            cells: list[object] = [t.name, g.group, t.length, live, g.lag]
             cells += [g.pending, g.retrying, g.dead]
             cells += [g.counters.get(c, 0) for c in COUNTERS]
             if rates is not None:

@@ -117,7 +117,8 @@ class RedRelay:
         one from the settings (then no ``REDRELAY_*`` setting may configure a relay,
         and handlers run in the context of the app initialised last).
     :param relay_options: defaults for the ``Relay`` of each app (``url``, ``namespace``,
-        ``lease`` ..., and ``on_gap``); the app's ``REDRELAY_*`` settings override them.
+        ``lease`` ..., and the hooks ``on_gap``, ``on_failure``, ``on_dead``); the
+        app's ``REDRELAY_*`` settings override them.
     """
 
     def __init__(
@@ -127,7 +128,7 @@ class RedRelay:
         relay: Relay | None = None,
         **relay_options: Any,
     ) -> None:
-        allowed = {*RELAY_SETTINGS, "on_gap"}
+        allowed = {*RELAY_SETTINGS, "on_gap", "on_failure", "on_dead"}
         unknown = sorted(set(relay_options) - allowed)
         if unknown:
             raise ConfigurationError(

@@ -31,8 +31,10 @@ def relay_command(ctx: click.Context, verbose: int) -> None:
     The relay comes from the app's REDRELAY_* settings; `--url` and `--namespace`
     on a subcommand override them.
     """
+    # As `redrelay worker`: ready/stopped lines (INFO) by default for the worker.
+    base = logging.INFO if ctx.invoked_subcommand == "worker" else logging.WARNING
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2),
+        level=max(logging.DEBUG, base - 10 * min(verbose, 2)),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from .flask import RedRelayState

@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
-from ..handlers import ainvoke
+from ..handlers import Called, acall_handler
 from .dispatch import Outcome, Started, begin, finish, settle
 
 if TYPE_CHECKING:
@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from .runner import Runner
     from .timelimit import Slot
 
-__all__ = ["Bounded", "LoopThread", "error_of", "fetchers", "run_async_batch"]
+__all__ = [
+    "Bounded",
+    "LoopThread",
+    "ended",
+    "error_of",
+    "fetchers",
+    "run_async_batch",
+]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -137,13 +144,20 @@ class Bounded:
                 self._permits.release()
 
 
-def error_of(future: Future) -> Exception | None:
-    """What a finished (not cancelled) handler coroutine raised, as an Exception: a
-    BaseException (CancelledError inside the handler, say) fails its delivery too."""
+def ended(future: Future) -> Called:
+    """What a finished (not cancelled) :func:`~redrelay.handlers.acall_handler`
+    coroutine came to: (value, None), or (None, any ``BaseException`` the handler
+    raised, ``SystemExit`` included, with its class and traceback)."""
     error = future.exception()
-    if error is None or isinstance(error, Exception):
-        return error
-    return RuntimeError(f"the handler raised {type(error).__name__}: {error}")
+    if error is not None:
+        return None, error
+    called: Called = future.result()
+    return called
+
+
+def error_of(future: Future) -> BaseException | None:
+    """What a finished (not cancelled) handler coroutine failed with, else None."""
+    return ended(future)[1]
 
 
 def fetchers(consumer: Consumer | TopicSubscription) -> int:
@@ -178,6 +192,7 @@ def run_async_batch(
         # slot.current and gives back the rest): what runs is settled, never left in
         # flight under a live lease.
         while run.running and not runner._halt.is_set():
+            slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
             run.harvest(0.05)
         with runner._outcome_lock:
             for outcome, n in run.counts.items():
@@ -194,6 +209,7 @@ def _start_all(
 ) -> None:
     """Start the batch's coroutines as permits come free, settling finished ones."""
     while True:
+        slot.pulse.tick()
         with slot.lock:
             if not slot.pending or runner._stopping.is_set():
                 return
@@ -258,7 +274,7 @@ class _AsyncBatch:
                 self.acks.append(tag)
             return
         crash_point("handler")
-        coro = ainvoke(
+        coro = acall_handler(
             consumer.handler,
             started.message,
             runner.relay.handler_contexts,
@@ -310,14 +326,13 @@ def _outcome(
 ) -> Outcome | None:
     if future.cancelled():
         return None
-    error = error_of(future)
+    value, error = ended(future)
     if error is None:
         if lease.tracker is None:
             return Outcome.ACKED
         return finish(
-            runner.relay, consumer, lease, tag, entry, started, future.result(),
-            runner._halt,
-        )  # fmt: skip
+            runner.relay, consumer, lease, tag, entry, started, value, runner._halt
+        )
     return settle(
         runner.relay, consumer, lease, tag, entry, started, error, runner._halt
     )

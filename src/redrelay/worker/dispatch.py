@@ -13,7 +13,8 @@ import orjson
 
 from .._faults import crash_point
 from ..errors import Cancelled, DecodeError, Reject, Retry, TimeLimitExceeded
-from ..handlers import invoke
+from ..failures import Failure, report_dead, report_failure
+from ..handlers import call_handler
 from ..message import Message, bind_cancel, make_message
 from ..protocol.envelope import Decoded, decode_entry, fresh_envelope, rewrite_header
 from ..protocol.results import failure_record
@@ -86,10 +87,11 @@ def handle_entry(
     if isinstance(started, Outcome):
         return started
     crash_point("handler")
-    try:
-        value = invoke(consumer.handler, started.message, relay.handler_contexts, loop)
-    except Exception as exc:
-        return settle(relay, consumer, lease, tag, entry, started, exc, halt, slot)
+    value, error = call_handler(
+        consumer.handler, started.message, relay.handler_contexts, loop
+    )
+    if error is not None:
+        return settle(relay, consumer, lease, tag, entry, started, error, halt, slot)
     if lease.tracker is None:
         return Outcome.ACKED
     return finish(relay, consumer, lease, tag, entry, started, value, halt)
@@ -176,6 +178,7 @@ def begin(
             None,
             message.attempt,
             halt,
+            message,
         )
     tracker = lease.tracker
     if tracker is not None:
@@ -199,11 +202,12 @@ def settle(
     tag: str,
     entry: bytes,
     started: Started,
-    error: Exception,
+    error: BaseException,
     halt: threading.Event,
     slot: Slot | None = None,
 ) -> Outcome:
-    """What follows a handler that raised ``error``: retry, dead letter, or nothing."""
+    """What follows a handler that raised ``error`` (any ``BaseException``, see
+    :func:`~redrelay.handlers.call_handler`): retry, dead letter, or nothing."""
     message, failures = started.message, started.failures
     delay: float | None = None
     if isinstance(error, Cancelled) and lease.tracker is not None:
@@ -214,6 +218,7 @@ def settle(
             return Outcome.REJECTED
         failures = failures + 1
     elif isinstance(error, Reject):
+        _report(relay, consumer, message, error, None)
         return _bury(
             relay,
             consumer,
@@ -225,6 +230,7 @@ def settle(
             error,
             message.attempt,
             halt,
+            message,
         )
     elif isinstance(error, Retry):
         failures = failures + (1 if error.count else 0)
@@ -234,6 +240,20 @@ def settle(
     return _fail(
         relay, consumer, lease, tag, entry, message, failures, error, delay, halt
     )
+
+
+def _report(
+    relay: Relay,
+    consumer: Consumer,
+    message: Message,
+    error: BaseException,
+    retry_in: float | None,
+) -> None:
+    failure = Failure(
+        kind="queue", name=consumer.name, message=message, error=error,
+        attempt=message.attempt, retry_in=retry_in,
+    )  # fmt: skip
+    report_failure(relay, failure)
 
 
 def _fail(
@@ -250,6 +270,7 @@ def _fail(
 ) -> Outcome:
     opts = consumer.options
     if failures > opts.retries:
+        _report(relay, consumer, message, exc, None)
         reason = f"failed {failures} times (retries={opts.retries}); last error: {type(exc).__name__}: {exc}"
         return _bury(
             relay,
@@ -262,18 +283,11 @@ def _fail(
             exc,
             message.attempt,
             halt,
+            message,
         )
     if delay is None:
         delay = opts.backoff.delay(failures)
-    log.info(
-        "queue %s: message %s failed (attempt %d, %s: %s); retrying in %.2fs",
-        consumer.name,
-        message.id,
-        message.attempt,
-        type(exc).__name__,
-        exc,
-        delay,
-    )
+    _report(relay, consumer, message, exc, delay)
     new_entry = rewrite_header(entry, message.attempt, failures, raw_id=message.id)
     crash_point("retry")
     ok = retry_forever(
@@ -295,8 +309,15 @@ def _bury(
     exc: BaseException | None,
     attempt: int,
     halt: threading.Event,
+    message: Message | None = None,
 ) -> Outcome:
-    log.warning("queue %s: message %s dead-lettered: %s", consumer.name, msg_id, reason)
+    report_dead(
+        relay,
+        Failure(
+            kind="queue", name=consumer.name, message=message, error=exc,
+            attempt=attempt, dead=True, reason=reason,
+        ),
+    )  # fmt: skip
     record = orjson.dumps(
         dead_record(
             id=msg_id,

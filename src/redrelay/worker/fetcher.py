@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 
 from .._faults import crash_point
+from .._logs import outage
 from ..errors import BrokerUnavailable, RedrelayError
 from .leases import Batch, Fetch, Lease
 from .timelimit import Slot
@@ -154,8 +155,9 @@ class Fetcher:
                 self._send(call)
             held, got = lease.receive(call)
         except BrokerUnavailable as exc:
-            log.warning(
-                "queue %s: Redis unavailable (%s); retrying", slot.consumer.name, exc
+            name = slot.consumer.name
+            outage.warning(
+                f"fetch {name}", "queue %s: Redis unavailable (%s); retrying", name, exc
             )
             self.stopping.wait(1.0)
             raise

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._faults import crash_point
+from .._logs import outage
 from ..errors import BrokerFull, BrokerUnavailable
 from ..protocol.keys import QueueKeys
 from ..protocol.transitions import to_ms
+from .liveness import waiting
 
 if TYPE_CHECKING:
     from ..config import ConsumerOptions
@@ -223,7 +225,19 @@ class Lease:
             return 0
         if self.tracker is not None:
             return self.tracker.complete(tags)  # the ack that writes the results
-        k, cid = self.keys, _consumer_of(tags[0])
+        cid = _consumer_of(tags[0])
+        if not tags[-1].startswith(cid + ":"):
+            # Tags of two consumer ids (the lease was joined again between them): each
+            # is acked in its own consumer's hash, not rejected in the other's.
+            held = 0
+            for other in dict.fromkeys(map(_consumer_of, tags)):
+                mine = [t for t in tags if _consumer_of(t) == other]
+                held += self._ack(other, mine)
+            return held
+        return self._ack(cid, tags)
+
+    def _ack(self, cid: str, tags: list[str]) -> int:
+        k = self.keys
         return int(
             self.conn.run(
                 "ack",
@@ -364,16 +378,21 @@ def retry_forever(action: Any, stop: threading.Event, what: str) -> Any:
     its tag, so repeating one after a lost reply is safe.
     """
     delay = 0.05
-    while True:
-        try:
-            return action()
-        except (BrokerUnavailable, BrokerFull) as exc:
-            # BrokerFull too: an ack or a lease renewal refused at maxmemory is retried
-            # (the worker waits for room) rather than ending the worker.
-            if stop.is_set():
-                raise
-            log.warning(
-                "%s: Redis unavailable (%s); retrying in %.2fs", what, exc, delay
-            )
-            stop.wait(delay)
-            delay = min(delay * 2, 2.0)
+    ident = 0
+    try:
+        while True:
+            try:
+                return action()
+            except (BrokerUnavailable, BrokerFull) as exc:
+                # BrokerFull too: an ack or a lease renewal refused at maxmemory is
+                # retried (the worker waits for room) rather than ending the worker.
+                if stop.is_set():
+                    raise
+                ident = threading.get_ident()
+                waiting(ident, time.monotonic())  # an outage, not a stuck thread
+                outage.warning(what, "%s: Redis unavailable (%s); retrying", what, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+    finally:
+        if ident:
+            waiting(ident, None)

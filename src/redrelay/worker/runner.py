@@ -20,11 +20,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
+from .._logs import outage
 from ..errors import (
     BrokerUnavailable,
     ConfigurationError,
     RedrelayError,
-    TimeLimitExceeded,
 )
 from ..handlers import Consumer
 from .aioloop import Bounded, LoopThread, fetchers, run_async_batch
@@ -32,10 +32,11 @@ from .dispatch import Outcome, fail_delivery, handle_entry
 from .epoch import EpochWatch
 from .fetcher import AHEAD_WITHIN, Fetcher
 from .leases import Batch, Lease, retry_forever
+from .liveness import Revivals, check_threads
 from .periodic import Scheduler
 from .results import settle_batch, start_batch, track
 from .sharded import new_lease
-from .timelimit import Slot, interrupt
+from .timelimit import Slot, watch
 from .topics import TopicRunner
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class Runner:
             if run_topics and relay.topic_subscribers
             else None
         )
+        if self.topics is not None:
+            self.topics.give_up = self.give_up
         #: Fires the relay's schedules (every worker runs one; see worker/periodic.py).
         self.scheduler = (
             Scheduler(relay) if scheduler and len(relay.schedules) else None
@@ -100,6 +103,12 @@ class Runner:
         #: The event loop of async handlers, and each async consumer's bound.
         self._aio: LoopThread | None = None
         self._bounded: dict[str, Bounded] = {}
+        #: Why this runner could not keep its consumers alive (then ``redrelay
+        #: worker`` exits non-zero, see :mod:`.liveness`); None while it can.
+        self.failed: str | None = None
+        self._revivals = Revivals()
+        #: Monotonic time of the keeper's last failed heartbeat (see :mod:`.liveness`).
+        self._reachable_since = self._last_check = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,7 +158,7 @@ class Runner:
         if self.consumers:
             self._keeper = self._spawn("redrelay-keeper", self._keep)
         if any(c.options.time_limit is not None for c in self.consumers):
-            self._spawn("redrelay-watchdog", self._watch)
+            self._spawn("redrelay-watchdog", watch, self)
         if self.with_subscribers:
             from ..listener import Listener
 
@@ -161,9 +170,11 @@ class Runner:
             self.scheduler.start()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
-        self._slots.append(slot)
         name = f"redrelay-{slot.consumer.name}-{n}"
-        self._spawn(name, self._consume, slot.consumer, slot.lease, slot)
+        slot.pulse.thread = self._spawn(
+            name, self._consume, slot.consumer, slot.lease, slot
+        )
+        self._slots.append(slot)
 
     def _spawn(self, name: str, target: Any, *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -248,43 +259,53 @@ class Runner:
     # -- consumer threads ------------------------------------------------------------------
 
     def _consume(self, consumer: Consumer, lease: Lease, slot: Slot) -> None:
+        slot.thread_id = threading.get_ident()
+        try:
+            self._consume_loop(consumer, lease, slot)
+        except BaseException as exc:  # noqa: B036 - the keeper logs and replaces it
+            # Not re-raised: threading would print it a second time (or, for
+            # SystemExit, end the thread silently). The keeper sees the thread gone.
+            slot.pulse.error = exc
+        finally:
+            slot.thread_id = None  # nothing left for the watchdog to interrupt
+
+    def _consume_loop(self, consumer: Consumer, lease: Lease, slot: Slot) -> None:
         bounded = self._bounded.get(consumer.name)
         acks: list[str] = []  # handled; sent with the next fetch
         fetcher = Fetcher(lease, slot, self._stopping, self.poll, self._note_rejected)
-        slot.thread_id = threading.get_ident()
-        try:
-            while not self._stopping.is_set() and not slot.abandoned:
-                try:
-                    batch = fetcher.next(acks)
-                    if batch is not None:
-                        start_batch(self, lease, batch, acks)  # result_ttl=
-                        fetcher.send_ahead(batch, acks)
-                        started = time.monotonic()
-                        if bounded is not None:
-                            run_async_batch(
-                                self, consumer, lease, slot, batch, bounded, acks
-                            )
-                        else:
-                            self._run_batch(consumer, lease, slot, batch, acks)
-                        fetcher.quick = time.monotonic() - started < AHEAD_WITHIN
-                except BrokerUnavailable:
-                    # Logged. The same fetch goes out again (same tags and acks): the lost
-                    # call may have run, and fetch.lua then hands back what it took.
-                    continue
-                except Exception as exc:
-                    # A consumer thread must not die, nor sit on what it holds while its
-                    # lease lives on: fail the running delivery, give back the rest.
-                    log.exception(
-                        "queue %s: unexpected error in the consumer loop", consumer.name
-                    )
-                    fetcher.settle()
-                    self._give_up(slot, exc)
-                    self._stopping.wait(1.0)
-            acks = fetcher.close(acks)
-            if not slot.abandoned:
-                self._flush(lease, acks)
-        finally:
-            slot.thread_id = None  # nothing left for the watchdog to interrupt
+        pulse = slot.pulse
+        while not self._stopping.is_set() and not slot.abandoned:
+            pulse.tick()
+            try:
+                batch = fetcher.next(acks)
+                if batch is not None:
+                    start_batch(self, lease, batch, acks)  # result_ttl=
+                    fetcher.send_ahead(batch, acks)
+                    started = time.monotonic()
+                    if bounded is not None:
+                        run_async_batch(
+                            self, consumer, lease, slot, batch, bounded, acks
+                        )
+                    else:
+                        self._run_batch(consumer, lease, slot, batch, acks)
+                    fetcher.quick = time.monotonic() - started < AHEAD_WITHIN
+            except BrokerUnavailable:
+                # Logged. The same fetch goes out again (same tags and acks): the lost
+                # call may have run, and fetch.lua then hands back what it took.
+                continue
+            except Exception as exc:
+                # A consumer thread must not die, nor sit on what it holds while its
+                # lease lives on: fail the running delivery, give back the rest.
+                pulse.busy = False
+                log.exception(
+                    "queue %s: unexpected error in the consumer loop", consumer.name
+                )
+                fetcher.settle()
+                self._give_up(slot, exc)
+                self._stopping.wait(1.0)
+        acks = fetcher.close(acks)
+        if not slot.abandoned:
+            self._flush(lease, acks)
 
     def _run_batch(
         self,
@@ -301,7 +322,7 @@ class Runner:
         flushed = time.monotonic()
         timed = consumer.options.time_limit is not None
         lock, pending, stopping = slot.lock, slot.pending, self._stopping
-        relay, halt = self.relay, self._halt
+        relay, halt, pulse = self.relay, self._halt, slot.pulse
         while True:
             with lock:
                 if not pending or stopping.is_set():
@@ -314,7 +335,10 @@ class Runner:
                 # The start time only matters to the watchdog (time limits).
                 slot.current = (tag, entry, time.monotonic() if timed else 0.0)
                 slot.interrupted_at = None
+            pulse.busy = True  # the handler's own time (time_limit bounds it)
             outcome = handle_entry(relay, consumer, lease, tag, entry, None, halt, slot)
+            pulse.busy = False
+            pulse.beat = time.monotonic()
             # Under the lock the watchdog interrupts under: a TimeLimitExceeded that lands
             # here finds slot.current still set, and _give_up() retries the delivery (at
             # worst it runs again; it is never left in flight with a live lease).
@@ -374,48 +398,6 @@ class Runner:
                 error,
             )
 
-    def _watch(self) -> None:
-        """Interrupt handlers past their time limit; abandon the ones that do not stop."""
-        while not self._halt.wait(0.05):
-            now = time.monotonic()
-            for slot in list(self._slots):
-                action = slot.overdue(now)
-                if action == "interrupt" and slot.thread_id is not None:
-                    with (
-                        slot.lock
-                    ):  # see _run_batch: never while it finishes a delivery
-                        if slot.current is None:
-                            continue
-                        slot.interrupted_at = now
-                        interrupt(slot.thread_id)
-                    log.warning(
-                        "queue %s: handler ran past its time limit (%.1fs); interrupting it",
-                        slot.consumer.name,
-                        slot.consumer.options.time_limit,
-                    )
-                elif action == "abandon":
-                    with slot.lock:
-                        slot.abandoned = True
-                    log.error(
-                        "queue %s: handler did not stop after its time limit (blocked in C "
-                        "code?); abandoning its thread and starting a new one",
-                        slot.consumer.name,
-                    )
-                    self._give_up(
-                        slot,
-                        TimeLimitExceeded(
-                            "the handler did not stop; its thread was abandoned"
-                        ),
-                    )
-                    self._slots.remove(slot)
-                    self._threads = [
-                        t for t in self._threads if t.ident != slot.thread_id
-                    ]
-                    if not self._stopping.is_set():
-                        self._start_slot(
-                            Slot(slot.consumer, slot.lease), len(self._slots)
-                        )
-
     def _count(self, outcome: Outcome, n: int = 1) -> None:
         with self._outcome_lock:
             self.outcomes[outcome] += n
@@ -429,16 +411,33 @@ class Runner:
             try:
                 self.epoch.check()
             except RedrelayError as exc:
-                log.warning("epoch check failed (%s); retrying", exc)
+                outage.warning("epoch", "epoch check failed (%s); retrying", exc)
+            check_threads(self)  # first: a dead or stuck thread's lease is not renewed
             for name, lease in self._leases.items():
                 try:
                     lease.heartbeat()
                     if time.monotonic() >= next_sweep:
                         lease.recover()
                 except RedrelayError as exc:
-                    log.warning("queue %s: heartbeat failed (%s); retrying", name, exc)
+                    self._reachable_since = time.monotonic()
+                    outage.warning(
+                        f"beat {name}",
+                        "queue %s: heartbeat failed (%s); retrying",
+                        name,
+                        exc,
+                    )
+                except Exception:  # the keeper must not die: it is every lease's life
+                    log.exception("queue %s: heartbeat failed", name)
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_INTERVAL
+
+    def give_up(self, reason: str) -> None:
+        """Mark this runner failed: ``redrelay worker`` stops and exits non-zero."""
+        log.critical(
+            "%s; this worker cannot keep its consumers alive: stopping", reason
+        )
+        self.failed = reason
+        self.request_stop()
 
     def pending(self) -> int:
         """Deliveries fetched by this runner and not yet started."""

@@ -204,8 +204,16 @@ class ShardedLease:
     def retry(self, tag: str, entry: bytes, delay: float, msg_id: str) -> bool:
         return self.shards[self._shard_of(tag)].retry(tag, entry, delay, msg_id)
 
-    def bury(self, tag: str, msg_id: str, record: bytes, cap: int) -> bool:
-        return self.shards[self._shard_of(tag)].bury(tag, msg_id, record, cap)
+    def bury(
+        self,
+        tag: str,
+        msg_id: str,
+        record: bytes,
+        cap: int,
+        failure: bytes | None = None,
+    ) -> bool:
+        # The results' failure too (sharded queues refuse result_ttl=, so it is None).
+        return self.shards[self._shard_of(tag)].bury(tag, msg_id, record, cap, failure)
 
     def release(self, tags: list[str]) -> int:
         return sum(self.shards[i].release(t) for i, t in self._group(tags).items())

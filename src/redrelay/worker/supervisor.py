@@ -2,7 +2,9 @@
 
 First SIGTERM/SIGINT: stop fetching, give back unstarted deliveries at once, let running
 handlers finish within the grace period, exit 0. A second signal exits at once with
-status 1; whatever was running stays safe under the lease rule and is redelivered.
+status 1; whatever was running stays safe under the lease rule and is redelivered. A
+worker that cannot keep its consumer threads alive (:mod:`.liveness`) stops the same
+way and exits with status 3, for its supervisor or platform to restart it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import BrokerUnavailable, RedrelayError
+from .liveness import EXIT_UNHEALTHY
 from .runner import Runner
 
 if TYPE_CHECKING:
@@ -138,7 +141,7 @@ class Worker:
             topics = (
                 ", ".join(s.name for s in runner.topics.subs) if runner.topics else ""
             )
-            log.warning(
+            log.info(
                 "redrelay worker %d ready: queues [%s], %d subscribers%s",
                 os.getpid(),
                 names,
@@ -146,17 +149,27 @@ class Worker:
                 f", topic groups [{topics}]" if topics else "",
             )
             while not self._signalled.wait(0.5):
+                if runner.failed is not None:
+                    break  # logged at CRITICAL; see liveness.py
                 if self.parent_pid is not None and os.getppid() != self.parent_pid:
                     # Children run in sessions of their own (see supervise()), so nothing
                     # else stops them when their supervisor is SIGKILLed.
                     log.warning("supervisor %d is gone; stopping", self.parent_pid)
                     break
             clean = runner.stop(self.grace)
-            log.warning(
+            log.info(
                 "redrelay worker %d stopped%s",
                 os.getpid(),
                 "" if clean else " (grace period exceeded)",
             )
+            if runner.failed is not None:
+                log.error(
+                    "redrelay worker %d exits with status %d: %s",
+                    os.getpid(),
+                    EXIT_UNHEALTHY,
+                    runner.failed,
+                )
+                return EXIT_UNHEALTHY
             return 0
         finally:
             for s, handler in previous.items():

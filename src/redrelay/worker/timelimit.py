@@ -15,16 +15,19 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from ..errors import TimeLimitExceeded
+from .liveness import Pulse
 
 if TYPE_CHECKING:
     from ..handlers import Consumer
     from .leases import Lease, Reservation
+    from .runner import Runner
 
-__all__ = ["Slot", "interrupt"]
+__all__ = ["Slot", "interrupt", "watch"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -49,6 +52,8 @@ class Slot:
         self.thread_id: int | None = None
         self.interrupted_at: float | None = None
         self.abandoned = False
+        #: Its thread's signs of life, read by the keeper (:mod:`.liveness`).
+        self.pulse = Pulse()
 
     def take_all(self) -> list[str]:
         """The tags to give back: unstarted ones, oldest first, then every tag the fetch
@@ -78,3 +83,42 @@ def interrupt(thread_id: int) -> bool:
         ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimitExceeded)
     )
     return bool(done == 1)
+
+
+def watch(runner: Runner) -> None:
+    """The watchdog thread: interrupt handlers past their time limit; abandon the ones
+    that do not stop (and start a new thread in their place)."""
+    while not runner._halt.wait(0.05):
+        now = time.monotonic()
+        for slot in list(runner._slots):
+            action = slot.overdue(now)
+            if action == "interrupt" and slot.thread_id is not None:
+                with slot.lock:  # see Runner._run_batch: never while it finishes one
+                    if slot.current is None:
+                        continue
+                    slot.interrupted_at = now
+                    interrupt(slot.thread_id)
+                log.warning(
+                    "queue %s: handler ran past its time limit (%.1fs); interrupting it",
+                    slot.consumer.name,
+                    slot.consumer.options.time_limit,
+                )
+            elif action == "abandon":
+                _abandon(runner, slot)
+
+
+def _abandon(runner: Runner, slot: Slot) -> None:
+    with slot.lock:
+        slot.abandoned = True
+    log.error(
+        "queue %s: handler did not stop after its time limit (blocked in C code?); "
+        "abandoning its thread and starting a new one",
+        slot.consumer.name,
+    )
+    runner._give_up(
+        slot, TimeLimitExceeded("the handler did not stop; its thread was abandoned")
+    )
+    runner._slots.remove(slot)
+    runner._threads = [t for t in runner._threads if t is not slot.pulse.thread]
+    if not runner._stopping.is_set():
+        runner._start_slot(Slot(slot.consumer, slot.lease), len(runner._slots))

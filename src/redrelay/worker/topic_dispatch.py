@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import DecodeError, Reject, Retry
-from ..handlers import ainvoke
+from ..failures import Failure, report_dead, report_failure
+from ..handlers import acall_handler
 from ..message import Message
 from ..protocol.envelope import decode_entry
 from ..protocol.transitions import dead_record
@@ -89,8 +90,9 @@ def begin(
             f"{limit}): its consumer crashed, was killed or lost its lease"
         )
         return bury(
-            relay, lease, sid, message.id, entry, reason, None, deliveries, halt
-        )
+            relay, lease, sid, message.id, entry, reason, None, deliveries, halt,
+            message,
+        )  # fmt: skip
     if deliveries > 1 and not retry_forever(
         lambda: lease.mark(sid), halt, f"mark on {sub.name}"
     ):
@@ -103,36 +105,38 @@ def settle(
     lease: GroupLease,
     entry: bytes,
     message: Message,
-    error: Exception,
+    error: BaseException,
     halt: threading.Event,
 ) -> Outcome:
-    """What follows a handler that raised ``error``: a retry or a dead letter."""
+    """What follows a handler that raised ``error`` (any ``BaseException``): a retry or
+    a dead letter."""
     sub, opts = lease.sub, lease.sub.options
     sid, deliveries = message.stream_id or "", message.attempt
     failures, delay = message.failures, None
     if isinstance(error, Reject):
+        _report(relay, lease, message, error, None)
         reason = f"rejected: {error.reason}"
         return bury(
-            relay, lease, sid, message.id, entry, reason, error, deliveries, halt
-        )
+            relay, lease, sid, message.id, entry, reason, error, deliveries, halt,
+            message,
+        )  # fmt: skip
     if isinstance(error, Retry):
         failures, delay = failures + (1 if error.count else 0), error.delay
     else:
         failures += 1
     if failures > opts.retries:
+        _report(relay, lease, message, error, None)
         reason = (
             f"failed {failures} times (retries={opts.retries}); last error: "
             f"{type(error).__name__}: {error}"
         )
         return bury(
-            relay, lease, sid, message.id, entry, reason, error, deliveries, halt
-        )
+            relay, lease, sid, message.id, entry, reason, error, deliveries, halt,
+            message,
+        )  # fmt: skip
     if delay is None:
         delay = opts.backoff.delay(failures)
-    log.info(
-        "topic %s: message %s failed (attempt %d, %s: %s); retrying in %.2fs",
-        sub.name, message.id, deliveries, type(error).__name__, error, delay,
-    )  # fmt: skip
+    _report(relay, lease, message, error, delay)
     d, n = delay, failures
     done = retry_forever(lambda: lease.retry(sid, d, n), halt, f"retry on {sub.name}")
     return Outcome.RETRIED if done else Outcome.REJECTED
@@ -148,10 +152,17 @@ def bury(
     exc: BaseException | None,
     attempt: int,
     halt: threading.Event,
+    message: Message | None = None,
 ) -> Outcome:
     """Dead-letter an entry in its group (rejected if the lease was taken over)."""
     sub = lease.sub
-    log.warning("topic %s: message %s dead-lettered: %s", sub.name, msg_id, reason)
+    report_dead(
+        relay,
+        Failure(
+            kind="topic", name=sub.name, message=message, error=exc, attempt=attempt,
+            dead=True, reason=reason,
+        ),
+    )  # fmt: skip
     record = dead_record(
         id=msg_id, queue=sub.topic.name, entry=entry, reason=reason, exc=exc,
         attempt=attempt,
@@ -162,6 +173,20 @@ def bury(
         lambda: lease.bury(sid, msg_id, data, cap), halt, f"dead-letter on {sub.name}"
     )
     return Outcome.DEAD if ok else Outcome.REJECTED
+
+
+def _report(
+    relay: Relay,
+    lease: GroupLease,
+    message: Message,
+    error: BaseException,
+    retry_in: float | None,
+) -> None:
+    failure = Failure(
+        kind="topic", name=lease.sub.name, message=message, error=error,
+        attempt=message.attempt, retry_in=retry_in,
+    )  # fmt: skip
+    report_failure(relay, failure)
 
 
 class Flight:
@@ -193,7 +218,7 @@ class Flight:
             self.bounded.release()
             self._done(started, sid, deliveries)
             return
-        coro = ainvoke(lease.sub.handler, started, runner.relay.handler_contexts)
+        coro = acall_handler(lease.sub.handler, started, runner.relay.handler_contexts)
         self.running[self.bounded.submit(coro, self.ended.put)] = (entry, started)
 
     def harvest(self, wait: float) -> None:

@@ -59,6 +59,8 @@ class GroupLease:
         self.keys = sub.keys
         self.lease_ms = to_ms(sub.options.lease)
         self.consumer_id = ""
+        #: Set when its thread died or got stuck: never renewed again (liveness.py).
+        self.abandoned = False
 
     def join(self) -> None:
         """Register under a fresh consumer id (first start, or after the lease was lost)."""

@@ -22,13 +22,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BrokerError, BrokerUnavailable
-from ..handlers import invoke
+from .._logs import outage
+from ..errors import BrokerUnavailable, RedrelayError
+from ..handlers import call_handler
 from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome
 from .leases import retry_forever
+from .liveness import (
+    MAX_REVIVALS,
+    REVIVAL_WINDOW,
+    Pulse,
+    Revivals,
+    keeper_was_late,
+    stuck_after,
+    why,
+)
 from .topic_dispatch import ACK_INTERVAL, Flight, Item, begin, settle
 from .topic_leases import (
     Fetched,
@@ -62,8 +73,16 @@ class TopicRunner:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._halt = threading.Event()
+        # One entry per fetching thread, in step: a replaced thread (liveness.py)
+        # takes its predecessor's index, with a lease of its own.
         self._threads: list[threading.Thread] = []
         self._leases: list[GroupLease] = []
+        self._pulses: list[Pulse] = []
+        self._bounded: dict[str, Bounded | None] = {}
+        #: Called when a thread cannot be replaced (the worker then exits non-zero).
+        self.give_up: Callable[[str], None] | None = None
+        self._revivals = Revivals()
+        self._reachable_since = self._last_check = time.monotonic()
         self._keeper: threading.Thread | None = None
         self._conn: Connection | None = None
         #: A loop of its own when started without the worker's (stopped with it).
@@ -93,23 +112,35 @@ class TopicRunner:
             bounded = None
             if sub.is_async and aio is not None:
                 bounded = Bounded(aio, sub.options.concurrency)
-            for n in range(fetchers(sub)):
+            self._bounded[sub.name] = bounded
+            for _ in range(fetchers(sub)):
                 lease = GroupLease(conn, sub)
                 retry_forever(lease.join, self._stopping, f"topic {sub.name}: join")
-                self._leases.append(lease)
-                thread = threading.Thread(
-                    target=self._consume,
-                    args=(lease, bounded),
-                    name=f"redrelay-topic-{sub.name}-{n}",
-                    daemon=True,
-                )
-                thread.start()
-                self._threads.append(thread)
+                self._start_thread(lease, len(self._threads))
         if self.subs:
             self._keeper = threading.Thread(
                 target=self._keep, name="redrelay-topic-keeper", daemon=True
             )
             self._keeper.start()
+
+    def _start_thread(self, lease: GroupLease, i: int) -> None:
+        """Start the fetching thread ``i`` (a new one, or the replacement of one)."""
+        pulse = Pulse()
+        pulse.thread = threading.Thread(
+            target=self._consume,
+            args=(lease, self._bounded.get(lease.sub.name), pulse),
+            name=f"redrelay-topic-{lease.sub.name}-{i}",
+            daemon=True,
+        )
+        pulse.thread.start()
+        if i == len(self._threads):
+            self._threads.append(pulse.thread)
+            self._leases.append(lease)
+            self._pulses.append(pulse)
+        else:
+            self._threads[i], self._leases[i], self._pulses[i] = (
+                pulse.thread, lease, pulse,
+            )  # fmt: skip
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -136,7 +167,7 @@ class TopicRunner:
                 continue
             try:
                 lease.leave()
-            except BrokerError as exc:
+            except RedrelayError as exc:
                 log.warning(
                     "topic %s: could not leave cleanly (%s)", lease.sub.name, exc
                 )
@@ -174,17 +205,35 @@ class TopicRunner:
 
     # -- threads ---------------------------------------------------------------------------
 
-    def _consume(self, lease: GroupLease, bounded: Bounded | None) -> None:
+    def _consume(
+        self, lease: GroupLease, bounded: Bounded | None, pulse: Pulse
+    ) -> None:
+        try:
+            self._consume_loop(lease, bounded, pulse)
+        except BaseException as exc:  # logged by the keeper, which replaces the thread
+            pulse.error = exc
+
+    def _consume_loop(
+        self, lease: GroupLease, bounded: Bounded | None, pulse: Pulse
+    ) -> None:
         sub = lease.sub
         acks: list[str] = []
         resync = False
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not lease.abandoned:
+            pulse.tick()
             try:
                 got = lease.fetch(sub.options.prefetch, acks, resync)
-            except BrokerError as exc:
-                # BrokerUnavailable: the reply may be lost, so resync (re-read what this
+            except RedrelayError as exc:
+                # (Not only BrokerError: BrokerUnavailable is no BrokerError, and before
+                # issue 16 an outage was an "unexpected error" with a traceback every
+                # second, and killed the keeper.) BrokerUnavailable: the reply may be lost, so resync (re-read what this
                 # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
-                log.warning("topic %s: fetch failed (%s); retrying", sub.name, exc)
+                outage.warning(
+                    f"fetch {sub.name}",
+                    "topic %s: fetch failed (%s); retrying",
+                    sub.name,
+                    exc,
+                )
                 resync = True
                 if "NOGROUP" in str(exc):
                     self._recreate(lease)
@@ -202,9 +251,9 @@ class TopicRunner:
             elif got.status == 0:
                 self._wait(lease, got.wait)
             elif bounded is not None:
-                self._run_async(lease, got.items, bounded, acks)
+                self._run_async(lease, got.items, bounded, acks, pulse)
             else:
-                self._run_batch(lease, got.items, acks)
+                self._run_batch(lease, got.items, acks, pulse)
         if acks:
             retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {sub.name}")
 
@@ -212,7 +261,7 @@ class TopicRunner:
         try:
             create_group(lease.conn, lease.sub)
             lease.join()
-        except BrokerError:
+        except RedrelayError:
             pass
 
     def _wait(self, lease: GroupLease, due: float) -> None:
@@ -227,7 +276,9 @@ class TopicRunner:
         except BrokerUnavailable:
             self._stopping.wait(1.0)
 
-    def _run_batch(self, lease: GroupLease, items: list[Item], acks: list[str]) -> None:
+    def _run_batch(
+        self, lease: GroupLease, items: list[Item], acks: list[str], pulse: Pulse
+    ) -> None:
         flushed = time.monotonic()
         cid = lease.consumer_id
         for sid, entry, deliveries, failures in items:
@@ -237,15 +288,17 @@ class TopicRunner:
                 self.relay, lease, sid, entry, deliveries, failures, self._halt
             )
             if not isinstance(started, Outcome):
+                pulse.busy = True
                 started = self._call(lease, entry, started)
+                pulse.busy = False
+                pulse.tick()
             flushed = self._done(lease, started, sid, deliveries, acks, flushed)
 
     def _call(self, lease: GroupLease, entry: bytes, message: Message) -> Outcome:
-        try:
-            invoke(lease.sub.handler, message, self.relay.handler_contexts, None)
-        except Exception as exc:
-            return settle(self.relay, lease, entry, message, exc, self._halt)
-        return Outcome.ACKED
+        _, error = call_handler(lease.sub.handler, message, self.relay.handler_contexts)
+        if error is None:
+            return Outcome.ACKED
+        return settle(self.relay, lease, entry, message, error, self._halt)
 
     def _done(
         self,
@@ -279,7 +332,12 @@ class TopicRunner:
             acks.clear()
 
     def _run_async(
-        self, lease: GroupLease, items: list[Item], bounded: Bounded, acks: list[str]
+        self,
+        lease: GroupLease,
+        items: list[Item],
+        bounded: Bounded,
+        acks: list[str],
+        pulse: Pulse,
     ) -> None:
         """Start the batch's coroutines as permits come free; settle them as they end.
 
@@ -290,7 +348,9 @@ class TopicRunner:
         cid = lease.consumer_id
         try:
             for item in items:
+                pulse.tick()
                 while not bounded.acquire(timeout=0.05):
+                    pulse.tick()
                     flight.harvest(0)
                     if self._stopping.is_set():
                         return
@@ -303,6 +363,7 @@ class TopicRunner:
             # Even after an unexpected error: what runs is settled, never left in
             # flight under a live lease (unless stop() gave up waiting: ``_halt``).
             while flight.running and not self._halt.is_set():
+                pulse.tick()
                 flight.harvest(0.05)
 
     def _rejected(self, lease: GroupLease, n: int) -> None:
@@ -339,16 +400,80 @@ class TopicRunner:
         beat = min(s.options.heartbeat for s in self.subs)
         next_sweep = 0.0
         while not self._halt.wait(min(beat, SWEEP_INTERVAL)):
-            for lease in self._leases:
+            try:
+                self._check_threads()  # before the heartbeats, see liveness.py
+            except Exception:
+                log.exception("liveness check failed")
+            for lease in list(self._leases):
                 try:
                     lease.heartbeat()
-                except BrokerError as exc:
-                    log.warning("topic %s: heartbeat failed (%s)", lease.sub.name, exc)
+                except RedrelayError as exc:
+                    self._reachable_since = time.monotonic()
+                    name = lease.sub.name
+                    outage.warning(
+                        f"beat {name}", "topic %s: heartbeat failed (%s)", name, exc
+                    )
             if time.monotonic() < next_sweep:
                 continue
             next_sweep = time.monotonic() + SWEEP_INTERVAL
             for sub in self.subs:
                 try:
                     recover_expired(self._conn or self.relay.connection, sub)
-                except BrokerError as exc:
-                    log.warning("topic %s: recovery sweep failed (%s)", sub.name, exc)
+                except RedrelayError as exc:
+                    outage.warning(
+                        f"sweep {sub.name}",
+                        "topic %s: recovery sweep failed (%s)",
+                        sub.name,
+                        exc,
+                    )
+
+    # -- liveness (see liveness.py) --------------------------------------------------------
+
+    def _check_threads(self) -> None:
+        now = time.monotonic()
+        if keeper_was_late(self._last_check, now):
+            self._reachable_since = now
+        self._last_check = now
+        if self._stopping.is_set():
+            return
+        for i, pulse in enumerate(list(self._pulses)):
+            lease = self._leases[i]
+            limit = stuck_after(lease.sub.options.lease, self.poll)
+            verdict = pulse.verdict(now, limit, self._reachable_since)
+            if verdict is not None:
+                self._revive(i, verdict)
+
+    def _revive(self, i: int, verdict: str) -> None:
+        """Drop a dead or stuck thread's lease (it runs out and the sweep hands its
+        entries back to the group) and start a thread with a new one in its place."""
+        lease, pulse = self._leases[i], self._pulses[i]
+        sub, error = lease.sub, pulse.error if verdict == "died" else None
+        lease.abandoned = True  # never renewed again; a stuck thread that wakes leaves
+        log.error(
+            "topic %s: consumer thread %s %s; what it held goes back to the group when "
+            "its lease runs out (%gs); starting a new thread",
+            sub.name, pulse.name(), why(verdict, sub.options.lease, error),
+            sub.options.lease, exc_info=error,
+        )  # fmt: skip
+        if not self._revivals.allow(sub.name):
+            self._fail(
+                f"topic {sub.name}: consumer threads ended more than {MAX_REVIVALS} "
+                f"times within {REVIVAL_WINDOW:g}s"
+            )
+            return
+        new = GroupLease(lease.conn, sub)
+        try:
+            new.join()
+            self._start_thread(new, i)
+        except RedrelayError as exc:
+            lease.abandoned = False  # not replaced yet: tried again on the next round
+            log.warning("topic %s: could not join again (%s)", sub.name, exc)
+        except RuntimeError as exc:  # "can't start new thread"
+            self._fail(f"topic {sub.name}: cannot start a new thread ({exc})")
+
+    def _fail(self, reason: str) -> None:
+        self._stopping.set()
+        if self.give_up is not None:
+            self.give_up(reason)
+        else:
+            log.critical("%s; the topic subscribers stop", reason)

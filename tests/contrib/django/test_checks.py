@@ -128,16 +128,47 @@ def test_tasks_backend_errors(
     assert text in found["redrelay.E011"].msg
 
 
-def test_tasks_backend_needs_queues(settings: Any) -> None:
-    settings.TASKS = {
-        "default": {
-            "BACKEND": "redrelay.contrib.django.tasks.RedRelayBackend",
-            "QUEUES": [],
+@pytest.mark.parametrize(
+    ("queues", "ok"), [([], True), (["default"], True), ("default", False), (3, False)]
+)
+def test_tasks_backend_queues(settings: Any, queues: Any, ok: bool) -> None:
+    """``QUEUES: []`` means any queue name, as in django.tasks (issue 18)."""
+    if ok:
+        settings.TASKS = {
+            "default": {
+                "BACKEND": "redrelay.contrib.django.tasks.RedRelayBackend",
+                "QUEUES": queues,
+            }
         }
+    from redrelay.contrib.django._tasks_conf import problems
+
+    # (A QUEUES that is not a list fails the framework's own __init__ first.)
+    found = list(problems({"QUEUES": queues}))
+    if ok:
+        assert found == []
+        assert "redrelay.E011" not in redrelay_messages()
+    else:
+        assert found and "QUEUES must be a list" in found[0]
+
+
+def test_two_task_aliases_on_one_queue_are_reported(settings: Any) -> None:
+    backend = "redrelay.contrib.django.tasks.RedRelayBackend"
+    settings.TASKS = {
+        "default": {"BACKEND": backend, "QUEUES": ["default", "emails"]},
+        "other": {"BACKEND": backend, "QUEUES": ["emails"]},
+        "apart": {
+            "BACKEND": backend,
+            "QUEUES": ["emails"],
+            "OPTIONS": {"QUEUE_PREFIX": "apart."},
+        },
     }
-    found = redrelay_messages()
-    assert "redrelay.E011" in found
-    assert "QUEUES must list" in found["redrelay.E011"].msg
+    found = [m.msg for m in checks.run_checks() if m.id == "redrelay.W011"]
+    assert sorted(found) == [
+        "TASKS['default'] and TASKS['other'] both put tasks on the redrelay "
+        "queue(s) tasks.emails.",
+        "TASKS['other'] and TASKS['default'] both put tasks on the redrelay "
+        "queue(s) tasks.emails.",
+    ]
 
 
 @pytest.mark.django_db

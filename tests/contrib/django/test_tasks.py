@@ -50,6 +50,7 @@ def test_enqueue_then_run_then_successful(app_relay: Relay) -> None:
     [message] = app_relay.queue("tasks.default").peek()
     assert message.body == {
         "id": result.id,
+        "backend": "default",
         "task": "tests.contrib.django.testapp.tasks.add",
         "args": [2, 3],
         "kwargs": {},

@@ -81,8 +81,11 @@ def problems(params: dict[str, Any]) -> Iterable[str]:
             except ConfigurationError as exc:
                 yield f"OPTIONS['CONSUMER']: {exc}"
     queues = params.get("QUEUES", ["default"])
-    if not queues or isinstance(queues, str):
-        yield "QUEUES must list the task queues the worker consumes, e.g. ['default']"
+    if isinstance(queues, str) or not isinstance(queues, (list, tuple, set)):
+        yield (
+            "QUEUES must be a list of task queue names, e.g. ['default'] ([]: any "
+            f"queue name), got {queues!r}"
+        )
         return
     prefix = options.get("QUEUE_PREFIX", "tasks.")
     for queue in queues:
@@ -105,5 +108,6 @@ def tasks_settings(alias: str, params: dict[str, Any]) -> TasksSettings:
         prefix=options.get("QUEUE_PREFIX", "tasks."),
         result_ttl=options.get("RESULT_TTL", DEFAULT_RESULT_TTL),
         consumer={"prefetch": 1, **options.get("CONSUMER", {})},
+        # [] (as in django.tasks): any queue name; see tasks.consume_open_queues().
         queues=list(params.get("QUEUES", ["default"])),
     )

@@ -20,6 +20,8 @@ id                    problem
 ``redrelay.W001``     no URL (the embedded development server) while ``DEBUG`` is off
 ``redrelay.W002``     the outbox is enabled but its table does not exist (database
                       check: ``migrate``, ``check --database default``)
+``redrelay.W011``     two ``TASKS`` aliases of redrelay put tasks on one redrelay
+                      queue (it works, with one alias's ``CONSUMER`` options)
 ====================  =========================================================
 """
 

@@ -21,7 +21,8 @@ Keys of one alias (each optional; unknown keys are system check errors):
     Prefix of every key and channel (default ``"redrelay"``).
 ``OPTIONS``
     Keyword arguments of :class:`redrelay.Relay`: ``codec``, ``max_message_size``,
-    ``dedup_ttl``, ``dead_letter_cap``, ``connect_retries``, ``data_dir``, ``on_gap`` (a
+    ``dedup_ttl``, ``dead_letter_cap``, ``connect_retries``, ``data_dir``, ``on_gap``,
+    ``on_failure``, ``on_dead`` (each a
     callable or its dotted path), and the consumer defaults ``concurrency``,
     ``prefetch``, ``retries``, ``backoff``, ``lease``, ``heartbeat``, ``max_deliveries``.
 ``OUTBOX``
@@ -99,6 +100,8 @@ def _option_keys() -> frozenset[str]:
 #: Keys ``OPTIONS`` may hold: the keyword arguments of ``Relay()``, consumer defaults
 #: included.
 OPTION_KEYS = _option_keys()
+#: Options that take a callable or its dotted path.
+HOOKS = ("on_gap", "on_failure", "on_dead")
 
 
 class InvalidRelaySettings(ImproperlyConfigured, ConfigurationError):
@@ -132,11 +135,11 @@ class RelaySettings:
     sse_keepalive: float = 15.0
 
     def relay_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``Relay()`` (``on_gap`` imported if a dotted path)."""
+        """The keyword arguments of ``Relay()`` (hooks imported if dotted paths)."""
         kwargs = dict(self.options)
-        on_gap = kwargs.get("on_gap")
-        if isinstance(on_gap, str):
-            kwargs["on_gap"] = import_string(on_gap)
+        for hook in HOOKS:
+            if isinstance(kwargs.get(hook), str):
+                kwargs[hook] = import_string(kwargs[hook])
         return kwargs
 
     def authorizer(self) -> Callable[..., bool] | None:
@@ -234,14 +237,16 @@ def _option_problems(where: str, options: object, url: object) -> Iterator[Probl
     if unknown:
         return
     kwargs = dict(options)
-    on_gap = kwargs.get("on_gap")
-    if isinstance(on_gap, str):
+    for hook in HOOKS:
+        path = kwargs.get(hook)
+        if not isinstance(path, str):
+            continue
         try:
-            kwargs["on_gap"] = import_string(on_gap)
+            kwargs[hook] = import_string(path)
         except ImportError as exc:
             yield Problem(
                 "E006",
-                f"{where}['OPTIONS']['on_gap']: cannot import {on_gap!r} ({exc}).",
+                f"{where}['OPTIONS'][{hook!r}]: cannot import {path!r} ({exc}).",
                 "Give a callable or the dotted path of one.",
             )
             return

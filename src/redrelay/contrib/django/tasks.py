@@ -19,14 +19,15 @@ on the redrelay worker. On Django 5.x it uses the ``django-tasks`` backport (add
 
 How it works:
 
-- ``task.enqueue(*args, **kwargs)`` writes the result record (status ``READY``) to Redis,
-  then puts ``{"id", "task", "args", "kwargs"}`` on the queue ``<QUEUE_PREFIX><queue_name>``
-  (``run_after`` becomes the message's ``eta``). Arguments must be JSON values, as
-  everywhere in ``django.tasks``; anything else fails in the caller.
-- ``manage.py relay_worker`` consumes every queue in ``QUEUES`` (the consumers are
-  registered on the relay of ``RELAY`` when it is built). It marks the record
-  ``RUNNING``, runs the task, and stores ``SUCCESSFUL`` with the return value, or
-  ``FAILED`` with the exception's class and traceback. A task that raises is not retried
+- ``task.enqueue(*args, **kwargs)`` writes the result record (``READY``, a random id) to
+  Redis, then puts ``{"id", "backend", "task", "args", "kwargs"}`` on the queue
+  ``<QUEUE_PREFIX><queue_name>`` (``run_after``: the message's ``eta``). Arguments and
+  return values follow Django's JSON normalisation, as in the reference backends.
+- ``manage.py relay_worker`` consumes every queue in ``QUEUES`` (``[]``: ``default`` and
+  the task queues that exist when it starts; see :mod:`._tasks_queues`). It marks the
+  record ``RUNNING``, runs the task, and stores ``SUCCESSFUL`` with the return value, or
+  ``FAILED`` with the class and traceback of whatever it raised (``SystemExit`` too:
+  :func:`redrelay.handlers.call_handler`). A task that raises is not retried
   (``django.tasks`` has no retries); a worker that dies mid-task hands it to another
   worker under redrelay's lease rule, and ``result.attempts`` counts the runs. A
   delivery of a task whose record is already finished is acknowledged without running it
@@ -59,20 +60,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from django.core import checks
+from django.core.exceptions import SuspiciousOperation
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
-from ...errors import ConfigurationError, RedrelayError, Reject
+from ...errors import RedrelayError, Reject
+from ...handlers import call_handler
 from ...message import Message
-from ...protocol.envelope import new_id
 from ...protocol.keys import QueueKeys
 from ...relay import Relay
 from ._tasks_conf import TasksSettings, problems, tasks_settings
-from .conf import DEFAULT_ALIAS, InvalidRelaySettings
+from ._tasks_queues import consume_open_queues as consume_open_queues
+from ._tasks_queues import register_consumers as register_consumers
+from ._tasks_queues import shared_queues, task_queues
+from .conf import DEFAULT_ALIAS
 from .relays import get_relay
 
 if TYPE_CHECKING:
-    from django_tasks import TaskResultStatus, task_backends
+    from django_tasks import TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import (
         DEFAULT_TASK_PRIORITY,
@@ -83,9 +89,10 @@ if TYPE_CHECKING:
     )
     from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
 else:
     try:  # Django >= 6.0
-        from django.tasks import TaskResultStatus, task_backends
+        from django.tasks import TaskResultStatus
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import (
             DEFAULT_TASK_PRIORITY,
@@ -97,9 +104,10 @@ else:
         from django.tasks.exceptions import InvalidTask as InvalidTaskError
         from django.tasks.exceptions import TaskResultDoesNotExist
         from django.tasks.signals import task_enqueued, task_finished, task_started
+        from django.utils.json import normalize_json
     except ImportError:  # the django-tasks backport
         try:
-            from django_tasks import TaskResultStatus, task_backends
+            from django_tasks import TaskResultStatus
             from django_tasks.backends.base import BaseTaskBackend
             from django_tasks.base import (
                 DEFAULT_TASK_PRIORITY,
@@ -110,13 +118,14 @@ else:
             )
             from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
             from django_tasks.signals import task_enqueued, task_finished, task_started
+            from django_tasks.utils import normalize_json
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "RedRelayBackend needs django.tasks (Django >= 6.0) or the django-tasks "
                 "backport: pip install 'redrelay[django]'"
             ) from exc
 
-__all__ = ["RedRelayBackend", "register_consumers"]
+__all__ = ["RedRelayBackend", "consume_open_queues", "register_consumers"]
 
 T = TypeVar("T")
 
@@ -129,11 +138,16 @@ def _result_key(namespace: str, queue: str, result_id: str) -> str:
     return QueueKeys.of(namespace, queue).job(result_id)
 
 
+def _dumps(value: Any) -> bytes:
+    # Django's JSON normalisation keeps int keys ({1: "a"}); JSON makes them strings.
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
 def _state(record: dict[str, Any]) -> list[Any]:
     """The fields that redrelay's results read (``s`` and ``v``) for a Django record."""
     status = record["status"]
     if status == "SUCCESSFUL":
-        return ["s", "ok", "v", b"j" + orjson.dumps(record.get("return_value"))]
+        return ["s", "ok", "v", b"j" + _dumps(record.get("return_value"))]
     if status == "FAILED":
         error = (record.get("errors") or [{}])[-1]
         failure = {
@@ -146,50 +160,12 @@ def _state(record: dict[str, Any]) -> list[Any]:
     return ["s", "r" if status == "RUNNING" else "q", "v", ""]
 
 
-def register_consumers(
-    relay: Relay, relay_alias: str, task_alias: str, params: dict[str, Any]
-) -> None:
-    """Register the consumers of ``TASKS[task_alias]`` on ``relay`` if it is theirs.
-
-    Called when the relay of ``relay_alias`` is built (see ``conf.build_relay``).
-    """
-    if any(problems(params)):
-        return  # redrelay.E011 says why; enqueue() raises it
-    config = tasks_settings(task_alias, params)
-    if config.relay != relay_alias:
-        return
-
-    def run_task(message: Message) -> None:
-        backend = task_backends[task_alias]
-        if not isinstance(backend, RedRelayBackend):
-            raise Reject(f"TASKS[{task_alias!r}] is no longer a RedRelayBackend")
-        backend.run(message)
-
-    run_task.__qualname__ = f"run_task[{task_alias}]"
-    for queue in config.queues:
-        try:
-            relay.consumer(f"{config.prefix}{queue}", **config.consumer)(run_task)
-        except ConfigurationError as exc:
-            raise InvalidRelaySettings(f"TASKS[{task_alias!r}]: {exc}") from exc
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _normalize_json(value: Any) -> Any:
-    """JSON values only, as ``django.tasks`` requires of return values."""
-    if isinstance(value, dict):
-        return {str(k): _normalize_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalize_json(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise TypeError(f"a task must return JSON values, not {type(value).__name__}")
 
 
 class RedRelayBackend(BaseTaskBackend):
@@ -245,7 +221,9 @@ class RedRelayBackend(BaseTaskBackend):
         self.validate_task(task)
         result: TaskResult[T] = TaskResult(
             task=task,
-            id=new_id(),
+            # Random, as the reference backends': apps put result ids in URLs, and a
+            # time-sortable id would reveal its neighbours (issue 18).
+            id=get_random_string(32),
             status=TaskResultStatus("READY"),
             enqueued_at=timezone.now(),
             started_at=None,
@@ -268,6 +246,7 @@ class RedRelayBackend(BaseTaskBackend):
             relay.queue(self.queue_for(task.queue_name)).put(
                 {
                     "id": result.id,
+                    "backend": self.alias,
                     "task": task.module_path,
                     "args": result.args,
                     "kwargs": result.kwargs,
@@ -289,18 +268,14 @@ class RedRelayBackend(BaseTaskBackend):
 
         :raises TaskResultDoesNotExist: no such id, or its record expired
             (``RESULT_TTL``).
+        :raises ImportError: its task path no longer imports (as the reference backends).
+        :raises SuspiciousOperation: its task path names something that is not a task.
         """
         relay = get_relay(self.config.relay)
         record = self._load(relay, result_id)
         if record is None:
             raise TaskResultDoesNotExist(result_id)
-        try:
-            task = self._task(record["task"])
-        except (ImportError, TypeError) as exc:
-            raise TaskResultDoesNotExist(
-                f"{result_id}: its task {record['task']!r} cannot be loaded ({exc})"
-            ) from exc
-        return self._result(task, record)
+        return self._result(self._task(record["task"], result_id), record)
 
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
         """``redrelay.E011`` for each problem with the backend's settings."""
@@ -324,6 +299,8 @@ class RedRelayBackend(BaseTaskBackend):
                 hint="See redrelay.contrib.django.tasks for the backend's settings.",
                 id="redrelay.E011",
             )
+        if not found:
+            yield from shared_queues(self, getattr(settings, "TASKS", None))
 
     # -- running (in the worker) -----------------------------------------------------------
 
@@ -356,25 +333,28 @@ class RedRelayBackend(BaseTaskBackend):
             worker_ids=[*record.get("worker_ids", []), self.worker_id],
         )
         try:
-            task = self._task(body["task"])
-        except (ImportError, TypeError) as exc:
+            task = self._task(body["task"], body["id"])
+        except (ImportError, SuspiciousOperation) as exc:
             self._finish(relay, record, exc)  # no task object: no signals
             return
         self._save(relay, record)
         result = self._result(task, record)
         task_started.send(type(self), task_result=result)
-        error: Exception | None = None
-        try:
-            args, kwargs = record.get("args", []), record.get("kwargs", {})
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *args, **kwargs)
-            else:
-                value = task.call(*args, **kwargs)
-            record["return_value"] = _normalize_json(value)
-        except Exception as exc:
-            error = exc
+        # The worker's own path for handlers: a task that calls sys.exit() (any
+        # BaseException) is FAILED with that class, never left RUNNING (issue 18).
+        _, error = call_handler(lambda _: self._call(task, result, record), message, ())
         self._finish(relay, record, error)
         task_finished.send(type(self), task_result=self._result(task, record))
+
+    def _call(self, task: Task[Any, Any], result: Any, record: dict[str, Any]) -> None:
+        args, kwargs = record.get("args", []), record.get("kwargs", {})
+        if task.takes_context:
+            value = task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = task.call(*args, **kwargs)
+        # Django's own rules (bytes become str, tuples lists ...), as the reference
+        # backends; what it refuses fails the task with its TypeError or ValueError.
+        record["return_value"] = normalize_json(value)
 
     def _finish(
         self, relay: Relay, record: dict[str, Any], exc: BaseException | None
@@ -398,10 +378,13 @@ class RedRelayBackend(BaseTaskBackend):
 
     # -- records ---------------------------------------------------------------------------
 
-    def _task(self, path: str) -> Task[Any, Any]:
-        task = import_string(path)
+    def _task(self, path: str, result_id: str) -> Task[Any, Any]:
+        """The task at ``path``; the exceptions of the reference backends otherwise."""
+        task = import_string(path)  # ImportError
         if not isinstance(task, Task):
-            raise TypeError(f"{path} is a {type(task).__name__}, not a task")
+            raise SuspiciousOperation(
+                f"Task {result_id} does not point to a Task ({path})"
+            )
         return task
 
     def _record(self, result: TaskResult[Any]) -> dict[str, Any]:
@@ -454,7 +437,7 @@ class RedRelayBackend(BaseTaskBackend):
         keys = QueueKeys.of(relay.namespace, self._queue_of(record))
         key = keys.job(record["id"])
         commands: list[tuple[Any, ...]] = [
-            ("HSET", key, "m", orjson.dumps(record), *_state(record))
+            ("HSET", key, "m", _dumps(record), *_state(record))
         ]
         if self.config.result_ttl is None:
             commands.append(("PERSIST", key))
@@ -470,6 +453,10 @@ class RedRelayBackend(BaseTaskBackend):
         """The record of ``result_id``: in ``queue``, else looked for in every queue of
         the backend (the id does not name its queue; a few HGETs in one round trip)."""
         queues = [queue] if queue else [self.queue_for(q) for q in sorted(self.queues)]
+        if not queues:  # QUEUES: [] (any queue): the task queues that exist now
+            queues = task_queues(relay, self.config.prefix) or [
+                self.queue_for("default")
+            ]
         commands = [
             ("HGET", _result_key(relay.namespace, q, result_id), "m") for q in queues
         ]

@@ -91,6 +91,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if options["processes"] > 1:
             sys.exit(self._supervise(options))
+        tasks = sys.modules.get("redrelay.contrib.django.tasks")  # loaded if in use
+        if tasks is not None:
+            tasks.consume_open_queues(relay, alias)  # TASKS with QUEUES: []
         outbox = None
         if not options["no_outbox"] and _outbox_in_use(config.outbox):
             from ...outbox import OutboxRelay
@@ -182,11 +185,11 @@ def _outbox_in_use(enabled: bool) -> bool:
 
 
 def _configure_logging(verbosity: int) -> None:
-    """Show redrelay's log lines: warnings always, INFO at -v 2, DEBUG at -v 3."""
+    """Show redrelay's log lines: INFO (ready, stopped, failures) from -v 1, the default; DEBUG at -v 3."""
     logger = logging.getLogger("redrelay")
     if verbosity >= 3:
         logger.setLevel(logging.DEBUG)
-    elif verbosity >= 2:
+    elif verbosity >= 1:  # the default: "ready"/"stopped" lines (INFO), failures
         logger.setLevel(logging.INFO)
     if not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler()
