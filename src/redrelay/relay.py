@@ -7,11 +7,12 @@ import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
+from .draining import DrainMixin
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .failures import Hook
 from .handlers import Consumer, EnvelopeHook, HandlerContext, Subscriber
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from .io.aio import AsyncConnection
     from .tasks import Task
     from .topic import Topic, TopicSubscription
-    from .worker.drain import DrainReport
-    from .worker.recorder import ChannelRecorder
     from .worker.runner import Runner
 
 __all__ = ["Relay", "RelayState"]
@@ -58,7 +57,7 @@ class RelayState(enum.Enum):
     CLOSED = "closed"
 
 
-class Relay(_Registry, PeriodicMixin):
+class Relay(_Registry, PeriodicMixin, DrainMixin):
     """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
@@ -480,50 +479,3 @@ class Relay(_Registry, PeriodicMixin):
             runner, self._runner = self._runner, None
         if runner is not None:
             runner.stop(grace)
-
-    def drain(
-        self,
-        queues: Iterable[str] | None = None,
-        *,
-        timeout: float = 10.0,
-        raise_on_failure: bool = True,
-        virtual_clock: bool = True,
-        subscribers: Literal["run", "capture", "off"] = "run",
-        channels: ChannelRecorder | None = None,
-        replay_topics: bool = True,
-    ) -> DrainReport:
-        """Run consumers and subscribers in this process until nothing is left, for tests.
-
-        Nothing left means no message ready, delayed or in flight, every topic group
-        read to the end, and every channel message handed to its subscribers. Uses the
-        worker's own code path. Delays and retry backoff are skipped on a virtual clock;
-        a handler that failed or a message that died makes it raise at the end.
-
-        :param queues: only these queues (no subscribers run; channel messages are
-            captured in the report); default: all.
-        :param timeout: seconds before :class:`DrainTimeout`.
-        :param raise_on_failure: raise :class:`DrainFailed` if a handler raised (other
-            than :class:`Retry`) or a message was dead-lettered; False returns the report.
-        :param virtual_clock: make waiting messages due at once, in their order.
-        :param subscribers: ``"run"`` channel and topic subscribers, ``"capture"`` what
-            was published for them (in the report) without running them, or ``"off"``.
-        :param channels: a :class:`redrelay.testing.ChannelRecorder` started before the
-            code under test published: its messages are handled (or captured) too.
-        :param replay_topics: a topic group that does not exist yet reads the stream
-            from its start (False: from its ``start=``, as in a worker).
-        :returns: a :class:`~redrelay.worker.drain.DrainReport`.
-        :raises DrainFailed: see ``raise_on_failure``; everything was still drained.
-        :raises DrainTimeout: work was left after ``timeout`` seconds.
-        """
-        from .worker.drain import drain
-
-        return drain(
-            self,
-            queues=queues,
-            timeout=timeout,
-            raise_on_failure=raise_on_failure,
-            virtual_clock=virtual_clock,
-            subscribers=subscribers,
-            channels=channels,
-            replay_topics=replay_topics,
-        )

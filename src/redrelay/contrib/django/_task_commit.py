@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.utils import timezone
 
@@ -137,8 +138,8 @@ def send_task(
             f"TASKS[{task_alias!r}] is no longer a RedRelayBackend"
         )
     try:
-        task = backend._task(body["task"])
-    except (ImportError, TypeError) as exc:
+        task = backend._task(body["task"], body["id"])
+    except (ImportError, TypeError, SuspiciousOperation) as exc:
         raise ConfigurationError(
             f"task {body['task']!r} cannot be loaded ({exc})"
         ) from exc
