@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from ...errors import ConfigurationError, RedrelayError
 from ...protocol.envelope import new_id
+from ._tasks_queues import _backends
 from .relays import get_relay
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def enqueue_task_on_commit(
     from .outbox import _send_now, _use_outbox, _write_row
     from .tasks import RedRelayBackend
 
-    backend = _tasks().task_backends[task.backend]
+    backend = _backends()[task.backend]
     if not isinstance(backend, RedRelayBackend):
         raise ConfigurationError(
             f"enqueue_task_on_commit needs a RedRelayBackend; TASKS[{task.backend!r}] "
@@ -132,7 +133,7 @@ def send_task(
     from .tasks import RedRelayBackend, _result_key
 
     framework = _tasks()
-    backend = framework.task_backends[task_alias]
+    backend = _backends()[task_alias]
     if not isinstance(backend, RedRelayBackend):
         raise ConfigurationError(
             f"TASKS[{task_alias!r}] is no longer a RedRelayBackend"
