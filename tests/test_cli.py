@@ -477,7 +477,10 @@ def test_dead_list_requeue_purge(
     purged = invoke(*ns, "dead", "purge", "jobs", ids[2])
     assert "purged 1 dead letters" in purged.output
     refused = invoke(*ns, "dead", "purge", "jobs", "--all", input="n\n")
-    assert refused.exit_code == 1 and "Aborted" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "not confirmed, nothing was changed" in refused.output
+    )
     assert q.stats().dead == 5
     confirmed = invoke(*ns, "dead", "purge", "jobs", "--all", input="y\n")
     assert confirmed.exit_code == 0, confirmed.output

@@ -22,7 +22,8 @@ from redrelay._server import AdminClient, pid_alive
 #: Started by a subprocess: wait for a "go" file, then ask for the URL twice.
 CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import logging, os, sys, time
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     go = sys.argv[1]
     while not os.path.exists(go):
         time.sleep(0.005)
@@ -249,12 +250,14 @@ def test_processes_share_one_server(
     urls = {line for out, _ in outputs for line in out.split()}
     assert urls == {f"unix://{data_dir / 'redis.sock'}"}
     announcements = [
-        [line for line in err.splitlines() if line.startswith("redrelay: ")]
+        [line.split(" ", 1) for line in err.splitlines() if " redrelay: " in line]
         for _, err in outputs
     ]
     assert all(len(lines) == 1 for lines in announcements), outputs
-    verbs = sorted(lines[0].split()[1] for lines in announcements)
-    assert verbs == ["started", "using", "using", "using"]
+    # (level, verb): only the process that started it says so at WARNING (printed by
+    # default); the others, joining it, at INFO.
+    seen = sorted((lines[0][0], lines[0][1].split()[1]) for lines in announcements)
+    assert seen == [("INFO", "using")] * 3 + [("WARNING", "started")]
 
     # The server outlived the process that started it, and there is only one.
     state = json.loads((data_dir / "server.json").read_text())

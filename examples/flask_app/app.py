@@ -77,6 +77,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
         REDRELAY_NAMESPACE="flask-example",
+        # No REDRELAY_URL: the embedded development redis-server, asked for explicitly
+        # (outside debug and testing a missing URL is an error otherwise). Its data
+        # lives in this app's instance folder; FLASK_REDRELAY_URL=redis://... wins.
+        REDRELAY_EMBEDDED=True,
         EXAMPLE_STEPS=5,
         EXAMPLE_STEP_SECONDS=0.4,
     )

@@ -36,6 +36,7 @@ from .errors import SignatureError as SignatureError
 from .errors import TimeLimitExceeded as TimeLimitExceeded
 from .failures import Failure as Failure
 from .message import Message as Message
+from .message import MessageId as MessageId
 from .protocol.results import Status as Status
 from .protocol.schedule import ScheduleSpec as ScheduleSpec
 from .protocol.transitions import Backoff as Backoff
@@ -75,6 +76,7 @@ __all__ = [
     "JobFailed",
     "Message",
     "MessageError",
+    "MessageId",
     "MessageNotFound",
     "MessageTooLarge",
     "NotFound",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -120,6 +122,22 @@ class ConsumerOptions:
     max_deliveries: int = 6
     time_limit: float | None = None
     result_ttl: float | None = None
+
+    @classmethod
+    def check_names(cls, options: dict[str, object], where: str) -> None:
+        """Refuse an unknown option (a typo) with a suggestion, instead of a TypeError."""
+        known = [p for p in inspect.signature(cls.build).parameters if p != "cls"]
+        for name in options:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = (
+                    f"did you mean {close[0]}=?"
+                    if close
+                    else f"known: {', '.join(known)}"
+                )
+                raise ConfigurationError(
+                    f"{where} got an unknown option {name}= ({hint})"
+                )
 
     @classmethod
     def build(

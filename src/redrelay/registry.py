@@ -59,6 +59,7 @@ class _Registry:
                 ...
         """
         shards = options.pop("shards", None)
+        ConsumerOptions.check_names(options, f"@relay.consumer({queue!r})")
         opts = ConsumerOptions.build(**{**self.consumer_defaults, **options})
         # result_ttl=: this process's puts create records too (docs/results.md).
         q = self.queue(queue, shards=shards, results=opts.result_ttl is not None)

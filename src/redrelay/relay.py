@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -13,6 +14,7 @@ from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
 from .draining import DrainMixin
+from .embedded import caller_data_dir, url_for
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .failures import Hook
 from .handlers import Consumer, EnvelopeHook, HandlerContext, Subscriber
@@ -25,6 +27,7 @@ from .protocol.requests import Plan, Step
 from .protocol.transitions import to_seconds
 from .queue import Queue, QueueStats
 from .registry import _Registry
+from .running import _Running
 from .schedules import Schedules
 
 if TYPE_CHECKING:
@@ -57,12 +60,13 @@ class RelayState(enum.Enum):
     CLOSED = "closed"
 
 
-class Relay(_Registry, PeriodicMixin, DrainMixin):
+class Relay(_Registry, PeriodicMixin, _Running, DrainMixin):
     """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
     argument, else ``$REDRELAY_URL``, else an embedded ``redis-server`` started on a Unix
-    socket under ``./.redrelay/`` (development only).
+    socket in ``.redrelay/`` beside the module that creates the relay (development only;
+    ``embedded=False`` makes a missing URL an error instead).
 
     Example::
 
@@ -84,8 +88,10 @@ class Relay(_Registry, PeriodicMixin, DrainMixin):
     :param dead_letter_cap: dead letters kept per queue (oldest dropped and counted); 0 keeps all.
     :param connect_retries: retries of a command on a connection error before a producer
         call raises :class:`BrokerUnavailable`.
-    :param data_dir: directory of the embedded server (default ``$REDRELAY_DATA_DIR`` or
-        ``./.redrelay``).
+    :param data_dir: directory of the embedded server (default ``$REDRELAY_DATA_DIR``,
+        else ``.redrelay`` beside the module that creates this relay).
+    :param embedded: False: a missing URL is a :class:`ConfigurationError` at first use
+        instead of the embedded server (the Flask and Django glue outside debug/tests).
     :param on_gap: called with a :class:`GapReport` when a channel subscriber sees that
         messages were lost (they are also logged and counted).
     :param on_failure: called with a :class:`~redrelay.failures.Failure` each time a
@@ -116,6 +122,7 @@ class Relay(_Registry, PeriodicMixin, DrainMixin):
         dead_letter_cap: int = 100_000,
         connect_retries: int = 3,
         data_dir: str | None = None,
+        embedded: bool = True,
         on_gap: Callable[[GapReport], None] | None = None,
         on_failure: Hook | None = None,
         on_dead: Hook | None = None,
@@ -145,7 +152,9 @@ class Relay(_Registry, PeriodicMixin, DrainMixin):
             )
         self.dead_letter_cap = dead_letter_cap
         self.connect_retries = connect_retries
-        self.data_dir = data_dir
+        # Default: beside the creating module (the app's), whatever the current directory.
+        self.data_dir = data_dir or caller_data_dir(sys._getframe(1).f_globals)
+        self.embedded = bool(embedded)
         self.on_gap = on_gap
         self.on_failure = on_failure
         self.on_dead = on_dead
@@ -172,6 +181,7 @@ class Relay(_Registry, PeriodicMixin, DrainMixin):
             else self._check_durable(Durability.parse(durable, self.durable_timeout))
         )
         self.consumer_defaults = dict(consumer_defaults)
+        ConsumerOptions.check_names(self.consumer_defaults, "Relay()")
         ConsumerOptions.build(
             **self.consumer_defaults
         )  # fail now, naming the bad option
@@ -215,9 +225,7 @@ class Relay(_Registry, PeriodicMixin, DrainMixin):
                     raise ConfigurationError("this Relay is closed; create a new one")
                 if self._connection is None:
                     if self.url is None:
-                        from .embedded import embedded_url
-
-                        self.url = embedded_url(self.data_dir)
+                        self.url = url_for(self.data_dir, self.embedded)
                     self._connection = Connection(
                         self.url, retries=self.connect_retries, namespace=self.namespace
                     )
@@ -447,35 +455,4 @@ class Relay(_Registry, PeriodicMixin, DrainMixin):
 
         return register
 
-    # -- running ---------------------------------------------------------------------------
-
-    def start(
-        self,
-        queues: Iterable[str] | None = None,
-        *,
-        subscribers: bool = True,
-        scheduler: bool = True,
-    ) -> None:
-        """Run the registered consumers and subscribers on background threads of this process.
-
-        For web apps that want the seed's background-thread model; ``redrelay worker`` runs
-        the same code in its own process. ``scheduler`` also fires the relay's schedules.
-        """
-        from .worker.runner import Runner
-
-        with self._lock:
-            if self._runner is not None:
-                raise ConfigurationError(
-                    "this Relay is already started; call stop() first"
-                )
-            self._runner = Runner(
-                self, queues=queues, subscribers=subscribers, scheduler=scheduler
-            )
-        self._runner.start()
-
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop what ``start()`` started: finish running handlers, give back the rest."""
-        with self._lock:
-            runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.stop(grace)
+    # -- running (start, stop, wait_ready: running.py; drain: draining.py) ----------

@@ -74,7 +74,7 @@ def test_five_six_fields_and_aliases() -> None:
         ({"cron": "0 * * * *", "misfire": "later"}, "misfire='later' is not a policy"),
         ({"cron": "0 * * * *", "catchup": 0}, "catchup= must be an int"),
         ({"cron": "0 * * * *", "body": {1, 2}}, "body= must be JSON-compatible"),
-        ({"cron": "0 * * * *", "jitter": -1}, "jitter= must be 0 seconds"),
+        ({"cron": "0 * * * *", "jitter": -1}, "jitter= must be 0 or more seconds"),
     ],
 )
 def test_bad_declarations_fail_at_once(

@@ -3,7 +3,8 @@
 Layout: ``_base`` holds the group, the shared ``--url``/``--namespace`` options, error
 handling and table helpers; ``worker``, ``stats``, ``dead``, ``messages`` (put, publish,
 tail), ``results`` (status, result, cancel), ``doctor``, ``embedded``, ``topics``,
-``schedules``, ``dashboard`` and ``demo`` each add their commands to it on import.
+``schedules``, ``dashboard``, ``queues`` (purge, delete) and ``demo`` each add their
+commands to it on import.
 
 Framework glue (``flask relay``, the Django management commands) reuses the names
 exported here, and the public modules ``stats`` and ``worker``: never ``_base``.
@@ -20,6 +21,7 @@ from . import (  # noqa: F401
     doctor,
     embedded,
     messages,
+    queues,
     results,
     schedules,
     stats,
@@ -60,12 +62,14 @@ __all__ = [
 
 def shared_commands() -> list[click.Command]:
     """The queue tools a framework's command group mounts next to its own ``worker``:
-    ``stats``, ``schedules``, ``dead``, ``put``, ``publish``, ``tail``, ``doctor``. They read the
-    relay's URL and namespace from ``ctx.obj`` (``{"url": ..., "namespace": ...}``)."""
+    ``stats``, ``schedules``, ``dead``, ``queue``, ``put``, ``publish``, ``tail``,
+    ``doctor``. They read the relay's URL, namespace and embedded data directory from
+    ``ctx.obj`` (``{"url": ..., "namespace": ..., "data_dir": ...}``)."""
     return [
         stats.stats,
         schedules.schedules,
         dead.dead,
+        queues.queue,
         messages.put,
         messages.publish,
         messages.tail,

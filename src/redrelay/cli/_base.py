@@ -20,6 +20,7 @@ __all__ = [
     "CliError",
     "Group",
     "cli",
+    "confirm",
     "connection_options",
     "format_age",
     "load_relay",
@@ -42,7 +43,9 @@ class CliError(click.ClickException):
     exit_code = 2
 
 
-def load_relay(target: str, url: str | None = None) -> Relay:
+def load_relay(
+    target: str, url: str | None = None, data_dir: str | None = None
+) -> Relay:
     """Import ``module:attribute`` and return the Relay it names (one-line errors)."""
     module_name, _, attr = target.partition(":")
     if not module_name:
@@ -66,6 +69,8 @@ def load_relay(target: str, url: str | None = None) -> Relay:
         raise CliError(f"{target!r} is a {type(obj).__name__}, not a redrelay.Relay")
     if url is not None:
         obj.url = resolve_url(url)  # checks the scheme now, in one line
+    if data_dir is not None:
+        obj.data_dir = data_dir
     return obj
 
 
@@ -105,15 +110,30 @@ def _one_line(exc: BaseException) -> str:
     "Not used by `worker`, whose relay sets its own.",
 )
 @click.option(
+    "--data-dir",
+    envvar="REDRELAY_DATA_DIR",
+    type=click.Path(file_okay=False),
+    help="Without a URL: the embedded server's data directory (env: REDRELAY_DATA_DIR; "
+    "default: the nearest .redrelay with a running server, here or above).",
+)
+@click.option(
     "-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug)."
 )
 @click.version_option(package_name="redrelay")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, namespace: str, verbose: int) -> None:
+def cli(
+    ctx: click.Context,
+    url: str | None,
+    namespace: str,
+    data_dir: str | None,
+    verbose: int,
+) -> None:
     """redrelay: Redis as the message broker of Flask and Django apps.
 
-    Every command takes --url (or $REDRELAY_URL); without one it uses the embedded
-    redis-server of this directory (./.redrelay). Errors print one line and exit 2.
+    Every command takes --url (or $REDRELAY_URL). Without one, commands use the
+    app's running embedded redis-server (the nearest .redrelay here or above, or
+    --data-dir); only `worker`, `put` and `demo` start one. Errors print one line
+    and exit 2.
     """
     # A worker says when it is ready and when it stopped (INFO) by default; failures
     # and dead letters are WARNING and ERROR (issue 16). Other commands stay quiet.
@@ -122,7 +142,7 @@ def cli(ctx: click.Context, url: str | None, namespace: str, verbose: int) -> No
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    ctx.obj = {"url": url, "namespace": namespace}
+    ctx.obj = {"url": url, "namespace": namespace, "data_dir": data_dir}
 
 
 def _store(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -155,17 +175,64 @@ def connection_options(*, namespace: bool = True) -> Callable[[F], F]:
     return decorate
 
 
-def open_relay(ctx: click.Context) -> Relay:
+def open_relay(ctx: click.Context, *, start: bool = False) -> Relay:
     """A Relay for ``--url``/``--namespace``, closed when the command ends.
 
+    Without a URL it uses the running embedded server of ``--data-dir`` (else the
+    nearest ``.redrelay`` with a running server, here or above); only with ``start``
+    (``put``) may it start one, so a read-only command never leaves a server behind.
     One retry per command: a CLI should say "unreachable" quickly, not hang.
     """
     obj = ctx.ensure_object(dict)
+    url = obj.get("url")
+    data_dir = obj.get("data_dir")
+    if url is None and obj.get("embedded") is False:
+        # An app that may not use the embedded server (Flask outside debug/testing).
+        raise CliError(
+            "no Redis URL: set REDRELAY_URL (app.config or the environment), or "
+            "REDRELAY_EMBEDDED = True for the embedded development redis-server"
+        )
+    if url is None:
+        url = _embedded(data_dir, start=start)
     relay = Relay(
-        obj.get("url"), namespace=obj.get("namespace") or "redrelay", connect_retries=1
+        url,
+        namespace=obj.get("namespace") or "redrelay",
+        connect_retries=1,
+        data_dir=data_dir,
     )
     ctx.call_on_close(relay.close)
     return relay
+
+
+def _embedded(data_dir: str | None, *, start: bool) -> str | None:
+    """The running embedded server's URL, or None (``start``: let the Relay start one)."""
+    from ..embedded import find_data_dir, running_url
+
+    if data_dir is not None:
+        url = running_url(data_dir)
+        where = f"in {data_dir}"
+    else:
+        found = find_data_dir()
+        url = running_url(found) if found is not None else None
+        where = f"in ./.redrelay or a folder above {os.getcwd()}"
+    if url is None and not start:
+        raise CliError(
+            f"no Redis URL and no embedded redis-server running {where}: pass --url or "
+            "set REDRELAY_URL, or --data-dir (REDRELAY_DATA_DIR) for the app's embedded "
+            "server (it starts with the app or its worker; this command never starts one)"
+        )
+    return url
+
+
+def confirm(text: str, *, yes: bool) -> None:
+    """Ask ``text`` unless ``yes``; a no, or no answer (no terminal), changes nothing."""
+    if yes:
+        return
+    try:
+        click.confirm(text, abort=True)
+    except click.Abort:
+        hint = "" if sys.stdin.isatty() else " (no terminal to ask: pass -y/--yes)"
+        raise CliError(f"not confirmed, nothing was changed{hint}") from None
 
 
 def queue_names(relay: Relay) -> list[str]:

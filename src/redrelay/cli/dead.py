@@ -11,7 +11,15 @@ import click
 import orjson
 
 from ..queue import DeadLetter, Queue
-from ._base import CliError, cli, connection_options, open_relay, require_queue, table
+from ._base import (
+    CliError,
+    cli,
+    confirm,
+    connection_options,
+    open_relay,
+    require_queue,
+    table,
+)
 
 __all__ = ["dead", "dead_letter_dict", "format_time", "json_default"]
 
@@ -120,10 +128,10 @@ def purge(
     _check_choice(ids, all_)
     if all_:
         total = q.stats().dead
-        if total and not yes:
-            click.confirm(
+        if total:
+            confirm(
                 f"Delete all {total} dead letters of {queue!r}? This cannot be undone.",
-                abort=True,
+                yes=yes,
             )
         deleted, seen = _bulk(q, q.purge_dead, "purging")
     else:

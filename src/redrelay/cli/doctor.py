@@ -27,7 +27,8 @@ def doctor(ctx: click.Context, strict: bool) -> None:
     """Check the server for settings that can lose messages.
 
     Prints the version, mode (standalone or cluster), memory, maxmemory-policy
-    and persistence, then one warning line per setting that can lose messages.
+    and persistence, then one warning line per setting that can lose messages,
+    and per queue whose messages wait with no consumer (a stopped worker, a typo).
 
     \b
     Exit status:
@@ -57,7 +58,9 @@ def doctor(ctx: click.Context, strict: bool) -> None:
     ]
     for name, value in rows:
         click.echo(f"{name:<18}{value}")
-    warnings = server_warnings(conn) + _version_warnings(version)
+    warnings = (
+        server_warnings(conn) + _version_warnings(version) + _queue_warnings(relay)
+    )
     click.echo("")
     for line in warnings:
         click.echo(f"warning: {line}")
@@ -119,6 +122,16 @@ def _namespace(relay: Relay) -> str:
     except ConfigurationError:  # a cluster node behind a plain URL: warned about below
         return f"{relay.namespace!r}: unknown (the queue set is on another node)"
     return f"{relay.namespace!r}: {len(names)} queues"
+
+
+def _queue_warnings(relay: Relay) -> list[str]:
+    """Queues of the namespace whose messages wait with no consumer (see ``stats``)."""
+    from .stats import unconsumed_warnings
+
+    try:
+        return unconsumed_warnings(relay.stats(queue_names(relay)))
+    except ConfigurationError:  # a cluster node behind a plain URL: warned about above
+        return []
 
 
 def _version_warnings(version: str) -> list[str]:

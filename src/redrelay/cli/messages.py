@@ -85,7 +85,7 @@ def put(
     """
     value = _parse_body(body, as_json)
     parsed = _parse_headers(headers)
-    relay = open_relay(ctx)
+    relay = open_relay(ctx, start=True)
     msg_id = relay.queue(queue).put(value, delay=delay, headers=parsed or None)
     click.echo(msg_id)
 
@@ -169,11 +169,24 @@ def tail(
 
 
 def _stop_on_sigterm(done: threading.Event) -> Any:
-    """SIGTERM ends ``tail`` like Ctrl-C does (exit 0). Returns the undo function."""
+    """SIGTERM and SIGINT end ``tail`` by setting ``done`` (exit 0). Returns the undo.
+
+    A handler rather than ``KeyboardInterrupt``: an interrupt raised inside
+    ``Event.wait`` can leave the event's lock held, and the ``done.set()`` that follows
+    would then hang the process.
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    handler = lambda signum, frame: done.set()  # noqa: E731
+    previous = {
+        sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def _format(message: Message, as_json: bool) -> str:

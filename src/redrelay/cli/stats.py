@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeAlias
@@ -38,6 +39,7 @@ __all__ = [
     "snapshot",
     "stats",
     "to_json",
+    "unconsumed_warnings",
     "watch",
 ]
 
@@ -88,13 +90,40 @@ def to_json(snap: Snapshot, *, topics: bool) -> str:
 def render_snapshot(
     snap: Snapshot, rates: Rates | None = None, topic_rates: TopicRates | None = None
 ) -> str | None:
-    """The tables of ``stats`` (queues, topic groups, schedules), or None if all are empty."""
+    """The tables of ``stats`` (queues, topic groups, schedules), then a warning line per
+    queue with messages and no consumer; None if all are empty."""
     parts = [render(snap.queues, rates)] if snap.queues else []
     if snap.topics:
         parts.append(render_topics(snap.topics, topic_rates))
     if snap.schedules:
         parts.append(render_schedules(snap.schedules))
+    warnings = unconsumed_warnings(snap.queues)
+    if warnings:
+        parts.append("\n".join(f"warning: {w}" for w in warnings))
     return "\n\n".join(parts) or None
+
+
+def unconsumed_warnings(snapshots: Sequence[QueueStats]) -> list[str]:
+    """A line per queue whose messages wait and that no consumer holds a lease on: no
+    worker runs for it, or its name is a typo (then the close name is suggested)."""
+    names = [s.name for s in snapshots]
+    lines = []
+    for s in snapshots:
+        waiting = s.ready + s.delayed
+        if not waiting or s.consumers:
+            continue
+        others = [n for n in names if n != s.name]
+        close = difflib.get_close_matches(s.name, others, n=1, cutoff=0.75)
+        typo = (
+            f"; a typo of {close[0]!r}? (`redrelay queue delete {s.name}`)"
+            if close
+            else ""
+        )
+        lines.append(
+            f"queue {s.name!r} has {waiting} message(s) waiting and no consumer (is a "
+            f"worker running for it?){typo}"
+        )
+    return lines
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -57,7 +58,26 @@ _WORKER_OPTIONS = [
     click.option(
         "--parent-pid", type=int, hidden=True, help="Stop when this process is gone."
     ),
+    click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=lambda ctx, param, value: _verbosity(value),
+        help="More log output (-v: info, -vv: debug); also accepted before the command.",
+    ),
 ]
+
+
+def _verbosity(count: int) -> None:
+    """``worker -v``: as ``redrelay -v worker`` (the group configured logging already)."""
+    if not count:
+        return
+    level = logging.WARNING - 10 * min(count, 2)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(min(root.level or logging.WARNING, level))
 
 
 @cli.command()
@@ -82,7 +102,9 @@ def worker(
     The first SIGTERM/SIGINT stops fetching, lets running handlers finish within
     --grace and exits 0; a second one exits at once (messages stay safe).
     """
-    relay = load_relay(target, ctx.obj["url"])  # a bad target fails here, once
+    relay = load_relay(
+        target, ctx.obj["url"], ctx.obj.get("data_dir")
+    )  # a bad target fails here, once
     run_worker(
         ctx,
         lambda: relay,

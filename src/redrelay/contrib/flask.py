@@ -29,9 +29,9 @@ app's relay, and run inside that app's context.
 
 from __future__ import annotations
 
-import atexit
 import difflib
 import logging
+import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -46,11 +46,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 
+from ..embedded import default_data_dir
 from ..errors import ConfigurationError
 from ..handlers import Handler
 from ..protocol.keys import validate_name
 from ..queue import Queue
 from ..relay import Relay
+from ._inprocess import start_in_process
 from .flask_cli import relay_command
 from .flask_sse import create_sse_blueprint as create_sse_blueprint
 from .sse import DEFAULT_BUFFER, DEFAULT_KEEPALIVE, DEFAULT_RETRY_MS, EventHub, hub_for
@@ -82,7 +84,13 @@ RELAY_SETTINGS = (
     "max_deliveries",
 )
 #: ``REDRELAY_<KEY>`` settings of the extension itself (lowercased).
-APP_SETTINGS = ("start_in_process", "sse_keepalive", "sse_retry_ms", "sse_buffer")
+APP_SETTINGS = (
+    "embedded",
+    "start_in_process",
+    "sse_keepalive",
+    "sse_retry_ms",
+    "sse_buffer",
+)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -161,15 +169,22 @@ class RedRelay:
         Also registers the ``flask relay`` commands and the handler app context.
         ``app.config`` keys read (each optional; ``None`` means unset):
 
-        - ``REDRELAY_URL``: ``redis://``, ``rediss://`` or ``unix://`` URL. Default:
-          ``$REDRELAY_URL``, else the embedded development server under ``./.redrelay``.
+        - ``REDRELAY_URL``: ``redis://``, ``rediss://``, ``unix://``,
+          ``redis+sentinel://`` or ``redis+cluster://`` URL. Default: ``$REDRELAY_URL``,
+          else, in debug or testing (``app.debug``, ``app.testing`` when ``init_app``
+          runs) or with ``REDRELAY_EMBEDDED``, the embedded development server; else
+          the first use raises :class:`ConfigurationError`.
+        - ``REDRELAY_EMBEDDED``: True to use the embedded server without a URL outside
+          debug and testing too (default False).
         - ``REDRELAY_NAMESPACE``: prefix of every key and channel (default ``redrelay``).
         - ``REDRELAY_CODEC``: ``"json"`` (default) or ``"msgpack"``.
         - ``REDRELAY_MAX_MESSAGE_SIZE``: largest encoded message in bytes (default 1 MiB).
         - ``REDRELAY_DEDUP_TTL``: seconds a ``dedup_key=`` is remembered (default 1 day).
         - ``REDRELAY_DEAD_LETTER_CAP``: dead letters kept per queue (default 100000).
         - ``REDRELAY_CONNECT_RETRIES``: retries of a producer call (default 3).
-        - ``REDRELAY_DATA_DIR``: the embedded server's directory (default ``./.redrelay``).
+        - ``REDRELAY_DATA_DIR``: the embedded server's directory (default
+          ``$REDRELAY_DATA_DIR``, else ``<app.instance_path>/.redrelay``: the app's, not
+          the current directory's).
         - ``REDRELAY_DURABLE``, ``REDRELAY_DURABLE_TIMEOUT``: durable puts (default off,
           1 s), see docs/reliability.md.
         - Consumer defaults, overridden per ``@broker.consumer(...)``:
@@ -177,8 +192,11 @@ class RedRelay:
           (3), ``REDRELAY_BACKOFF`` (1.0 s), ``REDRELAY_LEASE`` (10 s),
           ``REDRELAY_HEARTBEAT`` (lease / 4), ``REDRELAY_MAX_DELIVERIES`` (retries + 3).
         - ``REDRELAY_START_IN_PROCESS``: run the consumers and subscribers on background
-          threads of the web process (``relay.start()``), from its first request on;
-          never in ``flask`` commands. Default False: run ``flask relay worker``.
+          threads of each process that serves requests (``relay.start()``), started by
+          its first request, which waits (5 s at most) until the subscriptions are in
+          place so that what it publishes is received; never in ``flask shell``,
+          ``flask relay ...`` or the reloader's parent. Default False: run
+          ``flask relay worker``. Channel subscribers then run once per process.
         - ``REDRELAY_SSE_KEEPALIVE``: seconds between keep-alive comments on idle event
           streams (default 15).
         - ``REDRELAY_SSE_RETRY_MS``: reconnection delay told to browsers (default 3000).
@@ -201,7 +219,14 @@ class RedRelay:
         }
         _check_keys(settings)
         app_settings = {k: settings.pop(k) for k in APP_SETTINGS if k in settings}
-        relay = self._relay_for_settings(app, settings)
+        derived: dict[str, Any] = {}
+        if self._relay is None:
+            explicit = _as_bool("EMBEDDED", app_settings.pop("embedded", False))
+            derived["embedded"] = explicit or app.debug or app.testing
+            if "data_dir" not in settings and "data_dir" not in self._relay_options:
+                # The app's folder, not the current directory (flask run, the worker).
+                derived["data_dir"] = default_data_dir(app.instance_path)
+        relay = self._relay_for_settings(app, settings, derived)
         state = RedRelayState(ext=self, relay=relay)
         _apply_app_settings(state, app_settings)
         app.extensions["redrelay"] = state
@@ -209,7 +234,9 @@ class RedRelay:
         if state.start_in_process:
             app.before_request(_start_in_process)
 
-    def _relay_for_settings(self, app: Flask, settings: dict[str, Any]) -> Relay:
+    def _relay_for_settings(
+        self, app: Flask, settings: dict[str, Any], derived: dict[str, Any]
+    ) -> Relay:
         if self._relay is not None:
             relay = self._relay
             clash = [
@@ -226,14 +253,12 @@ class RedRelay:
                 relay.add_handler_context(self._shared_app_context)
             self._shared_app = weakref.ref(app)
             return relay
-        options = {**self._relay_options, **settings}
+        options = {**derived, **self._relay_options, **settings}
         try:
             relay = Relay(**options)
         except ConfigurationError as exc:
-            keys = ", ".join(f"REDRELAY_{k.upper()}" for k in settings) or "none"
-            raise ConfigurationError(
-                f"{exc} (app.config settings given: {keys})"
-            ) from exc
+            # Name the setting the user wrote (REDRELAY_LEASE), not Relay's lease=.
+            raise ConfigurationError(_as_settings(str(exc), settings)) from None
         relay.add_handler_context(lambda message: app.app_context())
         for register in self._registrations:
             register(relay)
@@ -406,6 +431,15 @@ def _check_keys(settings: dict[str, Any]) -> None:
             )
 
 
+def _as_settings(text: str, settings: dict[str, Any]) -> str:
+    """``lease= must be ...`` -> ``REDRELAY_LEASE must be ...`` for keys set in app.config."""
+    for key in settings:
+        text = re.sub(rf"\b{key}=", f"REDRELAY_{key.upper()}", text)
+    if "url" in settings and "REDRELAY_URL" not in text and "URL" in text:
+        text += " (app.config['REDRELAY_URL'])"
+    return text
+
+
 def _apply_app_settings(state: RedRelayState, settings: dict[str, Any]) -> None:
     if "start_in_process" in settings:
         state.start_in_process = _as_bool(
@@ -444,31 +478,10 @@ def _as_bool(key: str, value: object) -> bool:
 
 
 def _start_in_process() -> None:
-    """``before_request``: start the app's runner once, on a thread (it may wait for Redis)."""
+    """``before_request``: start the app's consumers and subscribers once per process,
+    and wait until they are subscribed, so this first request's publish reaches them
+    (see :mod:`redrelay.contrib._inprocess`)."""
     state = current_app.extensions["redrelay"]
-    if state.started:
-        return
-    with state.lock:
-        if state.started:
-            return
-        state.started = True
-    relay = state.relay
-    threading.Thread(
-        target=_start_relay, args=(relay,), name="redrelay-start", daemon=True
-    ).start()
-    atexit.register(_stop_at_exit, weakref.ref(relay))
-
-
-def _stop_at_exit(ref: weakref.ReferenceType[Relay]) -> None:
-    relay = ref()
-    if relay is not None:
-        relay.stop()
-
-
-def _start_relay(relay: Relay) -> None:
-    try:
-        relay.start()
-    except Exception:
-        log.exception("REDRELAY_START_IN_PROCESS: could not start the consumers")
-    else:
-        log.info("consumers and subscribers started in the web process")
+    # Once per process (a dict lookup after that), again in a forked child.
+    start_in_process(state.relay, setting="REDRELAY_START_IN_PROCESS")
+    state.started = True

@@ -1,8 +1,10 @@
 """The ``flask relay`` command group: the worker and queue tools of an app's relay.
 
 :meth:`RedRelay.init_app <redrelay.contrib.flask.RedRelay.init_app>` adds it to
-``app.cli``; the queue tools are the ``redrelay`` commands themselves, reading the
-app's relay through the click context.
+``app.cli``, and the ``flask.commands`` entry point to every app (so an app that forgot
+``init_app`` hears so, and an app that fails to load is one ``Error:`` line); the queue
+tools are the ``redrelay`` commands themselves, reading the app's relay through the
+click context.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from ..cli import Group, run_worker, shared_commands, worker_options
+from ..cli import CliError, Group, run_worker, shared_commands, worker_options
 
 __all__ = ["relay_command"]
 
@@ -40,16 +42,21 @@ def relay_command(ctx: click.Context, verbose: int) -> None:
     from .flask import RedRelayState
 
     state = current_app.extensions.get("redrelay")
-    if not isinstance(state, RedRelayState):  # pragma: no cover - init_app adds both
-        raise click.ClickException(
-            "this app has no RedRelay; call broker.init_app(app)"
+    if not isinstance(state, RedRelayState):  # the plugin entry point, without init_app
+        raise CliError(
+            f"the Flask app {current_app.name!r} has no RedRelay: call "
+            "broker.init_app(app) in your app factory (or create RedRelay(app))"
         )
     relay = state.relay
-    url = relay.url
-    if url is None and ctx.invoked_subcommand != "worker":
-        url = relay.connection.url  # the embedded server of the app's data_dir
-    # What the shared redrelay commands (stats, dead ...) read through open_relay().
-    ctx.obj = {"url": url, "namespace": relay.namespace}
+    # What the shared redrelay commands (stats, dead ...) read through open_relay():
+    # no I/O here, so `--help` works; without a URL only `put` and `worker` may start
+    # the app's embedded server, the others use it if it runs.
+    ctx.obj = {
+        "url": relay.url,
+        "namespace": relay.namespace,
+        "data_dir": relay.data_dir,
+        "embedded": relay.embedded,
+    }
 
 
 @relay_command.command()

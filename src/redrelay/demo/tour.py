@@ -276,8 +276,7 @@ class Tour:
             kind = "poison" if n % 100 == 50 else "flaky" if n % 20 == 7 else "ok"
             body = {"n": n, "kind": kind, "ms": rng.randint(2, 8)}
             if n % 12 == 3:
-                msg_id = self.queue.put(body, delay=rng.uniform(1.0, 3.0))
-                self._note(msg_id, kind)
+                self._note(self.queue.put(body, delay=rng.uniform(1.0, 3.0)), kind)
                 self.delayed += 1
             else:
                 now.append(body)

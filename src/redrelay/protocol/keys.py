@@ -138,6 +138,11 @@ class QueueKeys:
             done=f"{p}:done",
         )
 
+    @property
+    def name(self) -> str:
+        """The queue's name as log lines show it (a shard's: ``emails#0``), not the key."""
+        return self.prefix.partition("{")[2].rstrip("}")
+
     def inflight(self, consumer: str) -> str:
         """Hash of one consumer's deliveries: delivery tag -> entry."""
         return f"{self.prefix}:inflight:{consumer}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import random
 import time
 import traceback
@@ -48,9 +49,11 @@ def to_seconds(
         raise ConfigurationError(
             f"{name}= must be seconds (a number) or a timedelta, not {type(value).__name__}"
         )
-    if seconds != seconds or seconds < 0 or (seconds == 0 and not allow_zero):
-        low = "0" if allow_zero else "more than 0"
-        raise ConfigurationError(f"{name}= must be {low} seconds, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        low = "0 or more" if allow_zero else "more than 0"
+        raise ConfigurationError(
+            f"{name}= must be {low} seconds (a finite number), got {value!r}"
+        )
     return seconds
 
 

@@ -64,7 +64,8 @@ class EpochWatch:
                 ]
             except BrokerFull:
                 log.warning(
-                    "Redis at %s is full: cannot store the epoch keys %s yet",
+                    "Redis at %s is full: cannot store the keys that detect data loss "
+                    "(%s) yet",
                     redact(self.conn.url),
                     ", ".join(missing),
                 )
@@ -83,7 +84,7 @@ class EpochWatch:
             ok = False
             self.wipes += 1
             log.error(
-                "Redis at %s lost its data (epoch key %s %s): messages that were queued, delayed, "
+                "Redis at %s lost its data (marker key %s %s): messages that were queued, delayed, "
                 "in flight or dead before are gone. Run Redis with appendonly yes; check for a "
                 "restart without persistence, a FLUSHALL or a failover to an empty replica.",
                 redact(self.conn.url),

@@ -134,7 +134,7 @@ class Lease:
             log.warning(
                 "queue %s: the lease of consumer %s expired and was taken over (the process stalled or was cut "
                 "off for over %.1fs); its deliveries went back to the queue; joining again",
-                self.keys.prefix,
+                self.keys.name,
                 cid,
                 self.options.lease,
             )
@@ -363,7 +363,7 @@ def recover_expired(conn: Connection, keys: QueueKeys) -> int:
             total += n
             log.warning(
                 "queue %s: consumer %s missed its lease; %d deliveries returned to the queue",
-                keys.prefix,
+                keys.name,
                 cid,
                 n,
             )

@@ -94,6 +94,7 @@ class Runner:
         self._outcome_lock = threading.Lock()
         self._stopping = threading.Event()
         self._halt = threading.Event()
+        self.started = threading.Event()  #: set when start() returned
         self._threads: list[threading.Thread] = []
         self._slots: list[Slot] = []
         self._leases: dict[str, Lease] = {}
@@ -114,11 +115,8 @@ class Runner:
 
     def start(self) -> None:
         """Join every lease, then start consumer threads, the keeper and the listener."""
-        if (
-            not self.consumers
-            and not self.with_subscribers
-            and not self.topics
-            and not self.scheduler
+        if not (
+            self.consumers or self.with_subscribers or self.topics or self.scheduler
         ):
             raise ConfigurationError(
                 "nothing to run: no consumers, subscribers or schedules are registered "
@@ -128,7 +126,7 @@ class Runner:
             socket_timeout=max(10.0, self.poll + 5)
         )
         self.epoch = EpochWatch(conn, self.relay.namespace)
-        retry_forever(self.epoch.check, self._stopping, "epoch")
+        retry_forever(self.epoch.check, self._stopping, "data-loss check")
         if (
             any(c.is_async for c in self.consumers)
             or (
@@ -168,6 +166,7 @@ class Runner:
             self.topics.start(self._aio)
         if self.scheduler is not None:
             self.scheduler.start()
+        self.started.set()
 
     def _start_slot(self, slot: Slot, n: int) -> None:
         name = f"redrelay-{slot.consumer.name}-{n}"
@@ -367,7 +366,7 @@ class Runner:
         if acks:
             crash_point("ack")
             held = retry_forever(
-                lambda: lease.ack(acks), self._halt, f"ack on {lease.keys.prefix}"
+                lambda: lease.ack(acks), self._halt, f"queue {lease.keys.name}: ack"
             )
             self._note_rejected(lease, len(acks) - held)
 
@@ -375,9 +374,9 @@ class Runner:
         if rejected > 0:
             self._count(Outcome.REJECTED, rejected)
             log.warning(
-                "%s: %d acks rejected: this consumer's lease was taken over, so another consumer "
+                "queue %s: %d acks rejected: this consumer's lease was taken over, so another consumer "
                 "owns those deliveries now",
-                lease.keys.prefix,
+                lease.keys.name,
                 rejected,
             )
 
@@ -411,7 +410,7 @@ class Runner:
             try:
                 self.epoch.check()
             except RedrelayError as exc:
-                outage.warning("epoch", "epoch check failed (%s); retrying", exc)
+                outage.warning("epoch", "data-loss check failed (%s); retrying", exc)
             check_threads(self)  # first: a dead or stuck thread's lease is not renewed
             for name, lease in self._leases.items():
                 try:

@@ -1,7 +1,8 @@
 """Django settings for the tests of redrelay.contrib.django (and their worker subprocesses).
 
 Environment (read once, at import): ``RRDJ_URL`` and ``RRDJ_NAMESPACE`` (the relay of a
-worker subprocess; in-process tests set ``REDRELAY`` per test instead), ``RRDJ_TEST_DB``
+worker subprocess; in-process tests set ``REDRELAY`` per test instead), ``RRDJ_IN_PROCESS``
+(``START_IN_PROCESS`` of a ``runserver`` subprocess), ``RRDJ_TEST_DB``
 (the SQLite file shared with those subprocesses).
 """
 
@@ -24,7 +25,11 @@ except ImportError:
     TASKS_APP = ["django_tasks"]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     *TASKS_APP,
     "redrelay.contrib.django",
     "tests.contrib.django.testapp",
@@ -42,7 +47,25 @@ DATABASES = {
     }
 }
 ROOT_URLCONF = "tests.contrib.django.urls"
-MIDDLEWARE: list[str] = []
+# What the admin needs (the outbox is in it); the other views need none.
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 
 #: Quick leases and retries, so that crash and retry paths take little time in tests;
 #: one message per fetch, so that several worker processes share a small batch.
@@ -60,6 +83,8 @@ REDRELAY = {
         "NAMESPACE": os.environ.get("RRDJ_NAMESPACE") or "rrdj",
         "OPTIONS": FAST_OPTIONS,
         "OUTBOX_POLL": 0.05,
+        # RRDJ_IN_PROCESS=1: consumers in the serving process (tests of runserver).
+        "START_IN_PROCESS": os.environ.get("RRDJ_IN_PROCESS") == "1",
     }
 }
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from redrelay import Message
-from redrelay.contrib.django import consumer
+from redrelay.contrib.django import consumer, subscriber
 
 
 def redrelay_messages(**kwargs: Any) -> dict[str, checks.CheckMessage]:
@@ -70,14 +70,27 @@ def test_setting_errors(settings: Any, value: object, check_id: str, hint: str) 
     assert hint in (found[check_id].hint or "")
 
 
-def test_embedded_server_with_debug_off_is_a_warning(settings: Any) -> None:
+def test_no_url_with_debug_off_is_an_error_unless_embedded_is_asked(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings.REDRELAY = {"default": {}}
     settings.DEBUG = False
+    assert redrelay_messages() == {}  # under the test runner: allowed
+    monkeypatch.delattr("django.core.mail.outbox")  # as in production
     found = redrelay_messages()
-    assert set(found) == {"redrelay.W001"}
-    assert "REDRELAY['default']['URL']" in (found["redrelay.W001"].hint or "")
+    assert set(found) == {"redrelay.E012"}
+    assert "REDRELAY['default']['URL']" in (found["redrelay.E012"].hint or "")
+    assert "'EMBEDDED'] = True" in (found["redrelay.E012"].hint or "")
     settings.DEBUG = True
     assert redrelay_messages() == {}
+    settings.DEBUG = False
+    settings.REDRELAY = {"default": {"EMBEDDED": True}}
+    assert redrelay_messages() == {}
+    settings.REDRELAY = {
+        "default": {"URL": "redis://x", "EMBEDDED": "yes", "START_IN_PROCESS": 1}
+    }
+    found = redrelay_messages()
+    assert set(found) == {"redrelay.E013"}
 
 
 def test_embedded_server_is_fine_when_the_environment_names_a_url(
@@ -97,6 +110,39 @@ def test_a_handler_that_cannot_be_registered_is_an_error() -> None:
     found = redrelay_messages()
     assert set(found) == {"redrelay.E010"}
     assert "already has a consumer" in found["redrelay.E010"].msg
+
+
+@pytest.mark.usefixtures("declarations")
+def test_an_unknown_handler_option_is_e010_not_a_crash() -> None:
+    @consumer("emails", retrys=3)
+    def send(message: Message) -> None:
+        pass
+
+    found = redrelay_messages()
+    assert set(found) == {"redrelay.E010"}
+    assert (
+        "unknown option retrys= (did you mean retries=?)" in found["redrelay.E010"].msg
+    )
+    assert "test_checks" in found["redrelay.E010"].msg  # names where the handler is
+
+
+@pytest.mark.usefixtures("declarations")
+def test_a_handler_for_an_unknown_alias_is_e010() -> None:
+    @subscriber("news", alias="replica")
+    def on_news(message: Message) -> None:
+        pass
+
+    found = redrelay_messages()
+    assert set(found) == {"redrelay.E010"}
+    assert "names alias 'replica'" in found["redrelay.E010"].msg
+    assert "never run" in found["redrelay.E010"].msg
+    assert "alias=" in (found["redrelay.E010"].hint or "")
+
+
+def test_a_bad_url_scheme_is_reported_once(settings: Any) -> None:
+    settings.REDRELAY = {"default": {"URL": "http://localhost:6379"}}
+    found = [m for m in checks.run_checks() if (m.id or "").startswith("redrelay.")]
+    assert [m.id for m in found] == ["redrelay.E004"]
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
@@ -23,6 +24,7 @@ class StaffOnly(EventStreamView):
 
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("order/", order),
     path("events/<str:channel>/", sse_view),
     path("topics/<str:topic>/", sse_view),

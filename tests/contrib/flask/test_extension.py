@@ -133,12 +133,13 @@ def test_constructor_options_are_defaults_that_config_overrides(
     ("config", "match"),
     [
         ({"REDRELAY_LEASSE": 3}, "REDRELAY_LEASSE.*did you mean REDRELAY_LEASE"),
-        ({"REDRELAY_LEASE": "soon"}, "lease.*REDRELAY_LEASE"),
+        ({"REDRELAY_LEASE": "soon"}, "^REDRELAY_LEASE must be seconds"),
+        ({"REDRELAY_RETRIES": -1}, "^REDRELAY_RETRIES must be an int"),
         ({"REDRELAY_URL": "http://x"}, "unsupported Redis URL"),
         ({"REDRELAY_START_IN_PROCESS": "maybe"}, "REDRELAY_START_IN_PROCESS"),
         ({"REDRELAY_SSE_KEEPALIVE": 0}, "REDRELAY_SSE_KEEPALIVE"),
         ({"REDRELAY_SSE_BUFFER": 0}, "REDRELAY_SSE_BUFFER"),
-        ({"REDRELAY_DURABLE": "replicas:0"}, "durable=.*REDRELAY_DURABLE"),
+        ({"REDRELAY_DURABLE": "replicas:0"}, "^REDRELAY_DURABLE must be 'replicas:N'"),
     ],
 )
 def test_bad_settings_fail_at_init_app_naming_the_key(

@@ -14,10 +14,14 @@ id                    problem
 ``redrelay.E009``     ``SSE_AUTHORIZE`` cannot be imported or is not callable, or
                       ``SSE_KEEPALIVE`` is invalid
 ``redrelay.E010``     a handler declared with ``@consumer``/``@subscriber`` cannot be
-                      registered (bad options, two consumers for one queue ...)
+                      registered (bad or unknown options, two consumers for one
+                      queue ...), or names an alias ``REDRELAY`` does not have
 ``redrelay.E011``     a ``TASKS`` backend of redrelay is misconfigured (see
                       :mod:`redrelay.contrib.django.tasks`)
-``redrelay.W001``     no URL (the embedded development server) while ``DEBUG`` is off
+``redrelay.E012``     no URL while ``DEBUG`` is off, outside tests, and ``EMBEDDED`` is
+                      not True (the embedded development server is not used silently
+                      in production)
+``redrelay.E013``     ``EMBEDDED`` or ``START_IN_PROCESS`` is not a bool
 ``redrelay.W002``     the outbox is enabled but its table does not exist (database
                       check: ``migrate``, ``check --database default``)
 ``redrelay.W011``     two ``TASKS`` aliases of redrelay put tasks on one redrelay
@@ -37,8 +41,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.utils import DatabaseError
 
 from ...config import ENV_URL
-from .conf import DEFAULT_ALIAS, InvalidRelaySettings, problems
-from .relays import build_relay
+from .conf import DEFAULT_ALIAS, InvalidRelaySettings, embedded_by_default, problems
+from .relays import build_relay, declared_aliases
 
 __all__ = ["check_handlers", "check_outbox_table", "check_settings", "register_checks"]
 
@@ -63,7 +67,7 @@ def _aliases() -> dict[Any, Any] | None:
 def check_settings(
     app_configs: Sequence[Any] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E001-E009 and W001: the ``REDRELAY`` setting."""
+    """E001-E009, E012 and E013: the ``REDRELAY`` setting."""
     aliases = _aliases()
     if aliases is None:
         raw = getattr(settings, "REDRELAY", None)
@@ -92,18 +96,24 @@ def check_settings(
                 )
             )
         if isinstance(config, dict):
-            errors.extend(_embedded_warning(str(alias), config))
+            errors.extend(_missing_url(str(alias), config))
     return errors
 
 
-def _embedded_warning(alias: str, config: dict[str, Any]) -> Iterable[checks.Warning]:
-    if config.get("URL") is None and not os.environ.get(ENV_URL) and not settings.DEBUG:
-        yield checks.Warning(
-            f"REDRELAY[{alias!r}] has no URL, so redrelay starts its embedded "
-            "development redis-server, and DEBUG is off.",
-            hint=f"Set REDRELAY[{alias!r}]['URL'] (or $REDRELAY_URL) to your Redis server in "
-            "production; the embedded server is for development on one machine.",
-            id="redrelay.W001",
+def _missing_url(alias: str, config: dict[str, Any]) -> Iterable[checks.Error]:
+    if (
+        config.get("URL") is None
+        and not os.environ.get(ENV_URL)
+        and not embedded_by_default()
+        and config.get("EMBEDDED") is not True
+    ):
+        yield checks.Error(
+            f"REDRELAY[{alias!r}] has no URL and DEBUG is off: redrelay would have no "
+            "Redis server to use.",
+            hint=f"Set REDRELAY[{alias!r}]['URL'] (or $REDRELAY_URL) to your Redis "
+            f"server; to use the embedded development redis-server with DEBUG off, set "
+            f"REDRELAY[{alias!r}]['EMBEDDED'] = True.",
+            id="redrelay.E012",
         )
 
 
@@ -115,6 +125,22 @@ def check_handlers(
     if aliases is None:
         return []  # E001 says it
     errors: list[checks.CheckMessage] = []
+    for alias, handlers in declared_aliases().items():
+        if alias not in aliases:
+            known = ", ".join(repr(a) for a in aliases) or "none"
+            errors.append(
+                checks.Error(
+                    f"{handlers[0]} names alias {alias!r}, which settings.REDRELAY does "
+                    f"not have (known: {known}), so it would never run"
+                    + (
+                        f" ({len(handlers) - 1} more handler(s) too)."
+                        if len(handlers) > 1
+                        else "."
+                    ),
+                    hint=f"Fix alias= in the decorator, or add REDRELAY[{alias!r}].",
+                    id="redrelay.E010",
+                )
+            )
     for alias, config in aliases.items():
         if not isinstance(config, dict) or any(problems(str(alias), config)):
             continue  # the settings check reports those

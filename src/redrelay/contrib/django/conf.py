@@ -14,9 +14,22 @@
 Keys of one alias (each optional; unknown keys are system check errors):
 
 ``URL``
-    ``redis://``, ``rediss://`` or ``unix://``. ``None`` (default): ``$REDRELAY_URL``,
-    else the embedded development ``redis-server`` (system check ``redrelay.W001`` when
-    ``DEBUG`` is off).
+    ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+    ``redis+cluster://``. ``None`` (default): ``$REDRELAY_URL``, else the embedded
+    development ``redis-server`` when ``DEBUG`` is on, under the test runner, or when
+    ``EMBEDDED`` is True; else an error (system check ``redrelay.E012``).
+``EMBEDDED``
+    ``True``: without a URL, use the embedded ``redis-server`` even with ``DEBUG`` off
+    (default ``False``). Its data directory is ``OPTIONS["data_dir"]``, else
+    ``$REDRELAY_DATA_DIR``, else ``<BASE_DIR>/.redrelay`` (the folder above the settings
+    module when there is no ``BASE_DIR``), whatever the current directory.
+``START_IN_PROCESS``
+    ``True``: run this alias's consumers and subscribers (and its outbox relay) on
+    background threads of each process that serves requests, started by its first
+    request (which waits until the subscriptions are in place). Never in the
+    autoreloader's parent, ``manage.py shell``, ``migrate`` or ``relay_worker``. Each
+    serving process runs its own copy: channel subscribers get every message once per
+    process. Default ``False``: run ``manage.py relay_worker``.
 ``NAMESPACE``
     Prefix of every key and channel (default ``"redrelay"``).
 ``OPTIONS``
@@ -47,8 +60,10 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -56,6 +71,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from ...config import ConsumerOptions, resolve_url
+from ...embedded import default_data_dir
 from ...errors import ConfigurationError, InvalidName
 from ...protocol.keys import validate_name
 from ...relay import Relay
@@ -85,6 +101,8 @@ ALIAS_KEYS = frozenset(
         "OUTBOX_BATCH",
         "SSE_AUTHORIZE",
         "SSE_KEEPALIVE",
+        "EMBEDDED",
+        "START_IN_PROCESS",
     }
 )
 
@@ -93,7 +111,7 @@ def _option_keys() -> frozenset[str]:
     # Read from the signatures, so a new Relay or consumer option is accepted here too.
     relay = inspect.signature(Relay.__init__).parameters
     consumer = inspect.signature(ConsumerOptions.build).parameters
-    skip = {"self", "url", "namespace", "consumer_defaults"}
+    skip = {"self", "url", "namespace", "consumer_defaults", "embedded"}
     return frozenset(name for name in [*relay, *consumer] if name not in skip)
 
 
@@ -133,13 +151,19 @@ class RelaySettings:
     outbox_batch: int = 100
     sse_authorize: Callable[..., bool] | str | None = None
     sse_keepalive: float = 15.0
+    embedded: bool = False
+    start_in_process: bool = False
 
     def relay_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``Relay()`` (hooks imported if dotted paths)."""
+        """The keyword arguments of ``Relay()`` (hooks imported if dotted paths;
+        ``embedded`` from ``EMBEDDED`` or ``DEBUG``; ``data_dir`` beside the project)."""
         kwargs = dict(self.options)
         for hook in HOOKS:
             if isinstance(kwargs.get(hook), str):
                 kwargs[hook] = import_string(kwargs[hook])
+        kwargs["embedded"] = self.embedded or embedded_by_default()
+        if kwargs.get("data_dir") is None:
+            kwargs["data_dir"] = default_data_dir(project_dir())
         return kwargs
 
     def authorizer(self) -> Callable[..., bool] | None:
@@ -147,6 +171,26 @@ class RelaySettings:
         if isinstance(self.sse_authorize, str):
             return import_string(self.sse_authorize)  # type: ignore[no-any-return]
         return self.sse_authorize
+
+
+def embedded_by_default() -> bool:
+    """Whether a missing URL may mean the embedded server without ``EMBEDDED``: with
+    ``DEBUG`` on, or under Django's test runner or pytest-django (which turn ``DEBUG``
+    off, and give ``django.core.mail`` its test ``outbox``)."""
+    from django.core import mail
+
+    return bool(settings.DEBUG) or hasattr(mail, "outbox")
+
+
+def project_dir() -> Path | None:
+    """``settings.BASE_DIR``, else the folder above the settings module (where
+    ``startproject`` puts ``manage.py``), else None."""
+    base = getattr(settings, "BASE_DIR", None)
+    if base is not None:
+        return Path(base)
+    module = sys.modules.get(getattr(settings, "SETTINGS_MODULE", "") or "")
+    path = getattr(module, "__file__", None)
+    return Path(path).absolute().parent.parent if path else None
 
 
 def _raw_setting() -> object:
@@ -196,6 +240,13 @@ def problems(alias: str, config: object) -> Iterator[Problem]:
     yield from _option_problems(where, config.get("OPTIONS", {}), config.get("URL"))
     yield from _outbox_problems(where, config)
     yield from _sse_problems(where, config)
+    for key in ("EMBEDDED", "START_IN_PROCESS"):
+        if not isinstance(config.get(key, False), bool):
+            yield Problem(
+                "E013",
+                f"{where}[{key!r}] must be True or False, got {config[key]!r}.",
+                "The default is False.",
+            )
 
 
 def _url_problems(where: str, url: object) -> Iterator[Problem]:
@@ -250,9 +301,11 @@ def _option_problems(where: str, options: object, url: object) -> Iterator[Probl
                 "Give a callable or the dotted path of one.",
             )
             return
+    if not isinstance(url, str) or any(_url_problems("", url)):
+        url = None  # E004 reports a bad URL, once
     try:
         # Relay() stores configuration only (no I/O), and names the bad value.
-        Relay(url if isinstance(url, str) else None, **kwargs)
+        Relay(url, **kwargs)
     except ConfigurationError as exc:
         yield Problem("E006", f"{where}['OPTIONS']: {exc}.", "Fix the option's value.")
     except TypeError as exc:
@@ -339,4 +392,6 @@ def relay_settings(alias: str = DEFAULT_ALIAS) -> RelaySettings:
         outbox_batch=int(config.get("OUTBOX_BATCH", 100)),
         sse_authorize=config.get("SSE_AUTHORIZE"),
         sse_keepalive=float(config.get("SSE_KEEPALIVE", 15.0)),
+        embedded=config.get("EMBEDDED", False),
+        start_in_process=config.get("START_IN_PROCESS", False),
     )

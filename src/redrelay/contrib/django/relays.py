@@ -33,6 +33,7 @@ __all__ = [
     "build_relay",
     "consumer",
     "db_connections",
+    "declared_aliases",
     "get_relay",
     "periodic",
     "reset_relays",
@@ -61,7 +62,8 @@ class _Declaration:
                 relay.periodic(self.name or None, **self.options)(self.handler)
             else:
                 relay.subscriber(self.name, **self.options)(self.handler)
-        except ConfigurationError as exc:
+        except (ConfigurationError, TypeError) as exc:
+            # TypeError: an unknown keyword (@consumer("emails", retrys=3)).
             where = getattr(self.handler, "__module__", "?")
             raise InvalidRelaySettings(
                 f"@{self.kind}({self.name!r}) on {where}."
@@ -72,6 +74,18 @@ class _Declaration:
 _lock = threading.RLock()
 _relays: dict[str, Relay] = {}
 _declarations: list[_Declaration] = []
+
+
+def declared_aliases() -> dict[str, list[str]]:
+    """Every alias named by a declaration, with the handlers declared for it (for checks)."""
+    with _lock:
+        found: dict[str, list[str]] = {}
+        for d in _declarations:
+            name = getattr(d.handler, "__qualname__", repr(d.handler))
+            found.setdefault(d.alias, []).append(
+                f"@{d.kind}({d.name!r}) on {getattr(d.handler, '__module__', '?')}.{name}"
+            )
+        return found
 
 
 def _declare(declaration: _Declaration) -> None:

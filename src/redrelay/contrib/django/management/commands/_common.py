@@ -28,12 +28,29 @@ def add_relay_argument(parser: CommandParser) -> None:
     )
 
 
-def open_relay(alias: str) -> Relay:
-    """The relay of ``alias``, or a CommandError that says what is wrong."""
+def open_relay(alias: str, *, start: bool = False) -> Relay:
+    """The relay of ``alias``, or a CommandError that says what is wrong.
+
+    Without a URL, a read-only command (``start`` False) uses the alias's embedded
+    server only if it is running: it never starts one.
+    """
     try:
-        return get_relay(alias)
+        relay = get_relay(alias)
     except ConfigurationError as exc:
         raise CommandError(str(exc)) from exc
+    if relay.url is None and not start:
+        from redrelay.embedded import running_url
+
+        url = running_url(relay.data_dir) if relay.embedded else None
+        if url is None:
+            raise CommandError(
+                f"REDRELAY[{alias!r}] has no URL and no embedded redis-server runs in "
+                f"{relay.data_dir} (this command never starts one): set "
+                f"REDRELAY[{alias!r}]['URL'] or $REDRELAY_URL, or start the app or "
+                "relay_worker first"
+            )
+        relay.url = url
+    return relay
 
 
 def command_error(exc: RedrelayError) -> CommandError:

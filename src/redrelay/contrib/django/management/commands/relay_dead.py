@@ -116,10 +116,16 @@ class Command(BaseCommand):
         ids = _choice(options)
         if ids is None and options["interactive"]:
             total = queue.stats().dead
-            answer = input(
-                f"Delete all {total} dead letters of {queue.name!r}? This cannot be "
-                "undone. Type 'yes' to continue: "
-            )
+            try:
+                answer = input(
+                    f"Delete all {total} dead letters of {queue.name!r}? This cannot be "
+                    "undone. Type 'yes' to continue: "
+                )
+            except EOFError:  # no terminal (cron, a pipe): say how, not a traceback
+                raise CommandError(
+                    "purge --all asks first, and there is no terminal to answer: "
+                    "pass --noinput; nothing was deleted"
+                ) from None
             if answer.strip().lower() != "yes":
                 raise CommandError("purge cancelled")
         deleted = queue.purge_dead(ids)
