@@ -15,6 +15,7 @@ from .errors import BrokerUnavailable as BrokerUnavailable
 from .errors import Cancelled as Cancelled
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DecodeError as DecodeError
+from .errors import DrainFailed as DrainFailed
 from .errors import DrainTimeout as DrainTimeout
 from .errors import DurabilityNotConfirmed as DurabilityNotConfirmed
 from .errors import EncodeError as EncodeError
@@ -63,6 +64,7 @@ __all__ = [
     "ConfigurationError",
     "DeadLetter",
     "DecodeError",
+    "DrainFailed",
     "DrainTimeout",
     "DurabilityNotConfirmed",
     "EncodeError",

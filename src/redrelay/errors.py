@@ -24,6 +24,7 @@
     ├── ResultTimeout (TimeoutError)         ``queue.result(id, timeout=)`` passed its timeout
     ├── Cancelled                            raised inside a handler whose message was cancelled
     ├── DrainTimeout                         ``relay.drain()`` did not empty the queues in time
+    ├── DrainFailed (AssertionError)         ``relay.drain()`` saw handlers fail or messages die
     ├── TimeLimitExceeded                    raised inside a handler that ran past its time_limit
     ├── Retry                                raised by a handler: retry later (``delay=``)
     └── Reject                               raised by a handler: dead-letter now, with a reason
@@ -34,6 +35,8 @@ here, keeping the original as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BrokerError",
     "Cancelled",
@@ -42,6 +45,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "DecodeError",
+    "DrainFailed",
     "DrainTimeout",
     "DurabilityNotConfirmed",
     "EncodeError",
@@ -242,6 +246,35 @@ class Cancelled(RedrelayError):
 
 class DrainTimeout(RedrelayError):
     """``relay.drain()`` gave up before the queues were empty."""
+
+
+class DrainFailed(RedrelayError, AssertionError):
+    """``relay.drain()`` drained everything, but handlers failed or messages died.
+
+    An ``AssertionError`` too, so a test fails with the list. ``report`` is the drain's
+    :class:`~redrelay.worker.drain.DrainReport`; ``report.failures`` each say where, what
+    and the traceback. Opt out with ``relay.drain(raise_on_failure=False)``.
+    """
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        failures = report.failures
+        lines = [f"{len(failures)} failure(s) while draining:"]
+        for f in failures[:10]:
+            about = (
+                f" message {f.message.id} (attempt {f.message.attempt})"
+                if f.message
+                else ""
+            )
+            lines.append(f"- {f.where}{about}: {f.error}")
+        if len(failures) > 10:
+            lines.append(f"- ... and {len(failures) - 10} more (report.failures)")
+        if failures and failures[0].traceback:
+            lines.append("first traceback:\n" + failures[0].traceback.rstrip())
+        lines.append(
+            "Expected failures? relay.drain(raise_on_failure=False) returns the report."
+        )
+        super().__init__("\n".join(lines))
 
 
 class TimeLimitExceeded(RedrelayError):

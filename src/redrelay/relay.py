@@ -6,12 +6,14 @@ import enum
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._types import Duration, Handler
 from .codecs import Codec, resolve_codec
 from .config import ConsumerOptions, Durability, resolve_url
+from .draining import DrainMixin
 from .embedded import caller_data_dir, url_for
 from .errors import ConfigurationError, InvalidName, MessageTooLarge
 from .failures import Hook
@@ -58,7 +60,7 @@ class RelayState(enum.Enum):
     CLOSED = "closed"
 
 
-class Relay(_Registry, PeriodicMixin, _Running):
+class Relay(_Registry, PeriodicMixin, _Running, DrainMixin):
     """Redis as a message broker: queues, channels, topics, and the handlers that consume them.
 
     ``Relay()`` stores configuration only; it connects on first use. The URL is the
@@ -189,6 +191,9 @@ class Relay(_Registry, PeriodicMixin, _Running):
         self.topic_subscribers: list[TopicSubscription] = []
         #: Context managers every handler runs inside, see add_handler_context().
         self.handler_contexts: list[HandlerContext] = []
+        #: Context managers entered around ``drain()`` in the calling thread, for
+        #: framework glue (Django shares a test's database connections with handlers).
+        self.drain_contexts: list[Callable[[], AbstractContextManager[Any]]] = []
         #: Called as ``hook(kind, name, envelope)`` on every message about to be encoded
         #: for a queue, topic or channel; may add headers (tracing.instrument does).
         self.envelope_hooks: list[EnvelopeHook] = []
@@ -450,17 +455,4 @@ class Relay(_Registry, PeriodicMixin, _Running):
 
         return register
 
-    # -- running (start, stop, wait_ready: running.py) -------------------------------
-
-    def drain(
-        self, queues: Iterable[str] | None = None, *, timeout: float = 10.0
-    ) -> None:
-        """Run consumers in this process until their queues are empty, then return.
-
-        Empty means nothing ready, delayed or in flight. Uses the worker's own code path.
-
-        :raises DrainTimeout: the queues were not empty after ``timeout`` seconds.
-        """
-        from .worker.drain import drain
-
-        drain(self, queues=queues, timeout=timeout)
+    # -- running (start, stop, wait_ready: running.py; drain: draining.py) ----------

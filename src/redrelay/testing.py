@@ -10,6 +10,14 @@ makes these fixtures available in every test suite without a ``conftest.py`` imp
   relay in its own ``test-<hex>`` namespace unless ``namespace=`` is given; at teardown
   the relays are closed and every key under their namespaces is deleted.
 - ``relay`` (function): ``make_relay()``.
+- ``redrelay_namespace`` (function): a fresh ``test-<hex>`` namespace for this test,
+  its keys deleted at teardown: give it to your app (``REDRELAY_NAMESPACE``) so no
+  dedup key, queue or dead letter leaks from one test (or one run) into the next.
+- ``django_redrelay`` (function, needs pytest-django): points ``settings.REDRELAY``
+  (every alias) at the session server in this test's namespace and returns
+  ``get_relay()``; make it ``autouse`` in your ``conftest.py``.
+- :class:`ChannelRecorder`: records channel messages from now on, for
+  ``relay.drain(channels=...)`` (see :meth:`redrelay.Relay.drain`).
 - ``redrelay_cluster`` (session, started only when asked for): a 3-primary Redis Cluster
   on loopback (``redis-server --cluster-enabled yes`` x3 and ``redis-cli --cluster
   create``), a :class:`redrelay._cluster.LocalCluster`.
@@ -22,8 +30,8 @@ Example::
         relay.queue("emails").put({"to": "ada@example.com"})
         assert relay.queue("emails").stats().ready == 1
 
-Importing this module is cheap and has no side effect: redrelay itself is imported
-inside the fixtures, when a test asks for one.
+Importing this module has no side effect (no I/O, no server): servers start when a
+test asks for a fixture.
 """
 
 from __future__ import annotations
@@ -34,15 +42,24 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .worker.drain import DrainReport as DrainReport
+from .worker.drain import Failure as Failure
+from .worker.recorder import ChannelRecorder as ChannelRecorder
+
 if TYPE_CHECKING:
     from ._cluster import LocalCluster
     from ._server import RedisServer
     from .relay import Relay
 
 __all__ = [
+    "ChannelRecorder",
+    "DrainReport",
+    "Failure",
+    "django_redrelay",
     "make_relay",
     "redrelay_cluster",
     "redrelay_cluster_url",
+    "redrelay_namespace",
     "redrelay_server",
     "redrelay_url",
     "relay",
@@ -122,6 +139,50 @@ def make_relay(redrelay_url: str) -> Iterator[Callable[..., Relay]]:
 def relay(make_relay: Callable[..., Relay]) -> Relay:
     """A :class:`~redrelay.Relay` in its own namespace on the session server."""
     return make_relay()
+
+
+@pytest.fixture
+def redrelay_namespace(redrelay_url: str) -> Iterator[str]:
+    """A namespace of this test's own on the session server; its keys go at teardown."""
+    namespace = f"test-{secrets.token_hex(6)}"
+    try:
+        yield namespace
+    finally:
+        _delete_namespaces(redrelay_url, [namespace])
+
+
+@pytest.fixture
+def django_redrelay(
+    request: pytest.FixtureRequest, redrelay_url: str, redrelay_namespace: str
+) -> Iterator[Relay]:
+    """``settings.REDRELAY`` on the session server, in this test's namespace (pytest-django).
+
+    Every alias keeps its other settings; ``default`` gets ``redrelay_namespace`` and
+    each other alias ``<namespace>-<alias>``. Returns the default alias's relay. In a
+    ``TestCase`` test, ``get_relay().drain()`` runs handlers on the test's database
+    connection, so they see its uncommitted rows. Example ``conftest.py``::
+
+        @pytest.fixture(autouse=True)
+        def _redrelay(django_redrelay):
+            return django_redrelay
+    """
+    settings = request.getfixturevalue("settings")  # pytest-django's, undone after
+    from .contrib.django import get_relay
+
+    configured = getattr(settings, "REDRELAY", None) or {"default": {}}
+    namespaces = []
+    aliases: dict[str, Any] = {}
+    for alias, options in configured.items():
+        namespace = redrelay_namespace
+        if alias != "default":
+            namespace = f"{redrelay_namespace}-{alias}"
+            namespaces.append(namespace)
+        aliases[alias] = {**options, "URL": redrelay_url, "NAMESPACE": namespace}
+    settings.REDRELAY = aliases
+    try:
+        yield get_relay()
+    finally:
+        _delete_namespaces(redrelay_url, namespaces)
 
 
 def _delete_namespaces(url: str, namespaces: list[str]) -> None:

@@ -30,7 +30,7 @@ def test_priorities_retries_delays_and_requeue(make_cluster_relay: MakeRelay) ->
     q.put("flaky", priority=50)
     q.put("later", priority=5, delay=0.2)
     q.put("dedup", priority=7, dedup_key="k")
-    relay.drain(timeout=20)
+    relay.drain(timeout=20, raise_on_failure=False)
     assert sorted(order) == sorted(
         ["a", "b", "low", "flaky", "flaky", "later", "dedup"]
     )

@@ -108,13 +108,13 @@ def test_queue_round_trip(version: str, request: pytest.FixtureRequest) -> None:
     q.put("later", delay=0.05)
     q.put("flaky", dedup_key="f")
     q.put("poison")
-    relay.drain(timeout=20)
+    relay.drain(timeout=20, raise_on_failure=False)
     assert sorted(seen) == ["flaky", "flaky", "later", "plain", "poison"]
     stats = q.stats()
     assert stats.dead == 1 and stats.counters["acked"] == 3
     assert q.requeue_dead() == 1
     assert q.stats().ready == 1
-    relay.drain(timeout=20)
+    relay.drain(timeout=20, raise_on_failure=False)
     assert q.purge_dead() == 1
     relay.close()
 

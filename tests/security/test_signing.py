@@ -28,7 +28,7 @@ def test_the_signature_is_checked_before_the_payload_is_decoded(
     # a signed-looking entry whose payload would not even decode
     forged = b"\x1frr1:0:0:J" + b"\x00" * 32 + b"{not json"
     relay.connection.call("LPUSH", relay.queue("q").keys.ready, forged)
-    relay.drain()
+    relay.drain(raise_on_failure=False)
     assert seen == []
     (dead,) = relay.queue("q").dead_letters()
     assert "bad signature" in dead.reason
@@ -75,5 +75,5 @@ def test_peek_shows_entries_without_checking_signatures(
     stranger.queue("q").put("forged")
     assert [m.body for m in relay.queue("q").peek()] == ["forged"]
     seen = _consume(relay, "q")
-    relay.drain()
+    relay.drain(raise_on_failure=False)
     assert seen == [] and relay.queue("q").stats().dead == 1

@@ -71,7 +71,7 @@ def test_queue_over_tls(tls_server: TlsServer, relays: MakeRelay) -> None:
     queue.put("once", dedup_key="k")
     queue.put("twice", dedup_key="k")
     queue.put_many(["two", "fail"])
-    relay.drain()
+    relay.drain(raise_on_failure=False)
     assert seen == ["one", "once", "two", "late"]
     assert [d.body for d in queue.dead_letters()] == ["fail"]
     assert queue.stats().counters["acked"] == 4

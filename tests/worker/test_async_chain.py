@@ -22,7 +22,7 @@ def test_a_chain_keeps_order_and_settles_each_outcome(relay: Relay) -> None:
 
     bodies = ["a", "boom", "b", "slow", "c", "cancel", "d"]
     relay.queue("q").put_many(bodies)
-    relay.drain(timeout=20)
+    relay.drain(timeout=20, raise_on_failure=False)
     assert seen == bodies
     stats = relay.queue("q").stats()
     assert (stats.ready, stats.in_flight) == (0, 0)

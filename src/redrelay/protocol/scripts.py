@@ -12,6 +12,7 @@ __all__ = ["INCLUDES", "SCRIPT_NAMES", "SHEBANG", "Script", "script"]
 #: Every script shipped in ``protocol/scripts/``; one file per state transition.
 SCRIPT_NAMES = (
     "ack",
+    "advance",
     "bury",
     "cancel",
     "complete",

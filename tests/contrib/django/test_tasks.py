@@ -176,7 +176,7 @@ def test_a_finished_task_delivered_again_does_not_run_again(app_relay: Relay) ->
 
 def test_a_message_that_is_not_a_task_is_dead_lettered(app_relay: Relay) -> None:
     app_relay.queue("tasks.default").put({"hello": "world"})
-    app_relay.drain(["tasks.default"])
+    app_relay.drain(["tasks.default"], raise_on_failure=False)
     [dead] = app_relay.queue("tasks.default").dead_letters()
     assert "not a task message" in dead.reason
 

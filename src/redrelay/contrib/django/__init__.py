@@ -9,8 +9,9 @@ table). Then:
   :func:`consumer`, :func:`subscriber` and :func:`periodic`;
 - :func:`get_relay` for the relay of an alias (built lazily, rebuilt after a settings
   change);
-- :func:`enqueue_on_commit` and :func:`publish_on_commit` to send only what a committed
-  transaction decided, optionally through the outbox table;
+- :func:`enqueue_on_commit`, :func:`publish_on_commit` (channels, and topics with
+  ``topic=True``) and :func:`enqueue_task_on_commit` (``django.tasks``) to send only what
+  a committed transaction decided, optionally through the outbox table;
 - ``manage.py relay_worker``, ``relay_stats``, ``relay_dead``, ``relay_outbox``,
   ``relay_schedules``;
 - system checks ``redrelay.E0xx``/``W0xx``; an SSE view (:mod:`.views`); a backend for
@@ -26,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "redrelay.contrib.django needs Django: pip install 'redrelay[django]'"
     ) from exc
 
+from ._task_commit import enqueue_task_on_commit as enqueue_task_on_commit
 from .conf import InvalidRelaySettings as InvalidRelaySettings
 from .outbox import enqueue_on_commit as enqueue_on_commit
 from .outbox import flush_outbox as flush_outbox
@@ -39,6 +41,7 @@ __all__ = [
     "InvalidRelaySettings",
     "consumer",
     "enqueue_on_commit",
+    "enqueue_task_on_commit",
     "flush_outbox",
     "get_relay",
     "periodic",

@@ -11,27 +11,36 @@ __all__ = ["OutboxMessage"]
 
 
 class OutboxMessage(models.Model):
-    """One message waiting in the outbox (written by ``enqueue_on_commit(outbox=True)``).
+    """One message waiting in the outbox (written by the ``*_on_commit`` functions, ``outbox=True``).
 
     The row is written in the caller's transaction, so it exists exactly when the
     transaction committed. After the commit it is sent at once if Redis answers, else
     by the outbox relay of ``manage.py relay_worker`` (or ``relay_outbox``), which
     deletes each row in the same database transaction that saw it sent. A queue
     message is put with ``dedup_key="outbox:<uid>"`` (unless the caller gave one), so
-    a row sent twice (a crash between the put and the commit) is enqueued once. A
-    channel message may be published twice in that case.
+    a row sent twice (a crash between the put and the commit) is enqueued once; a task
+    likewise. A channel or topic message may be published twice in that case (both
+    copies carry the header ``outbox-id: <uid>``).
     """
 
     KIND_QUEUE = "queue"
     KIND_CHANNEL = "channel"
-    KINDS = [(KIND_QUEUE, "queue"), (KIND_CHANNEL, "channel")]
+    KIND_TOPIC = "topic"
+    #: A ``django.tasks`` task: ``name`` is the ``TASKS`` alias, ``body`` the message.
+    KIND_TASK = "task"
+    KINDS = [
+        (KIND_QUEUE, "queue"),
+        (KIND_CHANNEL, "channel"),
+        (KIND_TOPIC, "topic"),
+        (KIND_TASK, "task"),
+    ]
 
     #: A unique id that survives database resets (unlike the pk), for deduplication.
     uid = models.UUIDField(default=uuid.uuid4, editable=False)
     #: The ``REDRELAY`` alias whose relay sends it.
     alias = models.CharField(max_length=100, default="default")
     kind = models.CharField(max_length=10, choices=KINDS, default=KIND_QUEUE)
-    #: The queue or channel name.
+    #: The queue, channel or topic name (the ``TASKS`` alias for a task).
     name = models.CharField(max_length=200)
     body = models.JSONField()
     headers = models.JSONField(default=dict, blank=True)

@@ -11,7 +11,14 @@ transaction commits: a rolled-back transaction sends nothing. Two ways:
   transaction, so it commits or rolls back with the data. After the commit it is sent at
   once if Redis answers; otherwise the outbox relay in ``manage.py relay_worker`` (a
   thread that polls the table, every ``OUTBOX_POLL`` seconds) sends it when Redis is
-  back. A Redis outage at commit time delays messages; it loses none.
+  back. Queue and topic messages decided during an outage are delivered late, never
+  lost; a channel message is published late, to the subscribers connected *then*
+  (issue 16: a subscriber still resubscribing after the same outage misses it).
+
+After one failed send, the relay's later sends skip the attempt for
+:data:`SKIP_AFTER_FAILURE` seconds and leave their rows to the outbox relay, so a view
+that commits several rows during an outage pays the connection retries once, not once
+per row (issue 16).
 
 Each row is deleted in the same database transaction that saw it sent (a savepoint per
 row), and queue messages carry ``dedup_key="outbox:<row uid>"``, so a crash between the
@@ -23,15 +30,14 @@ MySQL 8, Oracle), so several workers share the table without waiting on each oth
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
-from django.db.models import F
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.utils import DatabaseError
 from django.utils import timezone
 
@@ -39,6 +45,11 @@ from ...config import Duration
 from ...errors import BrokerFull, BrokerUnavailable, ConfigurationError, RedrelayError
 from ...protocol.envelope import encode_entry
 from ...protocol.transitions import check_headers, to_seconds
+from ._outbox_send import OUTBOX_HEADER as OUTBOX_HEADER
+from ._outbox_send import OUTBOX_MAX_ATTEMPTS as OUTBOX_MAX_ATTEMPTS
+from ._outbox_send import OutboxRelay as OutboxRelay
+from ._outbox_send import _send as _send
+from ._outbox_send import flush_outbox as flush_outbox
 from .conf import DEFAULT_ALIAS, relay_settings
 from .relays import get_relay
 
@@ -47,7 +58,9 @@ if TYPE_CHECKING:
     from .models import OutboxMessage
 
 __all__ = [
+    "OUTBOX_HEADER",
     "OUTBOX_MAX_ATTEMPTS",
+    "SKIP_AFTER_FAILURE",
     "OutboxRelay",
     "enqueue_on_commit",
     "flush_outbox",
@@ -56,13 +69,12 @@ __all__ = [
 
 log = logging.getLogger("redrelay.django.outbox")
 
-#: A row whose send failed this many times for a reason other than Redis being
-#: unreachable (say, over a lowered size limit) is left alone: ``relay_outbox --list``
-#: shows it with its last error, ``relay_outbox --retry`` tries it again.
-OUTBOX_MAX_ATTEMPTS = 5
+#: Seconds after a failed send during which later sends of the same relay go straight
+#: to the outbox relay instead of trying Redis (and waiting out its retries) again.
+SKIP_AFTER_FAILURE = 5.0
 
-#: While the outbox relay cannot reach Redis, it logs a WARNING this often (seconds).
-_STILL_DOWN_INTERVAL = 60.0
+#: relay -> monotonic time until which sends after the commit are not tried.
+_skip_until: weakref.WeakKeyDictionary[Relay, float] = weakref.WeakKeyDictionary()
 
 
 def _use_outbox(outbox: bool | None, alias: str) -> bool:
@@ -117,7 +129,7 @@ def enqueue_on_commit(
         row = _write_row(
             alias, "queue", queue, body, headers, when, dedup_key, using=using
         )
-        transaction.on_commit(lambda: _send_now(row.pk, using), using=using)
+        transaction.on_commit(lambda: _send_now(relay, row.pk, using), using=using)
         return
 
     def send() -> None:
@@ -139,44 +151,72 @@ def publish_on_commit(
     channel: str,
     body: Any,
     *,
+    topic: bool = False,
     headers: Mapping[str, str] | None = None,
     outbox: bool | None = None,
     alias: str = DEFAULT_ALIAS,
     using: str | None = None,
 ) -> None:
-    """Publish ``body`` on ``channel`` once the current transaction commits.
+    """Publish ``body`` on ``channel`` (or on the durable topic of that name) once the
+    current transaction commits.
 
     Subscribers then never see an event about data they cannot read yet, nor one about
-    a change that was rolled back. With the outbox, an event decided while Redis was
-    down is published when it is back (late, which suits cache invalidation; channels
-    remain at-most-once for subscribers that are not connected).
+    a change that was rolled back. What the outbox can promise depends on where it goes:
 
-    :param channel: the channel's name.
+    - ``topic=True``: the event is appended to the topic's stream when Redis answers,
+      and every subscriber group reads it, even one that was reconnecting at the time.
+      With the outbox, nothing is lost across a Redis outage; a crash between the
+      publish and the row's delete publishes it twice (same ``outbox-id`` header).
+    - a channel: published late (once Redis is back) to the subscribers connected at
+      that instant; a subscriber that is not connected then, including one still
+      resubscribing after the same outage, never sees it. Channels stay at-most-once.
+
+    Example::
+
+        with transaction.atomic():
+            order.save()
+            publish_on_commit("orders", {"paid": order.pk}, topic=True, outbox=True)
+
+    :param channel: the channel's name, or the topic's with ``topic=True``.
     :param body: a JSON-compatible value.
+    :param topic: publish to the durable topic ``channel`` (``relay.topic(channel)``,
+        default retention) instead of the pub/sub channel.
     :param headers: string headers carried with the message.
     :param outbox: write an outbox row in the transaction (default: the alias's
         ``OUTBOX`` setting).
     :param alias: the ``REDRELAY`` alias.
     :param using: the database alias whose transaction counts.
+    :raises EncodeError: the body cannot be encoded; nothing was written.
+    :raises MessageTooLarge: the encoded body is over the relay's ``max_message_size``.
+    :raises InvalidName: the name is not valid.
     """
     relay = get_relay(alias)
-    ch = relay.channel(channel)  # validates the name
-    _check_body(relay, body, headers)
+    if topic:
+        stream = relay.topic(channel)  # validates the name
+        stream.encode(body, headers)
+    else:
+        ch = relay.channel(channel)  # validates the name
+        _check_body(relay, body, headers)
     if _use_outbox(outbox, alias):
-        row = _write_row(
-            alias, "channel", channel, body, headers, None, None, using=using
-        )
-        transaction.on_commit(lambda: _send_now(row.pk, using), using=using)
+        kind = "topic" if topic else "channel"
+        row = _write_row(alias, kind, channel, body, headers, None, None, using=using)
+        transaction.on_commit(lambda: _send_now(relay, row.pk, using), using=using)
         return
 
     def send() -> None:
         try:
-            ch.publish(body, headers=headers)
+            if topic:
+                stream.publish(body, headers=headers)
+            else:
+                ch.publish(body, headers=headers)
         except RedrelayError as exc:
             log.error(
-                "could not publish on %r after the commit: %s; the event is lost",
+                "could not publish on %s %r after the commit: %s; the event is lost "
+                "(enable the outbox, REDRELAY[%r]['OUTBOX'] = True, to keep it)",
+                "topic" if topic else "channel",
                 channel,
                 exc,
+                alias,
             )
 
     transaction.on_commit(send, using=using)
@@ -230,196 +270,27 @@ def _write_row(
     )
 
 
-def _send_now(pk: int, using: str | None) -> None:
-    """After the commit: send the row at once if Redis answers; else the relay will."""
+def _send_now(relay: Relay, pk: int, using: str | None) -> None:
+    """After the commit: send the row at once if Redis answers; else the relay will.
+
+    Right after a failed send of the same relay, it does not try: Redis is most likely
+    still down, and each try would wait out the connection retries (issue 16).
+    """
+    if time.monotonic() < _skip_until.get(relay, 0.0):
+        log.info(
+            "outbox row %s waits for the outbox relay (relay_worker): Redis did not "
+            "answer a moment ago",
+            pk,
+        )
+        return
     try:
         flush_outbox(using=using, pks=[pk])
     except (BrokerUnavailable, BrokerFull) as exc:
+        _skip_until[relay] = time.monotonic() + SKIP_AFTER_FAILURE
         log.warning(
             "outbox row %s waits for the outbox relay (relay_worker): %s", pk, exc
         )
     except DatabaseError as exc:
         log.warning("outbox row %s waits for the outbox relay: %s", pk, exc)
-
-
-def _send(row: OutboxMessage) -> None:
-    relay = get_relay(row.alias)
-    headers = row.headers or None
-    if row.kind == row.KIND_CHANNEL:
-        relay.channel(row.name).publish(row.body, headers=headers)
     else:
-        relay.queue(row.name).put(
-            row.body,
-            eta=row.eta,
-            headers=headers,
-            dedup_key=row.dedup_key or f"outbox:{row.uid}",
-        )
-
-
-def _flush_batch(
-    using: str,
-    aliases: list[str] | None,
-    pks: list[int] | None,
-    batch: int,
-) -> tuple[int, int, RedrelayError | None]:
-    """Send one batch in one transaction: (sent, rows seen, the outage that stopped it)."""
-    from .models import OutboxMessage
-
-    manager = OutboxMessage.objects.using(using)
-    sent = 0
-    outage: RedrelayError | None = None
-    with transaction.atomic(using=using):
-        rows = manager.filter(attempts__lt=OUTBOX_MAX_ATTEMPTS)
-        if aliases is not None:
-            rows = rows.filter(alias__in=aliases)
-        if pks is not None:
-            rows = rows.filter(pk__in=pks)
-        if connections[using].features.has_select_for_update_skip_locked:
-            rows = rows.select_for_update(skip_locked=True)
-        picked = list(rows.order_by("pk")[:batch])
-        for row in picked:
-            try:
-                # A savepoint per row: a failed send undoes that row's delete only. On
-                # SQLite the delete also takes the write lock, so a concurrent flush
-                # finds the row gone instead of sending it a second time.
-                with transaction.atomic(using=using):
-                    if not manager.filter(pk=row.pk).delete()[0]:
-                        continue
-                    _send(row)
-                sent += 1
-            except (BrokerUnavailable, BrokerFull) as exc:
-                outage = exc
-                break
-            except RedrelayError as exc:
-                manager.filter(pk=row.pk).update(
-                    attempts=F("attempts") + 1, last_error=str(exc)[:2000]
-                )
-                log.error(
-                    "outbox row %s (%s %r) could not be sent (attempt %d of %d): %s",
-                    row.pk,
-                    row.kind,
-                    row.name,
-                    row.attempts + 1,
-                    OUTBOX_MAX_ATTEMPTS,
-                    exc,
-                )
-    return sent, len(picked), outage
-
-
-def flush_outbox(
-    *,
-    aliases: Iterable[str] | None = None,
-    using: str | None = None,
-    pks: Iterable[int] | None = None,
-    batch: int = 100,
-) -> int:
-    """Send every waiting outbox row now (the relay step); return how many were sent.
-
-    Rows that keep failing for a reason other than an outage are skipped after
-    :data:`OUTBOX_MAX_ATTEMPTS`. What was sent before an outage stays sent.
-
-    :param aliases: only rows of these ``REDRELAY`` aliases (default: all).
-    :param using: the database (default ``"default"``).
-    :param pks: only these rows.
-    :param batch: rows per database transaction.
-    :raises BrokerUnavailable: Redis is unreachable; the rows not sent stay in the table.
-    """
-    using = using or DEFAULT_DB_ALIAS
-    alias_list = list(aliases) if aliases is not None else None
-    pk_list = list(pks) if pks is not None else None
-    total = 0
-    while True:
-        sent, seen, outage = _flush_batch(using, alias_list, pk_list, batch)
-        total += sent
-        if outage is not None:
-            raise outage
-        if seen < batch:
-            return total
-
-
-class OutboxRelay:
-    """A thread that sends the outbox rows of some aliases every ``poll`` seconds.
-
-    ``manage.py relay_worker`` runs one. While Redis is unreachable it logs a WARNING
-    (then one a minute) and keeps polling; database errors (a missing table before
-    ``migrate``) are logged the same way.
-
-    :param aliases: the ``REDRELAY`` aliases whose rows it sends.
-    :param poll: seconds between two reads of the table.
-    :param batch: rows per transaction.
-    :param using: the database.
-    """
-
-    def __init__(
-        self,
-        aliases: Iterable[str] = (DEFAULT_ALIAS,),
-        *,
-        poll: float = 0.5,
-        batch: int = 100,
-        using: str | None = None,
-    ) -> None:
-        self.aliases = list(aliases)
-        self.poll = poll
-        self.batch = batch
-        self.using = using or DEFAULT_DB_ALIAS
-        #: Rows sent since start.
-        self.sent = 0
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._down_since: float | None = None
-        self._warned = 0.0
-
-    def start(self) -> None:
-        """Start polling on a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._run, name="redrelay-outbox", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current batch; wait up to ``timeout`` seconds."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                self.step()
-                self._stopping.wait(self.poll)
-        finally:
-            connections.close_all()  # this thread's connections
-
-    def step(self) -> int:
-        """One pass over the table; never raises. Returns how many rows were sent."""
-        close_old_connections()
-        try:
-            sent = flush_outbox(
-                aliases=self.aliases, using=self.using, batch=self.batch
-            )
-        except (RedrelayError, DatabaseError) as exc:
-            self._down(exc)
-            return 0
-        finally:
-            close_old_connections()
-        if self._down_since is not None:
-            log.warning(
-                "outbox relay: sending again after %.1f s",
-                time.monotonic() - self._down_since,
-            )
-            self._down_since = None
-        self.sent += sent
-        return sent
-
-    def _down(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = self._warned = now
-            log.warning("outbox relay cannot send (%s); retrying", exc)
-        elif now - self._warned >= _STILL_DOWN_INTERVAL:
-            self._warned = now
-            log.warning(
-                "outbox relay still cannot send after %.0f s (%s)",
-                now - self._down_since,
-                exc,
-            )
+        _skip_until.pop(relay, None)

@@ -26,6 +26,7 @@ from ...handlers import Handler
 from ...message import Message
 from ...protocol.keys import validate_name
 from ...relay import Relay
+from ._test_db import drain_shares_connections, shared_connections
 from .conf import DEFAULT_ALIAS, InvalidRelaySettings, relay_settings
 
 __all__ = [
@@ -198,13 +199,18 @@ def db_connections(message: Message) -> Iterator[None]:
 
     What Django does around each request (``request_started``/``request_finished``), so
     a long-running worker neither reuses a connection the server closed nor keeps one
-    past ``CONN_MAX_AGE``.
+    past ``CONN_MAX_AGE``. Inside a drain called from a test's transaction, the handler
+    uses the test's connections instead (:mod:`._test_db`), and nothing is closed.
     """
-    close_old_connections()
-    try:
-        yield
-    finally:
+    with shared_connections() as shared:
+        if shared:
+            yield
+            return
         close_old_connections()
+        try:
+            yield
+        finally:
+            close_old_connections()
 
 
 def build_relay(alias: str = DEFAULT_ALIAS) -> Relay:
@@ -217,6 +223,7 @@ def build_relay(alias: str = DEFAULT_ALIAS) -> Relay:
     config = relay_settings(alias)
     relay = Relay(config.url, namespace=config.namespace, **config.relay_kwargs())
     relay.add_handler_context(db_connections)
+    relay.drain_contexts.append(drain_shares_connections)
     with _lock:
         for declaration in _declarations:
             if declaration.alias == alias:

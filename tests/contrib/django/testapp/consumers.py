@@ -12,7 +12,7 @@ from redrelay.contrib.django import consumer, get_relay, subscriber
 
 def record(message: Message, event: str) -> None:
     relay = get_relay()
-    where = message.queue or message.channel
+    where = message.queue or message.channel or message.topic
     relay.connection.call(
         "RPUSH",
         f"{relay.namespace}:test:runs",
@@ -33,4 +33,9 @@ def job(message: Message) -> None:
 
 @subscriber("news")
 def news(message: Message) -> None:
+    record(message, "heard")
+
+
+@subscriber("orders", group="audit")
+def audit(message: Message) -> None:
     record(message, "heard")

@@ -16,6 +16,14 @@ def add(a: int, b: int) -> int:
 
 
 @task
+def lookup(model: str) -> int:
+    """The pk of a content type that the enqueuing transaction created."""
+    from django.contrib.contenttypes.models import ContentType
+
+    return int(ContentType.objects.get(app_label="rrtest", model=model).pk)
+
+
+@task
 def explode(text: str) -> None:
     raise ValueError(text)
 
