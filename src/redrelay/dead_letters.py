@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .protocol.keys import QueueKeys
-from .records import DeadLetter, _dead_letter, _pairs, requeue_args
+from .records import DeadLetter, _pairs, decode_dead_letter, requeue_args
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -37,7 +37,7 @@ class QueueDeadLetters:
             ids = [i for _, i, owner in page if owner is k]
             if ids:
                 records = conn.call("HMGET", k.dead_data, *ids)
-                letters += [_dead_letter(r) for r in records if r is not None]
+                letters += [decode_dead_letter(r) for r in records if r is not None]
         letters.sort(key=lambda letter: letter.dead_at, reverse=True)
         return letters
 

@@ -21,7 +21,7 @@ from .protocol.envelope import decode_entry, rewrite_header
 from .protocol.flow import PRIO_ZERO_SCORE
 from .protocol.transitions import to_ms, to_seconds
 
-__all__ = ["DeadLetter", "QueueStats", "requeue_args"]
+__all__ = ["DeadLetter", "QueueStats", "decode_dead_letter", "requeue_args"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,7 +149,9 @@ def _to_message(queue: str, entry: bytes) -> Message | None:
     )
 
 
-def _dead_letter(record: bytes) -> DeadLetter:
+def decode_dead_letter(record: bytes) -> DeadLetter:
+    """A dead record as bury writes it (JSON: id, queue, reason, traceback, attempt,
+    dead_at, entry in base64); ``KeyError``/``ValueError`` for a malformed one."""
     data = orjson.loads(record)
     return DeadLetter(
         id=data["id"],

@@ -23,7 +23,7 @@ from .protocol.envelope import new_id
 from .protocol.keys import GroupKeys, TopicKeys, topics_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
-from .records import DeadLetter, _dead_letter, requeue_args
+from .records import DeadLetter, decode_dead_letter, requeue_args
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -341,7 +341,7 @@ class Topic:
         if not ids:
             return []
         records = self.relay.connection.call("HMGET", k.dead_data, *ids)
-        return [_dead_letter(r) for r in records if r is not None]
+        return [decode_dead_letter(r) for r in records if r is not None]
 
     def iter_dead_ids(self, group: str, batch: int = 500) -> Iterator[list[str]]:
         """A group's dead-letter ids in batches, oldest first (for bulk requeue and purge)."""

@@ -8,7 +8,6 @@ queued costs what it costs with a thousand.
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from ..errors import DecodeError
 from ..protocol.envelope import decode_entry
 from ..protocol.keys import gaps_key
 from ..queue import DeadLetter
+from ..records import decode_dead_letter
 from ..relay import Relay
 
 __all__ = [
@@ -254,7 +254,7 @@ def dead_letters(
 
 def _safe_dead_dict(msg_id: str, score: float, record: bytes) -> dict[str, Any]:
     try:
-        return dead_dict(_dead_letter(record))
+        return dead_dict(decode_dead_letter(record))
     except (
         ValueError,
         KeyError,
@@ -422,18 +422,3 @@ def find_message(relay: Relay, msg_id: str) -> list[dict[str, Any]]:
                     )
                 )
     return found
-
-
-def _dead_letter(record: bytes) -> DeadLetter:
-    """A dead record as bury writes it (JSON: id, queue, reason, traceback, attempt,
-    dead_at, entry in base64)."""
-    data = orjson.loads(record)
-    return DeadLetter(
-        id=data["id"],
-        queue=data["queue"],
-        reason=data["reason"],
-        traceback=data.get("traceback"),
-        attempt=data.get("attempt", 0),
-        dead_at=data.get("dead_at", 0.0),
-        entry=base64.b64decode(data["entry"]),
-    )
