@@ -93,7 +93,7 @@ class LocalCluster:
     def start(self, timeout: float = 30.0) -> LocalCluster:
         """Start every node, create the cluster, and wait for ``cluster_state:ok``."""
         for server in self.servers:
-            server.start()
+            _start_node(server)
         addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
         created = subprocess.run(
             [find_redis_cli(), "--cluster", "create", *addresses]
@@ -150,3 +150,19 @@ class LocalCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _start_node(server: RedisServer, attempts: int = 3) -> None:
+    """Start one node; if its port or bus port was taken between choosing and binding
+    (another process got it first), choose both again."""
+    for attempt in range(attempts):
+        try:
+            server.start()
+            return
+        except BrokerUnavailable as exc:
+            if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+            args = list(server.extra_args)
+            args[args.index("--cluster-port") + 1] = str(free_port())
+            server.extra_args = tuple(args)
+            server._port = None  # command_line() picks a new one
