@@ -196,9 +196,8 @@ class EventStream:
         try:
             await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, gone):
-                task.cancel()
-            await asyncio.gather(pump, gone, return_exceptions=True)
+            gone.cancel()
+            await asyncio.gather(gone, _stop(pump), return_exceptions=True)
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
                 await aclose()  # unregisters the client now, not at garbage collection
@@ -261,6 +260,20 @@ def _last_event_id(scope: Scope) -> str | None:
 async def _pump(frames: AsyncIterator[bytes], send: Send) -> None:
     async for frame in frames:
         await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+
+async def _stop(task: asyncio.Future[None]) -> None:
+    """Cancel ``task`` until it has ended.
+
+    Once is not always enough: redis.asyncio (seen with 8.2 on Python 3.11) can lose a
+    cancellation that arrives while a reply is being read, returning the reply with the
+    cancel still pending; the topic stream then sent its next ``XREAD BLOCK`` and held
+    the request, its connection and a server's shutdown until the keep-alive.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _disconnected(receive: Receive) -> None:
