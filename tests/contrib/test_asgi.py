@@ -71,7 +71,9 @@ class _Server:
         # its client left (a lost cancellation, see contrib/asgi._stop) shows up here.
         self.server.should_exit = True
         self.thread.join(WAIT)
-        assert not self.thread.is_alive(), "uvicorn did not stop: a request is still open"
+        assert not self.thread.is_alive(), (
+            "uvicorn did not stop: a request is still open"
+        )
 
 
 def test_channel_stream_streams_and_unregisters_on_disconnect(relay: Relay) -> None:
