@@ -273,6 +273,21 @@ def test_admin_client_replies(redis_server_factory: ServerFactory) -> None:
         assert client.command("PING") == b"PONG"  # still in sync after an error
 
 
+def test_a_refused_shutdown_falls_back_to_sigterm(
+    redis_server_factory: ServerFactory,
+) -> None:
+    """A server that wants a password refuses ``SHUTDOWN`` with NOAUTH: that is an
+    error reply (the server is there), so stop() asks with SIGTERM at once rather
+    than waiting for an exit that was never asked for, then SIGKILL."""
+    server = redis_server_factory(appendonly=False)
+    call(server, "CONFIG", "SET", "requirepass", "not-given")
+    with AdminClient(server.url) as client, pytest.raises(BrokerError, match="Authentication required"):
+        client.command("SHUTDOWN", "NOSAVE")
+    server.stop()
+    assert not server.running()
+    assert "Received SIGTERM scheduling shutdown" in server.log_tail(50)
+
+
 def test_admin_client_on_a_loading_server(redis_server_factory: ServerFactory) -> None:
     """While a restarted server loads its AOF, the client connects, reads INFO, and
     gets BrokerLoading for PING (not BrokerUnavailable): the embedded server's

@@ -81,6 +81,10 @@ class AdminClient:
         try:
             self._conn.send_command(*args, check_health=False)
             return self._conn.read_response()
+        except rex.AuthenticationError as exc:
+            # a NOAUTH reply: the server answered (redis-py makes it a ConnectionError,
+            # which made terminate() wait for a SHUTDOWN that was refused)
+            raise BrokerError(str(exc)) from exc
         except (rex.RedisError, OSError) as exc:
             raise self._translate(
                 exc, f"connection to {redact(self.url)} failed"
