@@ -189,6 +189,7 @@ def test_second_signal_exits_at_once_and_nothing_is_lost(
         what="redelivered",
     )
     assert runs(redrelay_url, ns)[-1][3] == 2
+    rescuer.kill()  # its handler sleeps 30 s: a graceful stop would wait for it
 
 
 def test_handler_that_kills_its_process_is_dead_lettered(
