@@ -281,7 +281,10 @@ def test_a_refused_shutdown_falls_back_to_sigterm(
     than waiting for an exit that was never asked for, then SIGKILL."""
     server = redis_server_factory(appendonly=False)
     call(server, "CONFIG", "SET", "requirepass", "not-given")
-    with AdminClient(server.url) as client, pytest.raises(BrokerError, match="Authentication required"):
+    with (
+        AdminClient(server.url) as client,
+        pytest.raises(BrokerError, match="Authentication required"),
+    ):
         client.command("SHUTDOWN", "NOSAVE")
     server.stop()
     assert not server.running()

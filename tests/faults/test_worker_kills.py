@@ -140,11 +140,21 @@ def _run_kills(
             pool.kill_random(rng)
             audit(client, keys).assert_consistent()  # invariant 1, mid-run
         producer.finish()
+
+        def settled() -> bool:
+            # A handler records "done" before its ack is applied, and the ack of a
+            # victim's last run is lost with it (that message comes back after the
+            # lease): wait for the queue to be empty too, not only for every "done".
+            if not set(history.sent) <= history.done_ids():
+                return False
+            now = audit(client, keys)
+            return not now.ready and not now.delayed and now.in_flight == 0
+
         wait_for(
-            lambda: set(history.sent) <= history.done_ids(),
+            settled,
             timeout=60 + messages / 1000,
             interval=0.5,
-            what=f"every message processed (seed {seed})",
+            what=f"every message processed and acked (seed {seed})",
         )
     finally:
         pool.close()
@@ -198,7 +208,15 @@ def _run_kills(
 @pytest.mark.parametrize(
     ("messages", "kills"),
     [
-        pytest.param(20_000, 20, id="20k-20kills"),
+        # CI size: 10 kills (the fewest for which the test demands that some kill caught
+        # a worker holding messages) at about 600 messages/s
+        pytest.param(6_000, 10, id="6k-10kills"),
+        pytest.param(
+            20_000,
+            20,
+            id="20k-20kills",
+            marks=[pytest.mark.soak, pytest.mark.timeout(600)],
+        ),
         pytest.param(
             100_000,
             100,
