@@ -51,13 +51,25 @@ def _most_in_one_second(times: list[float]) -> int:
     return most
 
 
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        pytest.param(10, id="10s"),
+        pytest.param(30, id="30s", marks=[pytest.mark.soak, pytest.mark.timeout(300)]),
+    ],
+)
 def test_rate_is_held_across_four_worker_processes(
-    relay: Relay, start_limited: Callable[..., Worker]
+    relay: Relay, start_limited: Callable[..., Worker], seconds: int
 ) -> None:
-    """100/s over 30 s, four processes of two threads: within 2% on average, and never
-    above rate + burst (100 + 20) in any one-second window."""
+    """100/s, four processes of two threads: within 2% on average, and never above
+    rate + burst (100 + 20) in any one-second window.
+
+    The CI size runs 10 s, the soak size 30 s. The same 2% holds for both: the limit is
+    one token bucket on the server's clock, so the count in a window is off by a few
+    messages at its two edges (a handler starts a few ms after its hand-out), whatever
+    its length; 2% of 9 s is 18 messages, several times that edge error."""
     q = relay.queue("limited")
-    seconds, rate, burst = 30, 100, 20
+    rate, burst = 100, 20
     q.put_many([{} for _ in range(rate * seconds + 600)])
     for _ in range(4):
         # one message per fetch: a handler starts when its message is handed out, so
@@ -67,16 +79,21 @@ def test_rate_is_held_across_four_worker_processes(
         lambda: len(_log(relay)) >= rate * seconds + burst + 200,
         timeout=seconds + 40,
         interval=0.5,
-        what="the limited queue ran for 32 s",
+        what=f"the limited queue ran for {seconds + 2} s",
     )
     times = sorted(t for _, _, t, _ in _log(relay))
     first = times[0]
     pids = {pid for _, pid, _, _ in _log(relay)}
     assert len(pids) == 4, "all four workers took part"
-    in_window = sum(1 for t in times if first <= t < first + seconds)
-    measured = (in_window - burst) / seconds
+    # The steady rate, once the initial burst is spent: a window that starts one second
+    # after the first hand-out, not at it, has the same few ms of start-up lag at both
+    # of its edges (a window that opens on a recorded start loses the late starts at
+    # its end only, up to 2% of 10 s on a loaded machine).
+    start, end = first + 1.0, first + seconds
+    in_window = sum(1 for t in times if start <= t < end)
+    measured = in_window / (end - start)
     most = _most_in_one_second(times)
-    print(f"rate {measured:.2f}/s over {seconds} s; at most {most} in one second")
+    print(f"rate {measured:.2f}/s over {end - start:g} s; at most {most} in one second")
     assert abs(measured - rate) <= rate * 0.02, measured
     # The times are handler starts, a few ms after the hand-outs the limit counts (thread
     # scheduling on a busy machine): one handed out just before a window may start inside
