@@ -21,11 +21,12 @@ from redrelay import Relay
 from redrelay.protocol.envelope import decode_entry
 from redrelay.protocol.keys import QueueKeys
 
-from ..processes import Worker
+from ..faults.workers import consumers_of
+from ..processes import Worker, wait_for
 
 Start = Callable[..., Worker]
 
-MESSAGES = 10_000
+MESSAGES = 6_000  # about four rounds of kills on 2 cores; at least 3 at 3,000 a round
 MAX_ROUNDS = 40
 
 
@@ -70,6 +71,14 @@ def _audit(
     return counts
 
 
+def _wait_joined(client: redis.Redis, keys: QueueKeys, workers: list[Worker]) -> None:
+    wait_for(
+        lambda: all(consumers_of(client, keys, w.pid) for w in workers),
+        30,
+        what="both workers joined",
+    )
+
+
 def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) -> None:
     q = app.queue("calc")
     keys = QueueKeys.of(app.namespace, "calc")
@@ -92,7 +101,11 @@ def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) ->
                 start_worker(TEST_CONCURRENCY="2", TEST_RESULT_TTL="3600")
                 for _ in range(2)
             ]
-            time.sleep(rng.uniform(0.6, 1.5))
+            # Work for a random moment once both have joined: a process's start-up
+            # (seconds on a loaded machine) is not work, and a round spent in it only
+            # made more rounds.
+            _wait_joined(client, keys, workers)
+            time.sleep(rng.uniform(0.3, 0.9))
             for worker in workers:
                 worker.signal(signal.SIGKILL)
             for worker in workers:
@@ -110,6 +123,7 @@ def test_sigkill_never_splits_result_and_ack(app: Relay, start_worker: Start) ->
                     break
                 time.sleep(0.2)
             counts = _audit(client, keys, ids, expected)
+        print(f"{kills_mid_work} kills while work was left; {counts}")
         assert counts.get("ok", 0) + counts.get("fail", 0) == MESSAGES, counts
         assert kills_mid_work >= 2, "the kills never landed while work was in progress"
         # The lifetime counter agrees: every ack wrote exactly one result.
