@@ -43,32 +43,61 @@ def _threads(queue: str) -> list[threading.Thread]:
     ]
 
 
+def _recorded(
+    make_relay: Callable[..., Relay], queue: str
+) -> tuple[Relay, list[tuple[int, int]]]:
+    """A relay on a 1 s lease whose one consumer thread of ``queue`` (prefetch 5)
+    records the ``(n, attempt)`` of every message it handles."""
+    relay = make_relay(lease=1.0, heartbeat=0.2)
+    done: list[tuple[int, int]] = []
+
+    @relay.consumer(queue, prefetch=5, concurrency=1)
+    def handler(message: Message) -> None:
+        done.append((message.body["n"], message.attempt))
+
+    return relay, done
+
+
+def _die_once(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, entry_arg: int
+) -> tuple[threading.Event, list[threading.Thread]]:
+    """Make the worker's own ``module.name`` end its thread (SystemExit) the first time
+    its argument ``entry_arg`` is an entry whose body has ``"kill"``. Returns the event
+    set then and the list of the threads it killed."""
+    original, killed = getattr(module, name), threading.Event()
+    victims: list[threading.Thread] = []
+
+    def dying(*args: Any) -> Any:
+        if b'"kill"' in args[entry_arg] and not killed.is_set():
+            victims.append(threading.current_thread())
+            killed.set()
+            raise SystemExit("killed from the inside")
+        return original(*args)
+
+    monkeypatch.setattr(module, name, dying)
+    return killed, victims
+
+
+def _died_logged(
+    caplog: pytest.LogCaptureFixture, where: str = ""
+) -> logging.LogRecord:
+    """The first "died" log line (about ``where``): an ERROR with the traceback."""
+    died = [r for r in caplog.records if "died" in r.getMessage()]
+    assert died and died[0].levelno == logging.ERROR
+    assert where in died[0].getMessage()
+    return died[0]
+
+
 def test_a_consumer_thread_killed_from_the_inside_comes_back(
     make_relay: Callable[..., Relay],
     run: Callable[..., Runner],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    relay = make_relay(lease=1.0, heartbeat=0.2)
-    done: list[tuple[int, int]] = []
-
-    @relay.consumer("kill", prefetch=5, concurrency=1)
-    def handler(message: Message) -> None:
-        done.append((message.body["n"], message.attempt))
+    relay, done = _recorded(make_relay, "kill")
 
     # The worker's own code (not a handler) dies on this thread, mid-batch.
-    original, killed = runner_mod.handle_entry, threading.Event()
-
-    victims: list[threading.Thread] = []
-
-    def dying(*args: Any) -> Any:
-        if b'"kill"' in args[4] and not killed.is_set():
-            victims.append(threading.current_thread())
-            killed.set()
-            raise SystemExit("killed from the inside")
-        return original(*args)
-
-    monkeypatch.setattr(runner_mod, "handle_entry", dying)
+    killed, victims = _die_once(monkeypatch, runner_mod, "handle_entry", 4)
     queue = relay.queue("kill")
     queue.put_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
     caplog.set_level(logging.INFO, "redrelay")
@@ -84,10 +113,8 @@ def test_a_consumer_thread_killed_from_the_inside_comes_back(
     assert (stats.ready, stats.dead, stats.consumers, stats.expired) == (0, 0, 1, 0)
     (second,) = _threads("kill")
     assert second is not first and not first.is_alive()
-    died = [r for r in caplog.records if "died" in r.getMessage()]
-    assert died and died[0].levelno == logging.ERROR
-    assert "SystemExit: killed from the inside" in died[0].getMessage()
-    assert died[0].exc_info is not None  # the traceback of what ended the thread
+    died = _died_logged(caplog, "SystemExit: killed from the inside")
+    assert died.exc_info is not None  # the traceback of what ended the thread
 
 
 def test_a_stuck_consumer_thread_is_replaced(
@@ -96,12 +123,7 @@ def test_a_stuck_consumer_thread_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    relay = make_relay(lease=1.0, heartbeat=0.2)
-    done: list[tuple[int, int]] = []
-
-    @relay.consumer("stuck", prefetch=5, concurrency=1)
-    def handler(message: Message) -> None:
-        done.append((message.body["n"], message.attempt))
+    relay, done = _recorded(make_relay, "stuck")
 
     # The first thread hangs in the worker's own code (a fetch that never returns)
     # after its first batch, before it could ack it: no handler is running.
@@ -230,15 +252,7 @@ def test_a_topic_consumer_thread_killed_from_the_inside_comes_back(
     def handler(message: Message) -> None:
         done.append((message.body["n"], message.attempt))
 
-    original, killed = topics_mod.begin, threading.Event()
-
-    def dying(*args: Any) -> Any:
-        if b'"kill"' in args[3] and not killed.is_set():
-            killed.set()
-            raise SystemExit("killed from the inside")
-        return original(*args)
-
-    monkeypatch.setattr(topics_mod, "begin", dying)
+    killed, _ = _die_once(monkeypatch, topics_mod, "begin", 3)
     topic = relay.topic("events")
     topic.publish_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
     caplog.set_level(logging.INFO, "redrelay")
@@ -248,12 +262,7 @@ def test_a_topic_consumer_thread_killed_from_the_inside_comes_back(
     wait_for(lambda: len(done) == 5, timeout=20, what=lambda: done)
     assert sorted(done) == [(n, 2) for n in range(5)]  # back after the lease ran out
     assert runner.topics.idle()
-    died = [r for r in caplog.records if "died" in r.getMessage()]
-    assert (
-        died
-        and died[0].levelno == logging.ERROR
-        and "topic events/g" in died[0].getMessage()
-    )
+    _died_logged(caplog, "topic events/g")
     assert all(t.is_alive() for t in runner.topics._threads)
 
 
