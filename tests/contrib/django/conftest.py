@@ -26,6 +26,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "tests.contrib.django.settings"
 django.setup()
 
 from redrelay import Relay  # noqa: E402
+from redrelay._server import RedisServer  # noqa: E402
 from redrelay.contrib.django import get_relay  # noqa: E402
 from redrelay.contrib.django import relays as relays_module  # noqa: E402
 
@@ -112,3 +113,22 @@ def start_worker(
     yield start
     for worker in started:
         worker.close()
+
+
+@pytest.fixture
+def own_server(
+    settings: Any,
+    namespace: str,
+    redis_server_factory: Callable[..., RedisServer],
+) -> RedisServer:
+    """REDRELAY on a redis-server of this test's own (AOF on), which it stops and starts."""
+    server = redis_server_factory()
+    settings.REDRELAY = {
+        "default": {
+            "URL": server.url,
+            "NAMESPACE": namespace,
+            "OUTBOX": True,
+            "OPTIONS": {"connect_retries": 0, "lease": 2.0, "retries": 0},
+        }
+    }
+    return server

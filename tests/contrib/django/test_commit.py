@@ -184,31 +184,12 @@ def test_a_delay_through_the_outbox_counts_from_the_write(app_relay: Relay) -> N
     assert (stats.ready, stats.delayed) == (0, 1)
 
 
-@pytest.fixture
-def outage_relay(
-    settings: Any,
-    namespace: str,
-    redis_server_factory: Callable[..., RedisServer],
-) -> RedisServer:
-    """REDRELAY on a redis-server of this test's own, which it may stop and start."""
-    server = redis_server_factory()
-    settings.REDRELAY = {
-        "default": {
-            "URL": server.url,
-            "NAMESPACE": namespace,
-            "OUTBOX": True,
-            "OPTIONS": {"connect_retries": 0, "lease": 2.0, "retries": 0},
-        }
-    }
-    return server
-
-
 def test_a_redis_outage_at_commit_time_loses_nothing_and_sends_once(
-    outage_relay: RedisServer, caplog: pytest.LogCaptureFixture
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     relay = get_relay()
     relay.queue("jobs").stats()  # connected before the outage
-    outage_relay.stop()
+    own_server.stop()
     with caplog.at_level(logging.WARNING, "redrelay.django.outbox"):
         with transaction.atomic():
             enqueue_on_commit("jobs", {"op": "ok", "n": 1})
@@ -220,7 +201,7 @@ def test_a_redis_outage_at_commit_time_loses_nothing_and_sends_once(
         flush_outbox()
     assert OutboxMessage.objects.count() == 2
 
-    outage_relay.start()
+    own_server.start()
     assert flush_outbox() == 2
     assert flush_outbox() == 0
     assert OutboxMessage.objects.count() == 0
@@ -240,10 +221,10 @@ def test_a_row_sent_twice_is_enqueued_once(app_relay: Relay) -> None:
 
 
 def test_the_outbox_relay_thread_sends_what_waited_for_redis(
-    outage_relay: RedisServer,
+    own_server: RedisServer,
 ) -> None:
     relay = get_relay()
-    outage_relay.stop()
+    own_server.stop()
     for n in range(3):
         with transaction.atomic():
             enqueue_on_commit("jobs", {"n": n})
@@ -251,7 +232,7 @@ def test_the_outbox_relay_thread_sends_what_waited_for_redis(
     outbox = OutboxRelay(poll=0.05)
     outbox.start()
     try:
-        outage_relay.start()
+        own_server.start()
         wait_for(lambda: outbox.sent == 3, timeout=10, what="the outbox relay")
     finally:
         outbox.stop()

@@ -27,25 +27,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def own_server(
-    settings: Any,
-    namespace: str,
-    redis_server_factory: Callable[..., RedisServer],
-) -> RedisServer:
-    """REDRELAY on a redis-server of this test's own (AOF on), which it stops and starts."""
-    server = redis_server_factory()
-    settings.REDRELAY = {
-        "default": {
-            "URL": server.url,
-            "NAMESPACE": namespace,
-            "OUTBOX": True,
-            "OPTIONS": {"connect_retries": 0, "lease": 2.0, "retries": 0},
-        }
-    }
-    return server
-
-
-@pytest.fixture
 def worker_on(namespace: str) -> Iterator[Callable[[str], DjangoWorker]]:
     started: list[DjangoWorker] = []
 
