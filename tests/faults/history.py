@@ -372,3 +372,18 @@ def _read_inflight(
             result.problems.append(
                 f"consumer {consumer} marked tags not in flight: {stray[:5]}"
             )
+
+
+def settled_audit(client: redis.Redis, keys: QueueKeys, timeout: float = 30.0) -> Audit:
+    """The audit once nothing is ready or in flight any more (at most ``timeout`` s).
+
+    For the end of a test, after every message was seen done: a handler records "done"
+    before its ack is applied, and acks are batched, so the last ones land a moment
+    later. The caller still asserts on the audit it gets (a timeout returns it as is).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = audit(client, keys)
+        if (not state.ready and state.in_flight == 0) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)

@@ -14,7 +14,7 @@ from redrelay import BrokerUnavailable, Relay
 from redrelay._server import RedisServer, free_port
 from redrelay.protocol.scripts import script
 
-from .history import History, audit, check, entry_id
+from .history import History, audit, check, entry_id, settled_audit
 from .proxy import FaultProxy
 from .workers import FaultWorker, consumers_of, held_by_pid, report, wait_for
 
@@ -122,7 +122,7 @@ def test_partitioned_worker_is_taken_over_and_rejoins(
     # What it finished during the cut was taken over meanwhile: its acks are refused.
     assert rejected >= len(late)
     verdict.assert_ok(max_duplicates=PREFETCH * CONCURRENCY)
-    final = audit(client, keys)
+    final = settled_audit(client, keys)
     final.assert_consistent()
     assert (final.ready, final.in_flight, final.dead) == ([], 0, [])
 

@@ -12,7 +12,7 @@ import redis
 from redrelay import Relay
 from redrelay._server import RedisServer
 
-from .history import History, audit, check
+from .history import History, audit, check, settled_audit
 from .workers import FaultWorker, consumers_of, held_by_pid, report, wait_for
 
 #: The keeper sweeps for expired leases this often (runner.SWEEP_INTERVAL).
@@ -113,7 +113,7 @@ def test_stalled_worker_is_taken_over_and_its_late_acks_rejected(
     assert rejoined and stalled.alive()
     assert "taken over" in stalled.output()
     verdict.assert_ok(max_duplicates=prefetch * concurrency)
-    final = audit(client, keys)
+    final = settled_audit(client, keys)
     final.assert_consistent()
     assert (final.ready, final.in_flight, final.dead) == ([], 0, [])
 

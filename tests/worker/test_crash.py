@@ -60,7 +60,11 @@ def test_sigkill_mid_batch_loses_nothing(
         what="all messages done",
     )
     assert set(done_counts(redrelay_url, ns)) == set(ids)
-    stats = q.stats()
+    # A handler records "done" before its ack is applied (acks are batched): wait for
+    # the last acks, then nothing may be left anywhere.
+    stats = wait_for(
+        lambda: (s := q.stats()).in_flight == 0 and s, what="the last acks applied"
+    )
     assert (stats.ready, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 0, 0)
     assert stats.counters["recovered"] == held
     # the recovered ones were delivered again, with attempt 2
