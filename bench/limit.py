@@ -14,6 +14,11 @@ median of the rounds is reported, with each row's ratio to the bare loop of the 
 - ``prefetch=200``: the same, tuned (a labelled row, not the headline);
 - ``async``: an ``async def`` no-op handler at default settings;
 - ``async sleep``: 500 coroutines sleeping 50 ms each (ideal: 10,000 msg/s);
+- ``result_ttl``: the default row with ``result_ttl=`` set (issue 14: >= 0.8x default);
+- ``metrics + tracing``: the default row with ``metrics.instrument`` and
+  ``tracing.instrument``, tracing through the OpenTelemetry API alone (no SDK: what a
+  process that propagates traces without recording them pays) and through the SDK
+  sampling 1 % (issue 12: >= 0.95x default);
 - ``baseline``: ``default`` and ``prefetch=200`` run from another source tree
   (``--baseline-src``), e.g. ``main`` before a change: with the same batch size, the
   cost of the change on the drain path;
@@ -81,6 +86,29 @@ def drain(
     return (n - 1) / (last - first)
 
 
+BARE = "bare at-least-once loop (the limit)"
+DEFAULT = "redrelay worker, default settings"
+TUNED = "redrelay worker, prefetch=200 (tuned)"
+ASYNC = "async def no-op, default settings"
+ASLEEP = "async def, 500 coroutines sleeping 50 ms"
+#: Rows judged against the default row of the same round (issue 14: result_ttl; issue
+#: 12: metrics and tracing), with their targets.
+AGAINST_DEFAULT = {
+    "default settings, result_ttl=3600": 0.8,
+    "default settings, metrics + tracing (OTel API, no SDK)": 0.95,
+    "default settings, metrics + tracing (OTel SDK, 1 % sampled)": 0.95,
+}
+OBSERVE = {
+    "default settings, result_ttl=3600": {"BENCH_RESULT_TTL": "3600"},
+    "default settings, metrics + tracing (OTel API, no SDK)": {
+        "BENCH_OBSERVE": "metrics+otel-api"
+    },
+    "default settings, metrics + tracing (OTel SDK, 1 % sampled)": {
+        "BENCH_OBSERVE": "metrics+otel-sdk"
+    },
+}
+
+
 def rows(
     args: argparse.Namespace,
 ) -> list[tuple[str, int, dict[str, str], list[str], Any]]:
@@ -89,13 +117,17 @@ def rows(
     ready = f"redrelay:{{{QUEUE}}}:ready"
     bare = [sys.executable, str(ROOT / "bench" / "bare_loop.py"), "{url}", ready]
     out: list[tuple[str, int, dict[str, str], list[str], Any]] = [
-        ("bare at-least-once loop (the limit)", n, {}, bare, 0),
-        ("redrelay worker, default settings", n, {}, WORKER, 0),
-        ("redrelay worker, prefetch=200 (tuned)", n, {"BENCH_PREFETCH": "200"}, WORKER, 0),
-        ("async def no-op, default settings", n, {"BENCH_ASYNC": "1"}, WORKER, 0),
-        ("async def, 500 coroutines sleeping 50 ms", min(n, 20000),
+        (BARE, n, {}, bare, 0),
+        (DEFAULT, n, {}, WORKER, 0),
+        (TUNED, n, {"BENCH_PREFETCH": "200"}, WORKER, 0),
+        (ASYNC, n, {"BENCH_ASYNC": "1"}, WORKER, 0),
+        (ASLEEP, min(n, 20000),
          {"BENCH_ASYNC": "1", "BENCH_SLEEP": "0.05", "BENCH_CONCURRENCY": "500"}, WORKER, 0),
+        *((label, n, env, WORKER, 0) for label, env in OBSERVE.items()),
     ]  # fmt: skip
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        out = [out[0]] + [r for r in out[1:] if any(w in r[0] for w in wanted)]
     if args.baseline_src:
         path = os.pathsep.join([str(Path(args.baseline_src).resolve()), str(ROOT)])
         out.append(("baseline: default settings, " + args.baseline_label, n,
@@ -119,6 +151,8 @@ def main() -> None:
     parser.add_argument("--depths", default="1000,100000,1000000",
                         help="comma-separated depths for the priority rows ('' for none)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--only", default="",
+                        help="comma-separated parts of row labels to run (the bare loop always runs)")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.n, args.rounds = 20_000, 1
@@ -130,6 +164,8 @@ def main() -> None:
     client = redis.Redis.from_url(url)
     load_before = os.getloadavg()
     results: dict[str, list[float]] = {}
+    #: Per round: each row's rate over the default row's of the same round.
+    vs_default: dict[str, list[float]] = {}
     try:
         plan = rows(args)
         for r in range(args.rounds):
@@ -143,13 +179,16 @@ def main() -> None:
                 rate = drain(url, workdir, f"r{r}-{i}", argv, env, n)
                 if rate is not None:
                     results.setdefault(label, []).append(rate)
+                    base = results.get(DEFAULT, [])
+                    if label in AGAINST_DEFAULT and len(base) == r + 1:
+                        vs_default.setdefault(label, []).append(rate / base[-1])
                 print(
                     f"  round {r + 1}: {label}: {rate or 0:,.0f} msg/s", file=sys.stderr
                 )
         load_after = os.getloadavg()
     finally:
         server.stop()
-    table = report(plan, results, args, load_before, load_after)
+    table = report(plan, results, vs_default, args, load_before, load_after)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")
@@ -158,12 +197,13 @@ def main() -> None:
 def report(
     plan: list[Any],
     results: dict[str, list[float]],
+    vs_default: dict[str, list[float]],
     args: argparse.Namespace,
     load_before: tuple[float, ...],
     load_after: tuple[float, ...],
 ) -> str:
     medians = {label: statistics.median(v) for label, v in results.items() if v}
-    bare = medians.get(plan[0][0])
+    bare = medians.get(BARE)
     lines = [
         f"n = {args.n:,}, median of {args.rounds} round(s), {time.strftime('%Y-%m-%d')}; "
         f"{platform.machine()} with {os.cpu_count()} cores, Python "
@@ -177,14 +217,14 @@ def report(
         rate = medians.get(label)
         ratio = f"{rate / bare:.2f}x" if rate and bare else "-"
         lines.append(f"| {label} | {rate or 0:,.0f} | {ratio} |")
-    default = medians.get(plan[1][0])
+    default = medians.get(DEFAULT)
     base = next((m for k, m in medians.items() if k.startswith("baseline")), None)
     if default and base:
         lines.append("")
         lines.append(
             f"default / baseline ({args.baseline_label}): {default / base:.3f}"
         )
-    tuned = medians.get(plan[2][0])
+    tuned = medians.get(TUNED)
     base_tuned = next(
         (m for k, m in medians.items() if k.startswith("baseline: pre")), None
     )
@@ -193,14 +233,22 @@ def report(
             f"prefetch=200 / baseline prefetch=200 ({args.baseline_label}): "
             f"{tuned / base_tuned:.3f} (the same batch size: the cost of the fetch path)"
         )
-    asleep = medians.get(plan[4][0])
+    asleep = medians.get(ASLEEP)
     if asleep:
         lines.append(
             f"500 coroutines x 50 ms: {asleep / 10_000:.0%} of the ideal 10,000 msg/s"
         )
-    sync, aio = medians.get(plan[1][0]), medians.get(plan[3][0])
+    sync, aio = medians.get(DEFAULT), medians.get(ASYNC)
     if sync and aio:
         lines.append(f"async no-op / sync no-op: {aio / sync:.2f}")
+    for label, target in AGAINST_DEFAULT.items():
+        ratios = vs_default.get(label)
+        if ratios:
+            lines.append(
+                f"{label.removeprefix('default settings, ')} / default, same round: "
+                f"{statistics.median(ratios):.2f} (rounds: "
+                f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= {target})"
+            )
     return "\n".join(lines)
 
 

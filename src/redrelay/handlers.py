@@ -34,6 +34,7 @@ __all__ = [
     "ainvoke",
     "call_handler",
     "invoke",
+    "run_awaitable",
 ]
 
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
@@ -72,10 +73,18 @@ def _call(
 ) -> Any:
     result = handler(message)
     if result is not None and inspect.isawaitable(result):
-        if loop is None:
-            return asyncio.run(_await(result))
-        return loop.run_until_complete(result)
+        return run_awaitable(result, loop)
     return result
+
+
+def run_awaitable(
+    result: Awaitable[Any], loop: asyncio.AbstractEventLoop | None
+) -> Any:
+    """What a plain function handler returned as an awaitable, run to completion on
+    ``loop`` (else on a throwaway loop): see :func:`invoke`."""
+    if loop is None:
+        return asyncio.run(_await(result))
+    return loop.run_until_complete(result)
 
 
 #: What a handler call came to: (its return value, None) or (None, what it raised).
