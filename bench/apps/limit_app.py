@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -46,10 +47,16 @@ elif "otel-api" in OBSERVE:
     tracing.instrument(relay)  # no SDK configured: the API's no-op spans
 
 
+_lock = threading.Lock()  # several handler threads: tick() counts one call at a time
+
+
 def noop(message: Message) -> None:
     if SLEEP:
         time.sleep(SLEEP)
-    tick()
+        with _lock:
+            tick()
+    else:
+        tick()
 
 
 async def anoop(message: Message) -> None:
