@@ -91,14 +91,15 @@ class Message:
             raise Cancelled(f"message {self.id} was cancelled")
 
 
-_set_cancel = Message._cancel.__set__  # type: ignore[attr-defined]
+#: Sets the slot of a frozen Message (the slot's descriptor; used by bind_cancel).
+_set_cancel = vars(Message)["_cancel"].__set__
 
 
 class _Blank:
     """The layout of :class:`Message` (the same slots, in the same order) with a plain
     ``__init__``: :func:`make_message` builds one and makes it a Message."""
 
-    __slots__ = Message.__slots__  # type: ignore[attr-defined]
+    __slots__ = Message.__slots__
 
     def __init__(
         self,
