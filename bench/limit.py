@@ -27,8 +27,10 @@ median of the rounds is reported, with each row's ratio to the bare loop of the 
   ``min(D, 20000)`` drained: flat from 10^3 to 10^6 if the prioritized path does not
   degrade with depth (priority 0 at the same depths beside it).
 
-The machine's load average is printed with the table: on a shared machine compare the
-ratios, not the absolute figures.
+Each row also shows the CPU time per message of its process and of redis-server over the
+same window (median of the rounds): steadier than the rates on a loaded machine, where a
+process waits for a core as often as it runs. The machine's load average is printed with
+the table: on a shared machine compare the ratios, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -47,7 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from bench._common import QUEUE, ROOT, mark_every, spawn, stop, wait_marks
+from bench._common import (
+    QUEUE,
+    ROOT,
+    cpu_seconds,
+    mark_every,
+    spawn,
+    stop,
+    wait_marks,
+)
 from redrelay import Relay
 from redrelay._server import RedisServer
 
@@ -70,21 +80,37 @@ def fill(url: str, n: int, priority: int | None = 0) -> None:
 
 def drain(
     url: str, workdir: Path, name: str, argv: list[str], env: dict[str, str], n: int
-) -> float | None:
-    """Start one process on the full queue; its rate over the first ``n`` messages."""
+) -> tuple[float, float, float] | None:
+    """Start one process on the full queue: its rate over the first ``n`` messages, and
+    the CPU time per message (microseconds) of that process and of redis-server meanwhile
+    (from the first mark on: start-up is not counted)."""
     marks = workdir / f"{name}.marks"
     marks.unlink(missing_ok=True)
     env = {"BENCH_REDIS_URL": url, "BENCH_MARKS": str(marks),
            "BENCH_MARK_EVERY": str(mark_every(n)), **env}  # fmt: skip
+    client = redis.Redis.from_url(url)
     proc = spawn(argv, workdir / f"{name}.log", env)
     try:
-        first, last, count, _ = wait_marks(marks, n, time.monotonic() + 300, proc)
+        deadline = time.monotonic() + 300
+        while not marks.exists() and proc.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        cpu, server = cpu_seconds(proc.pid), _server_cpu(client)
+        first, last, count, _ = wait_marks(marks, n, deadline, proc)
+        cpu, server = cpu_seconds(proc.pid) - cpu, _server_cpu(client) - server
     finally:
         stop(proc)
+        client.close()
     if first is None or last is None or last == first:
         print(f"  {name}: no rate ({count} of {n} handled)", file=sys.stderr)
         return None
-    return (n - 1) / (last - first)
+    return (n - 1) / (last - first), cpu / n * 1e6, server / n * 1e6
+
+
+def _server_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 BARE = "bare at-least-once loop (the limit)"
@@ -184,6 +210,8 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     #: Per round: each row of AGAINST over the row it is judged against, same round.
     vs_default: dict[str, list[float]] = {}
+    #: Per round: (worker, redis-server) CPU microseconds per message.
+    cpus: dict[str, list[tuple[float, float]]] = {}
     try:
         plan = rows(args)
         for r in range(args.rounds):
@@ -194,23 +222,25 @@ def main() -> None:
                     depth = int(label.split(", ")[1].split()[0].replace(",", ""))
                 fill(url, depth, priority)
                 argv = [a.replace("{url}", url) for a in argv]
-                rate = drain(url, workdir, f"r{r}-{i}", argv, env, n)
-                if rate is not None:
-                    results.setdefault(label, []).append(rate)
+                got = drain(url, workdir, f"r{r}-{i}", argv, env, n)
+                rate = got[0] if got else None
+                if got is not None:
+                    results.setdefault(label, []).append(got[0])
+                    cpus.setdefault(label, []).append((got[1], got[2]))
                     twin = label.removeprefix(BASELINE)
                     against = AGAINST.get(twin, ("", 0.0))[0]
                     if against and twin != label:
                         against = BASELINE + against
                     base = results.get(against, [])
                     if against and len(base) == r + 1:
-                        vs_default.setdefault(label, []).append(rate / base[-1])
+                        vs_default.setdefault(label, []).append(got[0] / base[-1])
                 print(
                     f"  round {r + 1}: {label}: {rate or 0:,.0f} msg/s", file=sys.stderr
                 )
         load_after = os.getloadavg()
     finally:
         server.stop()
-    table = report(plan, results, vs_default, args, load_before, load_after)
+    table = report(plan, results, vs_default, cpus, args, load_before, load_after)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")
@@ -220,6 +250,7 @@ def report(
     plan: list[Any],
     results: dict[str, list[float]],
     vs_default: dict[str, list[float]],
+    cpus: dict[str, list[tuple[float, float]]],
     args: argparse.Namespace,
     load_before: tuple[float, ...],
     load_after: tuple[float, ...],
@@ -238,15 +269,22 @@ def report(
     def cell(label: str) -> str:
         rate = medians.get(label)
         ratio = f"{rate / bare:.2f}x" if rate and bare else "-"
-        return f"{rate or 0:,.0f} | {ratio}"
+        used = cpus.get(label)
+        cpu = "-"
+        if used:
+            own = statistics.median(c[0] for c in used)
+            server = statistics.median(c[1] for c in used)
+            cpu = f"{own:.1f} + {server:.1f}"
+        return f"{rate or 0:,.0f} | {ratio} | {cpu}"
 
+    head = "msg/s | / bare loop | CPU µs/msg (process + redis)"
     if twins:
         lines += [
-            f"| row | msg/s | / bare loop | {args.baseline_label}: msg/s | / bare loop |",
-            "|---|--:|--:|--:|--:|",
+            f"| row | {head} | {args.baseline_label}: {head} |",
+            "|---|--:|--:|--:|--:|--:|--:|",
         ]
     else:
-        lines += ["| row | msg/s | / bare loop |", "|---|--:|--:|"]
+        lines += [f"| row | {head} |", "|---|--:|--:|--:|"]
     for label, *_ in plan:
         if label.startswith(BASELINE):
             continue
@@ -254,9 +292,19 @@ def report(
         if twins and label != BARE and not label.startswith("prior"):
             row += f" {cell(BASELINE + label)} |"
         elif twins:
-            row += " | |"
+            row += " | | |"
         lines.append(row)
-    lines.append("")
+    return "\n".join(lines + [""] + notes(medians, vs_default, args))
+
+
+def notes(
+    medians: dict[str, float],
+    vs_default: dict[str, list[float]],
+    args: argparse.Namespace,
+) -> list[str]:
+    """The lines under the table: ratios between rows, against their targets."""
+    lines: list[str] = []
+    twins = bool(args.baseline_src)
     default, base = medians.get(DEFAULT), medians.get(BASELINE + DEFAULT)
     if default and base:
         lines.append(f"default / {args.baseline_label} default: {default / base:.3f}")
@@ -278,7 +326,7 @@ def report(
                     f"{statistics.median(ratios):.2f} (rounds: "
                     f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= {target})"
                 )
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":
