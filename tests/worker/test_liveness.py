@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import redrelay.worker.fastpath as fastpath
 import redrelay.worker.liveness as liveness
 import redrelay.worker.runner as runner_mod
 from redrelay import Failure, Message, Relay
@@ -44,14 +45,14 @@ def _threads(queue: str) -> list[threading.Thread]:
 
 
 def _recorded(
-    make_relay: Callable[..., Relay], queue: str
+    make_relay: Callable[..., Relay], queue: str, **options: Any
 ) -> tuple[Relay, list[tuple[int, int]]]:
-    """A relay on a 1 s lease whose one consumer thread of ``queue`` (prefetch 5)
-    records the ``(n, attempt)`` of every message it handles."""
+    """A relay on a 1 s lease whose one consumer thread of ``queue`` (prefetch 5, and
+    ``options``) records the ``(n, attempt)`` of every message it handles."""
     relay = make_relay(lease=1.0, heartbeat=0.2)
     done: list[tuple[int, int]] = []
 
-    @relay.consumer(queue, prefetch=5, concurrency=1)
+    @relay.consumer(queue, prefetch=5, concurrency=1, **options)
     def handler(message: Message) -> None:
         done.append((message.body["n"], message.attempt))
 
@@ -88,16 +89,23 @@ def _died_logged(
     return died[0]
 
 
+@pytest.mark.parametrize("path", ["fast", "general"])
 def test_a_consumer_thread_killed_from_the_inside_comes_back(
     make_relay: Callable[..., Relay],
     run: Callable[..., Runner],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    path: str,
 ) -> None:
-    relay, done = _recorded(make_relay, "kill")
-
-    # The worker's own code (not a handler) dies on this thread, mid-batch.
-    killed, victims = _die_once(monkeypatch, runner_mod, "handle_entry", 4)
+    # A time limit takes the consumer off the fast path (worker/fastpath.py).
+    limit = {"time_limit": 30.0} if path == "general" else {}
+    relay, done = _recorded(make_relay, "kill", **limit)
+    # The worker's own code (not a handler) dies on this thread, mid-batch: in the
+    # decoding of an entry on the fast path, in handle_entry on the general one.
+    if path == "fast":
+        killed, victims = _die_once(monkeypatch, fastpath, "fresh_envelope", 0)
+    else:
+        killed, victims = _die_once(monkeypatch, runner_mod, "handle_entry", 4)
     queue = relay.queue("kill")
     queue.put_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
     caplog.set_level(logging.INFO, "redrelay")
