@@ -206,7 +206,7 @@ def test_handler_that_kills_its_process_is_dead_lettered(
     start_worker(
         "--processes",
         "2",
-        TEST_LEASE="2",
+        TEST_LEASE="1",  # each death waits for the lease: 1 s, as the other crash tests
         TEST_MAX_DELIVERIES="3",
         TEST_CONCURRENCY="1",
     )
