@@ -12,6 +12,7 @@ import os
 import redis
 
 from redrelay import Message, Relay
+from tests.apps.clients import client_of
 
 NAMESPACE = os.environ.get("TEST_NAMESPACE", "cluster-app")
 relay = Relay(
@@ -29,6 +30,5 @@ _client: redis.Redis | None = None
 @relay.consumer("hot", shards=int(os.environ.get("TEST_SHARDS", "8")))
 def hot(message: Message) -> None:
     global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["TEST_RECORD_URL"])
+    _client = client_of("TEST_RECORD_URL")
     _client.rpush(DONE, f"{message.id} {os.getpid()}")

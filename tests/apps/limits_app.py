@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from redrelay import Message, Relay
+from tests.apps.clients import client_of
 
 NAMESPACE = os.environ.get("TEST_NAMESPACE", "test-limits")
 LEASE = float(os.environ.get("TEST_LEASE", "2"))
@@ -40,8 +41,7 @@ if os.environ.get("TEST_CONCURRENCY_LIMIT"):
 @relay.consumer("limited", **options)
 def handle(message: Message) -> None:
     global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
+    _client = client_of("REDRELAY_URL")
     started = time.time()
     pipe = _client.pipeline(transaction=True)
     pipe.zadd(RUNNING, {message.id: os.getpid()})

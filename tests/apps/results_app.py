@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from redrelay import Message, Relay
+from tests.apps.clients import client_of
 
 NAMESPACE = os.environ.get("TEST_NAMESPACE", "test-results")
 relay = Relay(
@@ -34,8 +35,7 @@ _client: redis.Redis | None = None
 
 def ran(message: Message) -> None:
     global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
+    _client = client_of("REDRELAY_URL")
     _client.rpush(RAN, message.id)
 
 

@@ -17,6 +17,7 @@ import time
 import redis
 
 from redrelay import Message, Relay
+from tests.apps.clients import client_of
 
 NAMESPACE = os.environ.get("TEST_NAMESPACE", "test-app")
 LEASE = float(os.environ.get("TEST_LEASE", "2"))
@@ -34,8 +35,7 @@ _client: redis.Redis | None = None
 
 def record(group: str, message: Message, pause: bool = True) -> None:
     global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
+    _client = client_of("REDRELAY_URL")
     if pause:
         time.sleep(0.001)
     _client.rpush(f"{NAMESPACE}:test:topic:{group}", message.body["n"])

@@ -16,6 +16,7 @@ import time
 import redis
 
 from redrelay import Message, Relay
+from tests.apps.clients import client_of
 
 NAMESPACE = os.environ.get("TEST_NAMESPACE", "test-app")
 relay = Relay(
@@ -35,8 +36,7 @@ _client: redis.Redis | None = None
 
 def record(message: Message, event: str) -> None:
     global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["REDRELAY_URL"])
+    _client = client_of("REDRELAY_URL")
     _client.rpush(RUNS, f"{message.id} {os.getpid()} {event} {message.attempt}")
 
 

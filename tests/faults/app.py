@@ -27,6 +27,7 @@ import redis
 
 from redrelay import Message, Relay
 from redrelay.protocol.transitions import Backoff
+from tests.apps.clients import client_of
 
 NAMESPACE = os.environ.get("FAULTS_NAMESPACE", "faults")
 LEASE = float(os.environ.get("FAULTS_LEASE", "2"))
@@ -36,14 +37,8 @@ RUNS = f"{NAMESPACE}:runs"
 RECEIVED = f"{NAMESPACE}:received"
 GAPS = f"{NAMESPACE}:gaps"
 
-_history: redis.Redis | None = None
-
-
 def history() -> redis.Redis:
-    global _history
-    if _history is None:
-        _history = redis.Redis.from_url(os.environ["FAULTS_HISTORY_URL"])
-    return _history
+    return client_of("FAULTS_HISTORY_URL")
 
 
 def _record_gap(report: Any) -> None:
