@@ -63,17 +63,18 @@ def run_async_batch(
         run = _runs[slot] = _AsyncBatch(runner, consumer, lease, slot, bounded, acks)
     run.acks = acks
     try:
+        n = len(batch.tags)
+        # What came before this batch starts first: at most one batch waits per thread.
+        _wait_started(runner, slot, run, n)
         _feed_all(runner, lease, slot, batch, bounded, run)
-        # Until all started: unstarted deliveries wait in the slot, one batch at most
-        # per thread, as for threads (stop() gives them back at once).
-        while slot.pending and not runner._stopping.is_set():
-            slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
-            run.harvest(0.05)
+        if not run.quick():
+            # Slow handlers: no second batch behind these (stop() gives them back).
+            _wait_started(runner, slot, run, 0)
         # A full batch: more is queued, fetch it while these run. A partial one: the
         # queue ran dry, settle these first (an empty fetch would only wait).
-        if len(batch.tags) < consumer.options.prefetch:
+        if n < consumer.options.prefetch:
             while run.running and not runner._halt.is_set():
-                slot.pulse.tick()
+                slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
                 run.harvest(0.05, ends=True)
         run.harvest(0)
     except BaseException:
@@ -84,6 +85,13 @@ def run_async_batch(
     _count(runner, run)
     if runner._stopping.is_set():
         finish_async(runner, slot)
+
+
+def _wait_started(runner: Runner, slot: Slot, run: _AsyncBatch, left: int) -> None:
+    """Wait until no more than ``left`` deliveries of the slot are still to start."""
+    while len(slot.pending) > left and not runner._stopping.is_set():
+        slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
+        run.harvest(0.05, below=left)
 
 
 def finish_async(runner: Runner, slot: Slot) -> None:
@@ -141,6 +149,7 @@ def _feed_all(
                 if coro is not None:
                     ready.append((tag, coro))
             if ready:
+                run.fed_at, run.last_fed = time.monotonic(), ready[-1][0]
                 bounded.feed(ready, run.ended, run.claim)
             i = j
         else:
@@ -214,6 +223,10 @@ async def _acall_bare(handler: Handler, message: Message) -> Called:
 #: The header of an entry never delivered before (deliveries 0): begin() marks nothing.
 _FIRST_DELIVERY = MAGIC + b"0:"
 
+#: A fed run of deliveries that all started within this many seconds (the fetcher's
+#: AHEAD_WITHIN) lets the thread go and fetch the next batch while it runs.
+_AHEAD_WITHIN = 0.05
+
 #: Seconds between ack flushes while a batch's coroutines finish (as for threads).
 _ACK_INTERVAL = 0.05
 
@@ -245,6 +258,12 @@ class _AsyncBatch:
         #: The fetching thread waits for a coroutine to end (else only for the slot's
         #: fed deliveries to have all started, or for the ack interval).
         self.waiting = False
+        #: ... or for no more than this many deliveries of the slot still to start.
+        self.below = -1
+        #: When the last run of deliveries was fed, its last tag, and when that started:
+        #: handlers are quick when a run started within _AHEAD_WITHIN (see quick()).
+        self.fed_at = self.started_at = 0.0
+        self.last_fed = ""
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.flushed = time.monotonic()
 
@@ -285,6 +304,11 @@ class _AsyncBatch:
             return acall_handler(consumer.handler, started.message, contexts, limit)
         return _acall_bare(consumer.handler, started.message)
 
+    def quick(self) -> bool:
+        """Whether the last fed run had all started within _AHEAD_WITHIN: then the
+        thread fetches the next batch while it runs, as the sync fetcher does."""
+        return 0 <= self.started_at - self.fed_at < _AHEAD_WITHIN
+
     def claim(self, tag: str) -> bool:
         """On the loop thread: take ``tag`` out of the slot as it starts; False if it is
         no longer there (given back by ``stop()``, or dropped with a lost lease)."""
@@ -293,7 +317,11 @@ class _AsyncBatch:
             pending = slot.pending
             if pending and pending[0][0] == tag:
                 pending.popleft()
-                if (self.waiting or not pending) and not self.wake.is_set():
+                if tag == self.last_fed:
+                    self.started_at = time.monotonic()
+                if (
+                    self.waiting or len(pending) <= self.below
+                ) and not self.wake.is_set():
                     self.wake.set()  # the fetching thread waits for this
                 return True
             return False
@@ -305,14 +333,15 @@ class _AsyncBatch:
         if self.waiting and not self.wake.is_set():
             self.wake.set()
 
-    def harvest(self, wait: float, ends: bool = False) -> None:
-        """Settle the coroutines that ended, waiting up to ``wait`` for the slot's fed
-        deliveries to have all started, or with ``ends`` for one to end."""
+    def harvest(self, wait: float, ends: bool = False, below: int = -1) -> None:
+        """Settle the coroutines that ended, waiting up to ``wait`` for one to start
+        or end (``ends``) or for no more than ``below`` deliveries of the slot to be
+        still to start."""
         if wait and not self.finished:
-            self.waiting = ends
+            self.waiting, self.below = ends, below
             if not (ends and self.finished):
                 self.wake.wait(wait)
-            self.waiting = False
+            self.waiting, self.below = False, -1
         self.wake.clear()
         finished = self.finished
         while finished:
