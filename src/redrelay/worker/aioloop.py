@@ -168,6 +168,8 @@ class Bounded:
         the loop per message; they share the chain's context, as a thread's handlers
         share the thread's), and ``on_done(key, Ended)``."""
         self._backlog.extend([(key, coro, claim, on_done) for key, coro in items])
+        if self.limit == 1 and self._chained:
+            return  # the running chain takes them (else it pumps as it ends, see _chain)
         self.aio.loop.call_soon_threadsafe(self._pump)
 
     def _pump(self) -> None:
