@@ -1,14 +1,21 @@
 """Async consumers of queues: a fetched batch's coroutines, started and settled.
 
 The fetching thread (:mod:`redrelay.worker.runner`) hands each batch here. It checks each
-delivery with :func:`~redrelay.worker.dispatch.begin`, hands the handlers to the
-event loop as many at a time as permits of the consumer's
-:class:`~redrelay.worker.aioloop.Bounded` are free, in **one** hand-off (a thread
-hand-off per message made a no-op ``async def`` consumer ten times slower than a plain
-one), and settles each outcome (:func:`~redrelay.worker.dispatch.settle`) and acks on
-the fetching thread as the coroutines finish, collected in batches too. With
-``concurrency=1`` a run of first deliveries goes as one chain. Unstarted deliveries stay
-in the slot, so ``stop()`` gives them back at once, as for threads.
+delivery with :func:`~redrelay.worker.dispatch.begin` and hands the handlers to the
+event loop in **one** hand-off per batch (a thread hand-off per message made a no-op
+``async def`` consumer ten times slower than a plain one), ahead of free permits: the
+loop keeps them in the consumer's :class:`~redrelay.worker.aioloop.Bounded` backlog and
+starts each where the previous one ended, so a slot never waits for a thread to wake
+up. The thread settles each outcome (:func:`~redrelay.worker.dispatch.settle`) and acks
+as the coroutines finish, collected in batches too. With ``concurrency=1`` they run as
+one chain (no task per message). Unstarted deliveries stay in the slot until they
+start, so ``stop()`` gives them back at once, as for threads.
+
+How far the thread runs ahead: it hands a batch over once the one before it has all
+started (at most one batch per thread waits for the loop), and while handlers are quick
+(the last run all started within 50 ms) it goes and fetches the next batch while this
+one runs; while they are slow it waits until this one has all started, so no second
+batch waits behind slow handlers.
 """
 
 from __future__ import annotations
@@ -51,10 +58,9 @@ def run_async_batch(
     """Hand a fetched batch of an async consumer to the loop; collect acks in ``acks``
     (as ``Runner._run_batch`` does for threads).
 
-    After a full batch, returns once every coroutine handed over has started (the last
-    ones may still run), so the thread fetches and checks the next batch while these
-    run, and the loop starts its coroutines as permits come free (it settles them as
-    they end, between fetches); after a partial batch, or an empty fetch
+    Returns once the batch is handed over (while handlers are quick) or has all started
+    (the last ones may still run): the thread then fetches the next batch, settling
+    these as they end between fetches. After a partial batch, or an empty fetch
     (:func:`finish_async`), or when the thread stops, it waits for them all to end.
     """
     # The fetcher already put the batch in slot.pending (and passed crash point "fetch").
@@ -263,7 +269,7 @@ class _AsyncBatch:
         self.below = -1
         #: When the last run of deliveries was fed, its last tag, and when that started:
         #: handlers are quick when a run started within _AHEAD_WITHIN (see quick()).
-        self.fed_at = self.started_at = 0.0
+        self.fed_at, self.started_at = 0.0, -1.0  # the first batch: not known quick
         self.last_fed = ""
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.flushed = time.monotonic()

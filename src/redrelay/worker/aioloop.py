@@ -199,9 +199,9 @@ class Bounded:
     ) -> None:
         on_done(key, task)
         # The freed permit starts the next fed coroutine here, on the loop: handed on
-        # as it is, unless a thread waits for one.
+        # as it is, unless a thread waits for one (or with limit 1: a chain takes it).
         backlog, loop = self._backlog, self.aio.loop
-        while backlog and not self._waiters:
+        while backlog and not self._waiters and self.limit > 1:
             key, coro, claim, done = backlog.popleft()
             if claim(key):
                 task = loop.create_task(coro)
@@ -210,6 +210,8 @@ class Bounded:
             coro.close()
             done(key, None)
         self._permits.release()
+        if backlog:
+            self._pump()
 
     async def _chain(self) -> None:
         """(limit 1) Take the backlog's coroutines one after the other under the one
