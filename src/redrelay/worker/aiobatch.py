@@ -355,8 +355,8 @@ class _AsyncBatch:
         acked = 0
         while finished:
             tag, task = finished.popleft()
-            # The hot path: a chained handler that returned, no result to keep.
-            if plain and type(task) is Ended and task.called[1] is None:
+            # The hot path: a handler that returned, no result to keep.
+            if plain and task is not None and _returned(task):
                 del running[tag]
                 acks.append(tag)
                 acked += 1
@@ -382,6 +382,15 @@ class _AsyncBatch:
         self.counts[outcome] += 1
         if outcome is Outcome.ACKED:
             self.acks.append(tag)
+
+
+def _returned(task: asyncio.Task[Any] | Ended) -> bool:
+    """Whether a finished handler coroutine returned (did not raise, was not cancelled)."""
+    if type(task) is Ended:
+        return task.called[1] is None
+    return (
+        not task.cancelled() and task.exception() is None and task.result()[1] is None
+    )
 
 
 def _outcome(
