@@ -26,6 +26,7 @@ import inspect
 import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -215,7 +216,9 @@ async def _acall_bare(handler: Handler, message: Message) -> Called:
     the task goes on."""
     try:
         result = handler(message)
-        if result is not None and inspect.isawaitable(result):
+        if type(result) is types.CoroutineType or (
+            result is not None and inspect.isawaitable(result)
+        ):
             result = await result
         return result, None
     except asyncio.CancelledError as exc:
