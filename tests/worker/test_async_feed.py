@@ -35,10 +35,12 @@ def test_graceful_stop_gives_back_what_was_fed_and_not_started(relay: Relay) -> 
     finally:
         relay.stop(grace=10)
     stats = q.stats()
-    assert sorted(started) == [0, 1, 2, 3]  # the unstarted ones never ran
+    assert len(started) == 4  # the unstarted ones never ran
     assert (stats.in_flight, stats.ready) == (0, 36)  # given back at once, not leased
     assert stats.counters.get("acked") == 4
-    assert {m.attempt for m in q.peek(36)} == {1}  # given back unchanged
+    back = q.peek(36)
+    assert {m.body for m in back} == set(range(40)) - set(started)
+    assert {m.attempt for m in back} == {1}  # given back unchanged
 
 
 def test_fed_coroutines_respect_concurrency_limits_retries_and_time_limits(

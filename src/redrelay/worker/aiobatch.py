@@ -12,10 +12,13 @@ one chain (no task per message). Unstarted deliveries stay in the slot until the
 start, so ``stop()`` gives them back at once, as for threads.
 
 How far the thread runs ahead: it hands a batch over once the one before it has all
-started (at most one batch per thread waits for the loop), and while handlers are quick
-(the last run all started within 50 ms) it goes and fetches the next batch while this
-one runs; while they are slow it waits until this one has all started, so no second
-batch waits behind slow handlers.
+started (at most one batch per thread waits for the loop). When one batch can fill
+every permit (``concurrency <= prefetch``, e.g. the default 1) it waits for the batch to
+end before fetching again, so the next fetch carries its acks (a fetch that finds the
+queue empty blocks for up to the poll interval, and acks held over it would sit in
+flight). With more permits than a batch it fetches the next batch at once while
+handlers are quick (the last run all started within 50 ms), or once this one has all
+started while they are slow, so no second batch waits behind slow handlers.
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ def run_async_batch(
     (as ``Runner._run_batch`` does for threads).
 
     Returns once the batch is handed over (while handlers are quick) or has all started
-    (the last ones may still run): the thread then fetches the next batch, settling
-    these as they end between fetches. After a partial batch, or an empty fetch
-    (:func:`finish_async`), or when the thread stops, it waits for them all to end.
+    (the last ones may still run) and, when its end leaves this thread no room under the
+    limit (``concurrency <= prefetch``), once it has ended: the thread then fetches the
+    next batch, settling what still runs between fetches. After a partial batch, or an
+    empty fetch (:func:`finish_async`), or when the thread stops, it waits for them all.
     """
     # The fetcher already put the batch in slot.pending (and passed crash point "fetch").
     run = _runs.get(slot)
@@ -78,12 +82,15 @@ def run_async_batch(
         if not quick:
             # Slow handlers: no second batch behind these (stop() gives them back).
             _wait_started(runner, slot, run, 0)
-        # A full batch: more is queued, fetch it while these run. A partial one: the
-        # queue ran dry, settle these first (an empty fetch would only wait).
-        if n < consumer.options.prefetch:
-            while run.running and not runner._halt.is_set():
-                slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
-                run.harvest(0.05, ends=True)
+        # Then fetch the next batch while these end, if their end leaves this thread
+        # room enough under the limit; else settle them first: the next fetch carries
+        # their acks (a fetch that finds the queue empty waits for up to the poll
+        # interval: acks held over it would sit in flight). A partial batch: the queue
+        # ran dry, settle these first too.
+        room = max(0, bounded.limit - n) if n >= consumer.options.prefetch else 0
+        while len(run.running) > room and not runner._halt.is_set():
+            slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
+            run.harvest(0.05, ends=True)
         run.harvest(0)
     except BaseException:
         # The consumer loop fails the delivery in slot.current and gives back the rest:
