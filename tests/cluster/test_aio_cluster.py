@@ -158,7 +158,8 @@ def test_connection_calls_on_a_cluster(cluster: Any) -> None:
             [("SET", "k:{t}", "1"), ("GET", "k:{t}"), ("DEL", "k:{t}")]
         )
         spread = await conn.pipeline(
-            [("SET", f"k{i}", i) for i in range(6)] + [("DEL", f"k{i}") for i in range(6)],
+            [("SET", f"k{i}", i) for i in range(6)]
+            + [("DEL", f"k{i}") for i in range(6)],
             transaction=False,
         )
         await conn.close()
