@@ -45,6 +45,7 @@ class Run:
     what was put and what was handled."""
 
     def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
         self.relay = Relay(cluster.url, namespace=f"fo{secrets.token_hex(3)}")
         self.queue = self.relay.queue("jobs")
         self.handled: dict[int, list[float]] = defaultdict(list)
@@ -153,11 +154,7 @@ def test_a_killed_primary_loses_only_what_it_had_not_replicated(
         # W: the replica cannot follow (its link is cut and it cannot log in again)
         # while the primary acknowledges 200 puts; the handler holds what it took.
         run.gate.clear()
-        _command(replica, "CONFIG", "SET", "masterauth", "not-the-password")
-        _command(primary, "CLIENT", "KILL", "TYPE", "replica")
-        wait_for(
-            lambda: b"connected_slaves:0" in _info(primary), WAIT, what="link down"
-        )
+        _cut_link(primary, replica)
         window = range(200, 400)
         run.put(window, deadline)
         assert b"connected_slaves:0" in _info(primary)  # nothing of W replicated
@@ -173,10 +170,7 @@ def test_a_killed_primary_loses_only_what_it_had_not_replicated(
         wait_for(lambda: run.handled_all(survivors), WAIT, what="A and Z handled")
         wait_for(run.idle, WAIT, what="the queue empty on the new primary")
     finally:
-        run.relay.stop()
-        run.relay.close()
-        primary.start()  # it rejoins as a replica of the new primary
-    replicated.wait_ok()
+        _heal(run, primary, replica)
 
     acked = set(run.acked)
     lost = acked - set(run.handled)
@@ -194,7 +188,70 @@ def test_a_killed_primary_loses_only_what_it_had_not_replicated(
     assert set(run.handled) <= acked | set(run.unknown)
 
 
+def _cut_link(primary: RedisServer, replica: RedisServer) -> None:
+    """Disconnect the replica, and keep it out: it cannot log in to its primary again."""
+    _command(replica, "CONFIG", "SET", "masterauth", "not-the-password")
+    _command(primary, "CLIENT", "KILL", "TYPE", "replica")
+    wait_for(lambda: b"connected_slaves:0" in _info(primary), WAIT, what="link down")
+
+
+def _heal(run: Run, primary: RedisServer, replica: RedisServer) -> None:
+    """Stop the run; the replica may log in again; the killed primary comes back (it
+    rejoins as a replica of the new primary)."""
+    run.relay.stop()
+    run.relay.close()
+    _command(replica, "CONFIG", "SET", "masterauth", "")
+    if primary.running():
+        _command(primary, "CONFIG", "SET", "min-replicas-to-write", "0")
+    else:
+        primary.start()
+    run.cluster.wait_ok()
+
+
 def _info(server: RedisServer) -> bytes:
     reply = _command(server, "INFO", "replication")
     assert isinstance(reply, bytes)
     return reply
+
+
+def test_min_replicas_to_write_turns_the_loss_into_refused_puts(
+    replicated: LocalCluster,
+) -> None:
+    """The same failover with ``min-replicas-to-write 1`` on the primary: while its
+    replica is away it refuses every put (BrokerUnavailable, nothing written), so its
+    death loses nothing that was acknowledged."""
+    run = Run(replicated)
+    primary = replicated.primary_of(run.queue.keys.ready)
+    (replica,) = replicated.replicas_of(primary)
+    _command(primary, "CONFIG", "SET", "min-replicas-to-write", "1")
+    deadline = time.monotonic() + 2 * WAIT
+    run.relay.start()
+    try:
+        run.put(range(100), deadline)
+        wait_for(lambda: run.handled_all(run.acked), WAIT, what="A handled")
+        _cut_link(primary, replica)
+        with pytest.raises(
+            BrokerUnavailable, match="min-replicas-to-write.*Nothing was"
+        ):
+            run.queue.put(-1)
+        window = range(100, 150)
+        run.put(window, deadline)
+        primary.kill()
+        killed_at = time.monotonic()
+        _command(replica, "CONFIG", "SET", "masterauth", "")
+        after = range(150, 250)
+        run.put(after, deadline)
+        wait_for(lambda: replicated.primary_of(run.queue.keys.ready) is replica, WAIT)
+        wait_for(lambda: run.handled_all(run.acked), WAIT, what="every put handled")
+        wait_for(run.idle, WAIT, what="the queue empty on the new primary")
+    finally:
+        _heal(run, primary, replica)
+    acked = set(run.acked)
+    lost = acked - set(run.handled)
+    duplicates = {n for n, times in run.handled.items() if len(times) > 1}
+    _report("killed primary, min-replicas-to-write 1", run, lost, duplicates)
+    assert set(window) <= set(run.unknown)  # every put of the window was refused ...
+    assert not set(window) & set(run.handled)  # ... and not written
+    assert lost == set()
+    assert {n for n in after if n in acked}
+    assert all(run.handled[n][0] < killed_at for n in duplicates)

@@ -214,6 +214,12 @@ def _response_error(url: str, exc: rex.ResponseError) -> Exception:
     text = str(exc)
     if text.startswith(("MOVED ", "ASK ")):  # redis-py < 6 parses them as plain errors
         return _redirect_error(url, exc)
+    if "NOREPLICAS" in text:  # checked before the first write: nothing was written
+        return BrokerUnavailable(
+            f"Redis at {redact(url)} refused the write: fewer replicas are connected "
+            f"than its min-replicas-to-write asks ({text}). Nothing was written; "
+            "retry when the replicas are back."
+        )
     if text.startswith("OOM") or "OOM command not allowed" in text:
         return BrokerFull(
             f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."
