@@ -181,3 +181,55 @@ def test_errors_name_the_url_and_the_fix() -> None:
 
     with pytest.raises(ConfigurationError, match="host:port"):
         asyncio.run(bad_url())
+
+
+def test_async_schedules_calls(make_cluster_relay: MakeRelay) -> None:
+    relay = make_cluster_relay()
+    relay.queue("reports", shards=3)
+    relay.schedule("nightly", "0 3 * * *", queue="reports")
+
+    async def main() -> tuple[str | None, list[Any], bool]:
+        # registered as a worker's scheduler does it, through the async driver
+        schedules, drive = relay.schedules, relay.aconnection.drive
+        spec = schedules.get("nightly")
+        assert spec is not None
+        await drive(
+            schedules.register_plan(spec, await drive(schedules.where_plan(spec)))
+        )
+        msg_id = await relay.schedules.atrigger("nightly")
+        await relay.schedules.apause("nightly")
+        paused = [i.paused for i in await relay.schedules.ainfo()]
+        await relay.schedules.aresume("nightly")
+        infos = await relay.schedules.ainfo()
+        assert paused == [True] and [i.paused for i in infos] == [False]
+        removed = await relay.schedules.aremove("nightly")
+        return msg_id, infos, removed
+
+    msg_id, infos, removed = asyncio.run(main())
+    assert [i.name for i in infos] == ["nightly"] and removed
+    (message,) = relay.queue("reports").peek(5)
+    assert message.id == msg_id
+
+
+def test_an_async_subscriber_in_the_worker(make_cluster_relay: MakeRelay) -> None:
+    relay = make_cluster_relay()
+    got: list[Any] = []
+
+    @relay.subscriber("chat", concurrency=3)
+    async def on_chat(message: Message) -> None:
+        await asyncio.sleep(0)
+        got.append(message.body)
+
+    relay.start()
+    try:
+        assert relay.wait_ready(10)
+
+        async def main() -> None:
+            for i in range(3):
+                await relay.apublish("chat", i)
+
+        asyncio.run(main())
+        wait_for(lambda: len(got) == 3, timeout=10, what="three messages")
+    finally:
+        relay.stop()
+    assert sorted(got) == [0, 1, 2]

@@ -53,7 +53,7 @@ from ._shared import (
     server_version,
     translate,
 )
-from .cluster import is_cluster_url
+from .cluster import is_cluster_url, split_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -129,6 +129,8 @@ class AsyncConnection:
         #: Whether the URL selects Redis Cluster (each loop's client is then a
         #: ``redis.asyncio.cluster.RedisCluster``).
         self.is_cluster = is_cluster_url(url)
+        #: ids of the cluster clients whose first topology read is done (_start_cluster).
+        self._started: set[int] = set()
 
     @property
     def client(self) -> aioredis.Redis:
@@ -188,6 +190,39 @@ class AsyncConnection:
         except _IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
+    async def _ready(self) -> Any:
+        """The running loop's client; a cluster client is started here first."""
+        client = self.client
+        if self.is_cluster and id(client) not in self._started:
+            await self._start_cluster(client)
+        return client
+
+    async def _start_cluster(self, client: Any) -> None:
+        """The first topology read of a loop's cluster client.
+
+        ``redis.asyncio``'s ``RedisCluster`` reads the command table (``COMMAND``) from
+        the primary of slot 0 only, so it cannot start while that node is down, though
+        the others answer (the sync client moves on to another node). Then the table is
+        read from the first node of the URL that answers, and the start tried again.
+        """
+        try:
+            await client.initialize()
+        except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+            _, _, nodes = split_cluster_url(self.url, redact(self.url))
+            for host, port in nodes:
+                node = ClusterNode(host, port, **client.connection_kwargs)
+                try:
+                    await client.commands_parser.initialize(node)
+                    break
+                except (rex.ConnectionError, rex.TimeoutError, OSError):
+                    continue
+                finally:
+                    await node.disconnect()
+            else:
+                raise_translated(self.url, exc, self.namespace)
+            await client.initialize()
+        self._started.add(id(client))
+
     def _register(
         self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis
     ) -> aioredis.Redis:
@@ -219,6 +254,7 @@ class AsyncConnection:
                 entry = self._clients.get(key)
                 if entry is not None and entry.client is client:
                     del self._clients[key]
+                self._started.discard(id(client))
             await client.aclose()
 
     async def close(self) -> None:
@@ -234,8 +270,8 @@ class AsyncConnection:
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run a protocol script by name (EVALSHA, loading it on the first NOSCRIPT)."""
         sha, source = script(name).for_server(self._legacy_scripts is True)
-        client = self.client
         try:
+            client = self.client if not self.is_cluster else await self._ready()
             try:
                 return await client.evalsha(sha, len(keys), *keys, *args)
             except rex.NoScriptError:  # first load: now we ask which dialect
@@ -247,7 +283,8 @@ class AsyncConnection:
     async def call(self, *command: Arg) -> Any:
         """One plain Redis command."""
         try:
-            return await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+            client = self.client if not self.is_cluster else await self._ready()
+            return await client.execute_command(*command)
         except _IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
@@ -255,8 +292,8 @@ class AsyncConnection:
         """The server's version, asked once per connection (``HELLO``)."""
         if self._version is None:
             if self.is_cluster:  # HELLO names no key: ask the default node
-                client: Any = self.client
                 try:
+                    client = await self._ready()
                     reply = await client.execute_command(
                         "HELLO", target_nodes=client.get_default_node()
                     )
@@ -269,10 +306,9 @@ class AsyncConnection:
 
     async def time_ms(self, key: str | None = None) -> int:
         """The server's clock in ms (on a cluster: of the node that holds ``key``)."""
-        client: Any = self.client
         try:
+            client = await self._ready()
             if self.is_cluster and key is not None:
-                await client.initialize()  # the slots map, for get_node_from_key
                 node = client.get_node_from_key(key)
                 reply = await client.execute_command("TIME", target_nodes=node)
             else:
@@ -287,9 +323,8 @@ class AsyncConnection:
         (see :func:`~redrelay.io._shared.publish_order`)."""
         if not self.is_cluster:
             return int(await self.call("PUBLISH", channel, data))
-        client: Any = self.client
         try:
-            await client.initialize()
+            client = await self._ready()
             first = client.get_default_node()
             nodes = publish_order(first, client.get_primaries())
             for node in nodes:
@@ -321,9 +356,8 @@ class AsyncConnection:
         cluster, as every primary gives it (:func:`~redrelay.io._shared.cluster_setting`)."""
         if not self.is_cluster:
             return config_value(await self.call("CONFIG", "GET", name), name)
-        client: Any = self.client
         try:
-            await client.initialize()
+            client = await self._ready()
             replies = {
                 node.name: config_value(
                     await client.execute_command(
@@ -343,7 +377,8 @@ class AsyncConnection:
         """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
         with translate(self.url, self.namespace):
             try:
-                pipe = self.client.pipeline(transaction=transaction)
+                client = self.client if not self.is_cluster else await self._ready()
+                pipe = client.pipeline(transaction=transaction)
                 for command in commands:
                     pipe.execute_command(*command)
                 return list(await pipe.execute())
