@@ -4,6 +4,7 @@ calls works through their ``a`` twins (redis.asyncio.cluster.RedisCluster undern
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -233,3 +234,26 @@ def test_an_async_subscriber_in_the_worker(make_cluster_relay: MakeRelay) -> Non
     finally:
         relay.stop()
     assert sorted(got) == [0, 1, 2]
+
+
+def test_a_topic_event_stream_over_asgi_code(make_cluster_relay: MakeRelay) -> None:
+    """contrib.asgi's topic stream (its own AsyncConnection, blocked in XREAD) on a
+    cluster: the frames of what was published, in order."""
+    from redrelay.contrib.asgi import topic_events
+
+    relay = make_cluster_relay()
+    ids = [relay.topic("orders").publish({"n": n}) for n in range(3)]
+
+    async def read() -> list[str]:
+        frames = topic_events(relay, "orders", start="beginning", keepalive=5)
+        got: list[str] = []
+        try:
+            async for frame in frames:  # one chunk may carry several events
+                got += re.findall(r"^id: (\S+)$", frame.decode(), re.MULTILINE)
+                if len(got) >= 3:
+                    break
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]
+        return got
+
+    assert asyncio.run(asyncio.wait_for(read(), 20)) == ids
