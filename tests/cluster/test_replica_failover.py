@@ -303,3 +303,68 @@ def test_an_ack_lost_with_the_primary_means_a_second_run_not_a_loss(
     assert duplicates  # the lost acks meant second runs ...
     assert all(run.handled[n][0] < killed_at for n in duplicates)  # ... of earlier ones
     assert all(len(times) <= 2 for times in run.handled.values())
+
+
+@pytest.mark.parametrize(
+    "rounds", [1, pytest.param(5, marks=[pytest.mark.soak, pytest.mark.timeout(600)])]
+)
+def test_primaries_killed_under_a_steady_producer(
+    replicated: LocalCluster, rounds: int
+) -> None:
+    """A producer thread and a worker run throughout; the queue's primary is SIGKILLed
+    ``rounds`` times (it comes back as a replica each time). Before each kill the
+    replica is known to have every put acknowledged up to some point; only puts
+    acknowledged after that point and before the kill may be lost."""
+    run = Run(replicated)
+    stop = threading.Event()
+    windows: list[set[int]] = []
+    kills: list[float] = []
+
+    def produce() -> None:
+        n = 0
+        end = time.monotonic() + rounds * 4 * WAIT
+        while not stop.is_set() and time.monotonic() < end:
+            run.put([n], end)
+            n += 1
+            time.sleep(0.002)  # a steady rate, not a flood
+
+    producer = threading.Thread(target=produce)
+    run.relay.start()
+    producer.start()
+    try:
+        for _ in range(rounds):
+            primary = replicated.primary_of(run.queue.keys.ready)
+            count = len(run.acked)
+            wait_for(lambda c=count: len(run.acked) >= c + 100, WAIT, what="puts")
+            safe = len(run.acked)
+            _replicated(primary, _probe_key(run))  # every put up to `safe` is there
+            wait_for(lambda s=safe: len(run.acked) >= s + 50, WAIT, what="more puts")
+            primary.kill()
+            kills.append(time.monotonic())
+            wait_for(
+                lambda p=primary: replicated.primary_of(run.queue.keys.ready) is not p,
+                WAIT,
+                what="a new primary",
+            )
+            # Read once the new primary serves, so that an ack the old primary sent
+            # as it died is counted in (a superset: it has the first puts of the new).
+            windows.append(set(run.acked[safe:]))
+            primary.start()
+            replicated.wait_ok()
+        count = len(run.acked)
+        wait_for(lambda: len(run.acked) >= count + 100, WAIT, what="puts after")
+        stop.set()
+        producer.join(WAIT)
+        wait_for(lambda: run.handled_all(set(run.acked) - set().union(*windows)), WAIT)
+        wait_for(run.idle, WAIT, what="the queue empty")
+    finally:
+        stop.set()
+        producer.join(WAIT)
+        run.relay.stop()
+        run.relay.close()
+    lost = set(run.acked) - set(run.handled)
+    duplicates = {n for n, times in run.handled.items() if len(times) > 1}
+    _report(f"{rounds} kill(s) under a steady producer", run, lost, duplicates)
+    assert lost <= set().union(*windows)
+    assert all(run.handled[n][0] < kills[-1] for n in duplicates)
+    assert set(run.handled) <= set(run.acked) | set(run.unknown)
