@@ -241,6 +241,7 @@ class AsyncConnection:
                     # Closed without shutting down its async generators: the client
                     # cannot be closed without its loop; its sockets go with it.
                     del self._clients[key]
+                    self._started.discard(id(old.client))
             self._clients[id(loop)] = _LoopClient(loop, client, closer)
         return client
 
