@@ -139,7 +139,7 @@ def test_a_planned_failover_loses_nothing(replicated: LocalCluster) -> None:
 
 
 def test_a_killed_primary_loses_only_what_it_had_not_replicated(
-    replicated: LocalCluster,
+    replicated: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = Run(replicated)
     primary = replicated.primary_of(run.queue.keys.ready)
@@ -170,6 +170,16 @@ def test_a_killed_primary_loses_only_what_it_had_not_replicated(
         wait_for(lambda: replicated.primary_of(run.queue.keys.ready) is replica, WAIT)
         survivors = [n for n in run.acked if n not in window]
         wait_for(lambda: run.handled_all(survivors), WAIT, what="A and Z handled")
+        # the worker said so: the dead node's keys are served by its replica now
+        runner = run.relay._runner
+        assert runner is not None
+        wait_for(lambda: runner.epoch.moves >= 1, WAIT, what="the failover reported")
+        assert runner.epoch.wipes == 0  # a failover, not a node that came back empty
+        dead = f"127.0.0.1:{replicated.port_of(primary)}"
+        assert any(
+            f"not {dead} (a failover" in r.getMessage() and r.levelname == "WARNING"
+            for r in caplog.records
+        )
         wait_for(run.idle, WAIT, what="the queue empty on the new primary")
     finally:
         _heal(run, primary, replica)
