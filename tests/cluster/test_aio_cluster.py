@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from redrelay import BrokerUnavailable, ConfigurationError, Message, Relay
+from redrelay._cluster import LocalCluster
+from redrelay._server import AdminClient
 from redrelay.io.aio import AsyncConnection
 from redrelay.listener import Listener
 
@@ -257,3 +259,29 @@ def test_a_topic_event_stream_over_asgi_code(make_cluster_relay: MakeRelay) -> N
         return got
 
     assert asyncio.run(asyncio.wait_for(read(), 20)) == ids
+
+
+def test_more_concurrent_calls_than_connections_per_node(
+    make_cluster_relay: MakeRelay, cluster: LocalCluster
+) -> None:
+    """As on a single server: a burst beyond a node's connection limit waits its turn
+    (redrelay bounds a loop's concurrent cluster commands), none fails, even while the
+    node is slow (its writes paused for a second: the cluster client alone would give
+    up on the commands past its 100 connections after a few quick retries)."""
+    from redrelay.io.aio import MAX_CONNECTIONS
+
+    relay = make_cluster_relay()
+    q = relay.queue("burst")
+    n = MAX_CONNECTIONS * 3
+
+    async def main() -> list[str]:
+        await q.aput(-1)  # connected
+        node = cluster.primary_of(q.keys.ready)
+        with AdminClient(node.url) as admin:
+            admin.command("CLIENT", "PAUSE", 1000, "WRITE")
+        ids = await asyncio.gather(*(q.aput(i) for i in range(n)))
+        assert (await q.astats()).ready == n + 1
+        await relay.aconnection.close()
+        return list(ids)
+
+    assert len(set(asyncio.run(main()))) == n

@@ -24,6 +24,7 @@ the sync layer's, made by the same shared helpers. Subscribing stays on the sync
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Generator, Sequence
@@ -61,8 +62,11 @@ __all__ = ["AsyncConnection"]
 
 T = TypeVar("T")
 
-#: Connections of one loop's client: concurrent commands beyond it wait their turn.
+#: Connections of one loop's client (per node on a cluster): concurrent commands
+#: beyond it wait their turn.
 MAX_CONNECTIONS = 100
+#: The gate of a client that needs none (a single server's pool blocks by itself).
+_NO_GATE = contextlib.nullcontext()
 #: asyncio.TimeoutError is not an OSError before Python 3.11; RedisClusterException is
 #: not a RedisError.
 _IO_ERRORS = (rex.RedisError, rex.RedisClusterException, OSError, asyncio.TimeoutError)
@@ -129,8 +133,11 @@ class AsyncConnection:
         #: Whether the URL selects Redis Cluster (each loop's client is then a
         #: ``redis.asyncio.cluster.RedisCluster``).
         self.is_cluster = is_cluster_url(url)
-        #: ids of the cluster clients whose first topology read is done (_start_cluster).
-        self._started: set[int] = set()
+        #: Per cluster client started (_start_cluster), by its id: a bound on its
+        #: concurrent commands, so that a burst waits for a connection as on a single
+        #: server (the cluster client has no blocking pool; past ``max_connections`` per
+        #: node it raises, then retries a few times).
+        self._gates: dict[int, asyncio.Semaphore] = {}
 
     @property
     def client(self) -> aioredis.Redis:
@@ -193,9 +200,14 @@ class AsyncConnection:
     async def _ready(self) -> Any:
         """The running loop's client; a cluster client is started here first."""
         client = self.client
-        if self.is_cluster and id(client) not in self._started:
+        if self.is_cluster and id(client) not in self._gates:
             await self._start_cluster(client)
         return client
+
+    def _gate(self, client: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The cluster client's bound on concurrent commands (see ``_gates``); none
+        for a single server's client, whose pool blocks by itself."""
+        return self._gates.get(id(client)) or _NO_GATE
 
     async def _start_cluster(self, client: Any) -> None:
         """The first topology read of a loop's cluster client.
@@ -221,7 +233,7 @@ class AsyncConnection:
             else:
                 raise_translated(self.url, exc, self.namespace)
             await client.initialize()
-        self._started.add(id(client))
+        self._gates[id(client)] = asyncio.Semaphore(MAX_CONNECTIONS)
 
     def _register(
         self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis
@@ -241,7 +253,7 @@ class AsyncConnection:
                     # Closed without shutting down its async generators: the client
                     # cannot be closed without its loop; its sockets go with it.
                     del self._clients[key]
-                    self._started.discard(id(old.client))
+                    self._gates.pop(id(old.client), None)
             self._clients[id(loop)] = _LoopClient(loop, client, closer)
         return client
 
@@ -255,7 +267,7 @@ class AsyncConnection:
                 entry = self._clients.get(key)
                 if entry is not None and entry.client is client:
                     del self._clients[key]
-                self._started.discard(id(client))
+                self._gates.pop(id(client), None)
             await client.aclose()
 
     async def close(self) -> None:
@@ -273,11 +285,12 @@ class AsyncConnection:
         sha, source = script(name).for_server(self._legacy_scripts is True)
         try:
             client = self.client if not self.is_cluster else await self._ready()
-            try:
-                return await client.evalsha(sha, len(keys), *keys, *args)
-            except rex.NoScriptError:  # first load: now we ask which dialect
-                _, source = script(name).for_server(await self.legacy_scripts())
-                return await client.eval(source, len(keys), *keys, *args)
+            async with self._gate(client):
+                try:
+                    return await client.evalsha(sha, len(keys), *keys, *args)
+                except rex.NoScriptError:  # first load: now we ask which dialect
+                    _, source = script(name).for_server(await self.legacy_scripts())
+                    return await client.eval(source, len(keys), *keys, *args)
         except _IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
@@ -285,7 +298,8 @@ class AsyncConnection:
         """One plain Redis command."""
         try:
             client = self.client if not self.is_cluster else await self._ready()
-            return await client.execute_command(*command)
+            async with self._gate(client):
+                return await client.execute_command(*command)
         except _IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
@@ -382,7 +396,8 @@ class AsyncConnection:
                 pipe = client.pipeline(transaction=transaction)
                 for command in commands:
                     pipe.execute_command(*command)
-                return list(await pipe.execute())
+                async with self._gate(client):
+                    return list(await pipe.execute())
             except asyncio.TimeoutError as exc:  # not an OSError before 3.11
                 raise rex.TimeoutError(str(exc) or "timed out") from exc
 
