@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from typing import Any
+
+import redis
 
 from redrelay import Message, Relay
 
@@ -115,3 +118,33 @@ def test_slow_coroutines_get_no_second_batch(relay: Relay) -> None:
     # no batch waits behind slow handlers).
     assert max(in_flight) <= 5 + 1
     assert q.stats().counters.get("acked") == 15
+
+
+def test_first_deliveries_without_begin_fail_retry_and_take_raw_entries(
+    relay: Relay,
+) -> None:
+    q = relay.queue("q")
+    q.put_many(list(range(20)))
+    with redis.Redis.from_url(relay.connection.url) as client:
+        client.lpush(q.keys.ready, b"plain bytes")  # a non-redrelay producer
+    seen: list[tuple[Any, int, bool]] = []
+
+    @relay.consumer("q", retries=1, backoff=0)  # no time limit, no handler contexts
+    async def handler(message: Message) -> None:
+        seen.append((message.body, message.attempt, message.raw))
+        if message.body == 7 and message.attempt == 1:
+            raise ValueError("once")
+        if message.body == 9:
+            raise ValueError("always")
+
+    relay.drain(timeout=30, raise_on_failure=False)
+    once = sorted(b for b, _, raw in seen if not raw and b not in (7, 9))
+    assert once == [b for b in range(20) if b not in (7, 9)]
+    assert [(b, a) for b, a, _ in seen if b == 7] == [(7, 1), (7, 2)]
+    assert [(b, a) for b, a, _ in seen if b == 9] == [(9, 1), (9, 2)]
+    assert (b"plain bytes", 1, True) in seen
+    stats = q.stats()
+    assert (stats.ready, stats.in_flight) == (0, 0)
+    assert stats.counters.get("acked") == 20
+    (dead,) = q.dead_letters()
+    assert "ValueError: always" in dead.reason

@@ -35,14 +35,15 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
+from ..errors import DecodeError
 from ..handlers import Called, acall_handler
-from ..protocol.envelope import MAGIC
+from ..message import Message, make_message
+from ..protocol.envelope import MAGIC, fresh_envelope
 from .aioloop import Bounded, Ended, Future, ended
 from .dispatch import Outcome, Started, begin, finish, settle
 
 if TYPE_CHECKING:
     from ..handlers import Consumer, Handler
-    from ..message import Message
     from .leases import Batch, Lease
     from .runner import Runner
     from .timelimit import Slot
@@ -266,7 +267,14 @@ class _AsyncBatch:
         self.lease = lease
         self.bounded = bounded
         self.acks = acks
-        self.running: dict[str, tuple[str, bytes, Started]] = {}
+        #: tag -> (tag, entry, what begin() gave, or the Message of a first delivery).
+        self.running: dict[str, tuple[str, bytes, Started | Message]] = {}
+        #: First deliveries need no begin(): no signing key, no results to keep.
+        self.plain = (
+            runner.relay.signing_key is None
+            and lease.tracker is None
+            and consumer.options.max_deliveries >= 1
+        )
         #: Finished tasks, appended by the loop thread; ``wake`` is set when one lands.
         self.finished: collections.deque[
             tuple[str, asyncio.Task[Any] | Ended | None]
@@ -291,6 +299,26 @@ class _AsyncBatch:
         permit held for it): its handler's coroutine, or None when it must not run (it
         leaves the slot, a held permit is given back, the outcome counted)."""
         runner, consumer, slot = self.runner, self.consumer, self.slot
+        if self.plain and not held:
+            # The hot path (as worker/fastpath.py for threads): a first delivery of an
+            # unsigned JSON entry, no result to keep: begin() would only build this.
+            try:
+                env = fresh_envelope(entry)
+            except DecodeError:
+                env = None  # begin() dead-letters it, with the reason
+            if env is not None:
+                message = make_message(
+                    env["i"], env["b"], env.get("h") or {}, consumer.name, None, 1,
+                    0, env.get("t", 0) / 1000, None, False, tag,
+                )  # fmt: skip
+                crash_point("handler")
+                self.running[tag] = (tag, entry, message)
+                contexts = runner.relay.handler_contexts
+                if contexts or consumer.options.time_limit is not None:
+                    return acall_handler(
+                        consumer.handler, message, contexts, consumer.options.time_limit
+                    )
+                return _acall_bare(consumer.handler, message)
         try:
             started = begin(
                 runner.relay, consumer, self.lease, tag, entry, runner._halt
@@ -384,6 +412,8 @@ class _AsyncBatch:
         tag, entry, started = self.running.pop(tag)
         if task is None:  # never started: stop() gave it back, or the lease was lost
             return
+        if not isinstance(started, Started):  # the hot path's: a first delivery
+            started = Started(started, 0)
         outcome = _outcome(
             self.runner, self.consumer, self.lease, tag, entry, started, task
         )
