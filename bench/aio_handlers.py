@@ -95,7 +95,8 @@ def main() -> None:
             for label, n, env in rows(args.n):
                 client.flushall()
                 fill(server.url, n)
-                rate = drain(server.url, workdir, f"r{r}-{label}", WORKER, env, n)
+                got = drain(server.url, workdir, f"r{r}-{label}", WORKER, env, n)
+                rate = got[0] if got is not None else None  # (msg/s, CPU µs, redis µs)
                 if rate is not None:
                     results.setdefault(label, []).append(rate)
                 print(f"  round {r + 1}: {label}: {rate or 0:,.0f}", file=sys.stderr)
