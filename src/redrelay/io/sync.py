@@ -46,6 +46,10 @@ __all__ = ["Connection", "Pending", "Ready", "raise_translated", "redact", "tran
 T = TypeVar("T")
 
 
+#: Commands whose reply redis-py hands back unparsed (an integer), sent on the lean path
+#: of :meth:`Connection._lean_call`: a plain ``put`` and ``publish``.
+_LEAN = frozenset({"LPUSH", "PUBLISH"})
+
 #: redis-py before 5.3 requires a command name here; 5.3 and later warn when given one.
 _GET_CONNECTION_ARGS: tuple[str, ...] = (
     ("EVALSHA",) if tuple(map(int, redis.__version__.split(".")[:2])) < (5, 3) else ()
@@ -163,7 +167,7 @@ class Connection:
         node is down.
         """
         if not self.is_cluster:
-            return int(self.call("PUBLISH", channel, data))
+            return int(self._lean_call(("PUBLISH", channel, data)))
         client: Any = self.client
         try:
             first = client.get_default_node()
@@ -248,6 +252,39 @@ class Connection:
         except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
+    def _lean_call(self, command: tuple[Arg, ...]) -> Any:
+        """A command of ``_LEAN`` on a pooled connection, packed by hiredis, without
+        redis-py's per-call layers (retry closure, observability hooks, reply callbacks).
+
+        About 15 µs less CPU per call where system calls are slow (a VM), which is the
+        difference between a ``put`` and a bare ``LPUSH``. The pool still checks the
+        connection (health check, no unread data). Any failure but an error reply goes
+        the full way again (:meth:`call`), with redis-py's bounded retries: the same
+        at-least-once resend that redis-py makes after a connection error.
+        """
+        client = self.client
+        if self.is_cluster or _hiredis is None:
+            return self.call(*command)
+        pool = client.connection_pool
+        try:
+            connection: Any = pool.get_connection(*_GET_CONNECTION_ARGS)
+        except IO_ERRORS:
+            return self.call(*command)
+        try:
+            connection.send_packed_command([_hiredis.pack_command(command)])  # type: ignore[arg-type]
+            reply = connection.read_response()
+        except rex.ResponseError as exc:  # an error reply: the connection is fine
+            pool.release(connection)
+            raise_translated(self.url, exc, self.namespace)
+        except BaseException as exc:
+            connection.disconnect()  # a reply may be unread: never reuse it
+            pool.release(connection)
+            if isinstance(exc, IO_ERRORS):
+                return self.call(*command)
+            raise
+        pool.release(connection)
+        return reply
+
     def server_version(self) -> tuple[int, ...]:
         """The server's version, asked once per connection (``HELLO``)."""
         if self._version is None:
@@ -309,7 +346,11 @@ class Connection:
             elif step.script is not None:
                 reply = self.run(step.script, step.keys, step.args)
             elif len(step.commands) == 1:
-                reply = self.call(*step.commands[0])
+                command = step.commands[0]
+                if command[0] in _LEAN:
+                    reply = self._lean_call(tuple(command))
+                else:
+                    reply = self.call(*command)
             else:
                 reply = self.pipeline(step.commands, transaction=step.transaction)
         return reply
