@@ -11,8 +11,9 @@ runs at default settings unless its key says ``tuned``.
 - ``put`` / ``put_seed``: ``queue.put({"n": i})`` against the seed's ``LPUSH`` loop
   (``json.dumps``), in alternating blocks of ``BLOCK`` calls, ``n`` calls each;
 - ``publish`` / ``publish_seed``: ``channel.publish({"t": ...})`` against ``PUBLISH`` of
-  ``json.dumps``, alternating blocks, each channel with one subscriber process connected
-  (a ``Listener`` and the seed's ``pubsub.listen()`` loop);
+  ``json.dumps``, alternating blocks, ``min(n, PUBLISH_MAX)`` each, each channel with one
+  subscriber process (a ``Listener`` and the seed's ``pubsub.listen()`` loop) subscribed
+  but stopped (SIGSTOP) meanwhile, so the figure is the publisher's;
 - ``channel_p50_us``/``channel_p99_us`` and their ``_seed`` twins: publish to handler
   latency at 2,000 msg/s, in alternating 0.25 s slices of ``PACED_SECONDS`` each;
 - ``latency_p50_us``/``latency_p99_us`` and ``_seed``: ``put`` to handler start at
@@ -29,7 +30,8 @@ runs at default settings unless its key says ``tuned``.
   processes (alternating), until the ``acked`` counter reaches the total, with the CPU
   cores each worker and ``redis-server`` used (``/proc/<pid>/stat``).
 
-Every ``*_ratio`` key is redrelay ÷ its baseline (for latency: redrelay's ÷ the seed's).
+Every ``*_ratio`` key is redrelay ÷ its baseline (for latency: redrelay's ÷ the seed's);
+for put and publish, the median over pairs of blocks of the ratio within the pair.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -68,6 +71,9 @@ from redrelay import Message, Relay
 from redrelay.channel import Listener
 
 BLOCK = 500
+#: Publishes per side while the subscribers are stopped (their output buffers stay
+#: well under Redis's default pub/sub limit of 8 MB per minute).
+PUBLISH_MAX = 20_000
 PACED_RATE, PACED_SECONDS, SLICE = 2000, 3.0, 0.25
 LATENCY_RATE = 100
 TOPIC_BATCH = 50
@@ -95,17 +101,26 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def alternate(
     sides: dict[str, Callable[[int, int], None]], n: int, block: int = BLOCK
 ) -> dict[str, float]:
-    """Run each side's ``fn(first, count)`` in alternating blocks; calls per second."""
+    """Run two sides' ``fn(first, count)`` in alternating blocks of ``block`` calls.
+
+    Returns each side's calls per second over all its blocks, and ``ratio``: the median
+    over pairs of blocks of the first side's rate ÷ the second's (a stall of the machine
+    during one block moves one pair's ratio, not the result)."""
     spent = dict.fromkeys(sides, 0.0)
     names = list(sides)
+    pairs = []
     for k, first in enumerate(range(0, n, block)):
         count = min(block, n - first)
-        order = names if k % 2 == 0 else names[::-1]
-        for name in order:
+        took = {}
+        for name in names if k % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             sides[name](first, count)
-            spent[name] += time.perf_counter() - start
-    return {name: n / t for name, t in spent.items()}
+            took[name] = time.perf_counter() - start
+            spent[name] += took[name]
+        pairs.append(took[names[1]] / took[names[0]])
+    out = {name: n / t for name, t in spent.items()}
+    out["ratio"] = statistics.median(pairs)
+    return out
 
 
 def producers(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -124,8 +139,8 @@ def producers(args: argparse.Namespace, out: dict[str, Any]) -> None:
             r.lpush("seed", dumps({"n": i}).encode())
 
     rates = alternate({"put": put, "put_seed": lpush}, args.n)
+    out["put_ratio"] = rates.pop("ratio")
     out.update(rates)
-    out["put_ratio"] = ratio(rates["put"], rates["put_seed"])
     r.flushall()
     relay.close()
 
@@ -167,17 +182,9 @@ def pubsub(args: argparse.Namespace, out: dict[str, Any]) -> None:
         for s in range(slices):
             paced(raw if s % 2 == 0 else rr, per_slice)
 
-        def rr_block(first: int, count: int) -> None:
-            for _ in range(count):
-                rr("u")
-
-        def raw_block(first: int, count: int) -> None:
-            for _ in range(count):
-                raw("u")
-
-        rates = alternate({"publish": rr_block, "publish_seed": raw_block}, args.n)
+        rates = publish_rates(procs, rr, raw, min(args.n, PUBLISH_MAX))
+        out["publish_ratio"] = rates.pop("ratio")
         out.update(rates)
-        out["publish_ratio"] = ratio(rates["publish"], rates["publish_seed"])
         got = _wait_files(
             files,
             procs,
@@ -190,6 +197,33 @@ def pubsub(args: argparse.Namespace, out: dict[str, Any]) -> None:
         relay.close()
     percentiles(out, "channel", got, slices // 2 * per_slice)
     r.flushall()
+
+
+def publish_rates(
+    procs: dict[str, Any],
+    rr: Callable[[str], Any],
+    raw: Callable[[str], Any],
+    n: int,
+) -> dict[str, float]:
+    """Unthrottled publishes, alternating; the subscribers are stopped meanwhile (Redis
+    keeps what they are sent in their output buffers): the publisher's cost, not how
+    two subscriber processes share the cores with it."""
+
+    def rr_block(first: int, count: int) -> None:
+        for _ in range(count):
+            rr("u")
+
+    def raw_block(first: int, count: int) -> None:
+        for _ in range(count):
+            raw("u")
+
+    for p in procs.values():
+        os.killpg(p.pid, signal.SIGSTOP)
+    try:
+        return alternate({"publish": rr_block, "publish_seed": raw_block}, n)
+    finally:
+        for p in procs.values():
+            os.killpg(p.pid, signal.SIGCONT)
 
 
 def paced(send: Callable[[str], Any], count: int) -> None:
