@@ -265,14 +265,11 @@ def _wait_files(
     """Send END every half second until each side wrote its latencies (ns per line)."""
     deadline = time.monotonic() + timeout
     got: dict[str, list[int]] = {}
+    resend = 0.0
     while len(got) < len(files):
         for side, path in files.items():
-            if side in got:
-                continue
-            if path.exists() and path.read_text().endswith("\n"):
+            if side not in got and path.exists():
                 got[side] = [int(x) for x in path.read_text().split()]
-            else:
-                end[side]()
         if len(got) == len(files):
             break
         if time.monotonic() > deadline:
@@ -280,7 +277,11 @@ def _wait_files(
         dead = [s for s, p in procs.items() if p.poll() is not None and s not in got]
         if dead:
             raise RuntimeError(f"the {dead[0]} process exited; see its log")
-        time.sleep(0.5)
+        if time.monotonic() >= resend:
+            for side in set(files) - set(got):
+                end[side]()
+            resend = time.monotonic() + 0.5
+        time.sleep(0.02)
     return got
 
 
@@ -367,7 +368,7 @@ def latency(args: argparse.Namespace, out: dict[str, Any]) -> None:
             ):
                 raise RuntimeError("the latency consumers did not start")
             time.sleep(0.01)
-        time.sleep(1.0)  # both waiting for work
+        time.sleep(args.settle)  # both waiting for work
         count = int(LATENCY_RATE * args.latency_seconds)
         interval = 1 / (2 * LATENCY_RATE)
         due = time.monotonic()
@@ -612,6 +613,7 @@ def main() -> None:
     args.drain_n = args.n if small else max(args.n, 50_000)
     args.scale_n = args.n if small else max(args.n, 100_000)
     args.turns = 1 if small else DRAIN_TURNS
+    args.settle = 0.1 if small else 1.0
     write_result(args.out, measure(args))
 
 

@@ -23,9 +23,10 @@ def record(message: Message) -> None:
     now = time.monotonic_ns()
     body = message.body
     if body == "END":
-        Path(os.environ["BENCH_LATENCY_OUT"]).write_text(
-            "".join(f"{x}\n" for x in _latencies)
-        )
+        out = os.environ["BENCH_LATENCY_OUT"]
+        tmp = Path(out + ".tmp")  # then renamed: the driver never reads half a file
+        tmp.write_text("".join(f"{x}\n" for x in _latencies))
+        tmp.rename(out)
         _latencies.clear()
     else:
         _latencies.append(now - body["t"])
