@@ -390,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             "timeout": args.timeout,
             "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "load_before": [round(x, 2) for x in os.getloadavg()],
+            "command": " ".join(
+                ["bench/run", *(sys.argv[1:] if argv is None else argv)]
+            ),
         },
         "runs": {},
         "rows": {},

@@ -421,7 +421,7 @@ def limit_lines(
         + (f"; load average {min(loads):.1f}–{max(loads):.1f} at the end of each round" if loads else "")
         + "."
     )  # fmt: skip
-    title = "## Against the baselines (interleaved)" if markdown else "== " + head
+    title = "## Against the baselines (interleaved)" if markdown else "\n== " + head
     out = [title, ""] + ([head, ""] if markdown else []) + rows
     cpu = _targets.scaling_cpu_lines(runs, markdown)
     return out + ([""] + cpu if cpu else [])

@@ -90,6 +90,24 @@ def test_harness_runs_with_a_tiny_n(tmp_path: Path) -> None:
     assert "| bare at-least-once loop (the limit) |" in text
     assert "redrelay worker (acks)" in done.stdout and "÷ baseline" in done.stdout
 
+    # The README's speed table is written from that run, into a copy of the README.
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    wrote = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "readme.py"),
+         "--json", str(out / "latest.json"), "--readme", str(readme)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    block = (
+        readme.read_text()
+        .split("<!-- bench:start -->")[1]
+        .split("<!-- bench:end -->")[0]
+    )
+    assert f"`bench/run --n {N} --rounds 1 --only redrelay,raw,limit" in block
+    assert doc["machine"]["cpu"] in block and "load average" in block
+    assert "| put, one message per call (msg/s): redrelay queue.put() |" in block
+
 
 def test_run_script_is_executable_and_documents_itself() -> None:
     run = ROOT / "bench" / "run"
