@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import dead_store
 from .protocol.keys import QueueKeys
-from .records import DeadLetter, _pairs, decode_dead_letter, requeue_args
+from .records import DeadLetter, _pairs, decode_dead_letter
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -44,12 +45,7 @@ class QueueDeadLetters:
     def iter_dead_ids(self, batch: int = 500) -> Iterator[list[str]]:
         """Dead-letter ids in batches, oldest first per shard (for bulk requeue and purge)."""
         for k in self.shard_keys():
-            start = 0
-            while ids := self.relay.connection.call(
-                "ZRANGE", k.dead, start, start + batch - 1
-            ):
-                yield [i.decode() for i in ids]
-                start += batch
+            yield from dead_store.iter_ids(self.relay.connection, k.dead, batch)
 
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         """Move dead letters (all, or these ids) back to the end of the queue, counters reset.
@@ -58,47 +54,22 @@ class QueueDeadLetters:
         dead letter of a sharded queue goes back to its own shard.
         """
         wanted = None if ids is None else list(ids)
-        return sum(self._requeue_dead(k, wanted) for k in self.shard_keys())
-
-    def _requeue_dead(self, k: QueueKeys, ids: list[str] | None) -> int:
+        conn = self.relay.connection
         total = 0
-        for chunk in self._id_chunks(k, ids):
-            records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
-            args = requeue_args(chunk, records)
-            if args:
-                total += int(
-                    self.relay.connection.run(
-                        "requeue_dead",
-                        [k.dead, k.dead_data, k.ready, k.prio, k.prio_seq],
-                        args,
-                    )
-                )
+        for k in self.shard_keys():
+            keys = [k.dead, k.dead_data, k.ready, k.prio, k.prio_seq]
+
+            def move(args: list[Any], keys: list[str] = keys) -> Any:
+                return conn.run("requeue_dead", keys, args)
+
+            total += dead_store.requeue(conn, k.dead, k.dead_data, wanted, move)
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or these ids). Returns how many were deleted."""
         wanted = None if ids is None else list(ids)
-        total = 0
-        for k in self.shard_keys():
-            for chunk in self._id_chunks(k, wanted):
-                total += int(
-                    self.relay.connection.run(
-                        "purge_dead", [k.dead, k.dead_data], chunk
-                    )
-                )
-        return total
-
-    def _id_chunks(self, k: QueueKeys, ids: list[str] | None) -> Iterator[list[str]]:
-        if ids is None:
-            # Only the letters that are dead now: one that dies again meanwhile gets a later
-            # score, so requeueing everything from a failing queue ends. Always read from
-            # the start: the previous chunk is gone by the time we read on. The clock is
-            # the one of the node holding the shard, which stamped the deaths.
-            now_ms = self.relay.connection.time_ms(k.dead)
-            while raw := self.relay.connection.call(
-                "ZRANGEBYSCORE", k.dead, "-inf", now_ms, "LIMIT", 0, 500
-            ):
-                yield [i.decode() for i in raw]
-            return
-        for start in range(0, len(ids), 500):
-            yield ids[start : start + 500]
+        conn = self.relay.connection
+        return sum(
+            dead_store.purge(conn, k.dead, k.dead_data, wanted)
+            for k in self.shard_keys()
+        )

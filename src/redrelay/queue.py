@@ -100,6 +100,11 @@ class Queue(QueueResults, QueueDeadLetters):
             self._registered = self._registered or register
         return keys
 
+    def shard_for_plan(self, key: str) -> Plan[QueueKeys]:
+        """The shard that ``key`` (a dedup key, a schedule's name) always maps to."""
+        shards = yield from self._shard_keys_plan(register=True)
+        return shards[self._picker.by_key(key)] if len(shards) > 1 else shards[0]
+
     # -- producing -------------------------------------------------------------------------
 
     def encode(

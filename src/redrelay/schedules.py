@@ -141,8 +141,7 @@ class Schedules:
         if where is not None:
             return where
         queue = self.relay.queue(spec.queue)
-        shards = yield from queue._shard_keys_plan(register=True)
-        k = shards[queue._picker.by_key(spec.name)] if len(shards) > 1 else shards[0]
+        k = yield from queue.shard_for_plan(spec.name)
         where = Where(spec.state_key(k), k.ready)
         self._where[spec.name] = where
         return where

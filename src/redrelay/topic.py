@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import dead_store
 from ._types import Duration, Handler
 from .config import ConsumerOptions
 from .errors import ConfigurationError, InvalidName
@@ -23,7 +24,7 @@ from .protocol.envelope import new_id
 from .protocol.keys import GroupKeys, TopicKeys, topics_key, validate_name
 from .protocol.requests import Plan, Step
 from .protocol.transitions import check_headers, to_ms, to_seconds
-from .records import DeadLetter, decode_dead_letter, requeue_args
+from .records import DeadLetter, decode_dead_letter
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -346,12 +347,7 @@ class Topic:
     def iter_dead_ids(self, group: str, batch: int = 500) -> Iterator[list[str]]:
         """A group's dead-letter ids in batches, oldest first (for bulk requeue and purge)."""
         k = self.keys.group(validate_group(group))
-        start = 0
-        while ids := self.relay.connection.call(
-            "ZRANGE", k.dead, start, start + batch - 1
-        ):
-            yield [i.decode() for i in ids]
-            start += batch
+        yield from dead_store.iter_ids(self.relay.connection, k.dead, batch)
 
     def requeue_dead(self, group: str, ids: Iterable[str] | None = None) -> int:
         """Give dead letters (all, or these message ids) back to ``group`` only.
@@ -361,45 +357,21 @@ class Topic:
         operators requeue at the same time. Returns how many moved.
         """
         k = self.keys.group(validate_group(group))
-        total = 0
-        for chunk in self._id_chunks(k, ids):
-            records = self.relay.connection.call("HMGET", k.dead_data, *chunk)
-            args = requeue_args(chunk, records)
-            if args:
-                total += int(
-                    self.relay.connection.run(
-                        "topic_requeue_dead",
-                        [self.keys.stream, k.dead, k.dead_data],
-                        [group, *self.retention(), *args],
-                    )
-                )
-        return total
+        conn = self.relay.connection
+        keys = [self.keys.stream, k.dead, k.dead_data]
+        head = [group, *self.retention()]
+        return dead_store.requeue(
+            conn,
+            k.dead,
+            k.dead_data,
+            ids,
+            lambda args: conn.run("topic_requeue_dead", keys, [*head, *args]),
+        )
 
     def purge_dead(self, group: str, ids: Iterable[str] | None = None) -> int:
         """Delete a group's dead letters (all, or these ids). Returns how many."""
         k = self.keys.group(validate_group(group))
-        total = 0
-        for chunk in self._id_chunks(k, ids):
-            total += int(
-                self.relay.connection.run("purge_dead", [k.dead, k.dead_data], chunk)
-            )
-        return total
-
-    def _id_chunks(
-        self, k: GroupKeys, ids: Iterable[str] | None
-    ) -> Iterator[list[str]]:
-        if ids is None:
-            # Only those dead now (a letter that dies again gets a later score).
-            seconds, micros = self.relay.connection.call("TIME")
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
-            while raw := self.relay.connection.call(
-                "ZRANGEBYSCORE", k.dead, "-inf", now_ms, "LIMIT", 0, 500
-            ):
-                yield [i.decode() for i in raw]
-            return
-        chunk = list(ids)
-        for start in range(0, len(chunk), 500):
-            yield chunk[start : start + 500]
+        return dead_store.purge(self.relay.connection, k.dead, k.dead_data, ids)
 
 
 def _lag(

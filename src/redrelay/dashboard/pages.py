@@ -203,6 +203,22 @@ def _form(
     )
 
 
+def _dead_actions(
+    root: str,
+    base: str,
+    csrf: tuple[str, str] | None,
+    fields: dict[str, str],
+    suffix: str = "",
+) -> str:
+    """The requeue and purge buttons of some dead letters (none without a CSRF token:
+    a read-only mount)."""
+    if csrf is None:
+        return ""
+    return _form(root, base + "/requeue", csrf, fields, "Requeue" + suffix) + _form(
+        root, base + "/purge", csrf, fields, "Purge" + suffix, "danger"
+    )
+
+
 def _flow(s: dict[str, Any]) -> str:
     """Priorities and flow limits (docs/flow-control.md), for a queue that uses them."""
     if not (s.get("limits") or s.get("prioritized") or s.get("parked")):
@@ -252,34 +268,13 @@ def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) ->
     if csrf is not None and s["dead"]:
         body += (
             '<p class="actions">'
-            + _form(root, base + "/requeue", csrf, {"scope": "all"}, "Requeue all")
-            + _form(
-                root, base + "/purge", csrf, {"scope": "all"}, "Purge all", "danger"
-            )
+            + _dead_actions(root, base, csrf, {"scope": "all"}, " all")
             + "</p>"
         )
     if data["dead_groups"]:
         group_rows = [
             f"<tr><td><code>{h(g['error'])}</code></td><td class=num>{h(g['count'])}</td><td>"
-            + (
-                _form(
-                    root,
-                    base + "/requeue",
-                    csrf,
-                    {"scope": "group", "error": g["error"]},
-                    "Requeue",
-                )
-                + _form(
-                    root,
-                    base + "/purge",
-                    csrf,
-                    {"scope": "group", "error": g["error"]},
-                    "Purge",
-                    "danger",
-                )
-                if csrf is not None
-                else ""
-            )
+            + _dead_actions(root, base, csrf, {"scope": "group", "error": g["error"]})
             + "</td></tr>"
             for g in data["dead_groups"]
         ]
@@ -296,25 +291,7 @@ def queue_page(root: str, data: dict[str, Any], csrf: tuple[str, str] | None) ->
             else ""
         )
         + f"<pre class=body>{h(d['body'])}</pre></td><td>"
-        + (
-            _form(
-                root,
-                base + "/requeue",
-                csrf,
-                {"scope": "one", "id": d["id"]},
-                "Requeue",
-            )
-            + _form(
-                root,
-                base + "/purge",
-                csrf,
-                {"scope": "one", "id": d["id"]},
-                "Purge",
-                "danger",
-            )
-            if csrf is not None
-            else ""
-        )
+        + _dead_actions(root, base, csrf, {"scope": "one", "id": d["id"]})
         + "</td></tr>"
         for d in data["dead"]
     ]

@@ -71,3 +71,32 @@ def test_send_now_during_an_outage_keeps_the_rows(
     )
     assert "Redis is unreachable" in response.content.decode()
     assert OutboxMessage.objects.filter(pk=row.pk).exists()
+
+
+def test_the_admin_links_staff_to_the_dashboard(
+    client: Client, settings: Any, django_user_model: Any
+) -> None:
+    settings.ROOT_URLCONF = "tests.contrib.django.urls_dashboard"
+    staff = django_user_model.objects.create_user("ada", password="x", is_staff=True)
+    client.force_login(staff)  # staff without any model permission
+    index = client.get("/admin/").content.decode()
+    assert 'href="/admin/redrelay/dashboard/"' in index
+    link = client.get("/admin/redrelay/dashboard/")
+    assert (link.status_code, link["Location"]) == (302, "/relay/")
+    assert "<h1>" in client.get("/relay/").content.decode()  # the dashboard lets ada in
+    assert client.get("/admin/redrelay/dashboard/add/").status_code == 403
+
+    nobody = django_user_model.objects.create_user("bob", password="x")
+    client.force_login(nobody)
+    assert client.get("/admin/redrelay/dashboard/").status_code == 302  # to the login
+    assert client.get("/relay/").status_code == 401
+
+
+def test_the_admin_link_says_how_to_mount_a_dashboard_that_is_not(
+    admin_client: Client,
+) -> None:
+    page = admin_client.get("/admin/redrelay/dashboard/", follow=True)
+    assert page.redirect_chain[-1][0] == "/admin/"
+    text = page.content.decode()
+    assert "dashboard is not mounted" in text
+    assert "include(&quot;redrelay.dashboard.django&quot;)" in text

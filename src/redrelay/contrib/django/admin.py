@@ -13,13 +13,14 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import NoReverseMatch, reverse
 
 from ...errors import RedrelayError
-from .models import OutboxMessage
+from .models import Dashboard, OutboxMessage
 from .outbox import flush_outbox
 
-__all__ = ["OutboxMessageAdmin"]
+__all__ = ["DashboardAdmin", "OutboxMessageAdmin"]
 
 #: Characters of a body or an error shown in the list.
 SHOWN = 80
@@ -86,3 +87,47 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"{sent} sent, {left} still in the outbox (see last error).", level
         )
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(admin.ModelAdmin):
+    """The "Dashboard" entry of the admin's index, for staff: a link to where the project mounted
+    ``redrelay.dashboard.django`` (the URL named ``redrelay-dashboard``), which checks
+    its own access (staff, or the ``permission=`` it was given)."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any | None = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: Any | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Any | None = None
+    ) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return super().changelist_view(request, extra_context)  # Django's refusal
+        try:
+            url = reverse("redrelay-dashboard", kwargs={"path": ""})
+        except NoReverseMatch:
+            self.message_user(
+                request,
+                "The redrelay dashboard is not mounted: add "
+                'path("relay/", include("redrelay.dashboard.django")) to your URLs '
+                "(docs/dashboard.md).",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(reverse("admin:index"))
+        return HttpResponseRedirect(url)

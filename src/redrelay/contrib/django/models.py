@@ -7,7 +7,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-__all__ = ["OutboxMessage"]
+__all__ = ["Dashboard", "OutboxMessage"]
 
 
 class OutboxMessage(models.Model):
@@ -59,3 +59,14 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name} #{self.pk}"
+
+
+class Dashboard(models.Model):
+    """No table: the dashboard's entry in the Django admin's index (its list redirects
+    to the dashboard's URLs), as django-rq lists its queues there."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"
