@@ -160,3 +160,31 @@ def test_spans_in_process_and_channels(make_relay: Callable[..., Relay]) -> None
         assert producer.name == "create news"
         assert producer.attributes["messaging.operation.name"] == "publish"
         assert consumer.attributes["messaging.destination.name"] == "news"
+
+
+def test_a_worker_without_sdk_passes_the_trace_on(
+    make_relay: Callable[..., Relay],
+) -> None:
+    """No SDK in the worker (the API's no-op tracer): nothing is recorded, but a message
+    its handler puts carries the trace of the message it handles; one without a trace
+    starts none."""
+    from opentelemetry.trace import NoOpTracerProvider
+
+    relay = make_relay()
+    tracing.instrument(relay, tracer_provider=NoOpTracerProvider())
+    seen: dict[str, dict[str, str]] = {}
+
+    @relay.consumer("first")
+    def first(message: Message) -> None:
+        relay.queue("second").put(message.body)
+
+    @relay.consumer("second")
+    def second(message: Message) -> None:
+        seen[message.body] = dict(message.headers)
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    relay.queue("first").put("traced", headers={"traceparent": parent})
+    relay.queue("first").put("plain")
+    relay.drain(timeout=30)
+    assert seen["traced"]["traceparent"].split("-")[1] == parent.split("-")[1]
+    assert "traceparent" not in seen["plain"]

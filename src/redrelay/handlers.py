@@ -34,6 +34,7 @@ __all__ = [
     "ainvoke",
     "call_handler",
     "invoke",
+    "run_awaitable",
 ]
 
 #: Builds a context manager that a handler runs inside (Flask's app context, Django's
@@ -59,11 +60,23 @@ def invoke(
     one) runs to completion on ``loop``, else on a throwaway loop. Exceptions propagate
     to the caller; the handler's return value is returned (results, docs/results.md).
     """
-    if not contexts:  # the hot path: no ExitStack per message
+    if not contexts:  # the hot path
         return _call(handler, message, loop)
-    with contextlib.ExitStack() as stack:
-        for context in contexts:
-            stack.enter_context(context(message))
+    return _within(contexts, 0, handler, message, loop)
+
+
+def _within(
+    contexts: Sequence[HandlerContext],
+    i: int,
+    handler: Handler,
+    message: Message,
+    loop: asyncio.AbstractEventLoop | None,
+) -> Any:
+    """``contexts[i:]`` entered in order around the handler call: nested ``with``
+    statements (what an ExitStack does, at a third of its cost per message)."""
+    with contexts[i](message):
+        if i + 1 < len(contexts):
+            return _within(contexts, i + 1, handler, message, loop)
         return _call(handler, message, loop)
 
 
@@ -72,10 +85,18 @@ def _call(
 ) -> Any:
     result = handler(message)
     if result is not None and inspect.isawaitable(result):
-        if loop is None:
-            return asyncio.run(_await(result))
-        return loop.run_until_complete(result)
+        return run_awaitable(result, loop)
     return result
+
+
+def run_awaitable(
+    result: Awaitable[Any], loop: asyncio.AbstractEventLoop | None
+) -> Any:
+    """What a plain function handler returned as an awaitable, run to completion on
+    ``loop`` (else on a throwaway loop): see :func:`invoke`."""
+    if loop is None:
+        return asyncio.run(_await(result))
+    return loop.run_until_complete(result)
 
 
 #: What a handler call came to: (its return value, None) or (None, what it raised).

@@ -91,26 +91,48 @@ class Message:
             raise Cancelled(f"message {self.id} was cancelled")
 
 
-def _setter(name: str) -> Any:
-    return getattr(Message, name).__set__
+#: Sets the slot of a frozen Message (the slot's descriptor; used by bind_cancel).
+_set_cancel = vars(Message)["_cancel"].__set__
 
 
-_new = object.__new__
-_set_id, _set_body, _set_headers = _setter("id"), _setter("body"), _setter("headers")
-_set_queue, _set_channel, _set_attempt = (
-    _setter("queue"),
-    _setter("channel"),
-    _setter("attempt"),
-)
-_set_failures, _set_enqueued_at = _setter("failures"), _setter("enqueued_at")
-_set_available_at, _set_raw, _set_tag = (
-    _setter("available_at"),
-    _setter("raw"),
-    _setter("delivery_tag"),
-)
-_set_topic, _set_stream_id = _setter("topic"), _setter("stream_id")
-_set_group = _setter("group")
-_set_cancel = _setter("_cancel")
+class _Blank:
+    """The layout of :class:`Message` (the same slots, in the same order) with a plain
+    ``__init__``: :func:`make_message` builds one and makes it a Message."""
+
+    __slots__ = Message.__slots__
+
+    def __init__(
+        self,
+        id: str,
+        body: Any,
+        headers: dict[str, str],
+        queue: str | None,
+        channel: str | None,
+        attempt: int,
+        failures: int,
+        enqueued_at: float,
+        available_at: float | None,
+        raw: bool,
+        delivery_tag: str | None,
+        topic: str | None,
+        stream_id: str | None,
+        group: str | None,
+    ) -> None:
+        self.id = id
+        self.body = body
+        self.headers = headers
+        self.queue = queue
+        self.channel = channel
+        self.attempt = attempt
+        self.failures = failures
+        self.enqueued_at = enqueued_at
+        self.available_at = available_at
+        self.raw = raw
+        self.delivery_tag = delivery_tag
+        self.topic = topic
+        self.stream_id = stream_id
+        self.group = group
+        self._cancel = None
 
 
 def bind_cancel(message: Message, check: Callable[[str], bool]) -> None:
@@ -134,26 +156,17 @@ def make_message(
     stream_id: str | None = None,
     group: str | None = None,
 ) -> Message:
-    """Build a Message about 6x faster than its frozen dataclass ``__init__``. Internal.
+    """Build a Message about 4x faster than its frozen dataclass ``__init__``. Internal.
 
     The worker builds one per delivery, and the generated init of a frozen, slotted,
     kw-only dataclass costs about 3 us: alone, that would cap a consumer thread near
-    300k msg/s. Setting the slots through their descriptors skips the frozen check.
+    300k msg/s. A :class:`_Blank` has the same slots and a plain ``__init__``; assigning
+    its ``__class__`` (allowed between classes of the same layout) makes it a Message,
+    frozen from then on.
     """
-    message = _new(Message)
-    _set_id(message, id)
-    _set_body(message, body)
-    _set_headers(message, headers)
-    _set_queue(message, queue)
-    _set_channel(message, channel)
-    _set_attempt(message, attempt)
-    _set_failures(message, failures)
-    _set_enqueued_at(message, enqueued_at)
-    _set_available_at(message, available_at)
-    _set_raw(message, raw)
-    _set_tag(message, delivery_tag)
-    _set_topic(message, topic)
-    _set_stream_id(message, stream_id)
-    _set_group(message, group)
-    _set_cancel(message, None)
-    return message
+    message = _Blank(
+        id, body, headers, queue, channel, attempt, failures, enqueued_at,
+        available_at, raw, delivery_tag, topic, stream_id, group,
+    )  # fmt: skip
+    message.__class__ = Message  # type: ignore[assignment]
+    return message  # type: ignore[return-value]

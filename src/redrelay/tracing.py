@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from opentelemetry import context, propagate, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "redrelay.tracing needs opentelemetry-api: pip install 'redrelay[otel]'"
@@ -105,6 +105,11 @@ class _Consume:
         span = self.tracer.start_span(
             f"process {name}", context=parent, kind=SpanKind.CONSUMER
         )
+        if span is INVALID_SPAN:
+            # No SDK and no trace to continue: nothing to record or to pass on, and
+            # the handler's current span is already the invalid one.
+            self.span = None
+            return
         if span.is_recording():
             attributes: dict[str, Any] = {
                 "messaging.system": SYSTEM,
@@ -127,6 +132,8 @@ class _Consume:
         tb: TracebackType | None,
     ) -> None:
         span = self.span
+        if span is None:
+            return
         try:
             if exc is not None and span.is_recording():
                 span.record_exception(exc)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import redrelay.worker.fastpath as fastpath
 import redrelay.worker.liveness as liveness
 import redrelay.worker.runner as runner_mod
 from redrelay import Failure, Message, Relay
@@ -43,32 +44,41 @@ def _threads(queue: str) -> list[threading.Thread]:
     ]
 
 
+@pytest.mark.parametrize("path", ["fast", "general"])
 def test_a_consumer_thread_killed_from_the_inside_comes_back(
     make_relay: Callable[..., Relay],
     run: Callable[..., Runner],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    path: str,
 ) -> None:
     relay = make_relay(lease=1.0, heartbeat=0.2)
     done: list[tuple[int, int]] = []
+    # A time limit takes the consumer off the fast path (worker/fastpath.py).
+    limit = {"time_limit": 30.0} if path == "general" else {}
 
-    @relay.consumer("kill", prefetch=5, concurrency=1)
+    @relay.consumer("kill", prefetch=5, concurrency=1, **limit)
     def handler(message: Message) -> None:
         done.append((message.body["n"], message.attempt))
 
-    # The worker's own code (not a handler) dies on this thread, mid-batch.
-    original, killed = runner_mod.handle_entry, threading.Event()
-
+    # The worker's own code (not a handler) dies on this thread, mid-batch: in the
+    # decoding of an entry on the fast path, in handle_entry on the general one.
     victims: list[threading.Thread] = []
+    killed = threading.Event()
+    module, name = (
+        (fastpath, "fresh_envelope") if path == "fast" else (runner_mod, "handle_entry")
+    )
+    original = getattr(module, name)
 
     def dying(*args: Any) -> Any:
-        if b'"kill"' in args[4] and not killed.is_set():
+        entry = args[0] if path == "fast" else args[4]
+        if b'"kill"' in entry and not killed.is_set():
             victims.append(threading.current_thread())
             killed.set()
             raise SystemExit("killed from the inside")
         return original(*args)
 
-    monkeypatch.setattr(runner_mod, "handle_entry", dying)
+    monkeypatch.setattr(module, name, dying)
     queue = relay.queue("kill")
     queue.put_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
     caplog.set_level(logging.INFO, "redrelay")

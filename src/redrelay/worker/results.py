@@ -76,6 +76,9 @@ class Tracker:
 
     def succeeded(self, tag: str, msg_id: str, value: Any) -> EncodeError | None:
         """Keep the handler's return value for the ack; the error if it cannot be encoded."""
+        if value is None:  # the common case: encoded once
+            self._finished[tag] = (msg_id, "ok", self._none)
+            return None
         try:
             encoded = encode_value(self.codec, value)
         except EncodeError as exc:

@@ -27,6 +27,7 @@ from ..errors import (
     RedrelayError,
 )
 from ..handlers import Consumer
+from . import fastpath
 from .aiobatch import finish_async, run_async_batch
 from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome, fail_delivery, handle_entry
@@ -273,6 +274,7 @@ class Runner:
         bounded = self._bounded.get(consumer.name)
         acks: list[str] = []  # handled; sent with the next fetch
         fetcher = Fetcher(lease, slot, self._stopping, self.poll, self._note_rejected)
+        fast = fastpath.eligible(self, consumer, lease)
         pulse = slot.pulse
         while not self._stopping.is_set() and not slot.abandoned:
             pulse.tick()
@@ -286,6 +288,11 @@ class Runner:
                         run_async_batch(
                             self, consumer, lease, slot, batch, bounded, acks
                         )
+                    elif fast:
+                        fastpath.run_batch(
+                            self, consumer, lease, slot, batch, acks,
+                            ACK_BATCH, ACK_INTERVAL,
+                        )  # fmt: skip
                     else:
                         self._run_batch(consumer, lease, slot, batch, acks)
                     fetcher.ran(batch, time.monotonic() - started)
@@ -360,6 +367,9 @@ class Runner:
                     flushed = now
             else:
                 others.append(outcome)
+        self._count_all(acked, others)
+
+    def _count_all(self, acked: int, others: list[Outcome]) -> None:
         with self._outcome_lock:
             self.outcomes[_ACKED] += acked
             for outcome in others:
