@@ -25,15 +25,18 @@ from ._shared import (
     Arg,
     check_wait,
     client_options,
+    cluster_options,
+    cluster_setting,
     config_value,
     durable_commands,
     durable_reply,
+    publish_order,
     raise_translated,
     redact,
     server_version,
     translate,
 )
-from .cluster import is_cluster_url, split_cluster_url
+from .cluster import is_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -123,21 +126,15 @@ class Connection:
         return self._client
 
     def _cluster_client(self) -> Any:
-        head, tail, nodes = split_cluster_url(self.url, redact(self.url))
-        (host, port), others = nodes[0], nodes[1:]
+        first, others, options, retries = cluster_options(
+            self.url, self._socket_timeout, self._retries
+        )
         try:
             return RedisCluster.from_url(
-                f"{head}{host}:{port}{tail}",
+                first,
                 startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=5.0,
-                socket_keepalive=True,
-                **({"ssl_check_hostname": True} if head.startswith("rediss") else {}),
-                # At least a few: on a failed call the client moves to another node, and
-                # it needs that even to start while its default node (slot 0's) is down.
-                retry=Retry(
-                    ExponentialBackoff(cap=1.0, base=0.05), max(self._retries, 3)
-                ),
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+                **options,
             )
         except ValueError as exc:
             raise ConfigurationError(
@@ -161,18 +158,14 @@ class Connection:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def publish(self, channel: str, data: bytes) -> int:
-        """PUBLISH; on a cluster through the default node, else the next live primary.
-
-        A classic PUBLISH reaches the subscribers of every node, so any node will do; the
-        client would otherwise route it by the channel's slot, and fail while that one
-        node is down.
-        """
+        """PUBLISH; on a cluster through the default node, else the next live primary
+        (see :func:`~redrelay.io._shared.publish_order`)."""
         if not self.is_cluster:
             return int(self._lean_call(("PUBLISH", channel, data)))
         client: Any = self.client
         try:
             first = client.get_default_node()
-            nodes = [first] + [n for n in client.get_primaries() if n != first]
+            nodes = publish_order(first, client.get_primaries())
             for node in nodes:
                 try:
                     receivers = client.execute_command(
@@ -323,10 +316,7 @@ class Connection:
             }
         except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
-        values = set(replies.values())
-        if len(values) == 1:
-            return values.pop()
-        return ", ".join(f"{node}={value}" for node, value in sorted(replies.items()))
+        return cluster_setting(replies)
 
     def pipeline(
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
