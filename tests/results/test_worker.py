@@ -188,9 +188,11 @@ def test_cancelled_delayed_and_queued_never_run_after_restarts(
     app: Relay, start_worker: Start
 ) -> None:
     q = app.queue("calc")
-    delayed = [q.put({"op": "add", "a": i, "b": 0}, delay=1.5) for i in range(10)]
     first = start_worker()
     wait_for(lambda: q.stats().consumers == 1, 20, what="the worker")
+    # Put once the worker is up (a slow start could outlast the delay: the messages
+    # would be running, not delayed, when cancelled).
+    delayed = [q.put({"op": "add", "a": i, "b": 0}, delay=1.5) for i in range(10)]
     cancelled = delayed[::2]
     assert all(q.cancel(i) for i in cancelled)
     queued_cancelled = q.put({"op": "add", "a": 0, "b": 0}, delay=0.5)
