@@ -22,7 +22,11 @@ COLORS = {"redrelay": "#c0392b", "seed": "#7f8c8d", "raw": "#bdc3c7", "peer": "#
 
 def main(source: str, target: str) -> None:
     doc: dict[str, Any] = json.loads(open(source).read())
-    rows = [r for r in doc["rows"]["memory"] if r["unit"] == "msg/s" and "median" in r]
+    rows = [
+        r
+        for r in doc["rows"]["memory"]
+        if r["unit"] == "msg/s" and "median" in r and r.get("section", "main") == "main"
+    ]  # the interleaved comparisons have their own table
     titles = list(dict.fromkeys(r["group"] for r in rows))
     heights = [len([r for r in rows if r["group"] == t]) for t in titles]
     fig, axes = plt.subplots(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,10 +34,11 @@ from bench._common import (
     machine_busy_seconds,
     own_cpu_seconds,
 )
+from bench.machine import machine
 from redrelay._server import RedisServer
 
 BENCH = ROOT / "bench"
-SYSTEMS = ("redrelay", "raw", *report.PEERS)
+SYSTEMS = ("redrelay", "raw", "limit", *report.PEERS)
 PASSES = {"memory": "no persistence", "aof": "AOF everysec"}
 #: Cores used by other processes (not the harness's) above which the figures are noisy.
 BUSY_CORES = 0.2
@@ -131,6 +131,8 @@ def driver_argv(
         return [sys.executable, str(BENCH / "measure_redrelay.py"), "main", *common]
     if system == "raw":
         return [sys.executable, str(BENCH / "measure_raw.py"), "main", *common]
+    if system == "limit":
+        return [sys.executable, str(BENCH / "measure_limit.py"), "main", *common]
     python = args.arq_python if system == "arq" else args.peers_python
     return [python, str(BENCH / "measure_peer.py"), system, *common]
 
@@ -221,9 +223,12 @@ def run_pass(
 
 
 def _progress(mode: str, rnd: int, system: str, result: dict[str, Any]) -> None:
-    keys = ("enqueue", "enqueue_bulk", "drain", "e2e", "publish")
+    keys = ("enqueue", "enqueue_bulk", "drain", "e2e", "publish", "put_ratio",
+            "drain_default_ratio", "topic_ratio", "scale_ratio")  # fmt: skip
     shown = " ".join(
-        f"{k}={result[k]:,.0f}" for k in keys if isinstance(result.get(k), (int, float))
+        f"{k}={result[k]:,.2f}" if k.endswith("ratio") else f"{k}={result[k]:,.0f}"
+        for k in keys
+        if isinstance(result.get(k), (int, float))
     )
     problems = [str(v) for k, v in result.items() if k.endswith("error")]
     print(
@@ -278,76 +283,6 @@ def run_extras(args: argparse.Namespace, url: str, work: Path) -> dict[str, Any]
     return extra
 
 
-def machine(args: argparse.Namespace, redis_version: str) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(
-            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
-        ),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "redis_server": redis_version,
-        "redis_py": version("redis"),
-        "hiredis": version("hiredis"),
-        "redrelay": version("redrelay"),
-    }
-    info["peers"] = _peer_versions(args)
-    return info
-
-
-def _peer_versions(args: argparse.Namespace) -> dict[str, str]:
-    code = (
-        "import importlib.metadata as m, json, sys; out = {}\n"
-        "for d in sys.argv[1:]:\n"
-        "    try: out[d] = m.version(d)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))"
-    )
-    versions: dict[str, str] = {}
-    for python, dists in (
-        (
-            args.peers_python,
-            [
-                "celery",
-                "kombu",
-                "rq",
-                "dramatiq",
-                "huey",
-                "faststream",
-                "taskiq",
-                "taskiq-redis",
-                "saq",
-                "redis",
-            ],
-        ),
-        (args.arq_python, ["arq", "redis"]),
-    ):
-        if not Path(python).exists():
-            continue
-        try:
-            text = subprocess.run(
-                [python, "-c", code, *dists], capture_output=True, text=True, timeout=60
-            ).stdout
-            got = json.loads(text or "{}")
-        except (subprocess.SubprocessError, ValueError):
-            continue
-        if "arq" in got:
-            got["redis (arq)"] = got.pop("redis", "?")
-        versions.update(got)
-    return versions
-
-
 def chart(args: argparse.Namespace, json_path: Path, png: Path) -> str | None:
     """Draw the PNG with whichever interpreter has matplotlib; return why not, if not."""
     reason = "no interpreter with matplotlib (run bench/run, which installs it)"
@@ -379,6 +314,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"round), {cfg['started']}, {cfg['minutes']} min. Median, min and max over the rounds; "
         "÷ seed is the ratio to the tutorial's raw redis-py pattern, ÷ best peer to the best "
         "peer of the group.",
+        f"Load average (1, 5, 15 min) {_load(cfg.get('load_before'))} at the start, "
+        f"{_load(cfg.get('load_after'))} at the end.",
         "",
     ]
     others = sorted(
@@ -412,11 +349,18 @@ def markdown(doc: dict[str, Any]) -> str:
         cpu = report.cpu_lines(runs, True, scaling)
         if cpu:
             lines += ["What the drain keeps busy (median, in CPU cores):", "", *cpu, ""]
+        if mode == "memory":
+            limit = report.limit_lines(doc["rows"][mode], runs, True)
+            lines += [*limit, ""] if limit else []
     lines += ["## Targets", "", *report.target_lines(doc["targets"], markdown=True), ""]
     more = report.extra_lines(doc["extra"], markdown=True)
     if more:
         lines += ["## Depth, scaling, profile", "", *more, ""]
     return "\n".join(lines)
+
+
+def _load(values: list[float] | None) -> str:
+    return "/".join(f"{v:.1f}" for v in values) if values else "?"
 
 
 def _others_now(seconds: float = 1.0) -> float:
@@ -445,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             "systems": args.systems,
             "timeout": args.timeout,
             "started": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+            "load_before": [round(x, 2) for x in os.getloadavg()],
+            "command": " ".join(
+                ["bench/run", *(sys.argv[1:] if argv is None else argv)]
+            ),
         },
         "runs": {},
         "rows": {},
@@ -470,13 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     doc["config"]["minutes"] = round((time.time() - started) / 60, 1)
+    doc["config"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     doc["machine"] = machine(args, redis_version)
     doc["peers"] = {
         s: r[0].get("config")
         for s, r in doc["runs"]["memory"].items()
         if r and r[0].get("config")
     }
-    doc["targets"] = report.targets(doc["rows"]["memory"], doc["extra"])
+    doc["targets"] = report.targets(
+        doc["rows"]["memory"], doc["extra"], doc["runs"]["memory"]
+    )
     json_path = args.out / "latest.json"
     json_path.write_text(
         json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
@@ -487,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(report.table_lines(doc["rows"][mode], markdown=False)))
         scaling = doc["extra"].get("scaling") if mode == "memory" else None
         print("\n".join(report.cpu_lines(doc["runs"][mode], False, scaling)))
+        if mode == "memory":
+            print(
+                "\n".join(
+                    report.limit_lines(doc["rows"][mode], doc["runs"][mode], False)
+                )
+            )
     print("\n" + "\n".join(report.target_lines(doc["targets"], markdown=False)))
     more = report.extra_lines(doc["extra"], markdown=False)
     if more:

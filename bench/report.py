@@ -12,6 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import targets as _targets
+from bench.report_extra import cpu_lines as cpu_lines
+from bench.report_extra import extra_lines as extra_lines
+
 PEERS = ("celery", "rq", "dramatiq", "huey", "arq", "faststream", "taskiq", "saq")
 
 #: What each peer's one-at-a-time and bulk producer calls are.
@@ -35,6 +39,10 @@ class Group:
     unit: str
     better: str  # "higher" or "lower"
     entries: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: "main" (sequential, against the seed and the peers) or "limit" (interleaved).
+    section: str = "main"
+    #: The limit driver's per-round ratio of the group's redrelay row to its baseline.
+    ratio_key: str | None = None
 
 
 def groups() -> list[Group]:
@@ -172,6 +180,20 @@ def groups() -> list[Group]:
         by_title["Worker RSS, idle (process tree)"].entries.append(
             (peer, "worker_rss_mb", f"{peer} worker, after the drain", "peer")
         )
+    for title, unit, better, key, entries in _targets.LIMIT_GROUPS:
+        g.append(
+            Group(
+                title,
+                unit,
+                better,
+                [
+                    (_targets.LIMIT, metric, label, role)
+                    for metric, label, role in entries
+                ],
+                section="limit",
+                ratio_key=key,
+            )
+        )
     return g
 
 
@@ -206,6 +228,7 @@ def rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 continue
             values = _values(runs, system, key)
             row: dict[str, Any] = {
+                "section": group.section,
                 "group": group.title,
                 "unit": group.unit,
                 "better": group.better,
@@ -240,6 +263,8 @@ def rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for row in built:
             m = row.get("median")
             row["vs_seed"] = m / seed if m is not None and seed else None
+            if group.ratio_key and row["role"] == "redrelay":
+                row["vs_seed"] = _targets.limit_ratio(runs, group.ratio_key)
             row["vs_best_peer"] = m / best if m is not None and best else None
             row["best_peer"] = best_name
         out += built
@@ -262,12 +287,21 @@ def ratio(value: float | None) -> str:
     return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
 
 
-def table_lines(table: Sequence[dict[str, Any]], markdown: bool) -> list[str]:
-    """The rows as a Markdown table or as aligned text, grouped by comparison."""
+def table_lines(
+    table: Sequence[dict[str, Any]], markdown: bool, section: str = "main"
+) -> list[str]:
+    """The rows of one section as a Markdown table or as aligned text, by comparison.
+
+    In the ``limit`` section the ratio column divides by the group's baseline (the
+    redrelay row's: the median of the per-round ratios)."""
     header = ["", "median", "min", "max", "÷ seed", "÷ best peer"]
+    if section != "main":
+        header = header[:4] + ["÷ baseline"]
     lines: list[list[str]] = []
     current = None
     for row in table:
+        if row.get("section", "main") != section:
+            continue
         if row["group"] != current:
             current = row["group"]
             title = f"{current} ({row['unit']}, {row['better']} is better)"
@@ -287,7 +321,9 @@ def table_lines(table: Sequence[dict[str, Any]], markdown: bool) -> list[str]:
             best = f"{ratio(row['vs_best_peer'])} ({row['best_peer']})"
         elif row["vs_best_peer"] is not None:
             best = ratio(row["vs_best_peer"])
-        lines.append([label, *cells, ratio(row["vs_seed"]), best])
+        lines.append([label, *cells, ratio(row["vs_seed"]), best][: len(header)])
+    if not lines:
+        return []
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * (len(header) - 1)]
         out += [
@@ -307,62 +343,6 @@ def table_lines(table: Sequence[dict[str, Any]], markdown: bool) -> list[str]:
     return text
 
 
-#: redrelay's modules, for the profile's inclusive summary ("Lease.ack (leases.py)").
-OUR_FILES = {
-    f"{name}.py)"
-    for name in (
-        "runner",
-        "leases",
-        "dispatch",
-        "envelope",
-        "message",
-        "handlers",
-        "sync",
-    )
-}
-#: CPU times tick at 10 ms: a shorter drain window says little about what limits it.
-MIN_CPU_WINDOW = 1.0
-
-
-def cpu_lines(
-    runs: dict[str, list[dict[str, Any]]],
-    markdown: bool,
-    scaling: dict[str, Any] | None = None,
-) -> list[str]:
-    """CPU cores busy during the drain (median over rounds): the worker vs redis-server.
-
-    Drains shorter than ``MIN_CPU_WINDOW`` seconds are left out; redrelay's comes from the
-    one-process ``--scaling`` drain when it ran (200,000 messages).
-    """
-    out = []
-    for system, result_list in runs.items():
-        key = "drain_brpop_cpu" if system == "raw" else "drain_cpu"
-        samples = [
-            r[key]
-            for r in result_list
-            if isinstance(r.get(key), dict)
-            and r.get(f"{key}_window_s", 1) >= MIN_CPU_WINDOW
-        ]
-        if not samples:
-            continue
-        worker = statistics.median(s["worker"] for s in samples)
-        redis = statistics.median(s["redis"] for s in samples)
-        name = "raw BRPOP loop" if system == "raw" else system
-        out.append((name, worker, redis))
-    one = (scaling or {}).get("drain_processes_1")
-    if one:
-        out.insert(0, ("redrelay (--scaling)", one["workers_cpu"], one["redis_cpu"]))
-    if not out:
-        return []
-    if markdown:
-        lines = ["| drain | worker (cores) | redis-server (cores) |", "|---|---|---|"]
-        lines += [f"| {n} | {w:.2f} | {r:.2f} |" for n, w, r in out]
-        return lines
-    return ["drain CPU: worker cores / redis-server cores"] + [
-        f"  {n:<16} {w:5.2f}  {r:5.2f}" for n, w, r in out
-    ]
-
-
 def _median(table: Sequence[dict[str, Any]], system: str, metric: str) -> float | None:
     for row in table:
         if row["system"] == system and row["metric"] == metric and "median" in row:
@@ -371,55 +351,38 @@ def _median(table: Sequence[dict[str, Any]], system: str, metric: str) -> float 
 
 
 def targets(
-    table: Sequence[dict[str, Any]], extra: dict[str, Any]
+    table: Sequence[dict[str, Any]],
+    extra: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The issue's targets, with the measured figure and whether it is met."""
+    """The targets with the measured figure and whether each is met.
+
+    The ratios of issue 17 come from the interleaved ``limit`` driver when it ran
+    (:mod:`bench.targets`); without it, put, publish and p99 from the sequential rows.
+    """
     m = lambda s, k: _median(table, s, k)  # noqa: E731
-    out = []
-
-    def add(
-        name: str, value: float | None, goal: float, better: str, shown: str
-    ) -> None:
-        met = (
-            None
-            if value is None
-            else (value >= goal if better == "higher" else value <= goal)
-        )
-        out.append(
-            {"target": name, "value": value, "goal": goal, "met": met, "shown": shown}
-        )
-
+    out = _targets.limit_targets(runs or {})
+    add = lambda *a: _targets.add(out, *a)  # noqa: E731
+    if not out:
+        for name, key, goal, better in (
+            ("put ≥ 0.95× seed LPUSH loop (sequential)", "enqueue", 0.95, "higher"),
+            ("publish ≥ 0.95× raw PUBLISH (sequential)", "publish", 0.95, "higher"),
+            ("p99 at 2,000 msg/s ≤ 1.2× raw (sequential)", "latency_p99_paced_us", 1.2, "lower"),
+        ):  # fmt: skip
+            a, b = m("redrelay", key), m("raw", key)
+            value = a / b if a is not None and b else None
+            add(name, value, goal, better, ratio(value))
     drain, dram = m("redrelay", "drain"), m("dramatiq", "drain")
     add("drain ≥ 150,000 msg/s", drain, 150_000, "higher", fmt(drain, "msg/s"))
     if drain and dram:
         add("drain ≈ 75× Dramatiq", drain / dram, 75, "higher", ratio(drain / dram))
     bulk = m("redrelay", "enqueue_bulk")
     add("put_many ≥ 300,000 msg/s", bulk, 300_000, "higher", fmt(bulk, "msg/s"))
-    for name, sys_key, seed_key, goal, better in (
-        ("put ≥ 0.9× seed LPUSH loop", "enqueue", "enqueue", 0.9, "higher"),
-        ("publish ≥ 0.9× raw PUBLISH", "publish", "publish", 0.9, "higher"),
-        (
-            "p99 at 2,000 msg/s ≤ 1.2× raw",
-            "latency_p99_paced_us",
-            "latency_p99_paced_us",
-            1.2,
-            "lower",
-        ),
-    ):
-        a, b = m("redrelay", sys_key), m("raw", seed_key)
-        value = a / b if a is not None and b else None
-        add(name, value, goal, better, ratio(value))
     e2e = m("redrelay", "e2e")
     add("end to end ≥ 80,000 msg/s", e2e, 80_000, "higher", fmt(e2e, "msg/s"))
-    mem = m("redrelay", "memory_per_msg")
-    add(
-        "memory per 100-byte message ≤ 250 B",
-        mem,
-        250,
-        "lower",
-        fmt(mem, "bytes") + " B" if mem else "—",
-    )
-    rss = m("redrelay", "worker_idle_rss_mb")
+    mem, rss = m("redrelay", "memory_per_msg"), m("redrelay", "worker_idle_rss_mb")
+    add("memory per 100-byte message ≤ 250 B", mem, 250, "lower",
+        fmt(mem, "bytes") + " B" if mem else "—")  # fmt: skip
     add(
         "idle worker RSS ≤ 60 MB",
         rss,
@@ -431,79 +394,34 @@ def targets(
     small = (depth.get("drain_depth_10000") or {}).get("rate")
     big = (depth.get("drain_depth_1000000") or {}).get("rate")
     if small and big:
-        add(
-            "drain at 1M queued within 20% of 10k",
-            big / small,
-            0.8,
-            "higher",
-            ratio(big / small),
-        )
+        add("drain at 1M queued within 20% of 10k", big / small, 0.8, "higher",
+            ratio(big / small))  # fmt: skip
     return out
 
 
-def target_lines(items: Sequence[dict[str, Any]], markdown: bool) -> list[str]:
-    mark = {True: "met", False: "NOT met", None: "no data"}
-    if markdown:
-        lines = ["| target | measured | |", "|---|---|---|"]
-        return lines + [
-            f"| {t['target']} | {t['shown']} | {mark[t['met']]} |" for t in items
-        ]
-    return ["targets"] + [
-        f"  {t['target']:<42} {t['shown']:>12}  {mark[t['met']]}" for t in items
+target_lines = _targets.target_lines
+
+
+def limit_lines(
+    table: Sequence[dict[str, Any]],
+    runs: dict[str, list[dict[str, Any]]],
+    markdown: bool,
+) -> list[str]:
+    """The interleaved comparisons (system ``limit``): table, CPU split, load."""
+    rows = table_lines(table, markdown, section="limit")
+    if not rows:
+        return []
+    loads = [
+        r["load_average"][0] for r in runs.get("limit", []) if r.get("load_average")
     ]
-
-
-def extra_lines(extra: dict[str, Any], markdown: bool) -> list[str]:
-    """The depth, scaling and profile results, when they ran."""
-    out: list[str] = []
-    depth = extra.get("depth")
-    if depth and "error" not in depth:
-        out.append(
-            "\n**Cost against depth** (one worker):"
-            if markdown
-            else "cost against depth (one worker)"
-        )
-        for key in ("drain_depth_10000", "drain_depth_1000000"):
-            d = depth.get(key) or {}
-            if d:
-                out.append(
-                    f"- {key.rsplit('_', 1)[1]} queued: {d['rate']:,.0f} msg/s "
-                    f"(worker {d['workers_cpu']:.2f} cores, redis-server {d['redis_cpu']:.2f})"
-                )
-        if depth.get("memory_per_msg_1m"):
-            out.append(
-                f"- Redis memory per 100-byte message at 1M queued: {depth['memory_per_msg_1m']:.0f} bytes"
-            )
-    scaling = extra.get("scaling")
-    if scaling and "error" not in scaling:
-        out.append(
-            f"\n**Scaling** ({scaling['depth']:,} queued):"
-            if markdown
-            else f"scaling ({scaling['depth']:,} queued)"
-        )
-        for k in (1, 2, 4):
-            d = scaling.get(f"drain_processes_{k}")
-            if d:
-                out.append(
-                    f"- {k} worker process{'es' if k > 1 else ''}: {d['rate']:,.0f} msg/s "
-                    f"(workers {d['workers_cpu']:.2f} cores, redis-server {d['redis_cpu']:.2f})"
-                )
-    prof = (extra.get("profile") or {}).get("summary")
-    if prof and prof.get("samples"):
-        out.append(
-            "\n**Drain profile** (py-spy, consumer thread):"
-            if markdown
-            else "drain profile (py-spy, consumer thread)"
-        )
-        out.append(
-            f"- waiting for Redis: {prof['waiting_for_redis_pct']}% of {prof['samples']} samples"
-        )
-        out.append(
-            "- self time: " + ", ".join(f"{n} {p}%" for n, p in prof["self"][:8])
-        )
-        ours = [(n, p) for n, p in prof["inclusive"] if n.split(" (")[-1] in OUR_FILES]
-        out.append("- inclusive: " + ", ".join(f"{n} {p}%" for n, p in ours[:8]))
-    for name in ("depth", "scaling", "profile"):
-        if (extra.get(name) or {}).get("error"):
-            out.append(f"- {name}: {extra[name]['error']}")
-    return out
+    head = (
+        "Against the baselines, interleaved (bench/measure_limit.py): each pair ran in "
+        "alternating slices of the same run, so both met the same load; ÷ baseline is "
+        "the median of the per-round ratios"
+        + (f"; load average {min(loads):.1f}–{max(loads):.1f} at the end of each round" if loads else "")
+        + "."
+    )  # fmt: skip
+    title = "## Against the baselines (interleaved)" if markdown else "\n== " + head
+    out = [title, ""] + ([head, ""] if markdown else []) + rows
+    cpu = _targets.scaling_cpu_lines(runs, markdown)
+    return out + ([""] + cpu if cpu else [])

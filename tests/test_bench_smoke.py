@@ -1,8 +1,10 @@
-"""The benchmark harness runs: a tiny N, redrelay and the raw baselines, one round.
+"""The benchmark harness runs: a tiny N, redrelay, the raw baselines and the interleaved
+comparisons (``limit``), one round.
 
 The peers are not installed in the test run (``bench/run`` builds their virtualenvs);
 this checks that the harness starts its own redis-server, drives redrelay's real worker
-and the raw redis-py loops, and writes the JSON and Markdown the README is fed from.
+and the raw redis-py loops, and writes the JSON and Markdown the README is fed from,
+with every row and target of issue 17 measured.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ REDRELAY_ROWS = {
     "latency_p99_unthrottled_us", "latency_p50_paced_us", "latency_p99_paced_us",
     "memory_per_msg", "worker_idle_rss_mb", "worker_rss_mb",
 }  # fmt: skip
+#: Every row of the interleaved table (bench/targets.py), redrelay's and its baseline's.
+LIMIT_ROWS = {
+    "put", "put_seed", "publish", "publish_seed", "channel_p50_us", "channel_p50_us_seed",
+    "channel_p99_us", "channel_p99_us_seed", "latency_p50_us", "latency_p50_us_seed",
+    "latency_p99_us", "latency_p99_us_seed", "drain_default", "drain_tuned", "drain_async",
+    "drain_limit", "topic_drain", "topic_bare", "scale_1", "scale_2",
+}  # fmt: skip
 RAW_ROWS = {
     "enqueue", "drain_brpop", "enqueue_pipeline", "enqueue_lpush_many", "drain_rpop_count",
     "drain_reliable", "e2e", "publish", "latency_p99_paced_us", "memory_per_msg",
@@ -30,26 +39,26 @@ RAW_ROWS = {
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_harness_runs_with_a_tiny_n(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = subprocess.run(
         [
             sys.executable, str(ROOT / "bench" / "harness.py"),
-            "--n", str(N), "--rounds", "1", "--only", "redrelay,raw",
+            "--n", str(N), "--rounds", "1", "--only", "redrelay,raw,limit",
             "--no-chart", "--timeout", "90", "--out", str(out),
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=230,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     doc = json.loads((out / "latest.json").read_text())
     assert doc["config"]["n"] == N
-    assert set(doc["runs"]["memory"]) == {"redrelay", "raw"}
+    assert set(doc["runs"]["memory"]) == {"redrelay", "raw", "limit"}
     (redrelay,) = doc["runs"]["memory"]["redrelay"]
     assert redrelay["drain_acked"] == N and redrelay["e2e_acked"] == N
     assert redrelay["received_paced"] == f"{N}/{N}"
@@ -60,15 +69,44 @@ def test_harness_runs_with_a_tiny_n(tmp_path: Path) -> None:
         if row.get("median")
     }
     missing = {("redrelay", m) for m in REDRELAY_ROWS} | {("raw", m) for m in RAW_ROWS}
+    missing |= {("limit", m) for m in LIMIT_ROWS}
     missing -= measured
     assert not missing, f"rows without a figure: {sorted(missing)}"
     seed = [r for r in doc["rows"]["memory"] if r["role"] == "seed"]
     assert seed and all(r["vs_seed"] == pytest.approx(1.0) for r in seed)
+    (limit,) = doc["runs"]["memory"]["limit"]
+    # Queues and the seed's subscriber lose nothing (a Listener may drop, and says so).
+    for key in ("latency_received", "latency_received_seed", "channel_received_seed"):
+        got, sent = limit[key].split("/")
+        assert got == sent and int(sent) > 0, (key, limit[key])
+    # Every ratio target of issue 17 has a figure (met or not: speed is not judged here).
+    ratios = [t for t in doc["targets"] if "×" in t["target"]]
+    assert len(ratios) >= 9 and all(t["value"] is not None for t in ratios)
 
     assert doc["machine"]["cores"] and doc["machine"]["redis_server"]
     text = (out / "latest.md").read_text()
     assert "| redrelay queue.put() |" in text and "Machine:" in text
-    assert "redrelay worker (acks)" in done.stdout
+    assert "## Against the baselines (interleaved)" in text
+    assert "| bare at-least-once loop (the limit) |" in text
+    assert "redrelay worker (acks)" in done.stdout and "÷ baseline" in done.stdout
+
+    # The README's speed table is written from that run, into a copy of the README.
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    wrote = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "readme.py"),
+         "--json", str(out / "latest.json"), "--readme", str(readme)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    block = (
+        readme.read_text()
+        .split("<!-- bench:start -->")[1]
+        .split("<!-- bench:end -->")[0]
+    )
+    assert f"`bench/run --n {N} --rounds 1 --only redrelay,raw,limit" in block
+    assert doc["machine"]["cpu"] in block and "load average" in block
+    assert "| put, one message per call (msg/s): redrelay queue.put() |" in block
 
 
 def test_run_script_is_executable_and_documents_itself() -> None:

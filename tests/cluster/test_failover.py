@@ -1,7 +1,9 @@
-"""A node of the cluster dies: the listener moves to another node; publishing goes on."""
+"""A node of the cluster dies: the listener moves to another node; publishing (sync and
+async) goes on."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from redrelay import Relay
@@ -76,5 +78,8 @@ def test_clients_start_while_the_first_node_is_down(tmp_path: Path) -> None:
             publisher = Relay(cluster.url, namespace="fo")
             publisher.publish("news", "through a live node")
             wait_for(lambda: got == ["through a live node"], timeout=10, what="message")
+            asyncio.run(publisher.apublish("news", "async, through a live node"))
+            wait_for(lambda: len(got) == 2, timeout=10, what="the async message")
+            assert got[1] == "async, through a live node"
             publisher.close()
         listening.close()

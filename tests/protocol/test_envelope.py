@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -86,6 +87,22 @@ def test_ids_are_unique_and_time_sortable() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
+
+
+def test_a_forked_child_draws_its_own_process_part_of_ids() -> None:
+    parent = new_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its id, exit at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    # 11 hex digits of ms, then 6 of process, then 6 of counter
+    assert child[11:17] != parent[11:17]
+    assert new_id()[11:17] == parent[11:17]
 
 
 def test_keys_share_one_hash_tag() -> None:

@@ -22,10 +22,11 @@ from redrelay import (
     ResultTimeout,
     Status,
 )
-from redrelay._server import RedisServer
+from redrelay._server import RedisServer, free_port
 from redrelay.protocol.keys import QueueKeys
 from redrelay.waiter import waiter_of
 
+from ..faults.proxy import FaultProxy
 from ..processes import Worker, wait_for
 from .conftest import ResultsWorker
 
@@ -213,9 +214,11 @@ def test_cancelled_delayed_and_queued_never_run_after_restarts(
     app: Relay, start_worker: Start
 ) -> None:
     q = app.queue("calc")
-    delayed = [q.put({"op": "add", "a": i, "b": 0}, delay=1.5) for i in range(10)]
     first = start_worker()
     wait_for(lambda: q.stats().consumers == 1, 20, what="the worker")
+    # Put once the worker is up (a slow start could outlast the delay: the messages
+    # would be running, not delayed, when cancelled).
+    delayed = [q.put({"op": "add", "a": i, "b": 0}, delay=1.5) for i in range(10)]
     cancelled = delayed[::2]
     assert all(q.cancel(i) for i in cancelled)
     queued_cancelled = q.put({"op": "add", "a": 0, "b": 0}, delay=0.5)
@@ -244,3 +247,28 @@ def test_cancel_running_handler_sees_it(app: Relay, start_worker: Start) -> None
     with pytest.raises(JobCancelled):
         q.result(msg_id, timeout=10)  # heartbeat=0.4: seen well within this
     assert q.status(msg_id) is Status.CANCELLED
+
+
+def test_a_connection_lost_in_a_start_up_step_is_retried(
+    redis_server_factory: Callable[..., RedisServer],
+    make_relay: Callable[..., Relay],
+) -> None:
+    """Start-up reads the cancels of each consumer that stores results; a connection
+    lost on that read (a Redis restart while the worker starts) used to end the worker
+    with exit status 0 and "stopped before Redis answered". Every step now retries."""
+    server = redis_server_factory(appendonly=False, port=free_port(), unix_socket=False)
+    assert server.port is not None
+    namespace = f"test-{secrets.token_hex(4)}"
+    relay = make_relay(url=server.url, namespace=namespace)
+    q = relay.queue("calc", results=True)
+    cancels = q.keys.cancels.encode()
+    with FaultProxy(("127.0.0.1", server.port)) as proxy:
+        proxy.lose_reply_to(b"SMEMBERS\r\n$%d\r\n%s" % (len(cancels), cancels))
+        worker = ResultsWorker(proxy.url, namespace)
+        try:
+            worker.wait_output("ready", 30)
+            assert worker.proc.poll() is None, worker.output()
+            assert "queue calc: results: Redis unavailable" in worker.output()
+            assert q.result(q.put({"op": "add", "a": 2, "b": 3}), timeout=20) == 5
+        finally:
+            assert worker.close() == 0

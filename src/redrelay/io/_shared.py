@@ -22,7 +22,7 @@ from ..errors import (
     ConfigurationError,
 )
 from ..protocol.requests import Arg, Step
-from .cluster import is_cluster_url
+from .cluster import is_cluster_url, split_cluster_url
 
 __all__ = [
     "RETRY_ON",
@@ -30,6 +30,9 @@ __all__ = [
     "check_wait",
     "IO_ERRORS",
     "client_options",
+    "cluster_options",
+    "cluster_setting",
+    "publish_order",
     "config_value",
     "durable_commands",
     "durable_reply",
@@ -67,6 +70,49 @@ def client_options(url: str, socket_timeout: float) -> dict[str, Any]:
         "retry_on_error": RETRY_ON,
         **tcp,
     }
+
+
+def cluster_options(
+    url: str, socket_timeout: float, retries: int
+) -> tuple[str, list[tuple[str, int]], dict[str, Any], int]:
+    """What both layers give ``RedisCluster.from_url``, the retry object aside.
+
+    Returns the URL of the first node (``redis://`` or ``rediss://``, auth and query
+    kept), the other nodes (startup nodes, so a client starts while the first is down),
+    the keyword arguments, and how many retries the retry object should make: at least
+    a few, since on a failed call the client moves to another node, and it needs that
+    even to start while its default node (slot 0's) is down.
+    """
+    head, tail, nodes = split_cluster_url(url, redact(url))
+    (host, port), others = nodes[0], nodes[1:]
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+    }
+    if head.startswith("rediss"):
+        options["ssl_check_hostname"] = True
+    return f"{head}{host}:{port}{tail}", others, options, max(retries, 3)
+
+
+def publish_order(first: Any, primaries: Sequence[Any]) -> list[Any]:
+    """The cluster nodes a PUBLISH tries in turn: the default node, then the others.
+
+    A classic PUBLISH reaches the subscribers of every node, so any node will do; the
+    client would otherwise route it by the channel's slot, and fail while that one node
+    is down.
+    """
+    return [first] + [n for n in primaries if n != first]
+
+
+def cluster_setting(replies: dict[str, str | None]) -> str | None:
+    """One setting as every cluster primary gave it: their common value, or
+    ``node=value, ...`` when they differ (so a check for the safe value fails, and the
+    text says where)."""
+    values = set(replies.values())
+    if len(values) == 1:
+        return values.pop()
+    return ", ".join(f"{node}={value}" for node, value in sorted(replies.items()))
 
 
 #: URL query parameters whose values are secrets.
@@ -168,6 +214,12 @@ def _response_error(url: str, exc: rex.ResponseError) -> Exception:
     text = str(exc)
     if text.startswith(("MOVED ", "ASK ")):  # redis-py < 6 parses them as plain errors
         return _redirect_error(url, exc)
+    if "NOREPLICAS" in text:  # checked before the first write: nothing was written
+        return BrokerUnavailable(
+            f"Redis at {redact(url)} refused the write: fewer replicas are connected "
+            f"than its min-replicas-to-write asks ({text}). Nothing was written; "
+            "retry when the replicas are back."
+        )
     if text.startswith("OOM") or "OOM command not allowed" in text:
         return BrokerFull(
             f"Redis at {redact(url)} is full (maxmemory reached): {text}. Nothing was written."

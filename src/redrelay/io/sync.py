@@ -19,20 +19,24 @@ from redis.retry import Retry
 from ..errors import ConfigurationError, RedrelayError
 from ..protocol.requests import Step
 from ..protocol.scripts import script
+from ._pending import Pending, Ready
 from ._shared import (
     IO_ERRORS,
     Arg,
     check_wait,
     client_options,
+    cluster_options,
+    cluster_setting,
     config_value,
     durable_commands,
     durable_reply,
+    publish_order,
     raise_translated,
     redact,
     server_version,
     translate,
 )
-from .cluster import is_cluster_url, split_cluster_url
+from .cluster import is_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -45,6 +49,10 @@ __all__ = ["Connection", "Pending", "Ready", "raise_translated", "redact", "tran
 
 T = TypeVar("T")
 
+
+#: Commands whose reply redis-py hands back unparsed (an integer), sent on the lean path
+#: of :meth:`Connection._lean_call`: a plain ``put`` and ``publish``.
+_LEAN = frozenset({"LPUSH", "PUBLISH"})
 
 #: redis-py before 5.3 requires a command name here; 5.3 and later warn when given one.
 _GET_CONNECTION_ARGS: tuple[str, ...] = (
@@ -118,21 +126,15 @@ class Connection:
         return self._client
 
     def _cluster_client(self) -> Any:
-        head, tail, nodes = split_cluster_url(self.url, redact(self.url))
-        (host, port), others = nodes[0], nodes[1:]
+        first, others, options, retries = cluster_options(
+            self.url, self._socket_timeout, self._retries
+        )
         try:
             return RedisCluster.from_url(
-                f"{head}{host}:{port}{tail}",
+                first,
                 startup_nodes=[ClusterNode(h, p) for h, p in others],  # type: ignore[no-untyped-call]
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=5.0,
-                socket_keepalive=True,
-                **({"ssl_check_hostname": True} if head.startswith("rediss") else {}),
-                # At least a few: on a failed call the client moves to another node, and
-                # it needs that even to start while its default node (slot 0's) is down.
-                retry=Retry(
-                    ExponentialBackoff(cap=1.0, base=0.05), max(self._retries, 3)
-                ),
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+                **options,
             )
         except ValueError as exc:
             raise ConfigurationError(
@@ -156,18 +158,14 @@ class Connection:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def publish(self, channel: str, data: bytes) -> int:
-        """PUBLISH; on a cluster through the default node, else the next live primary.
-
-        A classic PUBLISH reaches the subscribers of every node, so any node will do; the
-        client would otherwise route it by the channel's slot, and fail while that one
-        node is down.
-        """
+        """PUBLISH; on a cluster through the default node, else the next live primary
+        (see :func:`~redrelay.io._shared.publish_order`)."""
         if not self.is_cluster:
-            return int(self.call("PUBLISH", channel, data))
+            return int(self._lean_call(("PUBLISH", channel, data)))
         client: Any = self.client
         try:
             first = client.get_default_node()
-            nodes = [first] + [n for n in client.get_primaries() if n != first]
+            nodes = publish_order(first, client.get_primaries())
             for node in nodes:
                 try:
                     receivers = client.execute_command(
@@ -248,6 +246,39 @@ class Connection:
         except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
 
+    def _lean_call(self, command: tuple[Arg, ...]) -> Any:
+        """A command of ``_LEAN`` on a pooled connection, packed by hiredis, without
+        redis-py's per-call layers (retry closure, observability hooks, reply callbacks).
+
+        About 15 µs less CPU per call where system calls are slow (a VM), which is the
+        difference between a ``put`` and a bare ``LPUSH``. The pool still checks the
+        connection (health check, no unread data). Any failure but an error reply goes
+        the full way again (:meth:`call`), with redis-py's bounded retries: the same
+        at-least-once resend that redis-py makes after a connection error.
+        """
+        client = self.client
+        if self.is_cluster or _hiredis is None:
+            return self.call(*command)
+        pool = client.connection_pool
+        try:
+            connection: Any = pool.get_connection(*_GET_CONNECTION_ARGS)
+        except IO_ERRORS:
+            return self.call(*command)
+        try:
+            connection.send_packed_command([_hiredis.pack_command(command)])  # type: ignore[arg-type]
+            reply = connection.read_response()
+        except rex.ResponseError as exc:  # an error reply: the connection is fine
+            pool.release(connection)
+            raise_translated(self.url, exc, self.namespace)
+        except BaseException as exc:
+            connection.disconnect()  # a reply may be unread: never reuse it
+            pool.release(connection)
+            if isinstance(exc, IO_ERRORS):
+                return self.call(*command)
+            raise
+        pool.release(connection)
+        return reply
+
     def server_version(self) -> tuple[int, ...]:
         """The server's version, asked once per connection (``HELLO``)."""
         if self._version is None:
@@ -285,10 +316,7 @@ class Connection:
             }
         except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
-        values = set(replies.values())
-        if len(values) == 1:
-            return values.pop()
-        return ", ".join(f"{node}={value}" for node, value in sorted(replies.items()))
+        return cluster_setting(replies)
 
     def pipeline(
         self, commands: Sequence[Sequence[Arg]], *, transaction: bool = True
@@ -309,7 +337,11 @@ class Connection:
             elif step.script is not None:
                 reply = self.run(step.script, step.keys, step.args)
             elif len(step.commands) == 1:
-                reply = self.call(*step.commands[0])
+                command = step.commands[0]
+                if command[0] in _LEAN:
+                    reply = self._lean_call(tuple(command))
+                else:
+                    reply = self.call(*command)
             else:
                 reply = self.pipeline(step.commands, transaction=step.transaction)
         return reply
@@ -388,73 +420,3 @@ class Connection:
         if self._legacy_scripts is None:
             self._legacy_scripts = self.server_version() < (7, 0)
         return self._legacy_scripts
-
-
-class Pending:
-    """The reply of a script call sent by :meth:`Connection.send`, not read yet."""
-
-    __slots__ = ("_args", "_connection", "_keys", "_name", "_owner", "_pool")
-
-    def __init__(
-        self,
-        owner: Connection,
-        pool: Any,
-        connection: Any,
-        name: str,
-        keys: Sequence[str],
-        args: Sequence[Arg],
-    ) -> None:
-        self._owner, self._pool = owner, pool
-        self._connection: Any = connection
-        self._name, self._keys, self._args = name, keys, args
-
-    def result(self) -> Any:
-        """Wait for the reply (once). Raises like :meth:`Connection.run`.
-
-        A lost reply leaves it unknown whether the script ran: the caller decides (fetch
-        is sent again under the same tags, and then hands back what the lost call took).
-        """
-        connection, self._connection = self._connection, None
-        if connection is None:
-            raise RuntimeError("the reply was already read or discarded")
-        owner = self._owner
-        try:
-            try:
-                return connection.read_response()
-            except rex.NoScriptError:  # a restarted or flushed server: load it now
-                _, source = script(self._name).for_server(owner.legacy_scripts())
-                connection.send_command(
-                    "EVAL", source, len(self._keys), *self._keys, *self._args
-                )
-                return connection.read_response()
-        except IO_ERRORS as exc:
-            if not isinstance(exc, rex.ResponseError):
-                connection.disconnect()
-            raise_translated(owner.url, exc, owner.namespace)
-        finally:
-            self._pool.release(connection)
-
-    def discard(self) -> None:
-        """Drop the connection without reading the reply (the call may still run)."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.disconnect()
-            self._pool.release(connection)
-
-
-class Ready:
-    """A script call's outcome, known already (the :class:`Pending` shape, for clusters)."""
-
-    __slots__ = ("_outcome",)
-
-    def __init__(self, outcome: Any) -> None:
-        self._outcome = outcome
-
-    def result(self) -> Any:
-        """The reply, or raise the error the call raised."""
-        if isinstance(self._outcome, RedrelayError):
-            raise self._outcome
-        return self._outcome
-
-    def discard(self) -> None:
-        """Nothing to drop: the call is done."""

@@ -19,6 +19,7 @@ so a coroutine past its limit is cancelled at its next ``await`` and fails with
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -80,19 +81,46 @@ class LoopThread:
 
 
 class Bounded:
-    """At most ``limit`` coroutines of one handler in flight on a :class:`LoopThread`."""
+    """At most ``limit`` coroutines of one handler in flight on a :class:`LoopThread`.
+
+    Two ways in. A thread that holds a permit (:meth:`acquire`) hands one coroutine over
+    (:meth:`submit`, :meth:`start`). Or a thread hands a whole batch over at once, ahead
+    of free permits (:meth:`feed`): the loop keeps it in a backlog and starts each
+    coroutine, in order, as soon as a permit comes free, right where the previous one
+    ended: no thread hand-off per message, and no slot idle while a thread wakes up.
+    A thread waiting in :meth:`acquire` goes before the backlog.
+    """
 
     def __init__(self, aio: LoopThread, limit: int) -> None:
         self.aio = aio
         self.limit = limit
         self._permits = threading.Semaphore(limit)
+        #: Fed coroutines not started yet: (key, coro, claim, on_done); the loop pops them.
+        self._backlog: collections.deque[_Fed] = collections.deque()
+        #: Threads waiting in acquire(): the loop leaves freed permits to them.
+        self._waiters = 0
+        self._waiters_lock = threading.Lock()
+        #: (limit 1) a chain task is taking the backlog's coroutines one after another.
+        self._chained = False
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Wait for a free permit (the caller then must :meth:`submit` or :meth:`release`)."""
-        return self._permits.acquire(timeout=timeout)
+        if self._permits.acquire(blocking=False):
+            return True
+        with self._waiters_lock:
+            self._waiters += 1
+        try:
+            return self._permits.acquire(timeout=timeout)
+        finally:
+            with self._waiters_lock:
+                self._waiters -= 1
+            if self._backlog:  # it may have held back the loop for nothing
+                self.aio.loop.call_soon_threadsafe(self._pump)
 
     def release(self) -> None:
         self._permits.release()
+        if self._backlog:
+            self.aio.loop.call_soon_threadsafe(self._pump)
 
     def submit(
         self,
@@ -103,71 +131,111 @@ class Bounded:
         future = self.aio.submit(coro)
 
         def done(fut: Future) -> None:
-            self._permits.release()
+            self.release()
             if on_done is not None:
                 on_done(fut)
 
         future.add_done_callback(done)
         return future
 
-    def acquire_more(self, count: int) -> int:
-        """Take up to ``count`` more free permits without waiting; how many were taken."""
-        taken = 0
-        while taken < count and self._permits.acquire(blocking=False):
-            taken += 1
-        return taken
-
-    def submit_many(
+    def start(
         self,
-        items: list[tuple[str, Coroutine[Any, Any, Any]]],
+        key: str,
+        coro: Coroutine[Any, Any, Any],
         on_done: Callable[[str, asyncio.Task[Any]], None],
     ) -> None:
-        """Run each ``(key, coro)`` as a task under an acquired permit, all handed to the
-        loop in one call; ``on_done(key, task)`` runs on the loop thread as each ends."""
-        loop, permits = self.aio.loop, self._permits
-
-        def done(key: str, task: asyncio.Task[Any]) -> None:
-            permits.release()
-            on_done(key, task)
+        """Run ``coro`` as a task under an acquired permit; ``on_done(key, task)`` runs on
+        the loop thread when it ends (and the permit goes to the backlog, if any)."""
+        loop = self.aio.loop
 
         def spawn() -> None:
-            for key, coro in items:
-                task = loop.create_task(coro)
-                task.add_done_callback(functools.partial(done, key))
+            task = loop.create_task(coro)
+            task.add_done_callback(functools.partial(self._ended, key, on_done))
 
         loop.call_soon_threadsafe(spawn)
 
-    def submit_chain(
+    def feed(
         self,
         items: list[tuple[str, Coroutine[Any, Any, Any]]],
-        on_done: Callable[[str, Ended | None], None],
+        on_done: Callable[[str, asyncio.Task[Any] | Ended | None], None],
         claim: Callable[[str], bool],
     ) -> None:
-        """Run the ``(key, coro)`` one after the other under one acquired permit, in one
-        task handed to the loop in one call: ``concurrency=1`` without a thread hand-off
-        (nor a task, nor a turn of the loop) per message; the handlers share the chain's
-        context, as a thread's handlers share the thread's. Each starts only if
-        ``claim(key)`` (its delivery is still unstarted, not given back meanwhile); else
-        ``on_done(key, None)``."""
-        loop, permits = self.aio.loop, self._permits
+        """Hand the ``(key, coro)`` to the loop in one call, to start in order as permits
+        come free, without holding one now. Each starts only if ``claim(key)`` (its
+        delivery was not given back meanwhile), else it is closed and ``on_done(key,
+        None)``; when it ends, ``on_done(key, task)`` on the loop thread. With
+        ``limit=1`` they run one after the other in one chain task (no task nor turn of
+        the loop per message; they share the chain's context, as a thread's handlers
+        share the thread's), and ``on_done(key, Ended)``."""
+        self._backlog.extend([(key, coro, claim, on_done) for key, coro in items])
+        if self.limit == 1 and self._chained:
+            return  # the running chain takes them (else it pumps as it ends, see _chain)
+        self.aio.loop.call_soon_threadsafe(self._pump)
 
-        async def chain() -> None:
-            pending = iter(items)
-            try:
-                for key, coro in pending:
-                    if not claim(key):
-                        coro.close()
-                        on_done(key, None)
-                        continue
-                    # acall_handler returns what the handler raised; it raises only
-                    # when the chain itself is cancelled (shutdown).
-                    on_done(key, Ended(await coro))
-            finally:
-                for _, coro in pending:  # cancelled at shutdown: never started
-                    coro.close()
+    def _pump(self) -> None:
+        """On the loop: start what the backlog holds, as far as permits allow."""
+        backlog, permits, loop = self._backlog, self._permits, self.aio.loop
+        if self.limit == 1:
+            if backlog and not self._chained and not self._waiters:
+                if permits.acquire(blocking=False):
+                    self._chained = True
+                    loop.create_task(self._chain())
+            return
+        while backlog and not self._waiters and permits.acquire(blocking=False):
+            key, coro, claim, on_done = backlog.popleft()
+            if not claim(key):
+                coro.close()
                 permits.release()
+                on_done(key, None)
+                continue
+            task = loop.create_task(coro)
+            task.add_done_callback(functools.partial(self._ended, key, on_done))
 
-        loop.call_soon_threadsafe(loop.create_task, chain())
+    def _ended(
+        self,
+        key: str,
+        on_done: Callable[[str, asyncio.Task[Any]], None],
+        task: asyncio.Task[Any],
+    ) -> None:
+        on_done(key, task)
+        # The freed permit starts the next fed coroutine here, on the loop: handed on
+        # as it is, unless a thread waits for one (or with limit 1: a chain takes it).
+        backlog, loop = self._backlog, self.aio.loop
+        while backlog and not self._waiters and self.limit > 1:
+            key, coro, claim, done = backlog.popleft()
+            if claim(key):
+                task = loop.create_task(coro)
+                task.add_done_callback(functools.partial(self._ended, key, done))
+                return
+            coro.close()
+            done(key, None)
+        self._permits.release()
+        if backlog:
+            self._pump()
+
+    async def _chain(self) -> None:
+        """(limit 1) Take the backlog's coroutines one after the other under the one
+        permit, until it is empty or a thread waits for the permit."""
+        backlog = self._backlog
+        try:
+            while backlog and not self._waiters:
+                key, coro, claim, on_done = backlog.popleft()
+                if not claim(key):
+                    coro.close()
+                    on_done(key, None)
+                    continue
+                # acall_handler returns what the handler raised; it raises only when
+                # the chain itself is cancelled (shutdown).
+                on_done(key, Ended(await coro))
+        except asyncio.CancelledError:
+            while backlog:  # shutdown: never started
+                backlog.popleft()[1].close()
+            raise
+        finally:
+            self._chained = False
+            self._permits.release()
+        if backlog:
+            self._pump()
 
     def wait_all(self, timeout: float | None = None) -> bool:
         """Wait until nothing is in flight (or ``timeout``); True if nothing is."""
@@ -185,6 +253,15 @@ class Bounded:
         finally:
             for _ in range(taken):
                 self._permits.release()
+
+
+#: A fed coroutine: (key, coroutine, claim, on_done), see :meth:`Bounded.feed`.
+_Fed = tuple[
+    str,
+    Coroutine[Any, Any, Any],
+    Callable[[str], bool],
+    Callable[[str, "asyncio.Task[Any] | Ended | None"], None],
+]
 
 
 class Ended:

@@ -4,16 +4,20 @@ A wiped server answers as if all were well: queues look empty, leases look free.
 worker keeps an *epoch*: a random value stored once under ``<namespace>:epoch``. If the key
 is gone, or holds another value than the one this worker saw, the data set was replaced;
 the worker reports it (ERROR log line, counter) and carries on with the new data set.
+
+On Redis Cluster it also reports (WARNING, counter) a node's keys served by another node
+since the last check: a failover to a replica loses what the old primary had not
+replicated, and nothing else would say so.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerFull
-from ..io.sync import redact
+from ..io.sync import redact, translate
 from ..protocol.keys import epoch_key
 
 if TYPE_CHECKING:
@@ -37,6 +41,10 @@ class EpochWatch:
         self.key = epoch_key(namespace)
         self.epochs: dict[str, bytes] = {}
         self.wipes = 0
+        #: On a cluster: the node that served each per-node epoch key at the last check.
+        self.owners: dict[str, str] = {}
+        #: Times a per-node key was found on another node (a failover, or resharding).
+        self.moves = 0
 
     def keys(self) -> list[str]:
         """The epoch keys: the namespace's, and on a cluster one per primary."""
@@ -93,4 +101,29 @@ class EpochWatch:
                 if current is not None and current != mine
                 else "was missing",
             )
+        if self.conn.is_cluster:
+            self._watch_owners(keys[1:])
         return ok
+
+    def _watch_owners(self, keys: list[str]) -> None:
+        """Report a per-node key now served by another node: after a failover, what the
+        old primary acknowledged but had not replicated is gone (docs/scaling.md)."""
+        client: Any = self.conn.client
+        for key in keys:
+            with translate(self.conn.url, self.conn.namespace):  # slots moving
+                node = str(client.get_node_from_key(key).name)
+            seen, self.owners[key] = self.owners.get(key), node
+            if seen is None or seen == node:
+                continue
+            self.moves += 1
+            log.warning(
+                "Redis Cluster at %s: the slot of %s is served by %s now, not %s (a "
+                "failover, or resharding). After a failover, the writes %s acknowledged "
+                "but had not replicated yet are gone: puts lost, fetches and acks redone "
+                "(those messages run again); see docs/scaling.md, Failover.",
+                redact(self.conn.url),
+                key,
+                node,
+                seen,
+                seen,
+            )

@@ -59,9 +59,12 @@ class Fetcher:
         #: the same thread (coroutines start a whole batch at once: they keep prefetch).
         self.capped = bool(options.limits.concurrency) and not slot.consumer.is_async
         self.prefetch = 1 if self.capped else options.prefetch
-        # Coroutines: a batch returns as soon as it started, so its time says nothing.
+        # Coroutines: a batch returns as soon as it started, so its time says nothing,
+        # unless they run one at a time (aiobatch.py: a slow run is waited for).
         self.auto = (
-            options.prefetch_auto and not self.capped and not slot.consumer.is_async
+            options.prefetch_auto
+            and not self.capped
+            and (not slot.consumer.is_async or options.concurrency == 1)
         )
         self.stopping, self.poll = stopping, poll
         self.on_rejected = on_rejected

@@ -148,7 +148,13 @@ class Runner:
                 f"queue {consumer.name}: register",
             )
             retry_forever(lease.join, self._stopping, f"queue {consumer.name}: join")
-            track(lease, self.relay.codec, consumer.options.result_ttl, consumer.name)
+            retry_forever(  # reads the cancels and loads complete.lua
+                lambda c=consumer, lease=lease: track(
+                    lease, self.relay.codec, c.options.result_ttl, c.name
+                ),
+                self._stopping,
+                f"queue {consumer.name}: results",
+            )
             self._leases[consumer.name] = lease
             if consumer.is_async and self._aio is not None:
                 limit = consumer.options.concurrency

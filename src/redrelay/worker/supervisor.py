@@ -133,8 +133,15 @@ class Worker:
             try:
                 runner.start()  # retries until Redis answers, logging each failure
             except BrokerUnavailable:
-                log.warning("stopped before Redis answered")
-                return 0
+                if self._signalled.is_set():
+                    log.warning("stopped before Redis answered")
+                    return 0
+                # Every start-up step retries until Redis answers: one that did not is a
+                # defect, and a supervisor must restart us (not a clean exit).
+                log.critical(
+                    "could not start: Redis failed a start-up step", exc_info=True
+                )
+                return 1
             for line in server_warnings(self.relay.connection):
                 log.warning("%s", line)
             names = ", ".join(c.name for c in runner.consumers) or "none"

@@ -51,9 +51,19 @@ end
 
 local held = 0
 if #ARGV > 4 then
+  -- Which of them this consumer still holds: one XPENDING of what it holds (what it
+  -- fetched and has not finished: a bounded number), and one per id only when that
+  -- reply may have been cut short by its COUNT.
+  local limit = 2 * (#ARGV - 4) + 100
+  local pending = redis.call('XPENDING', KEYS[1], group, '-', '+', limit, consumer)
+  local mine = {}
+  for i = 1, #pending do
+    mine[pending[i][1]] = true
+  end
+  local cut = #pending >= limit
   local owned = {}
   for i = 5, #ARGV do
-    if #redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1, consumer) > 0 then
+    if mine[ARGV[i]] or (cut and #redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1, consumer) > 0) then
       owned[#owned + 1] = ARGV[i]
     end
   end
@@ -86,7 +96,7 @@ local function add(id, fields, deliveries)
   out[#out + 1] = id
   out[#out + 1] = entry
   out[#out + 1] = deliveries
-  out[#out + 1] = tonumber(redis.call('HGET', KEYS[4], id) or '0')
+  out[#out + 1] = 0  -- failures: read for every entry at once, below
 end
 local function deliveries_of(id)
   local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
@@ -196,8 +206,16 @@ if #out == 0 then
   end
   return {held, 0, trimmed, unread, wait}
 end
+local ids = {}
+for i = 1, #out, 4 do
+  ids[#ids + 1] = out[i]
+end
+local failures = redis.call('HMGET', KEYS[4], unpack(ids))
 local reply = {held, 1, trimmed, unread, 0}
 for i = 1, #out do
   reply[#reply + 1] = out[i]
+end
+for j = 1, #ids do
+  reply[5 + 4 * j] = tonumber(failures[j] or '0')
 end
 return reply

@@ -1,0 +1,65 @@
+"""The acks a topic consumer sends with its next fetch (``topic_fetch.lua``) settle only the
+entries that consumer still holds; any other id is rejected and counted.
+
+The script reads what the consumer holds with one ``XPENDING`` (at most twice the acks
+plus 100 entries), and checks id by id only when that reply may have been cut short: both
+paths are exercised here, with an id held by another consumer of the group.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from redrelay import Message, Relay
+from redrelay.topic import TopicSubscription
+from redrelay.worker.topic_leases import GroupLease, create_group
+
+
+def _setup(relay: Relay, count: int) -> tuple[TopicSubscription, list[str]]:
+    @relay.subscriber("t", group="g", start="beginning")
+    def handler(message: Message) -> None:  # pragma: no cover - never run here
+        pass
+
+    (sub,) = relay.topic_subscribers
+    ids = relay.topic("t").publish_many(list(range(count)))
+    create_group(relay.connection, sub)
+    return sub, ids
+
+
+def _lease(relay: Relay, sub: TopicSubscription) -> GroupLease:
+    lease = GroupLease(relay.connection, sub)
+    lease.join()
+    return lease
+
+
+def _counters(relay: Relay) -> dict[str, int]:
+    (group,) = relay.topic("t").stats().groups
+    return group.counters
+
+
+def _pending(relay: Relay, sub: TopicSubscription, consumer: str) -> list[str]:
+    rows = relay.connection.client.xpending_range(
+        sub.topic.keys.stream, "g", min="-", max="+", count=1000, consumername=consumer
+    )
+    return [row["message_id"].decode() for row in rows]
+
+
+@pytest.mark.parametrize("held", [3, 300], ids=["one-read", "cut-short"])
+def test_acks_with_a_fetch_settle_only_what_the_consumer_holds(
+    relay: Relay, held: int
+) -> None:
+    sub, ids = _setup(relay, held + 2)
+    mine, other = _lease(relay, sub), _lease(relay, sub)
+    assert [i[0] for i in mine.fetch(held, [], False).items] == ids[:held]
+    theirs = [i[0] for i in other.fetch(2, [], False).items]
+    assert theirs == ids[held:]
+
+    got = mine.fetch(10, [ids[0], ids[held - 1], theirs[0]], False)
+    assert got.held == 2 and got.items == []
+    counters = _counters(relay)
+    assert counters["acked"] == 2 and counters["rejected"] == 1
+    # the other consumer's entry is untouched: still its own, and its ack counts
+    assert _pending(relay, sub, other.consumer_id) == theirs
+    assert _pending(relay, sub, mine.consumer_id) == ids[1 : held - 1]
+    assert other.fetch(10, theirs, False).held == 2
+    assert _counters(relay)["acked"] == 4
