@@ -141,8 +141,9 @@ def test_wait_survives_a_redis_restart(
         wait_for(lambda: q.status(msg_id) is Status.RUNNING, 20, what="running")
         # The first consumer runs while the worker still starts the others: a restart
         # then (a loaded machine's timing) left the worker hung in its start-up, never
-        # "ready", the message RUNNING for good (a worker defect, not fixed here). This
-        # test is about the waiter: restart Redis once the worker is up.
+        # "ready", the message RUNNING for good; start-up under a lost connection is
+        # test_a_connection_lost_in_a_start_up_step_is_retried's. This test is about the
+        # waiter: restart Redis once the worker is up.
         worker.wait_output("ready", 30)
         outcome: list[Any] = []  # the value, or the exception the wait raised
 
