@@ -37,6 +37,7 @@ RUNS = f"{NAMESPACE}:runs"
 RECEIVED = f"{NAMESPACE}:received"
 GAPS = f"{NAMESPACE}:gaps"
 
+
 def history() -> redis.Redis:
     return client_of("FAULTS_HISTORY_URL")
 
