@@ -12,8 +12,8 @@ handled message and check exactly that:
   handled, the worker carries on with the new primary (and logs the failover), and a
   message is handled twice only if its first run was before the failover (at-least-once);
 - with ``min-replicas-to-write 1`` the same window's puts are refused instead, so nothing
-  acknowledged is lost;
-- acks lost with the primary mean second runs, never losses;
+  acknowledged is lost (``-m soak``);
+- acks lost with the primary mean second runs, never losses (``-m soak``);
 - a steady producer thread through one kill (five with ``-m soak``) loses nothing the
   replica was known to have.
 """
@@ -232,6 +232,7 @@ def _info(server: RedisServer) -> bytes:
     return reply
 
 
+@pytest.mark.soak  # ~10 s each: out of the 10-minute default suite
 def test_min_replicas_to_write_turns_the_loss_into_refused_puts(
     replicated: LocalCluster,
 ) -> None:
@@ -276,6 +277,7 @@ def test_min_replicas_to_write_turns_the_loss_into_refused_puts(
     assert all(run.handled[n][0] < killed_at for n in duplicates)
 
 
+@pytest.mark.soak  # ~10 s each: out of the 10-minute default suite
 def test_an_ack_lost_with_the_primary_means_a_second_run_not_a_loss(
     replicated: LocalCluster,
 ) -> None:
