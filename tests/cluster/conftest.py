@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from redrelay import Relay
 from redrelay._cluster import LocalCluster
+from redrelay.io.cluster import ASYNC_CLUSTER_REDIS_PY
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +36,19 @@ def make_cluster_relay(cluster: LocalCluster) -> Iterator[Callable[..., Relay]]:
     yield factory
     for relay in relays:
         relay.close()
+
+
+def async_cluster_supported() -> bool:
+    """Whether the installed redis-py runs the asyncio API on a cluster."""
+    return (
+        tuple(int(p) for p in redis.__version__.split(".")[:2])
+        >= ASYNC_CLUSTER_REDIS_PY
+    )
+
+
+#: The asyncio API on a cluster needs a recent redis-py (redrelay.io.cluster); the
+#: lowest run (scripts/test --lowest) checks that older ones are refused instead.
+needs_async_cluster = pytest.mark.skipif(
+    not async_cluster_supported(),
+    reason=f"redis-py {redis.__version__}: the asyncio API on a cluster is refused",
+)

@@ -19,6 +19,9 @@ from redrelay.io.aio import AsyncConnection
 from redrelay.listener import Listener
 
 from ..processes import wait_for
+from .conftest import needs_async_cluster
+
+pytestmark = needs_async_cluster
 
 MakeRelay = Callable[..., Relay]
 

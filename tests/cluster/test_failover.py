@@ -12,6 +12,7 @@ from redrelay._server import AdminClient
 from redrelay.listener import Listener
 
 from ..processes import wait_for
+from .conftest import needs_async_cluster
 
 
 def _subscribed_node(cluster: LocalCluster, channel_key: str) -> int | None:
@@ -66,6 +67,7 @@ def test_channels_survive_the_death_of_a_node(tmp_path: Path) -> None:
         listening.close()
 
 
+@needs_async_cluster
 def test_clients_start_while_the_first_node_is_down(tmp_path: Path) -> None:
     """The node listed first, which also holds slot 0 (the client's default node), is down."""
     got: list[object] = []

@@ -16,6 +16,7 @@ from redrelay.listener import Listener
 
 from ..processes import wait_for
 from ..security.helpers import Certs, make_certs
+from .conftest import needs_async_cluster
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def tls_cluster(
         yield cluster
 
 
+@needs_async_cluster
 def test_the_url_names_every_tls_port_and_the_ca(
     tls_cluster: LocalCluster, certs: Certs
 ) -> None:
@@ -57,6 +59,7 @@ def test_the_url_names_every_tls_port_and_the_ca(
         relay.close()
 
 
+@needs_async_cluster
 def test_queues_topics_and_channels_sync_and_async(tls_cluster: LocalCluster) -> None:
     relay = Relay(tls_cluster.url, namespace=f"t{secrets.token_hex(3)}")
     done: list[Any] = []
@@ -97,6 +100,7 @@ def test_queues_topics_and_channels_sync_and_async(tls_cluster: LocalCluster) ->
         relay.close()
 
 
+@needs_async_cluster
 def test_a_client_that_does_not_trust_the_ca_is_refused(
     tls_cluster: LocalCluster, certs: Certs
 ) -> None:

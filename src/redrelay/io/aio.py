@@ -30,6 +30,7 @@ import weakref
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any, TypeVar
 
+import redis
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -54,7 +55,7 @@ from ._shared import (
     server_version,
     translate,
 )
-from .cluster import is_cluster_url, split_cluster_url
+from .cluster import check_async_cluster, is_cluster_url, split_cluster_url
 from .sentinel import SCHEME as SENTINEL_SCHEME
 from .sentinel import parse_sentinel_url
 
@@ -133,6 +134,7 @@ class AsyncConnection:
         #: Whether the URL selects Redis Cluster (each loop's client is then a
         #: ``redis.asyncio.cluster.RedisCluster``).
         self.is_cluster = is_cluster_url(url)
+        check_async_cluster(url, redis.__version__)
         #: Per cluster client started (_start_cluster), by its id: a bound on its
         #: concurrent commands, so that a burst waits for a connection as on a single
         #: server (the cluster client has no blocking pool; past ``max_connections`` per
