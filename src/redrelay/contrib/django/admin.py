@@ -30,8 +30,20 @@ def _short(text: str) -> str:
     return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
 
 
+class _ReadOnly(admin.ModelAdmin):
+    """Nothing added or changed through the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: Any | None = None
+    ) -> bool:
+        return False
+
+
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(_ReadOnly):
     """Outbox rows: newest last, filterable by kind and alias, searchable by name."""
 
     list_display = (
@@ -59,14 +71,6 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def short_error(self, row: OutboxMessage) -> str:
         return _short(row.last_error)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: Any | None = None
-    ) -> bool:
-        return False
-
     @admin.action(  # type: ignore[untyped-decorator]
         description="Send selected outbox messages now", permissions=["delete"]
     )
@@ -90,7 +94,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(_ReadOnly):
     """The "Dashboard" entry of the admin's index, for staff: a link to where the project mounted
     ``redrelay.dashboard.django`` (the URL named ``redrelay-dashboard``), which checks
     its own access (staff, or the ``permission=`` it was given)."""
@@ -100,14 +104,6 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any | None = None) -> bool:
         return self.has_module_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: Any | None = None
-    ) -> bool:
-        return False
 
     def has_delete_permission(
         self, request: HttpRequest, obj: Any | None = None
