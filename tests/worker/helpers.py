@@ -6,6 +6,11 @@ from collections import Counter
 
 import redis
 
+from redrelay import Relay
+from redrelay.config import ConsumerOptions
+from redrelay.protocol.envelope import decode_entry
+from redrelay.worker.leases import Lease
+
 from ..processes import ROOT as ROOT
 from ..processes import Worker
 from ..processes import wait_for as wait_for
@@ -42,3 +47,19 @@ def runs(url: str, namespace: str) -> list[tuple[str, int, str, int]]:
 
 def done_counts(url: str, namespace: str) -> Counter[str]:
     return Counter(r[0] for r in runs(url, namespace) if r[2] == "done")
+
+
+def joined_lease(relay: Relay, name: str = "q", **options: object) -> Lease:
+    """A consumer's lease on queue ``name``, joined: drive fetch/ack step by step."""
+    lease = Lease(
+        relay.connection, relay.queue(name).keys, ConsumerOptions.build(**options)
+    )  # type: ignore[arg-type]
+    lease.join()
+    return lease
+
+
+def queued_body(entry: bytes) -> object:
+    """The body of a queued entry (its envelope's ``b``)."""
+    envelope = decode_entry(entry).envelope
+    assert envelope is not None
+    return envelope["b"]

@@ -8,25 +8,12 @@ import random
 import pytest
 
 from redrelay import ConfigurationError, Message, Relay
-from redrelay.config import ConsumerOptions
 from redrelay.protocol.envelope import decode_entry, rewrite_header
 from redrelay.worker.leases import Batch, Lease, recover_expired
 
+from .helpers import joined_lease as _lease
+from .helpers import queued_body as _body
 from .helpers import wait_for
-
-
-def _lease(relay: Relay, name: str = "q", **options: object) -> Lease:
-    lease = Lease(
-        relay.connection, relay.queue(name).keys, ConsumerOptions.build(**options)
-    )  # type: ignore[arg-type]
-    lease.join()
-    return lease
-
-
-def _body(entry: bytes) -> object:
-    envelope = decode_entry(entry).envelope
-    assert envelope is not None
-    return envelope["b"]
 
 
 def _fetch_all(lease: Lease, count: int = 200) -> list[object]:
