@@ -35,7 +35,12 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
@@ -55,6 +60,8 @@ CHROMIUM_ARGS = (
     "--window-size=1280,900",
 )
 HERE = Path(__file__).resolve().parent
+#: What a condition may raise while the page it reads is being replaced.
+NOT_YET = (StaleElementReferenceException, NoSuchElementException)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,11 +71,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class Browser(webdriver.Chrome):
-    """Chromium with a bounded wait that explains itself when it times out."""
+    """Chromium with a bounded wait that explains itself when it times out.
+
+    A condition may look at the page while a form post or a link is replacing it: an element
+    found on the old page and read after the swap is stale, which means "not yet", not failure.
+    """
 
     def wait(self, condition: Callable[[Any], Any], timeout: float = 10.0) -> Any:
+        waiting = WebDriverWait(
+            self, timeout, poll_frequency=0.05, ignored_exceptions=NOT_YET
+        )
         try:
-            return WebDriverWait(self, timeout, poll_frequency=0.05).until(condition)
+            return waiting.until(condition)
         except TimeoutException:
             try:
                 text = self.find_element("tag name", "body").text
