@@ -21,7 +21,7 @@ __all__ = ["Pending", "Ready"]
 class Pending:
     """The reply of a script call sent by :meth:`Connection.send`, not read yet."""
 
-    __slots__ = ("_args", "_connection", "_keys", "_name", "_owner", "_pool")
+    __slots__ = ("_args", "_connection", "_keys", "_name", "_owner", "_pool", "_skip")
 
     def __init__(
         self,
@@ -31,10 +31,14 @@ class Pending:
         name: str,
         keys: Sequence[str],
         args: Sequence[Arg],
+        skip: bool = False,
     ) -> None:
         self._owner, self._pool = owner, pool
         self._connection: Any = connection
         self._name, self._keys, self._args = name, keys, args
+        #: A command was sent before the script (``send_script(first=)``): its reply
+        #: comes first and is dropped.
+        self._skip = skip
 
     def result(self) -> Any:
         """Wait for the reply (once). Raises like :meth:`Connection.run`.
@@ -47,6 +51,11 @@ class Pending:
             raise RuntimeError("the reply was already read or discarded")
         owner = self._owner
         try:
+            if self._skip:
+                try:
+                    connection.read_response()
+                except rex.ResponseError:
+                    pass  # that command failed, not the script: its reply follows
             try:
                 return connection.read_response()
             except rex.NoScriptError:  # a restarted or flushed server: load it now

@@ -382,7 +382,12 @@ class Connection:
             return result
 
     def send_script(
-        self, name: str, keys: Sequence[str], args: Sequence[Arg]
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        first: Sequence[Arg] | None = None,
     ) -> Pending | Ready:
         """Send a protocol script call on a connection of its own; read its reply later.
 
@@ -390,9 +395,16 @@ class Connection:
         works while Python does. The connection stays out of the pool until
         :meth:`Pending.result` (or :meth:`Pending.discard`). On a cluster the call is
         made at once (:class:`Ready`): the client picks the node per command.
+
+        ``first``: a command sent just before the script on the same connection, its
+        reply dropped. An idle worker sends a blocking wait there (``BLMOVE``): Redis
+        holds the script back until the wait returns, then runs it at once, so the
+        entry that woke the worker comes back in the same round trip.
         """
         if self.is_cluster:
             try:
+                if first is not None:
+                    self.call(*first)
                 return Ready(self.run(name, keys, args))
             except RedrelayError as exc:
                 return Ready(exc)
@@ -401,15 +413,16 @@ class Connection:
             connection: Any = pool.get_connection(*_GET_CONNECTION_ARGS)
         except IO_ERRORS as exc:
             raise_translated(self.url, exc, self.namespace)
-        pending = Pending(self, pool, connection, name, keys, args)
+        pending = Pending(self, pool, connection, name, keys, args, first is not None)
         sha, _ = script(name).for_server(self._legacy_scripts is True)
-        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        commands = [] if first is None else [tuple(first)]
+        commands.append(("EVALSHA", sha, len(keys), *keys, *args))
         try:
             if _hiredis is None:
-                connection.send_command(*command)
+                connection.send_packed_command(connection.pack_commands(commands))
             else:
-                packed = _hiredis.pack_command(command)  # type: ignore[arg-type]
-                connection.send_packed_command([packed])
+                packed = [_hiredis.pack_command(c) for c in commands]  # type: ignore[arg-type]
+                connection.send_packed_command(packed)
         except IO_ERRORS as exc:
             pending.discard()
             raise_translated(self.url, exc, self.namespace)

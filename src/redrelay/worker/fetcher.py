@@ -75,7 +75,8 @@ class Fetcher:
 
     def next(self, acks: list[str]) -> Batch | None:
         """Send ``acks`` (emptied) and read the next batch into ``slot.pending``; None when
-        the queue is empty (after waiting, unless acks went out) or the lease was lost.
+        the queue is empty (then the next fetch, behind a blocking wait, is on the wire
+        unless acks went out: see :meth:`_wait`) or the lease was lost.
 
         Raises BrokerUnavailable (logged, after a pause) when Redis is away: the same fetch
         goes out again on the next call.
@@ -93,7 +94,7 @@ class Fetcher:
         elif isinstance(got, Held):  # a flow limit: the list is not empty, so sleep
             self.stopping.wait(min(self.poll, got))
         else:
-            self._wait(got)
+            self._wait(got, acks)
         return None
 
     def ran(self, batch: Batch, seconds: float) -> None:
@@ -170,7 +171,7 @@ class Fetcher:
         acks.clear()
         return call
 
-    def _send(self, call: Fetch) -> None:
+    def _send(self, call: Fetch, wait: float | None = None) -> None:
         if call.acks:
             crash_point("ack")
         slot = self.slot
@@ -179,7 +180,7 @@ class Fetcher:
         with slot.lock:
             slot.ahead = call.reservation
         try:
-            self.lease.send_fetch(call)
+            self.lease.send_fetch(call, wait)
         finally:
             with slot.lock:
                 slot.ahead = call.reservation
@@ -206,11 +207,26 @@ class Fetcher:
                 slot.pending.extend(zip(got.tags, got.entries, strict=True))
         return got
 
-    def _wait(self, due: float) -> None:
-        """Block until an entry is ready, the next delayed one is due (``due`` seconds;
-        -1: none) or the poll interval passes."""
+    def _wait(self, due: float, acks: list[str]) -> None:
+        """Wait until an entry is ready, the next delayed one is due (``due`` seconds;
+        -1: none) or the poll interval passes.
+
+        On a plain queue the wait rides in front of the next fetch, sent now
+        (:meth:`Lease.send_fetch`): the next call reads both, and the entry that ended
+        the wait comes with it, one round trip after the put instead of two. Until
+        then the fetch counts as sent ahead (``slot.ahead``): ``stop()`` and
+        :meth:`close` give back what it takes.
+        """
+        if due == 0:
+            return
         # At least 10 ms: Redis 6.2 reads a timeout of "0.001" as 0, "block forever"
         # (and checks blocked clients' timeouts only every 100 ms anyway).
         wait = max(0.01, round(self.poll if due < 0 else min(self.poll, due), 3))
-        if due != 0:
+        if not self.lease.waits_in_fetch:
             self.lease.wait(wait)
+            return
+        self.call = self._new(acks)
+        try:
+            self._send(self.call, wait)
+        except BrokerUnavailable:
+            pass  # sent again (without the wait), and the outage logged, by next()

@@ -175,13 +175,25 @@ class Lease:
         keys, args = self._fetch_call(reservation, acks)
         return self._parse(reservation, self.conn.run("fetch", keys, args))
 
-    def send_fetch(self, fetch: Fetch) -> None:
+    #: :meth:`send_fetch` can wait for an entry itself (a sharded lease cannot).
+    waits_in_fetch = True
+
+    def send_fetch(self, fetch: Fetch, wait: float | None = None) -> None:
         """Send ``fetch`` (again, after a lost reply) without waiting: :meth:`receive`
-        reads the reply. Redis moves the next batch while this thread runs the last one."""
+        reads the reply. Redis moves the next batch while this thread runs the last one.
+
+        With ``wait`` (seconds), an empty queue's fetch: the same connection carries
+        first the blocking wait of :meth:`wait`, which holds the fetch back in Redis
+        until an entry arrives or ``wait`` passes, so the entry that ends the wait is
+        fetched in that round trip, not in a second one. Nothing moves while the fetch
+        is held back (the wait moves the entry onto itself): a process killed meanwhile
+        leaves the entry in the queue, and its connection's fetch never runs.
+        """
         fetch.reply = None
         fetch.reservation = self._current(fetch.reservation, fetch.reservation.count)
         keys, args = self._fetch_call(fetch.reservation, fetch.acks)
-        fetch.reply = self.conn.send_script("fetch", keys, args)
+        first = None if wait is None else self._wait_command(wait)
+        fetch.reply = self.conn.send_script("fetch", keys, args, first=first)
 
     def receive(self, fetch: Fetch) -> tuple[int, Batch | float | None]:
         """The reply of a sent fetch, as :meth:`fetch` returns it. If this raises, the
@@ -354,9 +366,11 @@ class Lease:
 
     def wait(self, seconds: float) -> None:
         """Block until the queue may have entries, at most ``seconds`` (BLMOVE onto itself)."""
-        self.conn.call(
-            "BLMOVE", self.keys.ready, self.keys.ready, "RIGHT", "RIGHT", seconds
-        )
+        self.conn.call(*self._wait_command(seconds))
+
+    def _wait_command(self, seconds: float) -> tuple[str, str, str, str, str, float]:
+        ready = self.keys.ready
+        return ("BLMOVE", ready, ready, "RIGHT", "RIGHT", seconds)
 
     def recover(self) -> int:
         """Recover expired consumers' deliveries (see :func:`recover_expired`)."""

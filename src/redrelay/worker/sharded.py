@@ -165,9 +165,14 @@ class ShardedLease:
                 soonest = got if soonest < 0 else min(soonest, got)
         return held, soonest
 
-    def send_fetch(self, fetch: Fetch) -> None:
+    #: An idle thread waits on one shard, then fetches from it (:meth:`wait`):
+    #: the wait cannot ride on a fetch sent beforehand.
+    waits_in_fetch = False
+
+    def send_fetch(self, fetch: Fetch, wait: float | None = None) -> None:
         """No fetch ahead over shards (which shard answers depends on the replies before):
-        the fetch runs in :meth:`receive`."""
+        the fetch runs in :meth:`receive` (``wait`` is never given: see
+        ``waits_in_fetch``)."""
         fetch.reply = None
 
     def receive(self, fetch: Fetch) -> tuple[int, Batch | float | None]:
