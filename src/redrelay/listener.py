@@ -54,8 +54,11 @@ class _Lost(Exception):
 class Listener(_GapReporting):
     """Runs channel subscribers: one thread and one connection for all of them.
 
-    The listener thread only reads and sorts: each subscriber has its own thread and a
-    bounded queue, so a slow handler never delays the others or the reading. When a
+    The listener thread reads and sorts: each subscriber has its own thread and a
+    bounded queue, so a slow handler never delays the others or the reading (but for
+    one call: a plain handler whose last call returned within a millisecond, with
+    nothing queued, is called on the listener thread itself, which saves a thread
+    wake per message; see :mod:`redrelay._subscriber`). When a
     queue is full, new messages for that subscriber are dropped and reported as a gap
     ("subscriber too slow"). A handler's failure (any ``BaseException``, even
     ``SystemExit``) is logged at ERROR with its traceback and passed to
@@ -430,12 +433,16 @@ class Listener(_GapReporting):
         message = self._decode(pattern, key, name, data)
         if message is None:
             return
+        alone = len(workers) == 1
         for worker in workers:
             if not worker.full():
                 if worker.unreported_drops:
                     # The run of drops is over: reported (on_gap called) before the
                     # message that ends it reaches the handler.
                     self._flush_drops(worker, force=True)
+                if alone and worker.direct(message):
+                    continue  # a quick idle handler, called here (see _subscriber.py)
+                worker.given += 1
                 worker.queue.put(message)
                 continue
             self.dropped += 1
