@@ -22,12 +22,16 @@ OWN = "redrelay-subscriber-channel-news"
 
 
 @pytest.fixture
-def listening(relay: Relay) -> Iterator[Callable[[Callable[[Message], None]], Listener]]:
+def listening(
+    relay: Relay,
+) -> Iterator[Callable[[Callable[[Message], None]], Listener]]:
     """``listening(handler)``: a connected Listener with one subscriber on "news"."""
     started: list[Listener] = []
 
     def start(handler: Callable[[Message], None]) -> Listener:
-        listener = Listener(relay, [Subscriber(channel="news", pattern=False, handler=handler)])
+        listener = Listener(
+            relay, [Subscriber(channel="news", pattern=False, handler=handler)]
+        )
         started.append(listener)
         listener.start()
         assert listener.connected.wait(WAIT), "the listener did not subscribe"
