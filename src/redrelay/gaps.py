@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import DecodeError
-from .message import Message
-from .protocol.envelope import decode_entry, new_id
+from .message import Message, make_message
+from .protocol.envelope import decode_entry, fresh_envelope, new_id
 
 if TYPE_CHECKING:
     from ._subscriber import _Worker
@@ -86,22 +86,31 @@ class _GapReporting:
         self, pattern: bytes | None, key: bytes, name: str, data: bytes
     ) -> Message | None:
         try:
-            decoded = decode_entry(data, self.relay.signing_key)
-            env = decoded.envelope
-            if env is None:
-                return Message(
-                    id=decoded.raw_id or new_id(),
-                    body=decoded.raw,
+            # The hot path: an unsigned JSON envelope without headers needs no Decoded
+            # and no dataclass __init__ (about 5 µs less per message).
+            env = fresh_envelope(data) if self.relay.signing_key is None else None
+            if env is not None:
+                message = make_message(
+                    env["i"], env["b"], env.get("h") or {}, None, name, 1, 0,
+                    float(env.get("t", 0)) / 1000, None, False, None,
+                )  # fmt: skip
+            else:
+                decoded = decode_entry(data, self.relay.signing_key)
+                env = decoded.envelope
+                if env is None:
+                    return Message(
+                        id=decoded.raw_id or new_id(),
+                        body=decoded.raw,
+                        channel=name,
+                        raw=True,
+                    )
+                message = Message(
+                    id=env["i"],
+                    body=env["b"],
+                    headers=env.get("h") or {},
                     channel=name,
-                    raw=True,
+                    enqueued_at=float(env.get("t", 0)) / 1000,
                 )
-            message = Message(
-                id=env["i"],
-                body=env["b"],
-                headers=env.get("h") or {},
-                channel=name,
-                enqueued_at=float(env.get("t", 0)) / 1000,
-            )
         except (DecodeError, TypeError, ValueError) as exc:
             self.decode_errors += 1
             log.error(
