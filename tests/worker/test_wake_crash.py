@@ -33,9 +33,10 @@ def _waiting(url: str) -> int:
 
 def _idle_worker(start_worker: Callable[..., WorkerProcess], url: str) -> WorkerProcess:
     """A worker (two consumer threads, 1 s lease) whose threads both wait for work."""
+    before = _waiting(url)  # other tests' workers, if any are still there
     worker = start_worker(TEST_LEASE="1", TEST_CONCURRENCY="2", TEST_PREFETCH="10")
     wait_for(
-        lambda: _waiting(url) >= 2,
+        lambda: _waiting(url) >= before + 2,
         timeout=20,
         what="both consumer threads in the blocking wait",
     )
