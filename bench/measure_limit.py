@@ -30,6 +30,11 @@ runs at default settings unless its key says ``tuned``.
   processes (alternating), until the ``acked`` counter reaches the total, with the CPU
   cores each worker and ``redis-server`` used (``/proc/<pid>/stat``).
 
+With ``--baseline-src DIR`` the two latency rows also run a third side, redrelay from
+another source tree (e.g. ``main``), in the same alternation: keys ``*_us_baseline`` and
+``*_baseline_ratio`` (this tree's ÷ the baseline's), so a change is judged against the
+code before it under the same load.
+
 Every ``*_ratio`` key is redrelay ÷ its baseline (for latency: redrelay's ÷ the seed's);
 for put and publish, the median over pairs of blocks of the ratio within the pair.
 """
@@ -78,8 +83,8 @@ PACED_RATE, PACED_SECONDS, SLICE = 2000, 3.0, 0.25
 LATENCY_RATE = 100
 TOPIC_BATCH = 50
 DRAIN_TURNS = 2
-RAW_CHANNEL, RR_CHANNEL = "bench-raw", "bench-rr"
-LATENCY_QUEUE = "bench-latency"
+RAW_CHANNEL, RR_CHANNEL, BASE_CHANNEL = "bench-raw", "bench-rr", "bench-base"
+LATENCY_QUEUE, BASE_QUEUE = "bench-latency", "bench-latency-base"
 #: Header of a fresh unsigned JSON entry (``\\x1frr1:0:0:j``): the payload follows.
 HEADER = 10
 
@@ -89,6 +94,15 @@ def worker(app: str, *options: str) -> list[str]:
         sys.executable, "-m", "redrelay", "worker", f"bench.apps.{app}:relay",
         "--no-subscribers", "--grace", "5", *options,
     ]  # fmt: skip
+
+
+def baseline_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment that runs redrelay from ``--baseline-src`` (bench/ from here)."""
+    return {
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(args.baseline_src).resolve()), str(ROOT)]
+        )
+    }
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -150,17 +164,22 @@ def pubsub(args: argparse.Namespace, out: dict[str, Any]) -> None:
     r = redis.Redis.from_url(args.url)
     relay = Relay(args.url)
     channel = relay.channel(RR_CHANNEL)
-    files = {s: args.workdir / f"{s}-sub.json" for s in ("raw", "rr")}
+    base = relay.channel(BASE_CHANNEL)
+    sides = ("raw", "rr", "base") if args.baseline_src else ("raw", "rr")
+    files = {s: args.workdir / f"{s}-sub.json" for s in sides}
     procs = {}
     for side, path in files.items():
         path.unlink(missing_ok=True)
         procs[side] = spawn(
-            [sys.executable, __file__, f"{side}-sub", "--url", args.url,
-             "--out", str(path)],
+            [sys.executable, __file__, "rr-sub" if side == "base" else f"{side}-sub",
+             "--url", args.url, "--out", str(path),
+             "--channel", BASE_CHANNEL if side == "base" else RR_CHANNEL],
             args.workdir / f"{side}-sub.log",
+            baseline_env(args) if side == "base" else None,
         )  # fmt: skip
     try:
-        keys = {"raw": RAW_CHANNEL, "rr": channel.key}
+        keys = {"raw": RAW_CHANNEL, "rr": channel.key, "base": base.key}
+        keys = {side: keys[side] for side in sides}
         deadline = time.monotonic() + 20
         while any(r.pubsub_numsub(k)[0][1] < 1 for k in keys.values()):
             if time.monotonic() > deadline or any(
@@ -177,10 +196,15 @@ def pubsub(args: argparse.Namespace, out: dict[str, Any]) -> None:
         def rr(phase: str) -> None:
             channel.publish({"t": now_ns(), "k": phase})
 
+        def on_base(phase: str) -> None:
+            base.publish({"t": now_ns(), "k": phase})
+
+        senders = [raw, rr, on_base][: len(sides)]
         per_slice = int(PACED_RATE * SLICE)
         slices = max(2, int(2 * args.paced_seconds / SLICE))
+        slices -= slices % len(senders)
         for s in range(slices):
-            paced(raw if s % 2 == 0 else rr, per_slice)
+            paced(senders[s % len(senders)], per_slice)
 
         rates = publish_rates(procs, rr, raw, min(args.n, PUBLISH_MAX))
         out["publish_ratio"] = rates.pop("ratio")
@@ -189,13 +213,14 @@ def pubsub(args: argparse.Namespace, out: dict[str, Any]) -> None:
             files,
             procs,
             {"raw": lambda: r.publish(RAW_CHANNEL, "END"),
-             "rr": lambda: channel.publish("END")},
+             "rr": lambda: channel.publish("END"),
+             "base": lambda: base.publish("END")},
         )  # fmt: skip
     finally:
         for p in procs.values():
             stop(p)
         relay.close()
-    percentiles(out, "channel", got, slices // 2 * per_slice)
+    percentiles(out, "channel", got, slices // len(senders) * per_slice)
     r.flushall()
 
 
@@ -246,10 +271,22 @@ def percentiles(
         out[f"{prefix}_p50_us{suffix}"] = _us(percentile(lat, 50))
         out[f"{prefix}_p99_us{suffix}"] = _us(percentile(lat, 99))
         out[f"{prefix}_received{suffix}"] = f"{len(lat)}/{sent}"
+    if "base" in got:
+        lat = got["base"]
+        out[f"{prefix}_p50_us_baseline"] = _us(percentile(lat, 50))
+        out[f"{prefix}_p99_us_baseline"] = _us(percentile(lat, 99))
+        out[f"{prefix}_received_baseline"] = f"{len(lat)}/{sent}"
     for q in ("p50", "p99"):
         out[f"{prefix}_{q}_ratio"] = ratio(
             out[f"{prefix}_{q}_us"], out[f"{prefix}_{q}_us_seed"]
         )
+        if "base" in got:
+            out[f"{prefix}_{q}_baseline_ratio"] = ratio(
+                out[f"{prefix}_{q}_us"], out[f"{prefix}_{q}_us_baseline"]
+            )
+            out[f"{prefix}_{q}_baseline_seed_ratio"] = ratio(
+                out[f"{prefix}_{q}_us_baseline"], out[f"{prefix}_{q}_us_seed"]
+            )
 
 
 def _us(ns: float | None) -> float | None:
@@ -314,7 +351,7 @@ def rr_subscriber(args: argparse.Namespace) -> None:
     latencies: list[int] = []
     done = threading.Event()
 
-    @relay.subscriber(RR_CHANNEL)
+    @relay.subscriber(args.channel)
     def on_event(message: Message) -> None:
         now = time.monotonic_ns()
         body = message.body
@@ -338,7 +375,9 @@ def latency(args: argparse.Namespace, out: dict[str, Any]) -> None:
     r = redis.Redis.from_url(args.url)
     relay = Relay(args.url)
     q = relay.queue(LATENCY_QUEUE)
-    files = {s: args.workdir / f"{s}-latency.txt" for s in ("raw", "rr")}
+    bq = relay.queue(BASE_QUEUE)
+    sides = ("rr", "raw", "base") if args.baseline_src else ("rr", "raw")
+    files = {s: args.workdir / f"{s}-latency.txt" for s in sides}
     for path in files.values():
         path.unlink(missing_ok=True)
     procs = {
@@ -360,9 +399,20 @@ def latency(args: argparse.Namespace, out: dict[str, Any]) -> None:
             args.workdir / "latency-raw.log",
         ),  # fmt: skip
     }
+    if args.baseline_src:
+        procs["base"] = spawn(
+            worker("latency_app", "--queue", BASE_QUEUE),
+            args.workdir / "latency-base.log",
+            {"BENCH_REDIS_URL": args.url, "BENCH_LATENCY_OUT": str(files["base"]),
+             "BENCH_LATENCY_QUEUE": BASE_QUEUE, **baseline_env(args)},
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while q.stats().consumers < 1 or not (args.workdir / "raw-ready").exists():
+        while (
+            q.stats().consumers < 1
+            or (args.baseline_src and bq.stats().consumers < 1)
+            or not (args.workdir / "raw-ready").exists()
+        ):
             if time.monotonic() > deadline or any(
                 p.poll() is not None for p in procs.values()
             ):
@@ -370,22 +420,26 @@ def latency(args: argparse.Namespace, out: dict[str, Any]) -> None:
             time.sleep(0.01)
         time.sleep(args.settle)  # both waiting for work
         count = int(LATENCY_RATE * args.latency_seconds)
-        interval = 1 / (2 * LATENCY_RATE)
+        n = len(sides)
+        interval = 1 / (n * LATENCY_RATE)
         due = time.monotonic()
-        for i in range(2 * count):
+        for i in range(n * count):
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            if i % 2 == 0:
+            if i % n == 0:
                 q.put({"t": time.monotonic_ns()})
-            else:
+            elif i % n == 1:
                 r.lpush("seed-latency", json.dumps({"t": time.monotonic_ns()}))
+            else:
+                bq.put({"t": time.monotonic_ns()})
             due += interval
         got = _wait_files(
             files,
             procs,
-            {"rr": lambda: q.put("END"), "raw": lambda: r.lpush("seed-latency", "END")},
-        )
+            {"rr": lambda: q.put("END"), "raw": lambda: r.lpush("seed-latency", "END"),
+             "base": lambda: bq.put("END")},
+        )  # fmt: skip
     finally:
         for p in procs.values():
             stop(p)
@@ -592,6 +646,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("."))
     parser.add_argument("--out")
     parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--channel", default=RR_CHANNEL, help="rr-sub: its channel")
+    parser.add_argument(
+        "--baseline-src",
+        help="latency and pubsub: also run redrelay from this src/ directory",
+    )
     args = parser.parse_args()
     if args.role == "raw-sub":
         raw_subscriber(args)

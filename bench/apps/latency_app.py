@@ -2,7 +2,8 @@
 
 Each body is ``{"t": time.monotonic_ns() at put}``; the handler keeps ``now - t``. The
 body ``"END"`` writes the latencies (ns, one per line) to ``$BENCH_LATENCY_OUT``. Run by
-``python -m redrelay worker bench.apps.latency_app:relay --queue bench-latency``.
+``python -m redrelay worker bench.apps.latency_app:relay --queue bench-latency`` (or the
+queue named by ``$BENCH_LATENCY_QUEUE``: a baseline tree's worker beside it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from redrelay import Message, Relay
 
 relay = Relay(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-QUEUE = "bench-latency"
+QUEUE = os.environ.get("BENCH_LATENCY_QUEUE", "bench-latency")
 _latencies: list[int] = []
 
 
