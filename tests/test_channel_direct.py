@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 
 from redrelay import Message, Relay
 from redrelay._subscriber import DIRECT_WITHIN
@@ -114,3 +115,32 @@ def test_a_slow_call_sends_the_next_messages_to_its_own_thread(
     relay.publish("news", "after")
     wait_for(lambda: seen[-1][0] == "after", what="the message after it")
     assert seen[-1][1] == OWN  # the slow call sent it back to its own thread
+
+
+def test_a_burst_goes_through_the_queue_while_the_listener_reads_on(
+    relay: Relay, listening: Callable[..., Listener]
+) -> None:
+    seen: list[tuple[object, str]] = []
+
+    def handler(message: Message) -> None:
+        seen.append((message.body, threading.current_thread().name))
+
+    listening(handler)
+    n = 0
+    while not seen or seen[-1][1] != LISTENER:  # proved quick: called directly
+        assert n < 200, "no call ran on the listener thread"
+        k = len(seen)
+        relay.publish("news", n)
+        wait_for(lambda k=k: len(seen) == k + 1, what=f"message {n}")
+        n += 1
+    # 200 messages in one write: the listener finds more to read behind each one, so
+    # they go through the subscriber's queue and thread, in order.
+    burst = [f"b{i}".encode() for i in range(200)]
+    with redis.Redis.from_url(relay.connection.url) as client:
+        pipe = client.pipeline(transaction=False)
+        for body in burst:
+            pipe.publish(relay.channel("news").key, body)
+        pipe.execute()
+    wait_for(lambda: len(seen) == n + len(burst), what="the burst")
+    assert [body for body, _ in seen[n:]] == burst
+    assert OWN in {name for _, name in seen[n:]}

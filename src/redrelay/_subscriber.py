@@ -4,11 +4,13 @@ The listener thread reads and sorts; each subscriber handles its messages on its
 thread (or, for ``async def`` handlers, as coroutines on an event loop thread), so a
 slow handler never delays the others or the reading for long. One exception, for
 latency: a plain handler whose last call returned within :data:`DIRECT_WITHIN`, with
-nothing queued or running, is called on the listener thread itself (:meth:`_Worker.direct`).
-Waking the subscriber's thread for each message cost about 50 µs at the median and
-most of the tail on a loaded 2-core machine (the woken thread waits for a core). A call
-that takes longer sends the next messages back through the queue and thread, so a
-handler that turns slow delays the reading by that one call.
+nothing queued or running, is called on the listener thread itself when nothing more
+waits to be read (:meth:`_Worker.may_call_here`). Waking the subscriber's thread for
+each message cost about 50 µs at the median and much of the tail on a loaded 2-core
+machine (the woken thread waits for a core). A call that takes longer sends the next
+messages back through the queue and thread, so a handler that turns slow delays the
+reading by that one call; and while messages arrive faster than they are handled,
+they go through the queue, whose drops are reported.
 """
 
 from __future__ import annotations
@@ -83,15 +85,16 @@ class _Worker:
             daemon=True,
         )
 
-    def direct(self, message: Message) -> bool:
-        """On the listener thread: call the handler here and now if it is a plain one
-        that proved quick and nothing of this subscriber is queued or running (so the
-        order of its messages holds). False: queue ``message`` instead."""
-        if not self.quick or self.given != self.handled or self.abandon:
-            return False
+    def may_call_here(self) -> bool:
+        """On the listener thread: whether the next message may be handled there (a
+        plain handler that proved quick, and nothing of this subscriber queued or
+        running, so the order of its messages holds)."""
+        return self.quick and self.given == self.handled and not self.abandon
+
+    def call_here(self, message: Message) -> None:
+        """Handle ``message`` on the calling (listener) thread (see :meth:`may_call_here`)."""
         self.given += 1
         self._handle(message)
-        return True
 
     def full(self) -> bool:
         """Whether a new message would be dropped. Only the listener thread queues

@@ -177,6 +177,9 @@ class Listener(_GapReporting):
         self._down_since: float | None = None
         #: Sessions opened so far (on a cluster, which node the next one subscribes on).
         self._sessions = 0
+        #: The connection being read and its URL (for direct calls: ``_caught_up``).
+        self._raw: Any = None
+        self._url = ""
         self._down_reason = ""
 
     def __repr__(self) -> str:
@@ -323,8 +326,10 @@ class Listener(_GapReporting):
                     raw.send_command("SUBSCRIBE", *self._channels, check_health=False)
                 if self._patterns:
                     raw.send_command("PSUBSCRIBE", *self._patterns, check_health=False)
+            self._raw, self._url = raw, conn.url
             self._read_loop(conn.url, raw)
         finally:
+            self._raw = None
             if raw is not None:
                 raw.disconnect()
             conn.close()
@@ -416,6 +421,16 @@ class Listener(_GapReporting):
         self._ever_connected = True
         self.connected.set()
 
+    def _caught_up(self) -> bool:
+        """Nothing more has arrived to read: a handler called on this thread delays no
+        message. Behind, messages go through the subscribers' queues, which drop (and
+        report) what a slow subscriber cannot take, while this thread reads on."""
+        raw = self._raw
+        if raw is None:
+            return False
+        with translate(self._url):
+            return not raw.can_read(timeout=0)
+
     def _name(self, key: bytes) -> str:
         name = self._names.get(key)
         if name is None:
@@ -440,8 +455,9 @@ class Listener(_GapReporting):
                     # The run of drops is over: reported (on_gap called) before the
                     # message that ends it reaches the handler.
                     self._flush_drops(worker, force=True)
-                if alone and worker.direct(message):
-                    continue  # a quick idle handler, called here (see _subscriber.py)
+                if alone and worker.may_call_here() and self._caught_up():
+                    worker.call_here(message)  # quick and idle (see _subscriber.py)
+                    continue
                 worker.given += 1
                 worker.queue.put(message)
                 continue
