@@ -38,7 +38,8 @@ from .._faults import crash_point
 from ..errors import DecodeError
 from ..handlers import Called, acall_handler
 from ..message import Message, make_message
-from ..protocol.envelope import MAGIC, fresh_envelope
+from ..protocol.envelope import MAGIC, fresh_envelope, is_fresh_json
+from .aioinline import END, Failed, admit, ignore, run_inline, settle_inline
 from .aioloop import Bounded, Ended, Future, ended
 from .dispatch import Outcome, Started, begin, finish, settle
 
@@ -89,7 +90,7 @@ def run_async_batch(
         # interval: acks held over it would sit in flight). A partial batch: the queue
         # ran dry, settle these first too.
         room = max(0, bounded.limit - n) if n >= consumer.options.prefetch else 0
-        while len(run.running) > room and not runner._halt.is_set():
+        while run.busy() > room and not runner._halt.is_set():
             slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
             run.harvest(0.05, ends=True)
         run.harvest(0)
@@ -115,7 +116,7 @@ def finish_async(runner: Runner, slot: Slot) -> None:
     run = _runs.pop(slot, None)
     if run is None:
         return
-    while run.running and not runner._halt.is_set():
+    while run.busy() and not runner._halt.is_set():
         slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
         run.harvest(0.05, ends=True)
     run.harvest(0)
@@ -148,6 +149,13 @@ def _feed_all(
     when it can start at once: once what came before it started, under a permit."""
     items = list(zip(batch.tags, batch.entries, strict=True))
     i, n = 0, len(items)
+    # Plain deliveries of a chain run inline, a run of them per coroutine (aioinline.py).
+    inline = (
+        run.plain
+        and bounded.limit == 1
+        and not runner.relay.handler_contexts
+        and run.consumer.options.time_limit is None
+    )
     while i < n:
         if runner._stopping.is_set():
             return  # stop() gave back the rest
@@ -155,9 +163,21 @@ def _feed_all(
             with slot.lock:
                 slot.pending.clear()  # taken over: these are back in the queue already
             return
-        if items[i][1].startswith(_FIRST_DELIVERY):
+        if inline and is_fresh_json(items[i][1]):
             j = i + 1
-            while j < n and items[j][1].startswith(_FIRST_DELIVERY):
+            while j < n and is_fresh_json(items[j][1]):
+                j += 1
+            run.runs += 1
+            run.fed_at, run.last_fed = time.monotonic(), items[j - 1][0]
+            bounded.feed([(items[i][0], run_inline(run, items[i:j]))], ignore, admit)
+            i = j
+        elif items[i][1].startswith(_FIRST_DELIVERY):
+            j = i + 1
+            while (
+                j < n
+                and items[j][1].startswith(_FIRST_DELIVERY)
+                and not (inline and is_fresh_json(items[j][1]))
+            ):
                 j += 1
             ready = []
             for tag, entry in items[i:j]:
@@ -277,8 +297,12 @@ class _AsyncBatch:
         )
         #: Finished tasks, appended by the loop thread; ``wake`` is set when one lands.
         self.finished: collections.deque[
-            tuple[str, asyncio.Task[Any] | Ended | None]
+            tuple[str, asyncio.Task[Any] | Ended | Failed | None]
         ] = collections.deque()
+        #: Inline runs fed and not ended (aioinline.py), and the tags of their handlers
+        #: that returned (appended by the loop thread, taken by this one).
+        self.runs = 0
+        self.acked: list[str] = []
         self.wake = threading.Event()
         #: The fetching thread waits for a coroutine to end (else only for the slot's
         #: fed deliveries to have all started, or for the ack interval).
@@ -349,6 +373,10 @@ class _AsyncBatch:
             return acall_handler(consumer.handler, started.message, contexts, limit)
         return _acall_bare(consumer.handler, started.message)
 
+    def busy(self) -> int:
+        """Deliveries fed and not settled yet (an inline run counts as one)."""
+        return len(self.running) + self.runs
+
     def quick(self) -> bool:
         """Whether the last fed run had all started within _AHEAD_WITHIN: then the
         thread fetches the next batch while it runs, as the sync fetcher does."""
@@ -391,10 +419,21 @@ class _AsyncBatch:
         finished, running, acks = self.finished, self.running, self.acks
         plain = self.lease.tracker is None
         acked = 0
+        if self.acked:
+            # Appended by the loop meanwhile: only ever at the end, so these stay put.
+            done = len(self.acked)
+            acks.extend(self.acked[:done])
+            del self.acked[:done]
+            acked += done
         while finished:
             tag, task = finished.popleft()
+            if isinstance(task, Failed):
+                if task is END:
+                    self.runs -= 1
+                else:
+                    settle_inline(self, tag, task)
             # The hot path: a handler that returned, no result to keep.
-            if plain and task is not None and _returned(task):
+            elif plain and task is not None and _returned(task):
                 del running[tag]
                 acks.append(tag)
                 acked += 1
