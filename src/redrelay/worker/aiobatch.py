@@ -8,7 +8,8 @@ loop keeps them in the consumer's :class:`~redrelay.worker.aioloop.Bounded` back
 starts each where the previous one ended, so a slot never waits for a thread to wake
 up. The thread settles each outcome (:func:`~redrelay.worker.dispatch.settle`) and acks
 as the coroutines finish, collected in batches too. With ``concurrency=1`` they run as
-one chain (no task per message). Unstarted deliveries stay in the slot until they
+one chain (no task per message), and plain first deliveries run inline, a run of them
+per coroutine (:mod:`.aioinline`). Unstarted deliveries stay in the slot until they
 start, so ``stop()`` gives them back at once, as for threads.
 
 How far the thread runs ahead: it hands a batch over once the one before it has all
