@@ -72,17 +72,25 @@ class Fetcher:
         self.call: Fetch | None = None
         #: The last batch ran within AHEAD_WITHIN.
         self.quick = False
+        #: The queue was empty: the next fetch waits this long in Redis (see _wait).
+        self.wait_first: float | None = None
 
     def next(self, acks: list[str]) -> Batch | None:
         """Send ``acks`` (emptied) and read the next batch into ``slot.pending``; None when
-        the queue is empty (then the next fetch, behind a blocking wait, is on the wire
-        unless acks went out: see :meth:`_wait`) or the lease was lost.
+        the queue is empty (the next call then waits for an entry: see :meth:`_wait`)
+        or the lease was lost.
 
         Raises BrokerUnavailable (logged, after a pause) when Redis is away: the same fetch
         goes out again on the next call.
         """
+        wait, self.wait_first = self.wait_first, None
         if self.call is None:
             self.call = self._new(acks)
+            if wait is not None and not self.call.acks:
+                try:
+                    self._send(self.call, wait)
+                except BrokerUnavailable:
+                    pass  # sent again (without the wait), and the outage logged, below
         got = self._receive(self.call)
         self.call = None
         if isinstance(got, Batch):
@@ -94,7 +102,7 @@ class Fetcher:
         elif isinstance(got, Held):  # a flow limit: the list is not empty, so sleep
             self.stopping.wait(min(self.poll, got))
         else:
-            self._wait(got, acks)
+            self._wait(got)
         return None
 
     def ran(self, batch: Batch, seconds: float) -> None:
@@ -207,14 +215,15 @@ class Fetcher:
                 slot.pending.extend(zip(got.tags, got.entries, strict=True))
         return got
 
-    def _wait(self, due: float, acks: list[str]) -> None:
+    def _wait(self, due: float) -> None:
         """Wait until an entry is ready, the next delayed one is due (``due`` seconds;
         -1: none) or the poll interval passes.
 
-        On a plain queue the wait rides in front of the next fetch, sent now
-        (:meth:`Lease.send_fetch`): the next call reads both, and the entry that ended
-        the wait comes with it, one round trip after the put instead of two. Until
-        then the fetch counts as sent ahead (``slot.ahead``): ``stop()`` and
+        On a plain queue the wait rides in front of the next fetch, which the next call
+        of :meth:`next` sends (after the consumer loop settled what still ran, and saw
+        no stop; not with acks, which must not wait): it reads both, and the entry that
+        ended the wait comes with it, one round trip after the put instead of two.
+        Meanwhile the fetch counts as sent ahead (``slot.ahead``): ``stop()`` and
         :meth:`close` give back what it takes.
         """
         if due == 0:
@@ -222,11 +231,7 @@ class Fetcher:
         # At least 10 ms: Redis 6.2 reads a timeout of "0.001" as 0, "block forever"
         # (and checks blocked clients' timeouts only every 100 ms anyway).
         wait = max(0.01, round(self.poll if due < 0 else min(self.poll, due), 3))
-        if not self.lease.waits_in_fetch:
+        if self.lease.waits_in_fetch:
+            self.wait_first = wait
+        else:
             self.lease.wait(wait)
-            return
-        self.call = self._new(acks)
-        try:
-            self._send(self.call, wait)
-        except BrokerUnavailable:
-            pass  # sent again (without the wait), and the outage logged, by next()
