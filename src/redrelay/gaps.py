@@ -87,7 +87,7 @@ class _GapReporting:
     ) -> Message | None:
         try:
             # The hot path: an unsigned JSON envelope without headers needs no Decoded
-            # and no dataclass __init__ (about 5 µs less per message).
+            # and no dataclass __init__ (half the time: 2.4-2.8 against 5.6-5.9 µs here).
             env = fresh_envelope(data) if self.relay.signing_key is None else None
             if env is not None:
                 message = make_message(
