@@ -37,7 +37,7 @@ def _idle_worker(start_worker: Callable[..., WorkerProcess], url: str) -> Worker
     worker = start_worker(TEST_LEASE="1", TEST_CONCURRENCY="2", TEST_PREFETCH="10")
     wait_for(
         lambda: _waiting(url) >= before + 2,
-        timeout=20,
+        timeout=60,
         what="both consumer threads in the blocking wait",
     )
     return worker
@@ -53,7 +53,7 @@ def test_killed_while_waiting_loses_nothing(
     second = start_worker(TEST_LEASE="1")
     wait_for(
         lambda: set(done_counts(redrelay_url, ns)) == set(ids),
-        timeout=30,
+        timeout=60,
         what="every message done by the second worker",
     )
     assert {r[1] for r in runs(redrelay_url, ns)} == {second.pid}
@@ -82,7 +82,7 @@ def test_fetch_held_back_by_the_wait_runs_for_a_stopped_worker_and_is_recovered(
     second = start_worker(TEST_LEASE="1")
     wait_for(
         lambda: set(done_counts(redrelay_url, ns)) == set(ids),
-        timeout=30,
+        timeout=60,
         what="every message done by the second worker",
     )
     recorded = runs(redrelay_url, ns)
