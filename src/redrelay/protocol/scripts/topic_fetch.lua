@@ -51,10 +51,11 @@ end
 
 local held = 0
 if #ARGV > 4 then
-  -- Which of them this consumer still holds: one XPENDING of what it holds (what it
-  -- fetched and has not finished: a bounded number), and one per id only when that
-  -- reply may have been cut short by its COUNT.
-  local limit = 2 * (#ARGV - 4) + 100
+  -- Which of them this consumer still holds: one XPENDING of the oldest entries it
+  -- holds, as many as there are acks (they are its oldest, unless retries or a resync
+  -- came between: a batch fetched ahead is newer), and one per id only for an ack not
+  -- in that reply when the reply may have been cut short by its COUNT.
+  local limit = #ARGV - 4
   local pending = redis.call('XPENDING', KEYS[1], group, '-', '+', limit, consumer)
   local mine = {}
   for i = 1, #pending do
