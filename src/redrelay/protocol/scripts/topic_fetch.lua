@@ -71,8 +71,13 @@ if #ARGV > 4 then
   held = #owned
   if held > 0 then
     redis.call('XACK', KEYS[1], group, unpack(owned))
-    redis.call('HDEL', KEYS[4], unpack(owned))
-    redis.call('HDEL', KEYS[7], unpack(owned))
+    -- (most groups have no failures or marks: no need to pass them every id)
+    if redis.call('EXISTS', KEYS[4]) == 1 then
+      redis.call('HDEL', KEYS[4], unpack(owned))
+    end
+    if redis.call('EXISTS', KEYS[7]) == 1 then
+      redis.call('HDEL', KEYS[7], unpack(owned))
+    end
     count_outcome(KEYS[5], KEYS[8], 'acked', held)
   end
   count_outcome(KEYS[5], KEYS[8], 'rejected', #ARGV - 4 - held)
@@ -87,13 +92,18 @@ end
 local out = {}
 local trimmed, unread = 0, 0
 local function add(id, fields, deliveries)
-  -- a requeued dead letter of another group: this group acks it unseen
-  local only = field(fields, 'g')
-  if only and only ~= group then
-    redis.call('XACK', KEYS[1], group, id)
-    return
+  local entry
+  if #fields == 2 and fields[1] == 'e' then
+    entry = fields[2]  -- the common case: a published entry, for every group
+  else
+    -- a requeued dead letter of another group: this group acks it unseen
+    local only = field(fields, 'g')
+    if only and only ~= group then
+      redis.call('XACK', KEYS[1], group, id)
+      return
+    end
+    entry = field(fields, 'e') or fields[2] or ''
   end
-  local entry = field(fields, 'e') or fields[2] or ''
   out[#out + 1] = id
   out[#out + 1] = entry
   out[#out + 1] = deliveries
@@ -207,16 +217,18 @@ if #out == 0 then
   end
   return {held, 0, trimmed, unread, wait}
 end
-local ids = {}
-for i = 1, #out, 4 do
-  ids[#ids + 1] = out[i]
-end
-local failures = redis.call('HMGET', KEYS[4], unpack(ids))
 local reply = {held, 1, trimmed, unread, 0}
 for i = 1, #out do
-  reply[#reply + 1] = out[i]
+  reply[5 + i] = out[i]
 end
-for j = 1, #ids do
-  reply[5 + 4 * j] = tonumber(failures[j] or '0')
+if redis.call('EXISTS', KEYS[4]) == 1 then  -- (no failures anywhere in the group: all 0)
+  local ids = {}
+  for i = 1, #out, 4 do
+    ids[#ids + 1] = out[i]
+  end
+  local failures = redis.call('HMGET', KEYS[4], unpack(ids))
+  for j = 1, #ids do
+    reply[5 + 4 * j] = tonumber(failures[j] or '0')
+  end
 end
 return reply
