@@ -190,10 +190,10 @@ class GroupLease:
 
 
 def _parse(r: list[Any]) -> Fetched:
-    items = [
-        (r[i].decode(), r[i + 1], int(r[i + 2]), int(r[i + 3]))
-        for i in range(5, len(r), 4)
-    ]
+    # (Script replies: deliveries and failures are integers already.)
+    items = list(
+        zip(map(bytes.decode, r[5::4]), r[6::4], r[7::4], r[8::4], strict=True)
+    )
     wait = -1.0 if r[4] < 0 else r[4] / 1000
     return Fetched(int(r[0]), int(r[1]), int(r[2]), int(r[3]), wait, items)
 
