@@ -33,8 +33,8 @@ __all__ = [
     "GroupLease",
     "create_group",
     "group_idle",
-    "recover_expired",
     "receive_ahead",
+    "recover_expired",
     "recover_group",
     "send_ahead",
 ]
