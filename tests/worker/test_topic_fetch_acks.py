@@ -10,10 +10,17 @@ of the group (one read: the consumer holds fewer entries than it acks).
 from __future__ import annotations
 
 import pytest
+import redis
 
 from redrelay import Message, Relay
+from redrelay.errors import RedrelayError
 from redrelay.topic import TopicSubscription
-from redrelay.worker.topic_leases import GroupLease, create_group
+from redrelay.worker.topic_leases import (
+    GroupLease,
+    create_group,
+    receive_ahead,
+    send_ahead,
+)
 
 
 def _setup(relay: Relay, count: int) -> tuple[TopicSubscription, list[str]]:
@@ -78,3 +85,36 @@ def test_acks_of_a_batch_while_the_next_one_fetched_ahead_is_held(relay: Relay) 
     assert _pending(relay, sub, lease.consumer_id) == second
     assert _counters(relay)["acked"] == 5
     assert _counters(relay).get("rejected", 0) == 0
+
+
+def test_a_fetch_sent_ahead_whose_reply_is_lost_gives_its_acks_back(
+    relay: Relay, redrelay_url: str
+) -> None:
+    """No reply (writes paused, the read times out): whether the script ran is unknown,
+    so its acks go back in front of the next ones and the next fetch resyncs."""
+    sub, ids = _setup(relay, 6)
+    conn = relay.new_connection(socket_timeout=0.3)
+    lease = GroupLease(conn, sub)
+    lease.join()
+    first = [i[0] for i in lease.fetch(3, [], False).items]
+    admin = redis.Redis.from_url(redrelay_url)
+    acks = first[:]
+    try:
+        admin.client_pause(60_000, all=False)  # writes (the fetch script) wait
+        ahead, resync = send_ahead(lease, 3, acks)
+        assert ahead is not None and not resync and acks == []
+        later = ["0-1"]  # an ack collected meanwhile
+        acks = later[:]
+        with pytest.raises(RedrelayError):
+            receive_ahead(lease, ahead, acks)
+        assert acks == first + later
+    finally:
+        admin.client_unpause()
+    got = lease.fetch(3, acks, True)
+    # Whether the lost call ran or not: the first batch acked once ("0-1" is nobody's),
+    # the next batch handed out (read now, or re-read from what this consumer holds).
+    assert _counters(relay)["acked"] == 3
+    assert [i[0] for i in got.items] == ids[3:]
+    assert _pending(relay, sub, lease.consumer_id) == ids[3:]
+    conn.close()
+    admin.close()

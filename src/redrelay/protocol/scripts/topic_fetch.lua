@@ -89,7 +89,7 @@ if (not expiry) or tonumber(expiry) < now then
   return {held, -1, 0, 0, -1}
 end
 
-local out = {}
+local out, n = {0, 0, 0, 0, 0}, 0
 local trimmed, unread = 0, 0
 local function add(id, fields, deliveries)
   local entry
@@ -104,10 +104,9 @@ local function add(id, fields, deliveries)
     end
     entry = field(fields, 'e') or fields[2] or ''
   end
-  out[#out + 1] = id
-  out[#out + 1] = entry
-  out[#out + 1] = deliveries
-  out[#out + 1] = 0  -- failures: read for every entry at once, below
+  -- (into the reply directly, after its 5 header slots; n: entries so far)
+  out[6 + 4 * n], out[7 + 4 * n], out[8 + 4 * n], out[9 + 4 * n] = id, entry, deliveries, 0
+  n = n + 1  -- (failures: 0 here, read for every entry at once below)
 end
 local function deliveries_of(id)
   local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
@@ -129,8 +128,8 @@ if ARGV[4] == '1' then
   end
 end
 
-if #out < count * 4 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, count - #out / 4)
+if n < count then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, count - n)
   if #due > 0 then
     redis.call('ZREM', KEYS[3], unpack(due))
     local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, 0, unpack(due))
@@ -151,8 +150,8 @@ if #out < count * 4 then
   end
 end
 
-if #out < count * 4 then
-  local want = count - #out / 4
+if n < count then
+  local want = count - n
   local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
   local entries = got and got[1] and got[1][2] or {}
   -- Entries trimmed before this group read them. Only worth a look when this read
@@ -209,7 +208,7 @@ end
 if unread ~= 0 then
   redis.call('HINCRBY', KEYS[5], 'trimmed_unread', math.max(unread, 1))
 end
-if #out == 0 then
+if n == 0 then
   local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   local wait = -1
   if #nxt > 0 then
@@ -217,18 +216,15 @@ if #out == 0 then
   end
   return {held, 0, trimmed, unread, wait}
 end
-local reply = {held, 1, trimmed, unread, 0}
-for i = 1, #out do
-  reply[5 + i] = out[i]
-end
+out[1], out[2], out[3], out[4], out[5] = held, 1, trimmed, unread, 0
 if redis.call('EXISTS', KEYS[4]) == 1 then  -- (no failures anywhere in the group: all 0)
   local ids = {}
-  for i = 1, #out, 4 do
-    ids[#ids + 1] = out[i]
+  for j = 1, n do
+    ids[j] = out[2 + 4 * j]
   end
   local failures = redis.call('HMGET', KEYS[4], unpack(ids))
-  for j = 1, #ids do
-    reply[5 + 4 * j] = tonumber(failures[j] or '0')
+  for j = 1, n do
+    out[5 + 4 * j] = tonumber(failures[j] or '0')
   end
 end
-return reply
+return out
