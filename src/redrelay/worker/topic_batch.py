@@ -50,7 +50,8 @@ def run_batch(
     relay, halt, stopping = runner.relay, runner._halt, runner._stopping
     sub = lease.sub
     handler, contexts = sub.handler, relay.handler_contexts
-    fast = relay.signing_key is None
+    # (as begin() would: unsigned entries only; a first delivery is within the limit)
+    fast = relay.signing_key is None and sub.options.max_deliveries >= 1
     topic, group = sub.topic.name, sub.group
     cid = lease.consumer_id
     prefix = f"{cid}:"
