@@ -1,16 +1,8 @@
 """One subscriber of a :class:`~redrelay.listener.Listener`: its thread and bounded queue.
 
-The listener thread reads and sorts; each subscriber handles its messages on its own
-thread (or, for ``async def`` handlers, as coroutines on an event loop thread), so a
-slow handler never delays the others or the reading for long. One exception, for
-latency: a plain handler whose last call returned within :data:`DIRECT_WITHIN`, with
-nothing queued or running, is called on the listener thread itself when nothing more
-waits to be read (:meth:`_Worker.may_call_here`). Waking the subscriber's thread for
-each message cost about 50 µs at the median and much of the tail on a loaded 2-core
-machine (the woken thread waits for a core). A call that takes longer sends the next
-messages back through the queue and thread, so a handler that turns slow delays the
-reading by that one call; and while messages arrive faster than they are handled,
-they go through the queue, whose drops are reported.
+The listener thread only reads and sorts; each subscriber handles its messages on its
+own thread (or, for ``async def`` handlers, as coroutines on an event loop thread), so
+a slow handler never delays the others or the reading.
 """
 
 from __future__ import annotations
@@ -21,7 +13,6 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .failures import Failure, report_failure
@@ -38,9 +29,6 @@ log = logging.getLogger("redrelay.channel")
 
 #: Messages waiting for one subscriber before new ones are dropped (and reported).
 DEFAULT_QUEUE_SIZE = 1000
-#: A plain handler whose last call returned within this (seconds) may be called on the
-#: listener thread when it has nothing queued or running (see the module docstring).
-DIRECT_WITHIN = 0.001
 
 _STOP = object()
 
@@ -65,12 +53,6 @@ class _Worker:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.errors = 0
         self.handled = 0
-        #: Messages given to this subscriber (queued or called directly): with
-        #: ``handled``, whether it has anything queued or running. Only the listener
-        #: thread writes it.
-        self.given = 0
-        #: The last call of a plain handler returned within DIRECT_WITHIN.
-        self.quick = False
         #: Messages dropped and not reported yet, and when the first of them was.
         self.unreported_drops = 0
         self.drops_since = 0.0
@@ -84,17 +66,6 @@ class _Worker:
             name=f"redrelay-subscriber-{kind}-{subscriber.channel}",
             daemon=True,
         )
-
-    def may_call_here(self) -> bool:
-        """On the listener thread: whether the next message may be handled there (a
-        plain handler that proved quick, and nothing of this subscriber queued or
-        running, so the order of its messages holds)."""
-        return self.quick and self.given == self.handled and not self.abandon
-
-    def call_here(self, message: Message) -> None:
-        """Handle ``message`` on the calling (listener) thread (see :meth:`may_call_here`)."""
-        self.given += 1
-        self._handle(message)
 
     def full(self) -> bool:
         """Whether a new message would be dropped. Only the listener thread queues
@@ -154,9 +125,7 @@ class _Worker:
         self._ended(message, error if error is not None else future.result()[1])
 
     def _handle(self, message: Message) -> None:
-        start = monotonic()
         _, error = call_handler(self.subscriber.handler, message, self.contexts)
-        self.quick = monotonic() - start < DIRECT_WITHIN
         self._ended(message, error)
 
     def _ended(self, message: Message, error: BaseException | None) -> None:

@@ -54,11 +54,8 @@ class _Lost(Exception):
 class Listener(_GapReporting):
     """Runs channel subscribers: one thread and one connection for all of them.
 
-    The listener thread reads and sorts: each subscriber has its own thread and a
-    bounded queue, so a slow handler never delays the others or the reading (but for
-    one call: a plain handler whose last call returned within a millisecond, with
-    nothing queued, is called on the listener thread itself, which saves a thread
-    wake per message; see :mod:`redrelay._subscriber`). When a
+    The listener thread only reads and sorts: each subscriber has its own thread and a
+    bounded queue, so a slow handler never delays the others or the reading. When a
     queue is full, new messages for that subscriber are dropped and reported as a gap
     ("subscriber too slow"). A handler's failure (any ``BaseException``, even
     ``SystemExit``) is logged at ERROR with its traceback and passed to
@@ -177,9 +174,6 @@ class Listener(_GapReporting):
         self._down_since: float | None = None
         #: Sessions opened so far (on a cluster, which node the next one subscribes on).
         self._sessions = 0
-        #: The connection being read and its URL (for direct calls: ``_caught_up``).
-        self._raw: Any = None
-        self._url = ""
         self._down_reason = ""
 
     def __repr__(self) -> str:
@@ -326,10 +320,8 @@ class Listener(_GapReporting):
                     raw.send_command("SUBSCRIBE", *self._channels, check_health=False)
                 if self._patterns:
                     raw.send_command("PSUBSCRIBE", *self._patterns, check_health=False)
-            self._raw, self._url = raw, conn.url
             self._read_loop(conn.url, raw)
         finally:
-            self._raw = None
             if raw is not None:
                 raw.disconnect()
             conn.close()
@@ -421,16 +413,6 @@ class Listener(_GapReporting):
         self._ever_connected = True
         self.connected.set()
 
-    def _caught_up(self) -> bool:
-        """Nothing more has arrived to read: a handler called on this thread delays no
-        message. Behind, messages go through the subscribers' queues, which drop (and
-        report) what a slow subscriber cannot take, while this thread reads on."""
-        raw = self._raw
-        if raw is None:
-            return False
-        with translate(self._url):
-            return not raw.can_read(timeout=0)
-
     def _name(self, key: bytes) -> str:
         name = self._names.get(key)
         if name is None:
@@ -448,17 +430,12 @@ class Listener(_GapReporting):
         message = self._decode(pattern, key, name, data)
         if message is None:
             return
-        alone = len(workers) == 1
         for worker in workers:
             if not worker.full():
                 if worker.unreported_drops:
                     # The run of drops is over: reported (on_gap called) before the
                     # message that ends it reaches the handler.
                     self._flush_drops(worker, force=True)
-                if alone and worker.may_call_here() and self._caught_up():
-                    worker.call_here(message)  # quick and idle (see _subscriber.py)
-                    continue
-                worker.given += 1
                 worker.queue.put(message)
                 continue
             self.dropped += 1
