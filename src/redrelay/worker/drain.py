@@ -3,8 +3,9 @@
 Three things make it a test tool rather than a worker that stops (issue 16):
 
 - **Failures raise.** Every exception a handler raised (other than the flow-control
-  :class:`~redrelay.Retry`) and every message dead-lettered during the drain is
-  collected; at the end :class:`~redrelay.DrainFailed` lists them with the traceback,
+  :class:`~redrelay.Retry`), every failure a handler recorded without raising (a
+  ``django.tasks`` task that ends ``FAILED``: ``failures.report_handled``) and every
+  message dead-lettered during the drain is collected; at the end :class:`~redrelay.DrainFailed` lists them with the traceback,
   unless ``raise_on_failure=False``.
 - **A virtual clock.** When the only work left is waiting (a retry's backoff, a
   ``delay=``/``eta=``, ``Retry(delay=)``), the waiting set's due times are moved back
@@ -30,10 +31,11 @@ import functools
 import inspect
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DrainFailed, DrainTimeout, Retry
+from ..failures import drain_sinks
 from ..handlers import Consumer, invoke
 from ..message import Message
 from ..protocol.envelope import decode_entry
@@ -158,10 +160,25 @@ def drain(
     with contextlib.ExitStack() as stack:
         for context in relay.drain_contexts:
             stack.enter_context(context())
+        stack.enter_context(_handled_failures(relay, report.failures))
         return _drain(
             relay, runner, report, timeout, raise_on_failure, virtual_clock,
             subscribers, channels, capture_topics=queue_list is None,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _handled_failures(relay: Relay, failures: list[Failure]) -> Iterator[None]:
+    """Collect the failures handlers record without raising (``report_handled``)."""
+
+    def note(where: str, message: Message, exc: BaseException) -> None:
+        failures.append(_failure(where, message, exc))
+
+    drain_sinks[id(relay)] = note
+    try:
+        yield
+    finally:
+        drain_sinks.pop(id(relay), None)
 
 
 def _drain(
