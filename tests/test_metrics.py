@@ -273,7 +273,9 @@ def test_channel_subscribers(make_relay: Callable[..., Relay]) -> None:
     wait_for(lambda: monitor.channel_subscribers(relay)[0] == {}, what="unsubscribed")
 
 
-def test_a_queues_own_channel_is_not_a_channel(make_relay: Callable[..., Relay]) -> None:
+def test_a_queues_own_channel_is_not_a_channel(
+    make_relay: Callable[..., Relay],
+) -> None:
     """The results' waiter listens on ``<ns>:{<queue>}:done``: /metrics, the dashboard,
     a ChannelRecorder and a pattern subscriber must not take it for an app's channel
     (a new user saw ``redrelay_channel_subscribers{channel="{reports}:done"}``)."""

@@ -242,6 +242,14 @@ def test_task_api(make_relay: Callable[..., Relay]) -> None:
     assert h3.cancel() is True
     with pytest.raises(EncodeError):
         add.delay(object(), 1)  # type: ignore[arg-type]
+    # Arguments the function would refuse fail at the call, not later as a dead letter.
+    with pytest.raises(ConfigurationError, match=r"task .*add\(a, b\): too many"):
+        add.delay(1, 2, 3)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="missing a required argument: 'b'"):
+        add.apply_async((1,))
+    with pytest.raises(ConfigurationError, match="unexpected keyword argument 'c'"):
+        asyncio.run(aadd.adelay(1, 2, c=3))  # type: ignore[call-arg]
+    assert relay.queue("tasks.add").stats().ready == 1  # h1 only
     relay.start()
     try:
         assert h1.result(10) == 7
