@@ -25,6 +25,8 @@ os.environ.setdefault(
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.contrib.django.settings"
 django.setup()
 
+from django.db import connection  # noqa: E402
+
 from redrelay import Relay  # noqa: E402
 from redrelay._server import RedisServer  # noqa: E402
 from redrelay.contrib.django import get_relay  # noqa: E402
@@ -88,6 +90,8 @@ class DjangoWorker(Process):
                 "DJANGO_SETTINGS_MODULE": "tests.contrib.django.settings",
                 "RRDJ_URL": url,
                 "RRDJ_NAMESPACE": namespace,
+                # The test database in use (pytest-django suffixes it per xdist worker).
+                "RRDJ_TEST_DB": str(connection.settings_dict["NAME"]),
             }
         )
         super().__init__(
