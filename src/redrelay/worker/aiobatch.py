@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..errors import DecodeError
-from ..handlers import Called, acall_handler
+from ..handlers import Called, acall_handler, from_handler
 from ..message import Message, make_message
 from ..protocol.envelope import MAGIC, fresh_envelope
 from .aioloop import Bounded, Ended, Future, ended
@@ -233,9 +233,9 @@ async def _acall_bare(handler: Handler, message: Message) -> Called:
         task = asyncio.current_task()
         if task is not None and (sys.version_info < (3, 11) or task.cancelling()):
             raise
-        return None, exc
+        return None, from_handler(exc)
     except BaseException as exc:  # noqa: B036 - see handlers.call_handler
-        return None, exc
+        return None, from_handler(exc)
 
 
 #: The header of an entry never delivered before (deliveries 0): begin() marks nothing.

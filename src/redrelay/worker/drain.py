@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DrainFailed, DrainTimeout, Retry
 from ..failures import drain_sinks
-from ..handlers import Consumer, invoke
+from ..handlers import Consumer, handler_traceback, invoke
 from ..message import Message
 from ..protocol.envelope import decode_entry
 from ..topic import pairs, text
@@ -82,7 +82,9 @@ def _failure(where: str, message: Message, exc: BaseException) -> Failure:
         where=where,
         message=message,
         error=f"{type(exc).__name__}: {exc}",
-        traceback="".join(traceback.format_exception(exc)),
+        traceback="".join(
+            traceback.format_exception(type(exc), exc, handler_traceback(exc))
+        ),
     )
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .._faults import crash_point
 from ..errors import DecodeError
-from ..handlers import call_handler, invoke, run_awaitable
+from ..handlers import call_handler, from_handler, invoke, run_awaitable
 from ..message import Message, bind_cancel
 from ..message import _Blank as Blank
 from ..protocol.envelope import fresh_envelope
@@ -113,8 +113,9 @@ def run_batch(
                 except BaseException as exc:  # noqa: B036 - as call_handler: a failure
                     started = Started(message, 0)
                     outcome = settle(
-                        relay, consumer, lease, tag, entry, started, exc, halt, slot
-                    )
+                        relay, consumer, lease, tag, entry, started,
+                        from_handler(exc), halt, slot,
+                    )  # fmt: skip
         pulse.busy = False
         pulse.beat = now = monotonic()
         slot.current = None
