@@ -123,11 +123,17 @@ def test_run_after_context_async_and_signals(
     assert finished(deferred).return_value == 7
     assert deferred.started_at is not None and deferred.started_at >= later
     assert deferred.task.run_after == later
-    # The signals, as the worker process sent them.
-    raw = app_relay.connection.call(
-        "LRANGE", f"{app_relay.namespace}:test:signals", 0, -1
-    )
-    seen = [line.decode().split() for line in raw]
+
+    # The signals, as the worker process sent them (task_finished is sent after the result
+    # is saved, so the last one may still be on its way).
+    def signals() -> list[list[str]]:
+        raw = app_relay.connection.call(
+            "LRANGE", f"{app_relay.namespace}:test:signals", 0, -1
+        )
+        return [line.decode().split() for line in raw]
+
+    wait_for(lambda: len(signals()) >= 6, what="two signals for each of three tasks")
+    seen = signals()
     for result in (deferred, contextual, doubled):
         assert [s for s in seen if s[1] == result.id] == [
             ["started", result.id, "RUNNING"],
