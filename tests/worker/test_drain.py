@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -176,3 +177,30 @@ def test_a_failing_channel_subscriber_fails_the_drain(relay: Relay) -> None:
         relay.drain()
     [failure] = info.value.report.failures
     assert failure.message is not None and failure.message.body == 1
+
+
+@pytest.mark.parametrize("where", ["channel", "queue", "async queue"])
+def test_a_handler_that_calls_sys_exit_fails_the_drain(
+    relay: Relay, where: str
+) -> None:
+    """As in a worker (issue 18): a failure, not a SystemExit out of drain() (which a
+    new user's test got from a channel subscriber), noted at each attempt."""
+
+    def exits(message: Message) -> None:
+        sys.exit(3)
+
+    async def aexits(message: Message) -> None:
+        sys.exit(3)
+
+    if where == "channel":
+        relay.subscriber("news")(exits)
+        relay.consumer("jobs")(lambda m: relay.publish("news", 1))
+    else:
+        handler = aexits if where == "async queue" else exits
+        relay.consumer("jobs", retries=1, backoff=0.01)(handler)
+    relay.queue("jobs").put(1)
+    with pytest.raises(DrainFailed, match="SystemExit: 3") as info:
+        relay.drain()
+    attempts = 1 if where == "channel" else 2
+    failures = info.value.report.failures
+    assert [f.error for f in failures] == ["SystemExit: 3"] * attempts, failures

@@ -24,6 +24,7 @@ Three things make it a test tool rather than a worker that stops (issue 16):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fnmatch
@@ -93,17 +94,20 @@ def _recording(
 ) -> Callable[..., Any]:
     """``handler``, noting each exception it raises (then re-raising it)."""
 
-    def note(message: Message, exc: Exception) -> None:
+    def note(message: Message, exc: BaseException) -> None:
         if not isinstance(exc, Retry):
             failures.append(_failure(where, message, exc))
 
+    # BaseException, as the worker: a handler's sys.exit() is its failure (issue 18).
     if inspect.iscoroutinefunction(handler):
 
         @functools.wraps(handler)
         async def arecorded(message: Message) -> Any:
             try:
                 return await handler(message)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise  # the drain's own stop, or the handler's: the worker decides
+            except BaseException as exc:  # noqa: B036 - noted, then re-raised
                 note(message, exc)
                 raise
 
@@ -113,7 +117,7 @@ def _recording(
     def recorded(message: Message) -> Any:
         try:
             return handler(message)
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - noted, then re-raised
             note(message, exc)
             raise
 
@@ -273,7 +277,10 @@ def _deliver(
             ):
                 try:
                     invoke(sub.handler, message, relay.handler_contexts, None)
-                except Exception as exc:  # not retried, as in a worker: reported
+                except KeyboardInterrupt:
+                    raise  # this is the test's own thread: Ctrl-C must stop it
+                except BaseException as exc:  # noqa: B036 - sys.exit() too, as a worker
+                    # not retried, as in a worker: reported
                     report.failures.append(_failure(f"channel {name}", message, exc))
     return len(new)
 
