@@ -73,6 +73,17 @@ def test_delays_and_retry_delays_run_in_due_order_without_waiting(relay: Relay) 
     assert report.advanced >= 3600 - 5
 
 
+def test_a_rate_limit_holds_in_real_time_and_the_timeout_says_so(relay: Relay) -> None:
+    """A new user's test put 100 messages on a "5/s" consumer: DrainTimeout, which
+    now says why and what to do."""
+    relay.consumer("hooks", rate_limit="5/s")(lambda m: None)
+    relay.queue("hooks").put_many(range(100))
+    with pytest.raises(
+        DrainTimeout, match=r"rate-limited: hooks \(rate=5/1s\+1 .*raise timeout="
+    ):
+        relay.drain(timeout=0.5)
+
+
 def test_without_the_virtual_clock_a_delay_times_out(relay: Relay) -> None:
     relay.consumer("jobs")(lambda m: None)
     relay.queue("jobs").put(1, delay=3600)

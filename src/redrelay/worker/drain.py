@@ -252,7 +252,9 @@ def _loop(
             if virtual_clock:
                 _advance(relay, runner, report)
         if time.monotonic() > deadline:
-            raise DrainTimeout(f"not empty after {timeout}s: {_left(runner)}")
+            raise DrainTimeout(
+                f"not empty after {timeout}s: {_left(runner)}{_rate_hint(runner)}"
+            )
         time.sleep(0.005)
 
 
@@ -367,6 +369,24 @@ def _left(runner: Runner) -> dict[str, Any]:
     if runner.topics is not None:
         left.update(runner.topics.backlog())
     return left
+
+
+def _rate_hint(runner: Runner) -> str:
+    """Why a rate-limited queue is not drained yet: the virtual clock skips waiting
+    sets (backoff, delays), not rate limits, which hold in real time."""
+    limited = [
+        f"{c.name} ({c.options.limits.spec()})"
+        for c in runner.consumers
+        if c.options.limits.rate or c.options.limits.key_rate
+    ]
+    if not limited:
+        return ""
+    return (
+        f"; rate-limited: {', '.join(limited)}: drain() hands out messages at that "
+        "rate in real time (the virtual clock skips backoff and delays only): raise "
+        "timeout=, put fewer messages, or declare the consumer without the limit in "
+        "the test"
+    )
 
 
 def _dead_counts(runner: Runner) -> dict[str, int]:
