@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import redis
 from redrelay import (
     ConfigurationError,
     EncodeError,
+    Failure,
     JobCancelled,
     JobFailed,
     Message,
@@ -88,9 +90,14 @@ def test_failure_raised_after_retries(tracked: Relay) -> None:
     assert [d.id for d in q.dead_letters()] == [msg_id]
 
 
-def test_unencodable_value_is_the_failure(tracked: Relay) -> None:
+def test_unencodable_value_is_the_failure(
+    tracked: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead: list[Failure] = []
+    tracked.on_dead = dead.append
     q = tracked.queue("calc")
     msg_id = q.put({"op": "object"})
+    caplog.set_level(logging.ERROR, "redrelay.worker")
     tracked.start()
     try:
         with pytest.raises(JobFailed) as info:
@@ -99,6 +106,12 @@ def test_unencodable_value_is_the_failure(tracked: Relay) -> None:
         tracked.stop()
     assert info.value.error_type == "redrelay.errors.EncodeError"
     assert "cannot encode" in info.value.error_message
+    # The dead letter's log line and hook name the message (they said "message ?").
+    [failure] = dead
+    assert failure.message is not None and failure.message.id == msg_id
+    assert any(
+        f"message {msg_id} dead-lettered" in r.getMessage() for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
 
 
 def test_timeout_unknown_and_bad_ids(tracked: Relay) -> None:
