@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..errors import ConfigurationError, DecodeError, EncodeError, RedrelayError
 from ..protocol.envelope import MAGIC, decode_entry, fresh_envelope
-from ..protocol.results import encode_value
+from ..protocol.results import bucket_of, encode_value, pack_outcome
 from ..protocol.transitions import to_ms
 from .leases import retry_forever
 
@@ -34,8 +35,8 @@ __all__ = ["Tracker", "settle_batch", "start_batch", "track"]
 
 log = logging.getLogger("redrelay.worker")
 
-#: The stored value of a cancelled message.
-_NOTHING = b""
+#: The stored outcome of a cancelled message.
+_CANCELLED = pack_outcome("x", b"")
 
 
 class Tracker:
@@ -45,11 +46,11 @@ class Tracker:
         self.lease = lease
         self.codec = codec
         self.ttl_ms = max(1, to_ms(result_ttl))
-        #: Delivery tag -> (message id, state, value), until a complete call takes it.
-        self._finished: dict[str, tuple[str, str, bytes]] = {}
+        #: Delivery tag -> (message id, outcome as stored), until a complete call takes it.
+        self._finished: dict[str, tuple[str, bytes]] = {}
         #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
         self._stop: frozenset[str] = frozenset()
-        self._none = encode_value(codec, None)
+        self._none = pack_outcome("ok", encode_value(codec, None))
         #: Per consumer thread: the complete call sent and not read yet.
         self._local = threading.local()
 
@@ -65,7 +66,7 @@ class Tracker:
         as cancelled (acked with the next call) and must not run."""
         if msg_id not in self._stop:
             return False
-        self._finished[tag] = (msg_id, "x", _NOTHING)
+        self._finished[tag] = (msg_id, _CANCELLED)
         return True
 
     def is_cancelled(self, msg_id: str) -> bool:
@@ -77,18 +78,18 @@ class Tracker:
     def succeeded(self, tag: str, msg_id: str, value: Any) -> EncodeError | None:
         """Keep the handler's return value for the ack; the error if it cannot be encoded."""
         if value is None:  # the common case: encoded once
-            self._finished[tag] = (msg_id, "ok", self._none)
+            self._finished[tag] = (msg_id, self._none)
             return None
         try:
-            encoded = encode_value(self.codec, value)
+            encoded = pack_outcome("ok", encode_value(self.codec, value))
         except EncodeError as exc:
             return exc
-        self._finished[tag] = (msg_id, "ok", encoded)
+        self._finished[tag] = (msg_id, encoded)
         return None
 
     def cancelled(self, tag: str, msg_id: str) -> None:
         """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
-        self._finished[tag] = (msg_id, "x", _NOTHING)
+        self._finished[tag] = (msg_id, _CANCELLED)
 
     # -- complete calls --------------------------------------------------------------------
 
@@ -165,19 +166,22 @@ class Tracker:
             keys.started(consumer),
             keys.cancels,
             keys.history,
+            keys.running,
+            keys.results,
+            bucket_of(keys, self.ttl_ms, int(time.time() * 1000)),
         ]
         args: list[Any] = [self.ttl_ms, keys.done, len(tags)]
+        job = keys.job
         for tag in tags:
             # Every tag finished here has its outcome; a missing one would be a bug,
             # and then the message is at least recorded as done without a value.
-            fallback = (tag, "ok", self._none)
+            fallback = (tag, self._none)
             if keep:
-                msg_id, state, value = self._finished.get(tag, fallback)
+                msg_id, outcome = self._finished.get(tag, fallback)
             else:
-                msg_id, state, value = self._finished.pop(tag, fallback)
-            script_keys.append(keys.job(msg_id))
-            args += [tag, msg_id, state, value]
-        script_keys += [keys.job(i) for i in starting]
+                msg_id, outcome = self._finished.pop(tag, fallback)
+            script_keys.append(job(msg_id))
+            args += [tag, msg_id, outcome]
         args += starting
         return script_keys, args
 
