@@ -1,0 +1,128 @@
+"""The result buckets (docs/results.md, "Where it is stored"): outcomes written a batch at
+a time into one hash per time slice and result TTL, the ``running`` set instead of a
+per-message mark, and reads that look in the record, then in the buckets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from redrelay import JobFailed, Message, Relay, ResultNotFound
+from redrelay.protocol.keys import QueueKeys
+from redrelay.protocol.results import BUCKETS, Status, bucket_of
+from redrelay.protocol.transitions import to_ms
+
+from ..worker.helpers import wait_for
+from .layout import bucket_holding, buckets
+
+
+def _client(relay: Relay) -> redis.Redis:
+    return redis.Redis.from_url(relay.connection.url)
+
+
+def test_a_bucket_expires_and_leaves_the_index(make_relay: Callable[..., Relay]) -> None:
+    relay = make_relay()
+
+    @relay.consumer("short", result_ttl=3)
+    def short(message: Message) -> Any:
+        return message.body
+
+    q = relay.queue("short", results=True)
+    keys = QueueKeys.of(relay.namespace, "short")
+    client = _client(relay)
+    first = q.put("a")
+    relay.drain(timeout=10)
+    bucket = bucket_holding(client, keys, first)
+    assert bucket is not None
+    assert 0 < client.pttl(bucket) <= 3000
+    assert client.zrange(keys.results, 0, -1) == [bucket]
+    assert q.status(first) is Status.SUCCEEDED
+    wait_for(lambda: not client.exists(bucket), 10, what="the bucket to expire")
+    assert q.status(first) is Status.UNKNOWN
+    with pytest.raises(ResultNotFound, match="expired"):
+        q.result(first, timeout=0)
+    # The next write prunes the expired bucket from the index.
+    second = q.put("b")
+    relay.drain(timeout=10)
+    assert q.result(second, timeout=0) == "b"
+    assert client.zrange(keys.results, 0, -1) == [bucket_holding(client, keys, second)]
+
+
+def test_status_and_results_across_a_bucket_boundary(
+    make_relay: Callable[..., Relay],
+) -> None:
+    ttl = 12.0  # buckets of 3 s
+    relay = make_relay(retries=0)
+
+    @relay.consumer("calc", result_ttl=ttl)
+    def calc(message: Message) -> Any:
+        if message.body == "fail":
+            raise ValueError("no")
+        return message.body
+
+    q = relay.queue("calc", results=True)
+    keys = QueueKeys.of(relay.namespace, "calc")
+    client = _client(relay)
+
+    def bucket_now() -> str:
+        return bucket_of(keys, to_ms(ttl), int(time.time() * 1000))
+
+    first = q.put(1)
+    relay.drain(timeout=10)
+    started = bucket_now()
+    wait_for(lambda: bucket_now() != started, 10, what="the next bucket")
+    second = q.put(2)
+    failed = q.put("fail")
+    relay.drain(timeout=10, raise_on_failure=False)
+    one, two = bucket_holding(client, keys, first), bucket_holding(client, keys, second)
+    assert one is not None and two is not None and one != two
+    assert len(buckets(client, keys)) == 2 == client.zcard(keys.results)
+    assert ttl * 1000 / BUCKETS == 3000
+    assert [q.status(i) for i in (first, second, failed)] == [
+        Status.SUCCEEDED,
+        Status.SUCCEEDED,
+        Status.FAILED,
+    ]
+    assert (q.result(first, timeout=0), q.result(second, timeout=0)) == (1, 2)
+    with pytest.raises(JobFailed):
+        q.result(failed, timeout=0)
+    # A finished message has no record left, and is no longer named running.
+    assert not client.exists(keys.job(first), keys.job(second))
+    assert not client.smembers(keys.running)
+
+
+def test_running_then_succeeded(make_relay: Callable[..., Relay]) -> None:
+    relay = make_relay()
+    entered, release = threading.Event(), threading.Event()
+
+    @relay.consumer("slow", result_ttl=60)
+    def slow(message: Message) -> str:
+        entered.set()
+        release.wait(20)
+        return "done"
+
+    q = relay.queue("slow")
+    msg_id = q.put({})
+    keys = QueueKeys.of(relay.namespace, "slow")
+    client = _client(relay)
+    assert q.status(msg_id) is Status.QUEUED
+    relay.start()
+    try:
+        assert entered.wait(20)
+        # Named running by the complete call sent with the batch: it may land a moment
+        # after the handler started.
+        wait_for(lambda: q.status(msg_id) is Status.RUNNING, 10, what="running")
+        assert client.sismember(keys.running, msg_id)
+        assert client.hget(keys.job(msg_id), "s") == b"q"  # no per-message mark
+        release.set()
+        assert q.result(msg_id, timeout=20) == "done"
+    finally:
+        release.set()
+        relay.stop()
+    assert q.status(msg_id) is Status.SUCCEEDED
+    assert not client.sismember(keys.running, msg_id)
