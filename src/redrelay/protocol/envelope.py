@@ -39,6 +39,7 @@ __all__ = [
     "decode_entry",
     "encode_entry",
     "fresh_envelope",
+    "is_fresh_json",
     "new_id",
     "rewrite_header",
 ]
@@ -237,6 +238,12 @@ def fresh_envelope(entry: bytes) -> dict[str, Any] | None:
 
 _NUMBER_TYPES = (int, float)
 _FRESH_HEAD = _FRESH_JSON[:-1]
+
+
+def is_fresh_json(entry: bytes) -> bool:
+    """Whether :func:`fresh_envelope` decodes ``entry`` (or raises DecodeError for it)
+    rather than returning None: a first delivery of an unsigned JSON entry."""
+    return entry[:_FRESH_LEN] == _FRESH_JSON or _marked_json(entry) is not None
 
 
 def _marked_json(entry: bytes) -> bytes | None:

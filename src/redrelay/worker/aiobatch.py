@@ -8,7 +8,8 @@ loop keeps them in the consumer's :class:`~redrelay.worker.aioloop.Bounded` back
 starts each where the previous one ended, so a slot never waits for a thread to wake
 up. The thread settles each outcome (:func:`~redrelay.worker.dispatch.settle`) and acks
 as the coroutines finish, collected in batches too. With ``concurrency=1`` they run as
-one chain (no task per message). Unstarted deliveries stay in the slot until they
+one chain (no task per message), and plain first deliveries run inline, a run of them
+per coroutine (:mod:`.aioinline`). Unstarted deliveries stay in the slot until they
 start, so ``stop()`` gives them back at once, as for threads.
 
 How far the thread runs ahead: it hands a batch over once the one before it has all
@@ -25,25 +26,31 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
-import sys
 import threading
 import time
-import types
 import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..errors import DecodeError
-from ..handlers import Called, acall_handler
+from ..handlers import acall_handler
 from ..message import Message, make_message
-from ..protocol.envelope import MAGIC, fresh_envelope
+from ..protocol.envelope import MAGIC, fresh_envelope, is_fresh_json
+from .aioinline import (
+    END,
+    Failed,
+    acall_bare,
+    admit,
+    ignore,
+    run_inline,
+    settle_inline,
+)
 from .aioloop import Bounded, Ended, Future, ended
 from .dispatch import Outcome, Started, begin, finish, settle
 
 if TYPE_CHECKING:
-    from ..handlers import Consumer, Handler
+    from ..handlers import Consumer
     from .leases import Batch, Lease
     from .runner import Runner
     from .timelimit import Slot
@@ -89,9 +96,9 @@ def run_async_batch(
         # interval: acks held over it would sit in flight). A partial batch: the queue
         # ran dry, settle these first too.
         room = max(0, bounded.limit - n) if n >= consumer.options.prefetch else 0
-        while len(run.running) > room and not runner._halt.is_set():
+        while run.busy() > room and not runner._halt.is_set():
             slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
-            run.harvest(0.05, ends=True)
+            run.harvest(0.05, need=run.busy() - room)
         run.harvest(0)
     except BaseException:
         # The consumer loop fails the delivery in slot.current and gives back the rest:
@@ -115,9 +122,9 @@ def finish_async(runner: Runner, slot: Slot) -> None:
     run = _runs.pop(slot, None)
     if run is None:
         return
-    while run.running and not runner._halt.is_set():
+    while run.busy() and not runner._halt.is_set():
         slot.pulse.tick()  # waiting on its coroutines is progress (liveness.py)
-        run.harvest(0.05, ends=True)
+        run.harvest(0.05, need=run.busy())
     run.harvest(0)
     _count(runner, run)
 
@@ -148,6 +155,13 @@ def _feed_all(
     when it can start at once: once what came before it started, under a permit."""
     items = list(zip(batch.tags, batch.entries, strict=True))
     i, n = 0, len(items)
+    # Plain deliveries of a chain run inline, a run of them per coroutine (aioinline.py).
+    inline = (
+        run.plain
+        and bounded.limit == 1
+        and not runner.relay.handler_contexts
+        and run.consumer.options.time_limit is None
+    )
     while i < n:
         if runner._stopping.is_set():
             return  # stop() gave back the rest
@@ -155,9 +169,21 @@ def _feed_all(
             with slot.lock:
                 slot.pending.clear()  # taken over: these are back in the queue already
             return
-        if items[i][1].startswith(_FIRST_DELIVERY):
+        if inline and is_fresh_json(items[i][1]):
             j = i + 1
-            while j < n and items[j][1].startswith(_FIRST_DELIVERY):
+            while j < n and is_fresh_json(items[j][1]):
+                j += 1
+            run.runs += 1
+            run.fed_at, run.last_fed = time.monotonic(), items[j - 1][0]
+            bounded.feed([(items[i][0], run_inline(run, items[i:j]))], ignore, admit)
+            i = j
+        elif items[i][1].startswith(_FIRST_DELIVERY):
+            j = i + 1
+            while (
+                j < n
+                and items[j][1].startswith(_FIRST_DELIVERY)
+                and not (inline and is_fresh_json(items[j][1]))
+            ):
                 j += 1
             ready = []
             for tag, entry in items[i:j]:
@@ -216,28 +242,6 @@ def _drop(
         pass  # given back meanwhile
 
 
-async def _acall_bare(handler: Handler, message: Message) -> Called:
-    """:func:`~redrelay.handlers.acall_handler` without handler contexts nor a time
-    limit (the common case), in one coroutine frame instead of three and no
-    ``ExitStack``: a no-op handler's whole cost is what wraps it. The same outcomes:
-    ``(value, None)`` or ``(None, what it raised)``; the worker's own cancellation of
-    the task goes on."""
-    try:
-        result = handler(message)
-        if type(result) is types.CoroutineType or (
-            result is not None and inspect.isawaitable(result)
-        ):
-            result = await result
-        return result, None
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and (sys.version_info < (3, 11) or task.cancelling()):
-            raise
-        return None, exc
-    except BaseException as exc:  # noqa: B036 - see handlers.call_handler
-        return None, exc
-
-
 #: The header of an entry never delivered before (deliveries 0): begin() marks nothing.
 _FIRST_DELIVERY = MAGIC + b"0:"
 
@@ -277,14 +281,20 @@ class _AsyncBatch:
         )
         #: Finished tasks, appended by the loop thread; ``wake`` is set when one lands.
         self.finished: collections.deque[
-            tuple[str, asyncio.Task[Any] | Ended | None]
+            tuple[str, asyncio.Task[Any] | Ended | Failed | None]
         ] = collections.deque()
+        #: Inline runs fed and not ended (aioinline.py), and the tags of their handlers
+        #: that returned (appended by the loop thread, taken by this one).
+        self.runs = 0
+        self.acked: list[str] = []
         self.wake = threading.Event()
         #: The fetching thread waits for a coroutine to end (else only for the slot's
         #: fed deliveries to have all started, or for the ack interval).
         self.waiting = False
         #: ... or for no more than this many deliveries of the slot still to start.
         self.below = -1
+        #: ... or for this many outcomes in ``finished`` (woken once, not per coroutine).
+        self.need = 0
         #: When the last run of deliveries was fed, its last tag, and when that started:
         #: handlers are quick when a run started within _AHEAD_WITHIN (see quick()).
         self.fed_at, self.started_at = 0.0, -1.0  # the first batch: not known quick
@@ -318,7 +328,7 @@ class _AsyncBatch:
                     return acall_handler(
                         consumer.handler, message, contexts, consumer.options.time_limit
                     )
-                return _acall_bare(consumer.handler, message)
+                return acall_bare(consumer.handler, message)
         try:
             started = begin(
                 runner.relay, consumer, self.lease, tag, entry, runner._halt
@@ -347,7 +357,11 @@ class _AsyncBatch:
         contexts, limit = runner.relay.handler_contexts, consumer.options.time_limit
         if contexts or limit is not None:
             return acall_handler(consumer.handler, started.message, contexts, limit)
-        return _acall_bare(consumer.handler, started.message)
+        return acall_bare(consumer.handler, started.message)
+
+    def busy(self) -> int:
+        """Deliveries fed and not settled yet (an inline run counts as one)."""
+        return len(self.running) + self.runs
 
     def quick(self) -> bool:
         """Whether the last fed run had all started within _AHEAD_WITHIN: then the
@@ -375,26 +389,45 @@ class _AsyncBatch:
         """On the loop thread: a task finished (settled by the fetching thread), or
         None: a chained delivery that did not start (the worker is stopping)."""
         self.finished.append((tag, task))
-        if self.waiting and not self.wake.is_set():
+        self.nudge()
+
+    def nudge(self) -> None:
+        """On the loop thread, after an outcome landed: wake the thread if it waits for it."""
+        if (
+            self.waiting or 0 < self.need <= len(self.finished)
+        ) and not self.wake.is_set():
             self.wake.set()
 
-    def harvest(self, wait: float, ends: bool = False, below: int = -1) -> None:
+    def harvest(
+        self, wait: float, ends: bool = False, below: int = -1, need: int = 0
+    ) -> None:
         """Settle the coroutines that ended, waiting up to ``wait`` for one to start
-        or end (``ends``) or for no more than ``below`` deliveries of the slot to be
-        still to start."""
-        if wait and not self.finished:
-            self.waiting, self.below = ends, below
-            if not (ends and self.finished):
+        or end (``ends``), for no more than ``below`` deliveries of the slot to be
+        still to start, or for ``need`` outcomes (an inline run's counts as one)."""
+        if wait and len(self.finished) < max(1, need):
+            self.waiting, self.below, self.need = ends, below, need
+            if not (self.finished if ends else need and len(self.finished) >= need):
                 self.wake.wait(wait)
-            self.waiting, self.below = False, -1
+            self.waiting, self.below, self.need = False, -1, 0
         self.wake.clear()
         finished, running, acks = self.finished, self.running, self.acks
         plain = self.lease.tracker is None
         acked = 0
+        if self.acked:
+            # Appended by the loop meanwhile: only ever at the end, so these stay put.
+            done = len(self.acked)
+            acks.extend(self.acked[:done])
+            del self.acked[:done]
+            acked += done
         while finished:
             tag, task = finished.popleft()
+            if isinstance(task, Failed):
+                if task is END:
+                    self.runs -= 1
+                else:
+                    settle_inline(self, tag, task)
             # The hot path: a handler that returned, no result to keep.
-            if plain and task is not None and _returned(task):
+            elif plain and task is not None and _returned(task):
                 del running[tag]
                 acks.append(tag)
                 acked += 1
