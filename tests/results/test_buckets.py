@@ -25,7 +25,9 @@ def _client(relay: Relay) -> redis.Redis:
     return redis.Redis.from_url(relay.connection.url)
 
 
-def test_a_bucket_expires_and_leaves_the_index(make_relay: Callable[..., Relay]) -> None:
+def test_a_bucket_expires_and_leaves_the_index(
+    make_relay: Callable[..., Relay],
+) -> None:
     relay = make_relay()
 
     @relay.consumer("short", result_ttl=3)
