@@ -28,37 +28,71 @@ def _client(relay: Relay) -> redis.Redis:
 def test_a_bucket_expires_and_leaves_the_index(
     make_relay: Callable[..., Relay],
 ) -> None:
-    relay = make_relay()
+    relay = make_relay(heartbeat=0.2, lease=2)
 
     @relay.consumer("short", result_ttl=3)
     def short(message: Message) -> Any:
         return message.body
 
-    q = relay.queue("short", results=True)
+    q = relay.queue("short")
     keys = QueueKeys.of(relay.namespace, "short")
     client = _client(relay)
-    first = q.put("a")
-    relay.drain(timeout=10)
-    bucket = bucket_holding(client, keys, first)
-    assert bucket is not None
-    assert 0 < client.pttl(bucket) <= 3000
-    assert client.zrange(keys.results, 0, -1) == [bucket]
-    assert q.status(first) is Status.SUCCEEDED
-    wait_for(lambda: not client.exists(bucket), 10, what="the bucket to expire")
-    assert q.status(first) is Status.UNKNOWN
-    with pytest.raises(ResultNotFound, match="expired"):
-        q.result(first, timeout=0)
-    # The next write prunes the expired bucket from the index.
-    second = q.put("b")
-    relay.drain(timeout=10)
-    assert q.result(second, timeout=0) == "b"
-    assert client.zrange(keys.results, 0, -1) == [bucket_holding(client, keys, second)]
+    relay.start()
+    try:
+        first = q.put("a")
+        assert q.result(first, timeout=20) == "a"
+        bucket = bucket_holding(client, keys, first)
+        assert bucket is not None
+        # Its results expire after 3 s; the key itself a TTL later, as a safety net:
+        # a worker's heartbeat drops it first (sweep_results.lua).
+        expiry = client.zscore(keys.results, bucket)
+        assert expiry is not None
+        assert 3000 < client.pttl(bucket) <= 6000
+        assert q.status(first) is Status.SUCCEEDED
+        wait_for(lambda: not client.exists(bucket), 20, what="the bucket to be dropped")
+        assert client.zrange(keys.results, 0, -1) == []
+        assert q.status(first) is Status.UNKNOWN
+        with pytest.raises(ResultNotFound, match="expired"):
+            q.result(first, timeout=0)
+        second = q.put("b")
+        assert q.result(second, timeout=20) == "b"
+        assert client.zrange(keys.results, 0, -1) == [
+            bucket_holding(client, keys, second)
+        ]
+    finally:
+        relay.stop()
+
+
+def test_the_sweep_drops_only_expired_buckets(make_relay: Callable[..., Relay]) -> None:
+    """By the server's clock, whatever the worker's: a bucket the index says expired is
+    unlinked (before its own TTL), one that has not is kept."""
+    relay = make_relay()
+
+    @relay.consumer("calc", result_ttl=3600)
+    def calc(message: Message) -> Any:
+        return message.body
+
+    keys = QueueKeys.of(relay.namespace, "calc")
+    client = _client(relay)
+    old, live = keys.result_bucket(3_600_000, 1), keys.result_bucket(3_600_000, 2)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    for name, expiry in ((old, now_ms - 1000), (live, now_ms + 3_600_000)):
+        client.hset(name, "someid", b"ojnull")
+        client.pexpire(name, 7_200_000)
+        client.zadd(keys.results, {name: expiry})
+    relay.queue("calc").put(1)
+    relay.drain(timeout=10)  # the worker sweeps when it starts, and every heartbeat
+    assert not client.exists(old)
+    assert client.exists(live)
+    assert client.zscore(keys.results, old) is None
+    assert client.zscore(keys.results, live) == now_ms + 3_600_000
 
 
 def test_status_and_results_across_a_bucket_boundary(
     make_relay: Callable[..., Relay],
 ) -> None:
-    ttl = 12.0  # buckets of 3 s
+    ttl = 3.0 * BUCKETS  # buckets of 3 s
     relay = make_relay(retries=0)
 
     @relay.consumer("calc", result_ttl=ttl)

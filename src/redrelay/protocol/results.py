@@ -47,8 +47,9 @@ __all__ = [
 
 #: How long the record of a message that has not finished lives (30 days, in ms).
 PENDING_TTL_MS = 30 * 86400 * 1000
-#: Result buckets per result TTL (see :func:`bucket_of`).
-BUCKETS = 4
+#: Result buckets per result TTL (see :func:`bucket_of`): more make a read look in more
+#: hashes, fewer keep results longer past their TTL.
+BUCKETS = 16
 
 _PACK = {"ok": b"o", "fail": b"f", "x": b"x"}
 _UNPACK = {b"o": b"ok", b"f": b"fail", b"x": b"x"}
@@ -132,7 +133,8 @@ def pack_outcome(state: str, value: bytes) -> bytes:
 def bucket_of(keys: QueueKeys, ttl_ms: int, now_ms: int) -> str:
     """The result bucket of outcomes written at ``now_ms`` (the writer's clock) with a
     TTL of ``ttl_ms``: ``BUCKETS`` buckets per TTL, so a result lives between ``ttl_ms``
-    and ``ttl_ms * (1 + 1/BUCKETS)`` (the bucket expires ``ttl_ms`` after its last write)."""
+    and ``ttl_ms * (1 + 1/BUCKETS)``, plus up to a heartbeat (the bucket's results expire
+    ``ttl_ms`` after its last write, and the workers' next heartbeat UNLINKs it)."""
     return keys.result_bucket(ttl_ms, now_ms // max(1, ttl_ms // BUCKETS))
 
 

@@ -57,9 +57,19 @@ class Tracker:
     # -- cancellations ---------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read the taken messages asked to stop (one SMEMBERS of a small set)."""
-        members = self.lease.conn.call("SMEMBERS", self.lease.keys.cancels)
+        """Read the taken messages asked to stop (one SMEMBERS of a small set), and drop
+        the result buckets whose results expired (sweep_results.lua)."""
+        keys, conn = self.lease.keys, self.lease.conn
+        members, due = conn.pipeline(
+            [
+                ("SMEMBERS", keys.cancels),
+                ("ZRANGEBYSCORE", keys.results, "-inf", int(time.time() * 1000)),
+            ],
+            transaction=False,
+        )
         self._stop = frozenset(m.decode() for m in members)
+        if due:  # due by this clock: the script checks by the server's
+            conn.run("sweep_results", [keys.results, *(b.decode() for b in due)], [])
 
     def skip(self, tag: str, msg_id: str) -> bool:
         """Whether this delivery was asked to stop before it started; if so it is finished

@@ -9,7 +9,7 @@
 -- KEYS[4]   cancels   set   ids of running messages asked to stop (cancel.lua)
 -- KEYS[5]   history   hash  per-minute/per-hour counters (see _count.lua)
 -- KEYS[6]   running   set   ids of taken messages
--- KEYS[7]   results   zset  result bucket key -> its expiry (server ms)
+-- KEYS[7]   results   zset  result bucket key -> expiry of its results (server ms)
 -- KEYS[8]   bucket    hash  this call's result bucket: id -> state byte + value
 -- KEYS[8+i] job       hash  the record of the i-th delivery's message, deleted when it
 --                           finishes (a tracked message's record while it is pending)
@@ -20,9 +20,9 @@
 --
 -- Returns how many tags were still held (a stale tag, whose lease was taken over, writes
 -- nothing and is counted as rejected, as in ack.lua). The outcomes of one call go to one
--- bucket hash in one HSET, and the bucket expires result TTL ms after its last write (one
--- PEXPIREAT per call, not one key and one expiry per message). One PUBLISH of the
--- finished ids (space-separated) wakes every waiter of this hash tag.
+-- bucket hash in one HSET, whose results expire result TTL ms after its last write (one
+-- ZADD and one PEXPIREAT per call, not one key and one expiry per message). One PUBLISH
+-- of the finished ids (space-separated) wakes every waiter of this hash tag.
 -- @include count
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
@@ -50,9 +50,10 @@ if n > 0 then
     local t = redis.call('TIME')
     local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
     redis.call('HSET', KEYS[8], unpack(fields))
-    redis.call('PEXPIREAT', KEYS[8], expiry)
+    -- The results expire at 'expiry' (the index says so, and workers UNLINK the bucket
+    -- then, see sweep_results.lua); the key's own TTL is a safety net, one TTL later.
     redis.call('ZADD', KEYS[7], expiry, KEYS[8])
-    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', expiry - ttl)
+    redis.call('PEXPIREAT', KEYS[8], expiry + ttl)
     redis.call('DEL', unpack(jobs))
     redis.call('SREM', KEYS[6], unpack(ids))
     if redis.call('SCARD', KEYS[4]) > 0 then
