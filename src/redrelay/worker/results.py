@@ -180,18 +180,14 @@ class Tracker:
             keys.results,
             bucket_of(keys, self.ttl_ms, int(time.time() * 1000)),
         ]
-        args: list[Any] = [self.ttl_ms, keys.done, len(tags)]
-        job = keys.job
+        args: list[Any] = [self.ttl_ms, keys.done, len(tags), *tags]
+        job, take = keys.job, self._finished.get if keep else self._finished.pop
         for tag in tags:
             # Every tag finished here has its outcome; a missing one would be a bug,
             # and then the message is at least recorded as done without a value.
-            fallback = (tag, self._none)
-            if keep:
-                msg_id, outcome = self._finished.get(tag, fallback)
-            else:
-                msg_id, outcome = self._finished.pop(tag, fallback)
+            msg_id, outcome = take(tag, (tag, self._none))
             script_keys.append(job(msg_id))
-            args += [tag, msg_id, outcome]
+            args += (msg_id, outcome)
         args += starting
         return script_keys, args
 

@@ -14,7 +14,7 @@
 -- KEYS[8+i] job       hash  the record of the i-th delivery's message, deleted when it
 --                           finishes (a tracked message's record while it is pending)
 -- ARGV[1] result TTL ms; ARGV[2] done channel (pub/sub, not a key); ARGV[3] n, the
--- deliveries to complete; ARGV[4 + 3(i-1) ...] per delivery: tag, message id, outcome
+-- deliveries to complete; ARGV[4 .. 3 + n] their tags; then n pairs: message id, outcome
 -- (a state byte, 'o' ok, 'f' failed or 'x' cancelled, then the encoded value); then the
 -- ids of the messages to start
 --
@@ -26,35 +26,40 @@
 -- @include count
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
-local held, ids, tags = 0, {}, {}
-for i = 1, n do
-  tags[i] = ARGV[1 + 3 * i]
-end
+local held, ids = 0, {}
 if n > 0 then
-  -- Which tags are still held, then forget them all: two commands, not one per tag.
-  local present = redis.call('HMGET', KEYS[1], unpack(tags))
-  redis.call('HDEL', KEYS[1], unpack(tags))
-  redis.call('HDEL', KEYS[3], unpack(tags))
-  local fields, jobs = {}, {}
+  -- Which tags are still held, then forget them all: three commands, not one per tag.
+  local present = redis.call('HMGET', KEYS[1], unpack(ARGV, 4, 3 + n))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, 4, 3 + n))
+  redis.call('HDEL', KEYS[3], unpack(ARGV, 4, 3 + n))
   for i = 1, n do
     if present[i] then
-      local a = 1 + 3 * i
       held = held + 1
-      ids[held] = ARGV[a + 1]
-      fields[2 * held - 1] = ARGV[a + 1]
-      fields[2 * held] = ARGV[a + 2]
-      jobs[held] = KEYS[8 + i]
+      ids[held] = ARGV[2 + n + 2 * i]
     end
   end
   if held > 0 then
     local t = redis.call('TIME')
     local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
-    redis.call('HSET', KEYS[8], unpack(fields))
+    if held == n then  -- the common case: the arguments as they are, no table per field
+      redis.call('HSET', KEYS[8], unpack(ARGV, 4 + n, 3 + 3 * n))
+      redis.call('DEL', unpack(KEYS, 9, 8 + n))
+    else
+      local fields, jobs = {}, {}
+      for i = 1, n do
+        if present[i] then
+          fields[#fields + 1] = ARGV[2 + n + 2 * i]
+          fields[#fields + 1] = ARGV[3 + n + 2 * i]
+          jobs[#jobs + 1] = KEYS[8 + i]
+        end
+      end
+      redis.call('HSET', KEYS[8], unpack(fields))
+      redis.call('DEL', unpack(jobs))
+    end
     -- The results expire at 'expiry' (the index says so, and workers UNLINK the bucket
     -- then, see sweep_results.lua); the key's own TTL is a safety net, one TTL later.
     redis.call('ZADD', KEYS[7], expiry, KEYS[8])
     redis.call('PEXPIREAT', KEYS[8], expiry + ttl)
-    redis.call('DEL', unpack(jobs))
     redis.call('SREM', KEYS[6], unpack(ids))
     if redis.call('SCARD', KEYS[4]) > 0 then
       redis.call('SREM', KEYS[4], unpack(ids))
