@@ -15,6 +15,7 @@ skip taken-but-unstarted deliveries.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,9 @@ class Tracker:
     def start(self, batch: Batch, acks: list[str]) -> None:
         """Send the complete call of ``acks`` (emptied) that also marks ``batch`` running,
         without waiting for its reply: :meth:`settle` reads it before the next call."""
-        ids = [
-            _id_of(tag, entry)
+        match = _FIRST_ID.match
+        ids: list[str | bytes] = [
+            found[1] if (found := match(entry)) else _id_of(tag, entry)
             for tag, entry in zip(batch.tags, batch.entries, strict=True)
         ]
         keys, args = self._call(acks, ids)
@@ -162,7 +164,7 @@ class Tracker:
         return held
 
     def _call(
-        self, tags: list[str], starting: list[str], keep: bool = False
+        self, tags: list[str], starting: list[str | bytes], keep: bool = False
     ) -> tuple[list[str], list[Any]]:
         """complete.lua's keys and arguments; the outcomes leave ``_finished`` unless
         ``keep`` (a call kept in ``_local.sent`` is sent again after a lost reply)."""
@@ -230,6 +232,9 @@ def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None
 
 #: What a redrelay JSON envelope starts with (its id comes first, see Queue.encode).
 _JSON_ID = b'j{"i":"'
+#: The id of a plain JSON entry, in one match (as bytes: the script takes them so); any
+#: other entry goes through :func:`_id_of`.
+_FIRST_ID = re.compile(rb'\x1frr1:\d+:\d+:j\{"i":"([^"\\]{1,64})"')
 
 
 def _id_of(tag: str, entry: bytes) -> str:
