@@ -30,9 +30,9 @@ from .keys import QueueKeys
 from .requests import Arg, Plan, Step
 
 __all__ = [
+    "BUCKETS",
     "PENDING_TTL_MS",
     "Status",
-    "BUCKETS",
     "bucket_of",
     "cancel_step",
     "check_id",
