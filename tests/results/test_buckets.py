@@ -162,3 +162,34 @@ def test_running_then_succeeded(make_relay: Callable[..., Relay]) -> None:
         relay.stop()
     assert q.status(msg_id) is Status.SUCCEEDED
     assert not client.sismember(keys.running, msg_id)
+
+
+def test_a_message_waiting_for_its_retry_is_running(
+    make_relay: Callable[..., Relay],
+) -> None:
+    """Put back in the delayed set by retry.lua, its record still says queued: the
+    running set is what says it was taken (and a cancel then asks its worker)."""
+    relay = make_relay(retries=2, backoff=60)
+    failed = threading.Event()
+
+    @relay.consumer("flaky", result_ttl=60)
+    def flaky(message: Message) -> None:
+        failed.set()
+        raise ValueError("later")
+
+    q = relay.queue("flaky")
+    keys = QueueKeys.of(relay.namespace, "flaky")
+    client = _client(relay)
+    msg_id = q.put({})
+    relay.start()
+    try:
+        assert failed.wait(20)
+        wait_for(
+            lambda: client.zscore(keys.delayed, msg_id) is not None, 10, what="retry"
+        )
+        assert client.hget(keys.job(msg_id), "s") == b"q"
+        assert q.status(msg_id) is Status.RUNNING
+    finally:
+        relay.stop()
+    assert q.cancel(msg_id) is True
+    assert client.sismember(keys.cancels, msg_id)
