@@ -57,7 +57,9 @@ def main() -> None:
         if got is None:
             sys.exit("the drain did not finish")
         rate, worker_us, redis_us = got
-        print(f"{rate:,.0f} msg/s; CPU us/msg: worker {worker_us:.1f}, redis {redis_us:.1f}")
+        print(
+            f"{rate:,.0f} msg/s; CPU us/msg: worker {worker_us:.1f}, redis {redis_us:.1f}"
+        )
         stats = client.info("commandstats")
         for name, v in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:15]:
             print(f"{name.removeprefix('cmdstat_'):24s} calls {v['calls']:8d}  "
