@@ -238,10 +238,9 @@ class TopicRunner:
                     got = receive_ahead(lease, call, acks)
                     sent = len(call.acks)
             except RedrelayError as exc:
-                # (Not only BrokerError: BrokerUnavailable is no BrokerError, and before
-                # issue 16 an outage was an "unexpected error" with a traceback every
-                # second, and killed the keeper.) BrokerUnavailable: the reply may be lost, so resync (re-read what this
-                # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
+                # Any RedrelayError (BrokerUnavailable is no BrokerError): the reply may be
+                # lost, so resync (re-read what this consumer holds) and resend the acks.
+                # NOGROUP: the stream was deleted.
                 outage.warning(
                     f"fetch {sub.name}",
                     "topic %s: fetch failed (%s); retrying",
@@ -273,15 +272,22 @@ class TopicRunner:
                 began = time.monotonic()
                 run_batch(self, lease, got.items, acks, pulse)
                 quick = time.monotonic() - began < AHEAD_WITHIN
+        self._settle_on_exit(lease, ahead, acks)
+
+    def _settle_on_exit(
+        self, lease: GroupLease, ahead: Ahead | None, acks: list[str]
+    ) -> None:
+        """Read a fetch sent ahead (what it took stays held: leave() gives it back, or
+        the lease's expiry), then send the acks still owed."""
         if ahead is not None:
-            # What it took is held: leave() gives it back, or the lease's expiry.
             try:
                 got = receive_ahead(lease, ahead, acks)
                 self._report(lease, len(ahead.acks), got)
             except Exception:
                 pass
         if acks:
-            retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {sub.name}")
+            name = lease.sub.name
+            retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {name}")
 
     def _recreate(self, lease: GroupLease) -> None:
         try:
