@@ -4,7 +4,8 @@ Waiters (threads, or coroutines through ``asyncio.to_thread``) :meth:`ResultWait
 a message id and get a ``concurrent.futures.Future``. The thread subscribes to the ``done``
 channel of each hash tag waited on (once per tag, however many ids), and on each
 announcement reads the outcomes of the ids that have waiters (one or two pipelines per
-queue, see :func:`~redrelay.protocol.results.outcomes_plan`) on its one command connection: a thousand waiters cost two connections, not a thousand (the fault of
+queue, see :func:`~redrelay.protocol.results.outcomes_plan`) on its one command
+connection: a thousand waiters cost two connections, not a thousand (the fault of
 result backends that open a subscription per waiter, celery#3808).
 
 When the pub/sub connection drops (a Redis restart, a network cut) the thread reconnects
