@@ -23,6 +23,10 @@ median of the rounds is reported, with each row's ratio to the bare loop of the 
 - ``baseline``: with ``--baseline-src``, every redrelay row also runs from another
   source tree (e.g. ``main`` before a change), right after its own: the table shows
   both side by side;
+- ``topic``: a topic subscriber group at default settings (``bench/apps/topic_app.py``)
+  against a bare ``XREADGROUP`` + ``XACK`` loop with the same batch (the default
+  ``prefetch``, ``bench/measure_limit.py topic-bare``), each started on ``n`` published
+  entries; the topic row's ratio is to that loop, not to the queue's;
 - ``priority depth D``: ``D`` messages queued at priorities 1..100, the first
   ``min(D, 20000)`` drained: flat from 10^3 to 10^6 if the prioritized path does not
   degrade with depth (priority 0 at the same depths beside it).
@@ -58,9 +62,19 @@ from bench._common import (
     stop,
     wait_marks,
 )
+from bench.measure_limit import fill_topic
 from redrelay import Relay
 from redrelay._server import RedisServer
 
+TOPIC_WORKER = [
+    sys.executable, "-m", "redrelay", "worker", "bench.apps.topic_app:relay",
+    "--no-subscribers", "--grace", "5",
+]  # fmt: skip
+TOPIC_BARE_LOOP = [
+    sys.executable, str(ROOT / "bench" / "measure_limit.py"), "topic-bare", "--url", "{url}",
+]  # fmt: skip
+#: The fill of a topic row (``n`` published entries), in place of a queue's priority.
+TOPIC_FILL = "topic"
 WORKER = [
     sys.executable, "-m", "redrelay", "worker", "bench.apps.limit_app:relay",
     "--queue", QUEUE, "--no-subscribers", "--grace", "5",
@@ -121,12 +135,17 @@ ASLEEP = "async def, 500 coroutines sleeping 50 ms"
 #: The label prefix of a row run from ``--baseline-src``.
 BASELINE = "baseline: "
 RESULTS = "default settings, result_ttl=3600"
+TOPIC_BARE = "bare XREADGROUP + XACK loop, same batch (the topic limit)"
+TOPIC = "topic subscriber group, default settings"
+#: Rows that run no redrelay worker: never twinned with ``--baseline-src``.
+BARES = (BARE, TOPIC_BARE)
 OBSERVED = "default settings, metrics + tracing (OTel API, no SDK)"
 WORK = "1 ms handler, 4 threads"
 #: Rows judged against another row of the same round, with their targets: issue 14
 #: (result_ttl) and issue 12 (metrics and tracing), the latter for no-op handlers and
 #: for handlers that do some work (waiting 1 ms, four threads), as docs/metrics.md.
 AGAINST = {
+    TOPIC: (TOPIC_BARE, 0.8),
     RESULTS: (DEFAULT, 0.8),
     OBSERVED: (DEFAULT, 0.95),
     WORK + ", metrics + tracing (OTel API, no SDK)": (WORK, 0.95),
@@ -165,6 +184,8 @@ def rows(
          {"BENCH_ASYNC": "1", "BENCH_SLEEP": "0.05", "BENCH_CONCURRENCY": "500"}, WORKER, 0),
         *((label, min(n, 4000) if label.startswith(WORK) else n, env, WORKER, 0)
           for label, env in EXTRA.items()),
+        (TOPIC_BARE, n, {}, TOPIC_BARE_LOOP, TOPIC_FILL),
+        (TOPIC, n, {}, TOPIC_WORKER, TOPIC_FILL),
     ]  # fmt: skip
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
@@ -175,6 +196,8 @@ def rows(
         twins = [out[0]]
         for label, k, env, argv, fill_with in out[1:]:
             twins.append((label, k, env, argv, fill_with))
+            if label in BARES:
+                continue
             twins.append((BASELINE + label, k, {**env, "PYTHONPATH": path}, argv,
                           fill_with))  # fmt: skip
         out = twins
@@ -220,7 +243,10 @@ def main() -> None:
                 depth = n
                 if label.startswith("prior"):
                     depth = int(label.split(", ")[1].split()[0].replace(",", ""))
-                fill(url, depth, priority)
+                if priority == TOPIC_FILL:
+                    fill_topic(url, depth)
+                else:
+                    fill(url, depth, priority)
                 argv = [a.replace("{url}", url) for a in argv]
                 got = drain(url, workdir, f"r{r}-{i}", argv, env, n)
                 rate = got[0] if got else None
@@ -229,7 +255,7 @@ def main() -> None:
                     cpus.setdefault(label, []).append((got[1], got[2]))
                     twin = label.removeprefix(BASELINE)
                     against = AGAINST.get(twin, ("", 0.0))[0]
-                    if against and twin != label:
+                    if against and twin != label and against not in BARES:
                         against = BASELINE + against
                     base = results.get(against, [])
                     if against and len(base) == r + 1:
@@ -268,7 +294,8 @@ def report(
 
     def cell(label: str) -> str:
         rate = medians.get(label)
-        ratio = f"{rate / bare:.2f}x" if rate and bare else "-"
+        limit = medians.get(TOPIC_BARE) if TOPIC in label or label == TOPIC_BARE else bare
+        ratio = f"{rate / limit:.2f}x" if rate and limit else "-"
         used = cpus.get(label)
         cpu = "-"
         if used:
@@ -289,7 +316,7 @@ def report(
         if label.startswith(BASELINE):
             continue
         row = f"| {label} | {cell(label)} |"
-        if twins and label != BARE and not label.startswith("prior"):
+        if twins and label not in BARES and not label.startswith("prior"):
             row += f" {cell(BASELINE + label)} |"
         elif twins:
             row += " | | |"

@@ -117,3 +117,40 @@ def test_run_script_is_executable_and_documents_itself() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--only" in done.stdout and "--aof" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_limit_script_judges_the_topic_drain_against_its_own_bare_loop(
+    tmp_path: Path,
+) -> None:
+    table = tmp_path / "limit.md"
+    done = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "limit.py"), "--n", "2000",
+            "--rounds", "1", "--only", "topic", "--depths", "", "--out", str(table),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {
+        cells[0]: cells[1:]
+        for line in table.read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| row")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    bare = "bare XREADGROUP + XACK loop, same batch (the topic limit)"
+    topic = "topic subscriber group, default settings"
+    assert set(rows) == {"bare at-least-once loop (the limit)", bare, topic}
+    for label in (bare, topic):
+        assert int(rows[label][0].replace(",", "")) > 0, rows[label]
+    # the topic row's ratio is to the topic loop, not to the queue's
+    rates = {k: int(v[0].replace(",", "")) for k, v in rows.items()}
+    shown = float(rows[topic][1].removesuffix("x"))
+    assert abs(shown - rates[topic] / rates[bare]) < 0.006, rows  # (rates rounded)
+    assert f"{topic} / {bare}, same round:" in table.read_text()
+    assert "target >= 0.8" in table.read_text()

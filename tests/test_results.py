@@ -26,6 +26,7 @@ from redrelay import (
 from redrelay.protocol.keys import QueueKeys
 from redrelay.protocol.results import Status
 
+from .results.layout import bucket_holding
 from .worker.helpers import wait_for
 
 
@@ -70,8 +71,15 @@ def test_value_is_returned_and_not_consumed(tracked: Relay) -> None:
         assert q.status(msg_id) is Status.SUCCEEDED
     finally:
         tracked.stop()
-    ttl = _client(tracked).pttl(QueueKeys.of(tracked.namespace, "calc").job(msg_id))
-    assert 0 < ttl <= 60_000
+    # The outcome left the message's record for a result bucket, whose results expire
+    # result_ttl after its last write (the key a TTL later: workers drop it first).
+    keys = QueueKeys.of(tracked.namespace, "calc")
+    client = _client(tracked)
+    assert not client.exists(keys.job(msg_id))
+    bucket = bucket_holding(client, keys, msg_id)
+    assert bucket is not None
+    assert 60_000 < client.pttl(bucket) <= 120_000
+    assert client.zscore(keys.results, bucket) is not None
 
 
 def test_failure_raised_after_retries(tracked: Relay) -> None:
@@ -139,8 +147,9 @@ def test_result_expires(make_relay: Callable[..., Relay]) -> None:
     msg_id = q.put({})
     relay.drain(timeout=10)
     assert q.result(msg_id, timeout=0) == 1  # finished already: no wait needed
-    key = QueueKeys.of(relay.namespace, "short").job(msg_id)
-    wait_for(lambda: not _client(relay).exists(key), 5, what="the record to expire")
+    key = bucket_holding(_client(relay), QueueKeys.of(relay.namespace, "short"), msg_id)
+    assert key is not None
+    wait_for(lambda: not _client(relay).exists(key), 5, what="the bucket to expire")
     with pytest.raises(ResultNotFound, match="expired"):
         q.result(msg_id, timeout=1)
 

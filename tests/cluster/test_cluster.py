@@ -12,7 +12,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from redrelay import ConfigurationError, Message, Reject, Relay
+from redrelay import ConfigurationError, JobFailed, Message, Reject, Relay
 from redrelay._cluster import LocalCluster
 from redrelay._server import AdminClient, RedisServer
 from redrelay.cli import cli
@@ -334,3 +334,34 @@ def test_cli_dead_letters_of_a_sharded_queue(
         relay.connection.call("LLEN", k.ready) > 0
         for k in relay.queue("bad").shard_keys()
     )
+
+
+def test_results_wait_status_and_cancel_through_the_sync_api(
+    make_cluster_relay: MakeRelay,
+) -> None:
+    """The sync twin of test_aio_cluster's results test: a tracked put (its record and
+    its LPUSH in one transaction on the queue's node), status, cancel, result, and a
+    failure stored as one, on every redis-py the range allows (the lowest run too)."""
+    relay = make_cluster_relay()
+
+    @relay.consumer("reports", result_ttl=60, retries=0)
+    def render(message: Message) -> dict[str, int]:
+        if message.body < 0:
+            raise ValueError("negative")
+        return {"double": message.body * 2}
+
+    reports = relay.queue("reports")
+    first, second, bad = reports.put(21), reports.put(1), reports.put(-1)
+    assert reports.status(first) == "queued"
+    assert reports.cancel(second) is True
+    relay.drain(timeout=20, raise_on_failure=False)
+    assert reports.result(first, timeout=20) == {"double": 42}
+    with pytest.raises(JobFailed) as failed:
+        reports.result(bad, timeout=20)
+    assert "ValueError" in str(failed.value)
+    states = (reports.status(first), reports.status(second), reports.status(bad))
+    assert states == ("succeeded", "cancelled", "failed")
+    # More than one chunk of put_many: its LPUSHes in one MULTI on the queue's node.
+    bulk = relay.queue("bulk")
+    assert len(bulk.put_many(list(range(2500)))) == 2500
+    assert bulk.stats().ready == 2500

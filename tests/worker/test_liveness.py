@@ -245,22 +245,29 @@ def test_a_hook_that_raises_is_logged_not_fatal(
     assert sum("hook raised" in r.getMessage() for r in caplog.records) == 4
 
 
+@pytest.mark.parametrize("path", ["fast", "general"])
 def test_a_topic_consumer_thread_killed_from_the_inside_comes_back(
     make_relay: Callable[..., Relay],
     run: Callable[..., Runner],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    path: str,
 ) -> None:
-    import redrelay.worker.topics as topics_mod
+    import redrelay.worker.topic_batch as topic_batch
 
-    relay = make_relay(lease=1.0, heartbeat=0.2)
+    # A signing key takes first deliveries off the short way (worker/topic_batch.py).
+    signed = {"signing_key": "k" * 32} if path == "general" else {}
+    relay = make_relay(lease=1.0, heartbeat=0.2, **signed)
     done: list[tuple[int, int]] = []
 
     @relay.subscriber("events", group="g", start="beginning", prefetch=5)
     def handler(message: Message) -> None:
         done.append((message.body["n"], message.attempt))
 
-    killed, _ = _die_once(monkeypatch, topics_mod, "begin", 3)
+    if path == "fast":
+        killed, _ = _die_once(monkeypatch, topic_batch, "fresh_envelope", 0)
+    else:
+        killed, _ = _die_once(monkeypatch, topic_batch, "begin", 3)
     topic = relay.topic("events")
     topic.publish_many([{"n": 0, "kill": True}, *({"n": n} for n in range(1, 5))])
     caplog.set_level(logging.INFO, "redrelay")

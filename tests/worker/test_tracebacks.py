@@ -88,6 +88,31 @@ def test_the_traceback_starts_at_the_handler(
         assert __file__ in first_frame(text), text
 
 
+def test_a_topic_groups_traceback_starts_at_the_handler(
+    make_relay: Callable[..., Relay], run: Callable[[Relay], Runner]
+) -> None:
+    relay = make_relay()
+
+    @relay.subscriber("events", group="g", retries=0, start="beginning")
+    def handler(message: Message) -> None:
+        raise ValueError("from the handler")
+
+    relay.topic("events").publish({})
+    runner = run(relay)  # queues=None: its topic groups run too
+    assert runner.topics is not None
+    group = wait_for(
+        lambda: next(
+            (g for g in relay.topic("events").stats().groups if g.dead == 1), None
+        ),
+        what="the dead letter",
+    )
+    assert group.group == "g"
+    [letter] = relay.topic("events").dead_letters("g")
+    assert letter.traceback is not None
+    top = first_frame(letter.traceback)
+    assert __file__ in top and "in handler" in top, top
+
+
 def test_drain_failures_start_at_the_handler(relay: Relay) -> None:
     @relay.consumer("tb", retries=0)
     def handler(message: Message) -> Any:

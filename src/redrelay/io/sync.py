@@ -323,10 +323,41 @@ class Connection:
     ) -> list[Any]:
         """Several commands in one round trip (``MULTI``/``EXEC`` when ``transaction``)."""
         with translate(self.url, self.namespace):
-            pipe = self.client.pipeline(transaction=transaction)
+            try:
+                pipe = self.client.pipeline(transaction=transaction)
+            except rex.RedisClusterException:
+                if not (transaction and self.is_cluster):
+                    raise
+                return self._node_transaction(commands)
             for command in commands:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             return list(pipe.execute())
+
+    def _node_transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """``MULTI``/``EXEC`` on the node of the commands' slot, for a redis-py whose
+        cluster client refuses transactions (before 6.1). Every transaction of redrelay
+        stays in one hash tag, so one node serves it. A moved slot refreshes the
+        client's slot map and is tried once more; a lost node refreshes it too (else
+        every later transaction would go to the dead node) and raises."""
+        client: Any = self.client
+        for attempt in range(2):
+            node = client.get_node_from_key(commands[0][1])
+            pipe = client.get_redis_connection(node).pipeline(transaction=True)
+            for command in commands:
+                pipe.execute_command(*command)
+            try:
+                return list(pipe.execute())
+            except rex.AskError:  # MovedError too
+                if attempt:
+                    raise
+                client.nodes_manager.initialize()
+            except (rex.ConnectionError, rex.TimeoutError):
+                try:
+                    client.nodes_manager.initialize()
+                except IO_ERRORS:
+                    pass  # the next call tries again
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, steps: Sequence[Step]) -> Any:
         """Send prepared steps (:mod:`redrelay.protocol.requests`) in order; the last reply."""

@@ -15,23 +15,28 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..errors import RedrelayError
 from ..protocol.transitions import to_ms
 from ..topic import PARKED, TopicSubscription, pairs, text
 
 if TYPE_CHECKING:
+    from ..io._pending import Pending, Ready
     from ..io.sync import Connection
 
 __all__ = [
+    "Ahead",
     "Fetched",
     "GroupLease",
     "create_group",
     "group_idle",
+    "receive_ahead",
     "recover_expired",
     "recover_group",
+    "send_ahead",
 ]
 
 log = logging.getLogger("redrelay.worker")
@@ -47,6 +52,16 @@ class Fetched:
     trimmed_unread: int
     wait: float
     items: list[tuple[str, bytes, int, int]]
+
+
+@dataclass(slots=True)
+class Ahead:
+    """A fetch sent ahead: its reply on the wire, the consumer it was sent as, and the
+    acks it carries (sent again after a lost reply)."""
+
+    reply: Pending | Ready
+    consumer_id: str
+    acks: list[str]
 
 
 class GroupLease:
@@ -95,27 +110,31 @@ class GroupLease:
 
     def fetch(self, count: int, acks: list[str], resync: bool) -> Fetched:
         """Ack ``acks``, then take up to ``count`` entries, in one round trip."""
-        k = self.keys
-        r = self.conn.run(
-            "topic_fetch",
-            [
-                self.stream,
-                k.leases,
-                k.retry,
-                k.failures,
-                k.stats,
-                k.cursor,
-                k.started,
-                k.history,
-            ],
-            [k.group, self.consumer_id, count, "1" if resync else "0", *acks],
+        return _parse(
+            self.conn.run("topic_fetch", *self._fetch_call(count, acks, resync))
         )
-        items = [
-            (r[i].decode(), r[i + 1], int(r[i + 2]), int(r[i + 3]))
-            for i in range(5, len(r), 4)
-        ]
-        wait = -1.0 if r[4] < 0 else r[4] / 1000
-        return Fetched(int(r[0]), int(r[1]), int(r[2]), int(r[3]), wait, items)
+
+    def send_fetch(self, count: int, acks: list[str]) -> Ahead:
+        """:meth:`fetch` sent without waiting for its reply (:meth:`receive` reads it):
+        Redis takes the next batch while this thread runs the one in hand."""
+        keys, args = self._fetch_call(count, acks, False)
+        reply = self.conn.send_script("topic_fetch", keys, args)
+        return Ahead(reply, self.consumer_id, acks[:])
+
+    def receive(self, ahead: Ahead) -> Fetched:
+        """The reply of a fetch sent ahead. If this raises, the reply is lost (whether
+        the script ran is unknown): fetch with ``resync`` and ``ahead.acks`` again."""
+        return _parse(ahead.reply.result())
+
+    def _fetch_call(
+        self, count: int, acks: list[str], resync: bool
+    ) -> tuple[list[str], list[str | int]]:
+        k = self.keys
+        keys = [
+            self.stream, k.leases, k.retry, k.failures, k.stats, k.cursor, k.started,
+            k.history,
+        ]  # fmt: skip
+        return keys, [k.group, self.consumer_id, count, "1" if resync else "0", *acks]
 
     def ack(self, ids: list[str]) -> int:
         k = self.keys
@@ -168,6 +187,43 @@ class GroupLease:
     def leave(self) -> int:
         """Drop the lease, handing anything still held back to the group (due at once)."""
         return recover_group(self.conn, self.sub, self.consumer_id, leave=True)
+
+
+def _parse(r: list[Any]) -> Fetched:
+    # (Script replies: deliveries and failures are integers already.)
+    items = list(
+        zip(map(bytes.decode, r[5::4]), r[6::4], r[7::4], r[8::4], strict=True)
+    )
+    wait = -1.0 if r[4] < 0 else r[4] / 1000
+    return Fetched(int(r[0]), int(r[1]), int(r[2]), int(r[3]), wait, items)
+
+
+def send_ahead(
+    lease: GroupLease, count: int, acks: list[str]
+) -> tuple[Ahead | None, bool]:
+    """Send the next fetch, carrying ``acks`` (emptied), before the batch in hand runs:
+    ``(the call, False)``; ``(None, True)`` if it could not be sent (``acks`` kept: the
+    next fetch sends them, and resyncs in case the call reached Redis after all)."""
+    try:
+        ahead = lease.send_fetch(count, acks)
+    except RedrelayError:
+        return None, True
+    acks.clear()
+    return ahead, False
+
+
+def receive_ahead(lease: GroupLease, call: Ahead, acks: list[str]) -> Fetched:
+    """The batch a fetch sent ahead took; none if the lease it was sent under was lost
+    meanwhile (its entries went, or go, back to the group with that lease). On a lost
+    reply its acks go back in front of ``acks``, to be sent again with a resync."""
+    try:
+        got = lease.receive(call)
+    except BaseException:
+        acks[:0] = call.acks
+        raise
+    if call.consumer_id != lease.consumer_id and got.status == 1:
+        got.items.clear()
+    return got
 
 
 def create_group(conn: Connection, sub: TopicSubscription) -> bool:

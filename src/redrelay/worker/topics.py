@@ -30,6 +30,7 @@ from ..errors import BrokerUnavailable, RedrelayError
 from ..handlers import call_handler
 from .aioloop import Bounded, LoopThread, fetchers
 from .dispatch import Outcome
+from .fetcher import AHEAD_WITHIN
 from .leases import retry_forever
 from .liveness import (
     MAX_REVIVALS,
@@ -40,13 +41,17 @@ from .liveness import (
     stuck_after,
     why,
 )
-from .topic_dispatch import ACK_INTERVAL, Flight, Item, begin, settle
+from .topic_batch import run_batch
+from .topic_dispatch import ACK_INTERVAL, Flight, Item, settle
 from .topic_leases import (
+    Ahead,
     Fetched,
     GroupLease,
     create_group,
     group_idle,
+    receive_ahead,
     recover_expired,
+    send_ahead,
 )
 
 if TYPE_CHECKING:
@@ -217,17 +222,25 @@ class TopicRunner:
         self, lease: GroupLease, bounded: Bounded | None, pulse: Pulse
     ) -> None:
         sub = lease.sub
+        prefetch = sub.options.prefetch
         acks: list[str] = []
-        resync = False
+        resync = quick = False
+        ahead: Ahead | None = None
         while not self._stopping.is_set() and not lease.abandoned:
             pulse.tick()
             try:
-                got = lease.fetch(sub.options.prefetch, acks, resync)
+                if ahead is None:
+                    got = lease.fetch(prefetch, acks, resync)
+                    sent = len(acks)
+                    acks.clear()
+                else:
+                    call, ahead = ahead, None
+                    got = receive_ahead(lease, call, acks)
+                    sent = len(call.acks)
             except RedrelayError as exc:
-                # (Not only BrokerError: BrokerUnavailable is no BrokerError, and before
-                # issue 16 an outage was an "unexpected error" with a traceback every
-                # second, and killed the keeper.) BrokerUnavailable: the reply may be lost, so resync (re-read what this
-                # consumer holds) and resend the acks. NOGROUP: the stream was deleted.
+                # Any RedrelayError (BrokerUnavailable is no BrokerError): the reply may be
+                # lost, so resync (re-read what this consumer holds) and resend the acks.
+                # NOGROUP: the stream was deleted.
                 outage.warning(
                     f"fetch {sub.name}",
                     "topic %s: fetch failed (%s); retrying",
@@ -241,21 +254,40 @@ class TopicRunner:
                 continue
             except Exception:
                 log.exception("topic %s: unexpected error in fetch", sub.name)
+                resync = True
                 self._stopping.wait(1.0)
                 continue
-            self._report(lease, len(acks), got)
-            acks.clear()
+            self._report(lease, sent, got)
             resync = False
             if got.status == -1:
                 retry_forever(lease.heartbeat, self._stopping, f"topic {sub.name}")
             elif got.status == 0:
-                self._wait(lease, got.wait)
+                if not acks:  # (a fetch sent ahead came back empty: send them first)
+                    self._wait(lease, got.wait)
             elif bounded is not None:
                 self._run_async(lease, got.items, bounded, acks, pulse)
             else:
-                self._run_batch(lease, got.items, acks, pulse)
+                if quick and len(got.items) >= prefetch:
+                    ahead, resync = send_ahead(lease, prefetch, acks)
+                began = time.monotonic()
+                run_batch(self, lease, got.items, acks, pulse)
+                quick = time.monotonic() - began < AHEAD_WITHIN
+        self._settle_on_exit(lease, ahead, acks)
+
+    def _settle_on_exit(
+        self, lease: GroupLease, ahead: Ahead | None, acks: list[str]
+    ) -> None:
+        """Read a fetch sent ahead (what it took stays held: leave() gives it back, or
+        the lease's expiry), then send the acks still owed."""
+        if ahead is not None:
+            try:
+                got = receive_ahead(lease, ahead, acks)
+                self._report(lease, len(ahead.acks), got)
+            except Exception:
+                pass
         if acks:
-            retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {sub.name}")
+            name = lease.sub.name
+            retry_forever(lambda: lease.ack(acks), self._halt, f"ack on {name}")
 
     def _recreate(self, lease: GroupLease) -> None:
         try:
@@ -275,24 +307,6 @@ class TopicRunner:
             )  # fmt: skip
         except BrokerUnavailable:
             self._stopping.wait(1.0)
-
-    def _run_batch(
-        self, lease: GroupLease, items: list[Item], acks: list[str], pulse: Pulse
-    ) -> None:
-        flushed = time.monotonic()
-        cid = lease.consumer_id
-        for sid, entry, deliveries, failures in items:
-            if self._stopping.is_set() or lease.consumer_id != cid:
-                return  # the rest goes back on leave(), or already went with the lease
-            started = begin(
-                self.relay, lease, sid, entry, deliveries, failures, self._halt
-            )
-            if not isinstance(started, Outcome):
-                pulse.busy = True
-                started = self._call(lease, entry, started)
-                pulse.busy = False
-                pulse.tick()
-            flushed = self._done(lease, started, sid, deliveries, acks, flushed)
 
     def _call(self, lease: GroupLease, entry: bytes, message: Message) -> Outcome:
         _, error = call_handler(lease.sub.handler, message, self.relay.handler_contexts)
@@ -322,6 +336,13 @@ class TopicRunner:
             self._flush(lease, acks)
             return now
         return flushed
+
+    def _count(self, acked: int, others: list[Outcome]) -> None:
+        """Count a batch's outcomes (under the lock once, not per message)."""
+        with self._lock:
+            self.outcomes[Outcome.ACKED] += acked
+            for outcome in others:
+                self.outcomes[outcome] += 1
 
     def _flush(self, lease: GroupLease, acks: list[str]) -> None:
         if acks:

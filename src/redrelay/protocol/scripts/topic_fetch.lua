@@ -51,10 +51,11 @@ end
 
 local held = 0
 if #ARGV > 4 then
-  -- Which of them this consumer still holds: one XPENDING of what it holds (what it
-  -- fetched and has not finished: a bounded number), and one per id only when that
-  -- reply may have been cut short by its COUNT.
-  local limit = 2 * (#ARGV - 4) + 100
+  -- Which of them this consumer still holds: one XPENDING of the oldest entries it
+  -- holds, as many as there are acks (they are its oldest, unless retries or a resync
+  -- came between: a batch fetched ahead is newer), and one per id only for an ack not
+  -- in that reply when the reply may have been cut short by its COUNT.
+  local limit = #ARGV - 4
   local pending = redis.call('XPENDING', KEYS[1], group, '-', '+', limit, consumer)
   local mine = {}
   for i = 1, #pending do
@@ -70,8 +71,13 @@ if #ARGV > 4 then
   held = #owned
   if held > 0 then
     redis.call('XACK', KEYS[1], group, unpack(owned))
-    redis.call('HDEL', KEYS[4], unpack(owned))
-    redis.call('HDEL', KEYS[7], unpack(owned))
+    -- (most groups have no failures or marks: no need to pass them every id)
+    if redis.call('EXISTS', KEYS[4]) == 1 then
+      redis.call('HDEL', KEYS[4], unpack(owned))
+    end
+    if redis.call('EXISTS', KEYS[7]) == 1 then
+      redis.call('HDEL', KEYS[7], unpack(owned))
+    end
     count_outcome(KEYS[5], KEYS[8], 'acked', held)
   end
   count_outcome(KEYS[5], KEYS[8], 'rejected', #ARGV - 4 - held)
@@ -83,20 +89,24 @@ if (not expiry) or tonumber(expiry) < now then
   return {held, -1, 0, 0, -1}
 end
 
-local out = {}
+local out, n = {0, 0, 0, 0, 0}, 0
 local trimmed, unread = 0, 0
 local function add(id, fields, deliveries)
-  -- a requeued dead letter of another group: this group acks it unseen
-  local only = field(fields, 'g')
-  if only and only ~= group then
-    redis.call('XACK', KEYS[1], group, id)
-    return
+  local entry
+  if #fields == 2 and fields[1] == 'e' then
+    entry = fields[2]  -- the common case: a published entry, for every group
+  else
+    -- a requeued dead letter of another group: this group acks it unseen
+    local only = field(fields, 'g')
+    if only and only ~= group then
+      redis.call('XACK', KEYS[1], group, id)
+      return
+    end
+    entry = field(fields, 'e') or fields[2] or ''
   end
-  local entry = field(fields, 'e') or fields[2] or ''
-  out[#out + 1] = id
-  out[#out + 1] = entry
-  out[#out + 1] = deliveries
-  out[#out + 1] = 0  -- failures: read for every entry at once, below
+  -- (into the reply directly, after its 5 header slots; n: entries so far)
+  out[6 + 4 * n], out[7 + 4 * n], out[8 + 4 * n], out[9 + 4 * n] = id, entry, deliveries, 0
+  n = n + 1  -- (failures: 0 here, read for every entry at once below)
 end
 local function deliveries_of(id)
   local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
@@ -118,8 +128,8 @@ if ARGV[4] == '1' then
   end
 end
 
-if #out < count * 4 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, count - #out / 4)
+if n < count then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, count - n)
   if #due > 0 then
     redis.call('ZREM', KEYS[3], unpack(due))
     local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, 0, unpack(due))
@@ -140,8 +150,8 @@ if #out < count * 4 then
   end
 end
 
-if #out < count * 4 then
-  local want = count - #out / 4
+if n < count then
+  local want = count - n
   local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
   local entries = got and got[1] and got[1][2] or {}
   -- Entries trimmed before this group read them. Only worth a look when this read
@@ -198,7 +208,7 @@ end
 if unread ~= 0 then
   redis.call('HINCRBY', KEYS[5], 'trimmed_unread', math.max(unread, 1))
 end
-if #out == 0 then
+if n == 0 then
   local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   local wait = -1
   if #nxt > 0 then
@@ -206,16 +216,15 @@ if #out == 0 then
   end
   return {held, 0, trimmed, unread, wait}
 end
-local ids = {}
-for i = 1, #out, 4 do
-  ids[#ids + 1] = out[i]
+out[1], out[2], out[3], out[4], out[5] = held, 1, trimmed, unread, 0
+if redis.call('EXISTS', KEYS[4]) == 1 then  -- (no failures anywhere in the group: all 0)
+  local ids = {}
+  for j = 1, n do
+    ids[j] = out[2 + 4 * j]
+  end
+  local failures = redis.call('HMGET', KEYS[4], unpack(ids))
+  for j = 1, n do
+    out[5 + 4 * j] = tonumber(failures[j] or '0')
+  end
 end
-local failures = redis.call('HMGET', KEYS[4], unpack(ids))
-local reply = {held, 1, trimmed, unread, 0}
-for i = 1, #out do
-  reply[#reply + 1] = out[i]
-end
-for j = 1, #ids do
-  reply[5 + 4 * j] = tonumber(failures[j] or '0')
-end
-return reply
+return out
