@@ -109,7 +109,24 @@ def test_announced_once_per_process(
     assert url in line
     assert "AOF on" in line
     assert "REDRELAY_URL" in line
-    assert "redrelay embedded stop" in line
+    # Not a .redrelay the CLI finds from here (a new user's Flask instance folder):
+    # the command to stop it names it.
+    assert f"stop it with 'redrelay --data-dir {data_dir} embedded stop'" in line
+
+
+def test_the_stop_hint_of_a_redrelay_folder_here_needs_no_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / ".redrelay"
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")  # a folder below: the CLI finds it too
+    caplog.set_level(logging.WARNING, logger="redrelay.embedded")
+    try:
+        embedded.embedded_url(directory)
+    finally:
+        embedded.stop(directory)
+    [record] = [r for r in caplog.records if r.name == "redrelay.embedded"]
+    assert "stop it with 'redrelay embedded stop'" in record.getMessage()
 
 
 def test_data_dir_from_the_environment(

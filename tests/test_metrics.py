@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redrelay import Message, Relay, metrics, monitor
 from redrelay.cli import cli
 from redrelay.listener import GapReport
+from redrelay.testing import ChannelRecorder
 
 from .worker.helpers import ROOT, wait_for
 
@@ -270,3 +271,46 @@ def test_channel_subscribers(make_relay: Callable[..., Relay]) -> None:
     finally:
         relay.stop()
     wait_for(lambda: monitor.channel_subscribers(relay)[0] == {}, what="unsubscribed")
+
+
+def test_a_queues_own_channel_is_not_a_channel(
+    make_relay: Callable[..., Relay],
+) -> None:
+    """The results' waiter listens on ``<ns>:{<queue>}:done``: /metrics, the dashboard,
+    a ChannelRecorder and a pattern subscriber must not take it for an app's channel
+    (a new user saw ``redrelay_channel_subscribers{channel="{reports}:done"}``)."""
+    relay = make_relay()
+    heard: list[str] = []
+
+    @relay.subscriber("*", pattern=True)
+    def anything(message: Message) -> None:
+        heard.append(message.channel or "")
+
+    @relay.consumer("reports", result_ttl=60)
+    def render(message: Message) -> int:
+        return 1
+
+    relay.start()
+    try:
+        relay.wait_ready()
+        with ChannelRecorder(relay) as recorded:
+            msg_id = relay.queue("reports").put({})
+            assert relay.queue("reports").result(msg_id, timeout=30) == 1
+            relay.publish("news", "after the result")
+        # The waiter's subscription is there (so this test can fail)...
+        active = relay.connection.call("PUBSUB", "CHANNELS", f"{relay.namespace}:*")
+        assert f"{relay.namespace}:{{reports}}:done".encode() in active
+        # ...and announcements on it were published (before "news", so they would
+        # have reached the pattern subscriber and the recorder before it).
+        wait_for(lambda: "news" in heard, what="the pattern subscriber")
+        assert [c for c in heard if c != "redrelay-drain-sync"] == ["news"]  # + marker
+        assert [m.channel for m in recorded.messages()] == ["news"]
+        subscribers, _ = monitor.channel_subscribers(relay)
+        assert "{reports}:done" not in subscribers
+        assert not [
+            labels
+            for (name, labels) in samples(relay)
+            if name.startswith("redrelay_channel") and "{" in str(labels)
+        ]
+    finally:
+        relay.stop()

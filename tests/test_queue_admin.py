@@ -56,6 +56,35 @@ def test_delete_removes_every_key_and_the_name(relay: Relay) -> None:
     assert [s.name for s in relay.stats()] == ["emails", "emials"]
 
 
+def test_delete_removes_the_keys_of_priorities_limits_and_results(
+    relay: Relay,
+) -> None:
+    """Every structure a queue may have: priority entries, entries parked by a per-key
+    limit, the limits' buckets and slots, results and their running and cancel sets."""
+
+    @relay.consumer("mixed", result_ttl=60, rate_limit="1000/s", limit_key="tenant",
+                    concurrency_limit=2, retries=0)  # fmt: skip
+    def handle(message: Message) -> int:
+        return 1
+
+    q = relay.queue("mixed")
+    q.put_many([1, 2])
+    q.put(3, priority=5)
+    q.put(4, priority=-5)
+    q.put(5, headers={"tenant": "a"})
+    cancelled = q.put(6)
+    assert q.cancel(cancelled)
+    relay.drain(timeout=10)
+    q.put(7, priority=9)  # left queued, in the priority set
+    assert keys_of(relay, "mixed")
+    assert q.delete() == 1
+    # Only the records of tracked messages stay, to expire on their own (docs/results.md).
+    assert [k for k in keys_of(relay, "mixed") if b":job:" not in k] == []
+    q.put(8)  # a new queue of that name starts empty: nothing comes back
+    stats = q.stats()
+    assert (stats.ready, stats.delayed, stats.dead) == (1, 0, 0)
+
+
 def test_delete_a_sharded_queue(relay: Relay) -> None:
     q = relay.queue("hot", shards=3)
     q.put_many(list(range(9)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import redis
 from redrelay import (
     ConfigurationError,
     EncodeError,
+    Failure,
     JobCancelled,
     JobFailed,
     Message,
@@ -24,6 +26,7 @@ from redrelay import (
 from redrelay.protocol.keys import QueueKeys
 from redrelay.protocol.results import Status
 
+from .results.layout import bucket_holding
 from .worker.helpers import wait_for
 
 
@@ -68,8 +71,15 @@ def test_value_is_returned_and_not_consumed(tracked: Relay) -> None:
         assert q.status(msg_id) is Status.SUCCEEDED
     finally:
         tracked.stop()
-    ttl = _client(tracked).pttl(QueueKeys.of(tracked.namespace, "calc").job(msg_id))
-    assert 0 < ttl <= 60_000
+    # The outcome left the message's record for a result bucket, whose results expire
+    # result_ttl after its last write (the key a TTL later: workers drop it first).
+    keys = QueueKeys.of(tracked.namespace, "calc")
+    client = _client(tracked)
+    assert not client.exists(keys.job(msg_id))
+    bucket = bucket_holding(client, keys, msg_id)
+    assert bucket is not None
+    assert 60_000 < client.pttl(bucket) <= 120_000
+    assert client.zscore(keys.results, bucket) is not None
 
 
 def test_failure_raised_after_retries(tracked: Relay) -> None:
@@ -88,9 +98,14 @@ def test_failure_raised_after_retries(tracked: Relay) -> None:
     assert [d.id for d in q.dead_letters()] == [msg_id]
 
 
-def test_unencodable_value_is_the_failure(tracked: Relay) -> None:
+def test_unencodable_value_is_the_failure(
+    tracked: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead: list[Failure] = []
+    tracked.on_dead = dead.append
     q = tracked.queue("calc")
     msg_id = q.put({"op": "object"})
+    caplog.set_level(logging.ERROR, "redrelay.worker")
     tracked.start()
     try:
         with pytest.raises(JobFailed) as info:
@@ -99,6 +114,12 @@ def test_unencodable_value_is_the_failure(tracked: Relay) -> None:
         tracked.stop()
     assert info.value.error_type == "redrelay.errors.EncodeError"
     assert "cannot encode" in info.value.error_message
+    # The dead letter's log line and hook name the message (they said "message ?").
+    [failure] = dead
+    assert failure.message is not None and failure.message.id == msg_id
+    assert any(
+        f"message {msg_id} dead-lettered" in r.getMessage() for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
 
 
 def test_timeout_unknown_and_bad_ids(tracked: Relay) -> None:
@@ -126,8 +147,9 @@ def test_result_expires(make_relay: Callable[..., Relay]) -> None:
     msg_id = q.put({})
     relay.drain(timeout=10)
     assert q.result(msg_id, timeout=0) == 1  # finished already: no wait needed
-    key = QueueKeys.of(relay.namespace, "short").job(msg_id)
-    wait_for(lambda: not _client(relay).exists(key), 5, what="the record to expire")
+    key = bucket_holding(_client(relay), QueueKeys.of(relay.namespace, "short"), msg_id)
+    assert key is not None
+    wait_for(lambda: not _client(relay).exists(key), 5, what="the bucket to expire")
     with pytest.raises(ResultNotFound, match="expired"):
         q.result(msg_id, timeout=1)
 
@@ -242,6 +264,14 @@ def test_task_api(make_relay: Callable[..., Relay]) -> None:
     assert h3.cancel() is True
     with pytest.raises(EncodeError):
         add.delay(object(), 1)  # type: ignore[arg-type]
+    # Arguments the function would refuse fail at the call, not later as a dead letter.
+    with pytest.raises(ConfigurationError, match=r"task .*add\(a, b\): too many"):
+        add.delay(1, 2, 3)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="missing a required argument: 'b'"):
+        add.apply_async((1,))
+    with pytest.raises(ConfigurationError, match="unexpected keyword argument 'c'"):
+        asyncio.run(aadd.adelay(1, 2, c=3))  # type: ignore[call-arg]
+    assert relay.queue("tasks.add").stats().ready == 1  # h1 only
     relay.start()
     try:
         assert h1.result(10) == 7

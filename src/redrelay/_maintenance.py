@@ -80,6 +80,15 @@ def _delete_shard(queue: Queue, k: QueueKeys) -> int:
             k.stats,
             k.shards,
             k.history,
+            k.prio,
+            k.prio_seq,
+            k.limits,
+            k.slots,
+            k.parked,
+            k.parked_due,
+            k.cancels,
+            k.running,
+            k.results,
         ]
         for consumer in seen:
             keys += [k.inflight(consumer.decode()), k.started(consumer.decode())]

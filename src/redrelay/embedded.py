@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,20 +342,30 @@ def _announce(directory: Path, state: dict[str, Any], verb: str) -> None:
     if directory in _announced:
         return
     _announced.add(directory)
+    cwd = Path.cwd()
     try:
-        shown = os.path.join(".", directory.relative_to(Path.cwd()))
+        shown = os.path.join(".", directory.relative_to(cwd))
     except ValueError:
         shown = str(directory)
+    # The CLI finds a .redrelay here or in a folder above by itself; any other data
+    # directory (Flask's instance folder, data_dir=) must be named, or `embedded stop`
+    # run from here says "not running".
+    found_from_here = directory.name == ".redrelay" and (
+        cwd == directory.parent or directory.parent in cwd.parents
+    )
+    stop = "redrelay embedded stop"
+    if not found_from_here:
+        stop = f"redrelay --data-dir {shlex.quote(shown)} embedded stop"
     # WARNING once per server (by the process that started it); the processes that
     # join it (the worker beside the web app, in the same terminal) say so at INFO.
     logger.log(
         logging.WARNING if verb == "started" else logging.INFO,
         "redrelay: %s embedded redis-server %s at %s (pid %s, data in %s, AOF on; "
-        "development only — set REDRELAY_URL in production; "
-        "stop it with 'redrelay embedded stop')",
+        "development only — set REDRELAY_URL in production; stop it with '%s')",
         verb,
         state.get("version", "?"),
         state["url"],
         state["pid"],
         shown,
+        stop,
     )

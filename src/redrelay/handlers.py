@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._types import AsyncHandler as AsyncHandler
@@ -33,6 +34,8 @@ __all__ = [
     "acall_handler",
     "ainvoke",
     "call_handler",
+    "from_handler",
+    "handler_traceback",
     "invoke",
     "run_awaitable",
 ]
@@ -122,7 +125,32 @@ def call_handler(
     try:
         return invoke(handler, message, contexts, loop), None
     except BaseException as exc:  # noqa: B036 - see the docstring
-        return None, exc
+        return None, from_handler(exc)
+
+
+def from_handler(exc: BaseException) -> BaseException:
+    """``exc`` with the leading frames of redrelay's own code (the worker's calls into
+    the handler, and glue such as ``@relay.task``'s wrapper) cut from its traceback, so
+    that log lines, dead letters and results show the app's code first (a one-line
+    error had five frames of ``invoke`` and ``_within`` above it). An error raised in
+    redrelay's frames themselves (``Reject`` from a wrapper, ``TimeLimitExceeded``)
+    keeps its whole traceback."""
+    exc.__traceback__ = handler_traceback(exc)
+    return exc
+
+
+def handler_traceback(exc: BaseException) -> TracebackType | None:
+    """The traceback :func:`from_handler` gives ``exc``, without changing it."""
+    tb = exc.__traceback__
+    while tb is not None and _ours(tb.tb_frame.f_globals.get("__name__")):
+        tb = tb.tb_next
+    return tb if tb is not None else exc.__traceback__
+
+
+def _ours(module: object) -> bool:
+    return isinstance(module, str) and (
+        module == "redrelay" or module.startswith("redrelay.")
+    )
 
 
 async def acall_handler(
@@ -147,9 +175,9 @@ async def acall_handler(
         task = asyncio.current_task()
         if task is not None and _cancelling(task):
             raise
-        return None, exc
+        return None, from_handler(exc)
     except BaseException as exc:  # noqa: B036 - see call_handler
-        return None, exc
+        return None, from_handler(exc)
 
 
 def _cancelling(task: asyncio.Task[Any]) -> bool:

@@ -422,6 +422,10 @@ class Listener(_GapReporting):
         return name
 
     def _on_message(self, pattern: bytes | None, key: bytes, data: bytes) -> None:
+        if pattern is not None and b"{" in key:
+            # A queue's own channel (``<ns>:{<queue>}:done``, the results' waiters):
+            # no channel name has a brace, so it is never a subscriber's message.
+            return
         self.received += 1
         workers = self._patterns.get(pattern) if pattern else self._channels.get(key)
         if not workers:

@@ -97,7 +97,9 @@ def channel_subscribers(relay: Relay) -> tuple[dict[str, int], int]:
     conn = relay.connection
     prefix = f"{relay.namespace}:"
     names = sorted(c.decode() for c in conn.call("PUBSUB", "CHANNELS", prefix + "*"))
-    names = names[:MAX_CHANNELS]
+    # Not a queue's own channel (``{<queue>}:done``, the results' waiters): channel
+    # names cannot hold a brace.
+    names = [n for n in names if "{" not in n][:MAX_CHANNELS]
     counts: dict[str, int] = {}
     if names:
         flat = conn.call("PUBSUB", "NUMSUB", *names)

@@ -4,8 +4,9 @@
 process registers with one :class:`~redrelay.waiter.ResultWaiter` per relay, whose thread
 holds one pub/sub connection subscribed to the ``done`` channel of each hash tag waited
 on; complete.lua and bury.lua publish the finished ids there. A waiter subscribes first,
-then reads the record once (HMGET), so a message that finishes in between is read, and
-one that finishes later is announced. See docs/results.md.
+then reads the outcome once (its record, else the result buckets: one or two round
+trips), so a message that finishes in between is read, and one that finishes later is
+announced. See docs/results.md.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from .protocol.results import (
     Status,
     cancel_step,
     check_id,
-    status_of,
-    status_step,
+    status_plan,
 )
 from .protocol.transitions import to_ms, to_seconds
 
@@ -128,7 +128,7 @@ class QueueResults:
 
     def _status_plan(self, msg_id: str) -> Plan[Status]:
         keys = yield from self._results_plan()
-        return status_of((yield status_step(keys, msg_id)))
+        return (yield from status_plan(keys, msg_id))
 
     def cancel(self, id: str) -> bool:
         """Cancel message ``id``; True if it was found queued, delayed or running.

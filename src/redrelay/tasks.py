@@ -6,7 +6,8 @@ A thin layer over queues for those who prefer calling functions to putting messa
 arguments of the message body ``{"args": [...], "kwargs": {...}}``, and stores its
 return value. ``fn.delay(*args, **kwargs)`` puts such a message and returns a
 :class:`TaskHandle`. Arguments go through the relay's codec, so a value it cannot encode
-fails at the call (:class:`EncodeError`), with nothing written.
+fails at the call (:class:`EncodeError`), with nothing written, and so do arguments
+that the function's signature does not accept (:class:`ConfigurationError`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class Task(Generic[P, R]):
         self.relay = relay
         self.fn = fn
         self.queue = queue
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # a callable without one: not checked
+            self._signature = None
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -83,8 +88,30 @@ class Task(Generic[P, R]):
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """:meth:`delay` as a coroutine."""
-        msg_id = await self.queue.aput(_body(args, kwargs))
+        msg_id = await self.queue.aput(self._body(args, kwargs))
         return TaskHandle(msg_id, self.queue)
+
+    def _body(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The message body; arguments that the function would refuse fail here, in
+        the caller, not later in a worker as a dead letter."""
+        body = _body(args, kwargs)
+        if self._signature is not None:
+            try:
+                self._signature.bind(*body["args"], **body["kwargs"])
+            except TypeError as exc:
+                bare = self._signature.replace(
+                    parameters=[
+                        p.replace(annotation=p.empty)
+                        for p in self._signature.parameters.values()
+                    ],
+                    return_annotation=inspect.Signature.empty,
+                )
+                raise ConfigurationError(
+                    f"task {self.fn.__qualname__}{bare}: {exc}; nothing was put"
+                ) from None
+        return body
 
     def apply_async(
         self,
@@ -101,7 +128,7 @@ class Task(Generic[P, R]):
         options: dict[str, Any] = {"delay": delay, "eta": eta, "headers": headers}
         if priority is not None:
             options["priority"] = priority
-        msg_id = self.queue.put(_body(args, kwargs), **options)
+        msg_id = self.queue.put(self._body(args, kwargs), **options)
         return TaskHandle(msg_id, self.queue)
 
 

@@ -3,8 +3,9 @@
 Waiters (threads, or coroutines through ``asyncio.to_thread``) :meth:`ResultWaiter.register`
 a message id and get a ``concurrent.futures.Future``. The thread subscribes to the ``done``
 channel of each hash tag waited on (once per tag, however many ids), and on each
-announcement reads the records of the ids that have waiters, in one pipeline, on its one
-command connection: a thousand waiters cost two connections, not a thousand (the fault of
+announcement reads the outcomes of the ids that have waiters (one or two pipelines per
+queue, see :func:`~redrelay.protocol.results.outcomes_plan`) on its one command
+connection: a thousand waiters cost two connections, not a thousand (the fault of
 result backends that open a subscription per waiter, celery#3808).
 
 When the pub/sub connection drops (a Redis restart, a network cut) the thread reconnects
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import RedrelayError
 from .io.sync import translate
 from .protocol.keys import QueueKeys
-from .protocol.results import decode_outcome
+from .protocol.results import decode_outcome, outcomes_plan
 
 if TYPE_CHECKING:
     from .io.sync import Connection
@@ -141,12 +142,18 @@ class ResultWaiter:
             wanted = [(i, self._waits[i]) for i in ids if i in self._waits]
         if not wanted:
             return
+        by_queue: dict[str, list[tuple[str, _Wait]]] = {}
+        for msg_id, wait in wanted:
+            by_queue.setdefault(wait.keys.prefix, []).append((msg_id, wait))
+        replies: list[tuple[str, _Wait, list[Any]]] = []
         with self._read_lock:
             if self._reader is None:
                 self._reader = self._live().new_connection(retries=3)
-            commands = [("HMGET", w.keys.job(i), "s", "v") for i, w in wanted]
-            replies = self._reader.pipeline(commands, transaction=False)
-        for (msg_id, wait), reply in zip(wanted, replies, strict=True):
+            for group in by_queue.values():
+                keys = group[0][1].keys
+                got = self._reader.drive(outcomes_plan(keys, [i for i, _ in group]))
+                replies += [(i, w, r) for (i, w), r in zip(group, got, strict=True)]
+        for msg_id, wait, reply in replies:
             try:
                 done, value = decode_outcome(wait.queue, msg_id, reply)
             except Exception as exc:  # JobFailed, JobCancelled, ResultNotFound ...

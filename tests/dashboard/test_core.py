@@ -72,6 +72,8 @@ def test_overview_json_matches_stats(failing: Relay, client: Client) -> None:
     page = client.get("/", environ_base=LOCAL)
     assert page.status_code == 200 and 'data-q="jobs" data-f="ready">1<' in page.text
     assert page.headers["X-Frame-Options"] == "DENY"
+    # No request for /favicon.ico (outside the mount: a 404 in the browser's console)
+    assert '<link rel="icon" href="data:,">' in page.text
 
 
 def test_bodies_reasons_and_tracebacks_are_escaped_and_truncated(

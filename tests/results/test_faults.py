@@ -23,6 +23,7 @@ from redrelay.protocol.keys import QueueKeys
 
 from ..faults.workers import consumers_of
 from ..processes import Worker, wait_for
+from .layout import stored
 
 Start = Callable[..., Worker]
 
@@ -50,10 +51,7 @@ def _audit(
     dead = {i.decode() for i in client.zrange(keys.dead, 0, -1)}
     assert len(waiting) == len(set(waiting)), "a message is in two places"
     assert not set(waiting) & dead, "a message is both waiting and dead"
-    pipe = client.pipeline(transaction=False)
-    for msg_id in ids:
-        pipe.hmget(keys.job(msg_id), "s", "v")
-    records = dict(zip(ids, pipe.execute(), strict=True))
+    records = stored(client, keys, ids)
     counts: dict[str, int] = {}
     pending = set(waiting)
     for msg_id in ids:
@@ -68,6 +66,11 @@ def _audit(
             # Acked: the ack and the result were one step.
             assert state == "ok", f"{msg_id} is gone from the queue with state {state}"
             assert value[:1] == b"j" and int(value[1:]) == expected[msg_id]
+    # A finished message is no longer named running (the ack and the running set were
+    # one step too).
+    running = {m.decode() for m in client.smembers(keys.running)}
+    finished = {i for i in ids if i not in pending}
+    assert not running & finished, f"{len(running & finished)} finished but running"
     return counts
 
 

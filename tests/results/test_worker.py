@@ -29,6 +29,7 @@ from redrelay.waiter import waiter_of
 from ..faults.proxy import FaultProxy
 from ..processes import Worker, wait_for
 from .conftest import ResultsWorker
+from .layout import bucket_holding
 
 Start = Callable[..., Worker]
 
@@ -60,8 +61,9 @@ def test_value_failure_timeout_and_expiry(app: Relay, start_worker: Start) -> No
         q.result(slow, timeout=0.05)
     assert q.result(slow, timeout=20) == "slept"
     # Expiry: the record is gone after its TTL, and waiting says so.
-    key = QueueKeys.of(app.namespace, "calc").job(ok)
     with redis.Redis.from_url(app.connection.url) as client:
+        key = bucket_holding(client, QueueKeys.of(app.namespace, "calc"), ok)
+        assert key is not None
         wait_for(lambda: not client.exists(key), 10, what="the result to expire")
     with pytest.raises(ResultNotFound, match="expired"):
         q.result(ok, timeout=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -70,6 +71,17 @@ def test_delays_and_retry_delays_run_in_due_order_without_waiting(relay: Relay) 
     assert seen == ["now", "in a minute", "again", "in an hour"]
     assert report.failures == []
     assert report.advanced >= 3600 - 5
+
+
+def test_a_rate_limit_holds_in_real_time_and_the_timeout_says_so(relay: Relay) -> None:
+    """A new user's test put 100 messages on a "5/s" consumer: DrainTimeout, which
+    now says why and what to do."""
+    relay.consumer("hooks", rate_limit="5/s")(lambda m: None)
+    relay.queue("hooks").put_many(range(100))
+    with pytest.raises(
+        DrainTimeout, match=r"rate-limited: hooks \(rate=5/1s\+1 .*raise timeout="
+    ):
+        relay.drain(timeout=0.5)
 
 
 def test_without_the_virtual_clock_a_delay_times_out(relay: Relay) -> None:
@@ -176,3 +188,30 @@ def test_a_failing_channel_subscriber_fails_the_drain(relay: Relay) -> None:
         relay.drain()
     [failure] = info.value.report.failures
     assert failure.message is not None and failure.message.body == 1
+
+
+@pytest.mark.parametrize("where", ["channel", "queue", "async queue"])
+def test_a_handler_that_calls_sys_exit_fails_the_drain(
+    relay: Relay, where: str
+) -> None:
+    """As in a worker (issue 18): a failure, not a SystemExit out of drain() (which a
+    new user's test got from a channel subscriber), noted at each attempt."""
+
+    def exits(message: Message) -> None:
+        sys.exit(3)
+
+    async def aexits(message: Message) -> None:
+        sys.exit(3)
+
+    if where == "channel":
+        relay.subscriber("news")(exits)
+        relay.consumer("jobs")(lambda m: relay.publish("news", 1))
+    else:
+        handler = aexits if where == "async queue" else exits
+        relay.consumer("jobs", retries=1, backoff=0.01)(handler)
+    relay.queue("jobs").put(1)
+    with pytest.raises(DrainFailed, match="SystemExit: 3") as info:
+        relay.drain()
+    attempts = 1 if where == "channel" else 2
+    failures = info.value.report.failures
+    assert [f.error for f in failures] == ["SystemExit: 3"] * attempts, failures

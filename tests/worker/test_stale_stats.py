@@ -36,6 +36,11 @@ def test_stats_after_a_sigkill(
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("work"))
     assert "1 (1 expired)" in row and "0 +1 expired" in row
+    # ...and, no worker being left to hand it back, warned about as waiting.
+    assert (
+        "warning: queue 'work' has 1 message(s) waiting (1 held by an expired lease) "
+        "and no consumer" in result.output
+    ), result.output
     # A new worker's sweep hands the delivery back; then nothing is stale.
     rescuer = start_worker(TEST_LEASE="1", TEST_CONCURRENCY="1")
     wait_for(lambda: queue.stats().counters.get("recovered") == 1, what="recovery")

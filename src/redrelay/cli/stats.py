@@ -109,7 +109,8 @@ def unconsumed_warnings(snapshots: Sequence[QueueStats]) -> list[str]:
     names = [s.name for s in snapshots]
     lines = []
     for s in snapshots:
-        waiting = s.ready + s.delayed
+        # What a dead consumer held waits too: only a live worker's sweep returns it.
+        waiting = s.ready + s.delayed + s.in_flight_expired
         if not waiting or s.consumers:
             continue
         others = [n for n in names if n != s.name]
@@ -119,9 +120,14 @@ def unconsumed_warnings(snapshots: Sequence[QueueStats]) -> list[str]:
             if close
             else ""
         )
+        held = (
+            f" ({s.in_flight_expired} held by an expired lease)"
+            if s.in_flight_expired
+            else ""
+        )
         lines.append(
-            f"queue {s.name!r} has {waiting} message(s) waiting and no consumer (is a "
-            f"worker running for it?){typo}"
+            f"queue {s.name!r} has {waiting} message(s) waiting{held} and no consumer "
+            f"(is a worker running for it?){typo}"
         )
     return lines
 

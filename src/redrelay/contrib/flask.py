@@ -75,6 +75,7 @@ RELAY_SETTINGS = (
     "data_dir",
     "durable",
     "durable_timeout",
+    "signing_key",
     "concurrency",
     "prefetch",
     "retries",
@@ -82,6 +83,7 @@ RELAY_SETTINGS = (
     "lease",
     "heartbeat",
     "max_deliveries",
+    "time_limit",
 )
 #: ``REDRELAY_<KEY>`` settings of the extension itself (lowercased).
 APP_SETTINGS = (
@@ -187,10 +189,13 @@ class RedRelay:
           the current directory's).
         - ``REDRELAY_DURABLE``, ``REDRELAY_DURABLE_TIMEOUT``: durable puts (default off,
           1 s), see docs/reliability.md.
+        - ``REDRELAY_SIGNING_KEY``: a shared secret of 16+ bytes; envelopes are signed and
+          unsigned or forged ones are never run (docs/security.md).
         - Consumer defaults, overridden per ``@broker.consumer(...)``:
           ``REDRELAY_CONCURRENCY`` (1), ``REDRELAY_PREFETCH`` (50), ``REDRELAY_RETRIES``
           (3), ``REDRELAY_BACKOFF`` (1.0 s), ``REDRELAY_LEASE`` (10 s),
-          ``REDRELAY_HEARTBEAT`` (lease / 4), ``REDRELAY_MAX_DELIVERIES`` (retries + 3).
+          ``REDRELAY_HEARTBEAT`` (lease / 4), ``REDRELAY_MAX_DELIVERIES`` (retries + 3),
+          ``REDRELAY_TIME_LIMIT`` (None: no limit).
         - ``REDRELAY_START_IN_PROCESS``: run the consumers and subscribers on background
           threads of each process that serves requests (``relay.start()``), started by
           its first request, which waits (5 s at most) until the subscriptions are in

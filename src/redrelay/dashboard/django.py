@@ -11,7 +11,9 @@
     ]
 
 Access is decided by ``auth=`` (default: an active staff user, or one with
-``permission=``); the audit log records the user name. Changes are POSTs that Django's
+``permission=``); the audit log records the user name. A visitor who is not logged in
+is sent to the admin's login (or ``LOGIN_URL``) from the pages; JSON, ``/metrics`` and
+the event stream answer 401. Changes are POSTs that Django's
 ``CsrfViewMiddleware`` checks (token and Origin), as for any view.
 """
 
@@ -84,6 +86,10 @@ def dashboard_urls(
             framework_csrf=("csrfmiddlewaretoken", get_token(request)),
         )
         response = board().handle(req)
+        if response.status == 401:
+            login = _login_redirect(request, path)
+            if login is not None:
+                return login
         out: HttpResponseBase
         if isinstance(response.body, bytes):
             out = HttpResponse(
@@ -103,6 +109,34 @@ def dashboard_urls(
 
     # csrf_protect: checked even in a project without CsrfViewMiddleware
     return [re_path(r"^(?P<path>.*)$", csrf_protect(view), name="redrelay-dashboard")]
+
+
+#: Not pages: what a script or Prometheus reads gets the 401, not a login form.
+_NOT_PAGES = ("api/", "events", "metrics", "static/")
+
+
+def _login_redirect(request: HttpRequest, path: str) -> HttpResponseBase | None:
+    """Send a visitor who is not logged in to log in, as the admin's own pages do
+    (a bare 401 told a Django user nothing), then back here: the admin's login if the
+    admin is installed, else ``settings.LOGIN_URL``. Logged-in users who may not see
+    it, other methods and the non-page URLs keep the 401."""
+    user = getattr(request, "user", None)
+    if (
+        user is None
+        or user.is_authenticated
+        or request.method != "GET"
+        or path.startswith(_NOT_PAGES)
+    ):
+        return None
+    from django.conf import settings
+    from django.contrib.auth.views import redirect_to_login
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        login_url = reverse("admin:login")
+    except NoReverseMatch:
+        login_url = settings.LOGIN_URL
+    return redirect_to_login(request.get_full_path(), login_url)
 
 
 #: The default relay's dashboard, for ``include("redrelay.dashboard.django")``.

@@ -64,6 +64,9 @@ def layout(root: str, title: str, body: str, *, live: bool = False) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{h(title)} · redrelay</title>"
+        # An empty inline icon: else browsers fetch /favicon.ico, outside the mount,
+        # and log its 404 on every page (CSP img-src allows data:).
+        '<link rel="icon" href="data:,">'
         f'<link rel="stylesheet" href="{h(root)}/static/dashboard.css">{script}</head>'
         f'<body data-root="{h(root)}"><header><strong>redrelay</strong><nav>{nav}</nav>'
         f'<span id="live" class="live"></span></header><main><h1>{h(title)}</h1>{body}'

@@ -128,6 +128,10 @@ class QueueKeys:
     parked_due: str
     #: set: ids of running messages whose cancellation was asked (results.md).
     cancels: str
+    #: set: ids of messages taken by a worker of a consumer that stores results.
+    running: str
+    #: sorted set: result bucket key -> its expiry (server ms); see :meth:`result_bucket`.
+    results: str
     #: pub/sub channel (not a key): ids of finished tracked messages, space-separated.
     done: str
 
@@ -153,6 +157,8 @@ class QueueKeys:
             parked=f"{p}:parked",
             parked_due=f"{p}:parked:due",
             cancels=f"{p}:cancels",
+            running=f"{p}:running",
+            results=f"{p}:results",
             done=f"{p}:done",
         )
 
@@ -174,8 +180,14 @@ class QueueKeys:
         return f"{self.prefix}:started:{consumer}"
 
     def job(self, msg_id: str) -> str:
-        """Hash of one tracked message: state, result or failure, cancel flag (results.md)."""
+        """Hash of one tracked message until it finishes (its outcome then goes to a result
+        bucket), or of one that died or was cancelled unrun (results.md)."""
         return f"{self.prefix}:job:{msg_id}"
+
+    def result_bucket(self, ttl_ms: int, number: int) -> str:
+        """Hash of the outcomes (id -> state byte + value) of the messages that finished
+        in one time bucket, with one result TTL (results.md, "Where it is stored")."""
+        return f"{self.prefix}:results:{ttl_ms}:{number}"
 
     def dedup(self, key: str) -> str:
         """String holding the id of the message put under a deduplication key."""

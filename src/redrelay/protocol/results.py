@@ -1,15 +1,19 @@
 """Results, status and cancellation of tracked messages: the decisions, once for sync and async.
 
-A *tracked* message has a record, the hash ``QueueKeys.job(id)``: field ``s`` holds its
-state (``q`` queued, ``d`` delayed, ``r`` running, ``ok``, ``fail``, ``x`` cancelled),
-``v`` the encoded return value or the failure (JSON), ``e`` a copy of the entry while it
-is queued (cancel.lua removes it from the queue by value; a cancel of a message a worker
-took goes to the queue's ``cancels`` set instead). The producer writes it in the same transaction as the put; the worker
-marks it running (complete.lua, with the previous batch's acks), and the ack writes the
-outcome (complete.lua; bury.lua for a death), so a result never exists without its ack.
-Finished records expire after the consumer's ``result_ttl``; pending ones after
-:data:`PENDING_TTL_MS`, a safety net only (a tracked message always finishes, and the
-finish sets the result TTL).
+A *tracked* message has a record while it is pending, the hash ``QueueKeys.job(id)``:
+field ``s`` holds its state (``q`` queued, ``d`` delayed, ``r`` running, as cancel.lua
+marks a taken one), ``e`` a copy of the entry (cancel.lua removes a queued message from
+the queue by value; a cancel of a message a worker took goes to the queue's ``cancels``
+set instead). The producer writes it in the same transaction as the put. Workers name
+the messages they take in the queue's ``running`` set (one SADD per batch, with the
+previous batch's acks, in complete.lua), and the ack writes the outcome: complete.lua
+deletes the record and stores the outcome in a *result bucket*, one hash per time
+bucket and result TTL (``QueueKeys.result_bucket``), listed in the ``results`` sorted
+set with its expiry, so a batch costs one HSET and one PEXPIREAT rather than a key and
+an expiry per message. A death (bury.lua) and a cancel of a queued message (cancel.lua)
+write the outcome in the record itself (``s`` = ``fail`` or ``x``, ``v`` the failure)
+and expire it after the result TTL. Pending records expire after
+:data:`PENDING_TTL_MS`, a safety net only (a tracked message always finishes).
 """
 
 from __future__ import annotations
@@ -23,24 +27,32 @@ import orjson
 from ..codecs import Codec, resolve_codec
 from ..errors import ConfigurationError, JobCancelled, JobFailed, ResultNotFound
 from .keys import QueueKeys
-from .requests import Arg, Step
+from .requests import Arg, Plan, Step
 
 __all__ = [
+    "BUCKETS",
     "PENDING_TTL_MS",
     "Status",
+    "bucket_of",
     "cancel_step",
     "check_id",
     "decode_outcome",
     "encode_value",
     "failure_record",
-    "read_step",
-    "status_of",
-    "status_step",
+    "outcomes_plan",
+    "pack_outcome",
+    "status_plan",
     "track_commands",
 ]
 
 #: How long the record of a message that has not finished lives (30 days, in ms).
 PENDING_TTL_MS = 30 * 86400 * 1000
+#: Result buckets per result TTL (see :func:`bucket_of`): more make a read look in more
+#: hashes, fewer keep results longer past their TTL.
+BUCKETS = 16
+
+_PACK = {"ok": b"o", "fail": b"f", "x": b"x"}
+_UNPACK = {b"o": b"ok", b"f": b"fail", b"x": b"x"}
 
 
 class Status(str, enum.Enum):
@@ -112,9 +124,57 @@ def track_commands(
     ]
 
 
-def read_step(keys: QueueKeys, msg_id: str) -> Step:
-    """Read a record's state and value (one round trip)."""
-    return Step((("HMGET", keys.job(msg_id), "s", "v"),))
+def pack_outcome(state: str, value: bytes) -> bytes:
+    """An outcome as a result bucket stores it: a state byte (``o`` ok, ``f`` failed,
+    ``x`` cancelled), then the value."""
+    return _PACK[state] + value
+
+
+def bucket_of(keys: QueueKeys, ttl_ms: int, now_ms: int) -> str:
+    """The result bucket of outcomes written at ``now_ms`` (the writer's clock) with a
+    TTL of ``ttl_ms``: ``BUCKETS`` buckets per TTL, so a result lives between ``ttl_ms``
+    and ``ttl_ms * (1 + 1/BUCKETS)``, plus up to a heartbeat (the bucket's results expire
+    ``ttl_ms`` after its last write, and the workers' next heartbeat UNLINKs it)."""
+    return keys.result_bucket(ttl_ms, now_ms // max(1, ttl_ms // BUCKETS))
+
+
+def outcomes_plan(keys: QueueKeys, ids: list[str]) -> Plan[list[list[Any]]]:
+    """``[state, value]`` of each of ``ids`` (``[None, None]`` without any record), for
+    :func:`decode_outcome`: its own record while it has one (pending, dead, cancelled
+    unrun, or written by the django.tasks backend), else the newest live result bucket
+    that holds it. Two round trips at most, whatever the number of ids.
+
+    The record is read before the list of buckets: complete.lua deletes the record and
+    writes the bucket in one step, so a message whose record is gone is in a bucket
+    listed after it (or its result expired).
+    """
+    commands: list[tuple[Arg, ...]] = [("HMGET", keys.job(i), "s", "v") for i in ids]
+    commands.append(("ZRANGE", keys.results, 0, -1))
+    replies = yield Step(tuple(commands))
+    records: list[list[Any]] = [list(r) for r in replies[:-1]]
+    buckets = list(reversed(replies[-1]))  # the latest expiry (newest write) first
+    missing = [j for j, r in enumerate(records) if r[0] is None]
+    if missing and buckets:
+        names = [ids[j] for j in missing]
+        found = yield from _in_buckets(buckets, names)
+        for j, packed in zip(missing, found, strict=True):
+            if packed is not None:
+                records[j] = [_UNPACK.get(packed[:1]), packed[1:]]
+    return records
+
+
+def _in_buckets(buckets: list[bytes], ids: list[str]) -> Plan[list[bytes | None]]:
+    """Each id's stored outcome in the first of ``buckets`` that has it."""
+    commands: tuple[tuple[Arg, ...], ...] = tuple(("HMGET", b, *ids) for b in buckets)
+    replies = yield Step(commands)
+    if len(commands) == 1:
+        replies = [replies]
+    found: list[bytes | None] = [None] * len(ids)
+    for reply in replies:
+        for j, packed in enumerate(reply):
+            if found[j] is None and packed is not None:
+                found[j] = packed
+    return found
 
 
 def decode_outcome(queue: str, msg_id: str, reply: list[Any]) -> tuple[bool, Any]:
@@ -140,19 +200,31 @@ def decode_outcome(queue: str, msg_id: str, reply: list[Any]) -> tuple[bool, Any
     return False, None
 
 
-def status_step(keys: QueueKeys, msg_id: str) -> Step:
-    """Read what :func:`status_of` needs: the state, and whether it is still delayed."""
-    return Step(
-        (("HGET", keys.job(msg_id), "s"), ("ZSCORE", keys.delayed, msg_id)),
+def status_plan(keys: QueueKeys, msg_id: str) -> Plan[Status]:
+    """The status of ``msg_id``: its record's state (a queued or delayed one taken by a
+    worker is running; a due delayed one, promoted by a fetch, is queued), else its
+    outcome in a result bucket, else unknown."""
+    state, due, running, buckets = yield Step(
+        (
+            ("HGET", keys.job(msg_id), "s"),
+            ("ZSCORE", keys.delayed, msg_id),
+            ("SISMEMBER", keys.running, msg_id),
+            ("ZRANGE", keys.results, 0, -1),
+        )
     )
-
-
-def status_of(reply: list[Any]) -> Status:
-    """The status from :func:`status_step`'s reply (a due delayed message is queued)."""
-    state = _STATES.get(reply[0], Status.UNKNOWN) if reply[0] else Status.UNKNOWN
-    if state is Status.DELAYED and reply[1] is None:
+    if state is None:
+        if not buckets:
+            return Status.UNKNOWN
+        found = yield from _in_buckets(list(reversed(buckets)), [msg_id])
+        if found[0] is None:
+            return Status.UNKNOWN
+        state = _UNPACK.get(found[0][:1])
+    status = _STATES.get(state, Status.UNKNOWN) if state else Status.UNKNOWN
+    if status in (Status.QUEUED, Status.DELAYED) and running:
+        return Status.RUNNING
+    if status is Status.DELAYED and due is None:
         return Status.QUEUED  # promoted to ready by a fetch, not taken yet
-    return state
+    return status
 
 
 def cancel_step(keys: QueueKeys, msg_id: str, ttl_ms: int) -> Step:
@@ -167,6 +239,7 @@ def cancel_step(keys: QueueKeys, msg_id: str, ttl_ms: int) -> Step:
             keys.stats,
             keys.ready,
             keys.prio,
+            keys.running,
         ),
         args=(msg_id, ttl_ms, keys.done),
     )

@@ -35,6 +35,7 @@ SCRIPT_NAMES = (
     "schedule_set",
     "schedule_trigger",
     "stats",
+    "sweep_results",
     "topic_ack",
     "topic_bury",
     "topic_create",

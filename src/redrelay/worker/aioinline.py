@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from .._faults import crash_point
 from ..errors import DecodeError
-from ..handlers import Called
+from ..handlers import Called, from_handler
 from ..message import Message
 from ..message import _Blank as Blank
 from ..protocol.envelope import fresh_envelope
@@ -121,10 +121,10 @@ async def run_inline(run: _AsyncBatch, items: list[tuple[str, bytes]]) -> None:
             except asyncio.CancelledError as exc:
                 if _cancelled():
                     raise  # the worker's: the delivery returns under the lease rule
-                finished.append((tag, Failed(entry, message, exc)))
+                finished.append((tag, Failed(entry, message, from_handler(exc))))
                 continue
             except BaseException as exc:  # noqa: B036 - see handlers.call_handler
-                finished.append((tag, Failed(entry, message, exc)))
+                finished.append((tag, Failed(entry, message, from_handler(exc))))
                 continue
             acked.append(tag)
     finally:
@@ -148,9 +148,9 @@ async def acall_bare(handler: Handler, message: Message) -> Called:
     except asyncio.CancelledError as exc:
         if _cancelled():
             raise
-        return None, exc
+        return None, from_handler(exc)
     except BaseException as exc:  # noqa: B036 - see handlers.call_handler
-        return None, exc
+        return None, from_handler(exc)
 
 
 def _cancelled() -> bool:

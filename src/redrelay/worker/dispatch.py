@@ -117,7 +117,7 @@ def finish(
     reason = f"the handler's return value cannot be stored as its result: {error}"
     return _bury(
         relay, consumer, lease, tag, message.id, entry, reason, error,
-        message.attempt, halt,
+        message.attempt, halt, message,
     )  # fmt: skip
 
 

@@ -3,8 +3,9 @@
 Three things make it a test tool rather than a worker that stops (issue 16):
 
 - **Failures raise.** Every exception a handler raised (other than the flow-control
-  :class:`~redrelay.Retry`) and every message dead-lettered during the drain is
-  collected; at the end :class:`~redrelay.DrainFailed` lists them with the traceback,
+  :class:`~redrelay.Retry`), every failure a handler recorded without raising (a
+  ``django.tasks`` task that ends ``FAILED``: ``failures.report_handled``) and every
+  message dead-lettered during the drain is collected; at the end :class:`~redrelay.DrainFailed` lists them with the traceback,
   unless ``raise_on_failure=False``.
 - **A virtual clock.** When the only work left is waiting (a retry's backoff, a
   ``delay=``/``eta=``, ``Retry(delay=)``), the waiting set's due times are moved back
@@ -23,6 +24,7 @@ Three things make it a test tool rather than a worker that stops (issue 16):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fnmatch
@@ -30,11 +32,12 @@ import functools
 import inspect
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DrainFailed, DrainTimeout, Retry
-from ..handlers import Consumer, invoke
+from ..failures import drain_sinks
+from ..handlers import Consumer, handler_traceback, invoke
 from ..message import Message
 from ..protocol.envelope import decode_entry
 from ..topic import pairs, text
@@ -80,7 +83,9 @@ def _failure(where: str, message: Message, exc: BaseException) -> Failure:
         where=where,
         message=message,
         error=f"{type(exc).__name__}: {exc}",
-        traceback="".join(traceback.format_exception(exc)),
+        traceback="".join(
+            traceback.format_exception(type(exc), exc, handler_traceback(exc))
+        ),
     )
 
 
@@ -89,17 +94,20 @@ def _recording(
 ) -> Callable[..., Any]:
     """``handler``, noting each exception it raises (then re-raising it)."""
 
-    def note(message: Message, exc: Exception) -> None:
+    def note(message: Message, exc: BaseException) -> None:
         if not isinstance(exc, Retry):
             failures.append(_failure(where, message, exc))
 
+    # BaseException, as the worker: a handler's sys.exit() is its failure (issue 18).
     if inspect.iscoroutinefunction(handler):
 
         @functools.wraps(handler)
         async def arecorded(message: Message) -> Any:
             try:
                 return await handler(message)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise  # the drain's own stop, or the handler's: the worker decides
+            except BaseException as exc:  # noqa: B036 - noted, then re-raised
                 note(message, exc)
                 raise
 
@@ -109,7 +117,7 @@ def _recording(
     def recorded(message: Message) -> Any:
         try:
             return handler(message)
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - noted, then re-raised
             note(message, exc)
             raise
 
@@ -158,10 +166,25 @@ def drain(
     with contextlib.ExitStack() as stack:
         for context in relay.drain_contexts:
             stack.enter_context(context())
+        stack.enter_context(_handled_failures(relay, report.failures))
         return _drain(
             relay, runner, report, timeout, raise_on_failure, virtual_clock,
             subscribers, channels, capture_topics=queue_list is None,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _handled_failures(relay: Relay, failures: list[Failure]) -> Iterator[None]:
+    """Collect the failures handlers record without raising (``report_handled``)."""
+
+    def note(where: str, message: Message, exc: BaseException) -> None:
+        failures.append(_failure(where, message, exc))
+
+    drain_sinks[id(relay)] = note
+    try:
+        yield
+    finally:
+        drain_sinks.pop(id(relay), None)
 
 
 def _drain(
@@ -229,7 +252,9 @@ def _loop(
             if virtual_clock:
                 _advance(relay, runner, report)
         if time.monotonic() > deadline:
-            raise DrainTimeout(f"not empty after {timeout}s: {_left(runner)}")
+            raise DrainTimeout(
+                f"not empty after {timeout}s: {_left(runner)}{_rate_hint(runner)}"
+            )
         time.sleep(0.005)
 
 
@@ -254,7 +279,10 @@ def _deliver(
             ):
                 try:
                     invoke(sub.handler, message, relay.handler_contexts, None)
-                except Exception as exc:  # not retried, as in a worker: reported
+                except KeyboardInterrupt:
+                    raise  # this is the test's own thread: Ctrl-C must stop it
+                except BaseException as exc:  # noqa: B036 - sys.exit() too, as a worker
+                    # not retried, as in a worker: reported
                     report.failures.append(_failure(f"channel {name}", message, exc))
     return len(new)
 
@@ -341,6 +369,24 @@ def _left(runner: Runner) -> dict[str, Any]:
     if runner.topics is not None:
         left.update(runner.topics.backlog())
     return left
+
+
+def _rate_hint(runner: Runner) -> str:
+    """Why a rate-limited queue is not drained yet: the virtual clock skips waiting
+    sets (backoff, delays), not rate limits, which hold in real time."""
+    limited = [
+        f"{c.name} ({c.options.limits.spec()})"
+        for c in runner.consumers
+        if c.options.limits.rate or c.options.limits.key_rate
+    ]
+    if not limited:
+        return ""
+    return (
+        f"; rate-limited: {', '.join(limited)}: drain() hands out messages at that "
+        "rate in real time (the virtual clock skips backoff and delays only): raise "
+        "timeout=, put fewer messages, or declare the consumer without the limit in "
+        "the test"
+    )
 
 
 def _dead_counts(runner: Runner) -> dict[str, int]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .._faults import crash_point
 from ..errors import DecodeError
-from ..handlers import call_handler, invoke, run_awaitable
+from ..handlers import from_handler, invoke, run_awaitable
 from ..message import Message, bind_cancel
 from ..message import _Blank as Blank
 from ..protocol.envelope import fresh_envelope
@@ -113,8 +113,9 @@ def run_batch(
                 except BaseException as exc:  # noqa: B036 - as call_handler: a failure
                     started = Started(message, 0)
                     outcome = settle(
-                        relay, consumer, lease, tag, entry, started, exc, halt, slot
-                    )
+                        relay, consumer, lease, tag, entry, started,
+                        from_handler(exc), halt, slot,
+                    )  # fmt: skip
         pulse.busy = False
         pulse.beat = now = monotonic()
         slot.current = None
@@ -150,10 +151,18 @@ def _tracked(
     bind_cancel(message, tracker.is_cancelled)
     relay, halt = runner.relay, runner._halt
     crash_point("handler")
-    value, error = call_handler(consumer.handler, message, relay.handler_contexts)
-    if error is not None:
+    try:  # call_handler() without its layers, as run_batch() does
+        if relay.handler_contexts:
+            value = invoke(consumer.handler, message, relay.handler_contexts, None)
+        else:
+            value = consumer.handler(message)
+            if value is not None and isawaitable(value):
+                value = run_awaitable(value, None)
+    except BaseException as error:  # noqa: B036 - as call_handler: a failure
         started = Started(message, 0)
-        return settle(relay, consumer, lease, tag, entry, started, error, halt, slot)
+        return settle(
+            relay, consumer, lease, tag, entry, started, from_handler(error), halt, slot
+        )
     if tracker.succeeded(tag, message.id, value) is None:
         return _ACKED
     # The codec cannot encode the value: finish() dead-letters the message.

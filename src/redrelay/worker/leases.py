@@ -319,7 +319,7 @@ class Lease:
         args: list[Any] = [tag, msg_id, record, cap]
         if failure is not None and self.tracker is not None:
             self.tracker.settle()  # the call that marks it running goes first
-            keys += [k.job(msg_id), k.cancels]
+            keys += [k.job(msg_id), k.cancels, k.running]
             args += [self.tracker.ttl_ms, failure, k.done]
         return bool(self.conn.run("bury", keys, args))
 

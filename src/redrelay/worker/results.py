@@ -15,13 +15,15 @@ skip taken-but-unstarted deliveries.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..errors import ConfigurationError, DecodeError, EncodeError, RedrelayError
 from ..protocol.envelope import MAGIC, decode_entry, fresh_envelope
-from ..protocol.results import encode_value
+from ..protocol.results import bucket_of, encode_value, pack_outcome
 from ..protocol.transitions import to_ms
 from .leases import retry_forever
 
@@ -34,8 +36,8 @@ __all__ = ["Tracker", "settle_batch", "start_batch", "track"]
 
 log = logging.getLogger("redrelay.worker")
 
-#: The stored value of a cancelled message.
-_NOTHING = b""
+#: The stored outcome of a cancelled message.
+_CANCELLED = pack_outcome("x", b"")
 
 
 class Tracker:
@@ -45,27 +47,37 @@ class Tracker:
         self.lease = lease
         self.codec = codec
         self.ttl_ms = max(1, to_ms(result_ttl))
-        #: Delivery tag -> (message id, state, value), until a complete call takes it.
-        self._finished: dict[str, tuple[str, str, bytes]] = {}
+        #: Delivery tag -> (message id, outcome as stored), until a complete call takes it.
+        self._finished: dict[str, tuple[str, bytes]] = {}
         #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
         self._stop: frozenset[str] = frozenset()
-        self._none = encode_value(codec, None)
+        self._none = pack_outcome("ok", encode_value(codec, None))
         #: Per consumer thread: the complete call sent and not read yet.
         self._local = threading.local()
 
     # -- cancellations ---------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read the taken messages asked to stop (one SMEMBERS of a small set)."""
-        members = self.lease.conn.call("SMEMBERS", self.lease.keys.cancels)
+        """Read the taken messages asked to stop (one SMEMBERS of a small set), and drop
+        the result buckets whose results expired (sweep_results.lua)."""
+        keys, conn = self.lease.keys, self.lease.conn
+        members, due = conn.pipeline(
+            [
+                ("SMEMBERS", keys.cancels),
+                ("ZRANGEBYSCORE", keys.results, "-inf", int(time.time() * 1000)),
+            ],
+            transaction=False,
+        )
         self._stop = frozenset(m.decode() for m in members)
+        if due:  # due by this clock: the script checks by the server's
+            conn.run("sweep_results", [keys.results, *(b.decode() for b in due)], [])
 
     def skip(self, tag: str, msg_id: str) -> bool:
         """Whether this delivery was asked to stop before it started; if so it is finished
         as cancelled (acked with the next call) and must not run."""
         if msg_id not in self._stop:
             return False
-        self._finished[tag] = (msg_id, "x", _NOTHING)
+        self._finished[tag] = (msg_id, _CANCELLED)
         return True
 
     def is_cancelled(self, msg_id: str) -> bool:
@@ -77,26 +89,27 @@ class Tracker:
     def succeeded(self, tag: str, msg_id: str, value: Any) -> EncodeError | None:
         """Keep the handler's return value for the ack; the error if it cannot be encoded."""
         if value is None:  # the common case: encoded once
-            self._finished[tag] = (msg_id, "ok", self._none)
+            self._finished[tag] = (msg_id, self._none)
             return None
         try:
-            encoded = encode_value(self.codec, value)
+            encoded = pack_outcome("ok", encode_value(self.codec, value))
         except EncodeError as exc:
             return exc
-        self._finished[tag] = (msg_id, "ok", encoded)
+        self._finished[tag] = (msg_id, encoded)
         return None
 
     def cancelled(self, tag: str, msg_id: str) -> None:
         """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
-        self._finished[tag] = (msg_id, "x", _NOTHING)
+        self._finished[tag] = (msg_id, _CANCELLED)
 
     # -- complete calls --------------------------------------------------------------------
 
     def start(self, batch: Batch, acks: list[str]) -> None:
         """Send the complete call of ``acks`` (emptied) that also marks ``batch`` running,
         without waiting for its reply: :meth:`settle` reads it before the next call."""
-        ids = [
-            _id_of(tag, entry)
+        match = _FIRST_ID.match
+        ids: list[str | bytes] = [
+            found[1] if (found := match(entry)) else _id_of(tag, entry)
             for tag, entry in zip(batch.tags, batch.entries, strict=True)
         ]
         keys, args = self._call(acks, ids)
@@ -151,7 +164,7 @@ class Tracker:
         return held
 
     def _call(
-        self, tags: list[str], starting: list[str], keep: bool = False
+        self, tags: list[str], starting: list[str | bytes], keep: bool = False
     ) -> tuple[list[str], list[Any]]:
         """complete.lua's keys and arguments; the outcomes leave ``_finished`` unless
         ``keep`` (a call kept in ``_local.sent`` is sent again after a lost reply)."""
@@ -165,19 +178,18 @@ class Tracker:
             keys.started(consumer),
             keys.cancels,
             keys.history,
+            keys.running,
+            keys.results,
+            bucket_of(keys, self.ttl_ms, int(time.time() * 1000)),
         ]
-        args: list[Any] = [self.ttl_ms, keys.done, len(tags)]
+        args: list[Any] = [self.ttl_ms, keys.done, len(tags), *tags]
+        job, take = keys.job, self._finished.get if keep else self._finished.pop
         for tag in tags:
             # Every tag finished here has its outcome; a missing one would be a bug,
             # and then the message is at least recorded as done without a value.
-            fallback = (tag, "ok", self._none)
-            if keep:
-                msg_id, state, value = self._finished.get(tag, fallback)
-            else:
-                msg_id, state, value = self._finished.pop(tag, fallback)
-            script_keys.append(keys.job(msg_id))
-            args += [tag, msg_id, state, value]
-        script_keys += [keys.job(i) for i in starting]
+            msg_id, outcome = take(tag, (tag, self._none))
+            script_keys.append(job(msg_id))
+            args += (msg_id, outcome)
         args += starting
         return script_keys, args
 
@@ -220,6 +232,9 @@ def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None
 
 #: What a redrelay JSON envelope starts with (its id comes first, see Queue.encode).
 _JSON_ID = b'j{"i":"'
+#: The id of a plain JSON entry, in one match (as bytes: the script takes them so); any
+#: other entry goes through :func:`_id_of`.
+_FIRST_ID = re.compile(rb'\x1frr1:\d+:\d+:j\{"i":"([^"\\]{1,64})"')
 
 
 def _id_of(tag: str, entry: bytes) -> str:

@@ -17,7 +17,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..errors import DecodeError
-from ..handlers import invoke, run_awaitable
+from ..handlers import from_handler, invoke, run_awaitable
 from ..message import Message
 from ..message import _Blank as Blank
 from ..protocol.envelope import fresh_envelope
@@ -92,7 +92,7 @@ def run_batch(
                 outcome = _ACKED
             except BaseException as exc:  # noqa: B036 - as call_handler: a failure
                 pulse.busy = False
-                outcome = settle(relay, lease, entry, message, exc, halt)
+                outcome = settle(relay, lease, entry, message, from_handler(exc), halt)
             pulse.busy = False
         pulse.beat = now = monotonic()
         if outcome is not _ACKED:

@@ -16,6 +16,7 @@ class User:
     is_staff: bool
     perms: tuple[str, ...] = ()
     is_active: bool = True
+    is_authenticated: bool = True
 
     def has_perm(self, perm: str) -> bool:
         return perm in self.perms
@@ -53,3 +54,23 @@ def test_permission_instead_of_staff_and_django_csrf() -> None:
     post = RequestFactory().post("/relay/queues/jobs/purge", {"scope": "all"})
     post.user = User("cy", is_staff=True, perms=("relay.view",))
     assert pattern.callback(post, path="queues/jobs/purge").status_code == 403
+
+
+def test_a_visitor_not_logged_in_is_sent_to_the_admin_login() -> None:
+    """As the admin's own pages do: a new user got a bare 401 page at /relay/."""
+    from django.contrib.auth.models import AnonymousUser
+
+    (pattern,) = dashboard_urls()
+
+    def anonymous(url: str) -> object:
+        request = RequestFactory().get(url)
+        request.user = AnonymousUser()
+        return pattern.callback(request, path=url.removeprefix("/relay/").split("?")[0])
+
+    page = anonymous("/relay/queues/jobs?page=2")
+    assert page.status_code == 302  # type: ignore[attr-defined]
+    assert page["Location"] == "/admin/login/?next=/relay/queues/jobs%3Fpage%3D2"  # type: ignore[index]
+    for url in ("/relay/api/overview", "/relay/metrics", "/relay/events"):
+        assert anonymous(url).status_code == 401, url  # type: ignore[attr-defined]
+    # A logged-in user who is not staff: refused, not sent to log in again.
+    assert call("get", "/relay/", User("bob", is_staff=False)).status_code == 401  # type: ignore[attr-defined]

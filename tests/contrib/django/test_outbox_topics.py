@@ -138,3 +138,26 @@ def test_the_outbox_relay_holds_channel_rows_while_listeners_resubscribe(
     assert OutboxMessage.objects.get().kind == "channel"  # ...the channel row waits
     wait_for(lambda: outbox.step() == 1, what="the channel row, after the grace")
     assert OutboxMessage.objects.count() == 0
+
+
+def test_the_pass_that_finds_redis_back_holds_channel_rows(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The grace after an outage covers the very pass that ends it: a new user's
+    channel event went out in that pass, before the worker's listener resubscribed."""
+    get_relay().queue("jobs").stats()
+    own_server.stop()
+    with transaction.atomic():
+        publish_on_commit("news", {"n": 1})
+    outbox = OutboxRelay(channel_grace=0.0)  # no hold but the outage's own pass
+    with caplog.at_level(logging.WARNING, "redrelay.django.outbox"):
+        assert outbox.step() == 0  # Redis is down
+        assert outbox.step() == 0  # still down, and only the held channel row waits
+    assert not [r for r in caplog.records if "sending again" in r.getMessage()]
+    with transaction.atomic():
+        enqueue_on_commit("jobs", {"n": 2})
+    own_server.start()
+    assert outbox.step() == 1  # Redis is back: the queue row only
+    assert OutboxMessage.objects.get().kind == "channel"
+    assert outbox.step() == 1  # the next pass, once the (here empty) grace is over
+    assert OutboxMessage.objects.count() == 0

@@ -101,6 +101,25 @@ def test_a_row_sent_twice_runs_once_and_keeps_its_result(app_relay: Relay) -> No
     assert flush_outbox() == 0
 
 
+@pytest.mark.parametrize("outbox", [False, True])
+def test_a_task_sent_on_commit_has_a_random_id_and_keeps_its_priority(
+    app_relay: Relay, outbox: bool
+) -> None:
+    """As task.enqueue(): an unguessable id, and the task's priority on the queue."""
+    with transaction.atomic():
+        result = enqueue_task_on_commit(
+            tasks.add.using(priority=7), [1, 2], outbox=outbox
+        )
+    # 32 random characters, not a time-sortable message id that reveals its neighbours
+    assert len(result.id) == 32 and result.id.isalnum(), result.id
+    stats = app_relay.queue("tasks.default").stats()
+    assert (stats.ready, stats.prioritized) == (1, 1)  # on the priority set, not p=0
+    app_relay.drain(["tasks.default"])
+    result.refresh()
+    assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 3)
+    assert result.task.priority == 7
+
+
 def test_bad_input_fails_in_the_caller(settings: Any) -> None:
     with pytest.raises(EncodeError), transaction.atomic():
         enqueue_task_on_commit(tasks.add, [object(), 1])

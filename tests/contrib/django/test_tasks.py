@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from redrelay import JobFailed, Relay, Status
+from redrelay import DrainFailed, JobFailed, Relay, Status
 from redrelay.config import ConsumerOptions
 from redrelay.contrib.django import InvalidRelaySettings
 from redrelay.contrib.django.tasks import RedRelayBackend
@@ -78,7 +79,7 @@ def test_enqueue_then_run_then_successful(app_relay: Relay) -> None:
 
 def test_a_task_that_raises_is_failed_with_its_traceback(app_relay: Relay) -> None:
     result = tasks.explode.enqueue("kaboom")
-    app_relay.drain(["tasks.default"])
+    app_relay.drain(["tasks.default"], raise_on_failure=False)
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     [error] = result.errors
@@ -91,9 +92,37 @@ def test_a_task_that_raises_is_failed_with_its_traceback(app_relay: Relay) -> No
     assert (stats.dead, stats.counters.get("retried", 0)) == (0, 0)
 
 
+def test_a_failed_task_fails_the_drain_and_is_logged_with_its_traceback(
+    app_relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/testing.md: drain() raises if a handler failed; a FAILED task is one. And
+    django.tasks' own receiver logs it with logger.exception: the traceback must be
+    the task's (it said "NoneType: None" when the signal was sent outside the except)."""
+    failed = tasks.explode.enqueue("kaboom")
+    ok = tasks.add.enqueue(1, 2)
+    with caplog.at_level(logging.INFO), pytest.raises(DrainFailed) as info:
+        app_relay.drain(["tasks.default"])
+    text = str(info.value)
+    assert f"task {tasks.explode.module_path}" in text and "ValueError: kaboom" in text
+    [failure] = info.value.report.failures
+    assert "kaboom" in failure.traceback
+    failed.refresh()
+    ok.refresh()
+    assert (failed.status, ok.status) == (
+        TaskResultStatus.FAILED,
+        TaskResultStatus.SUCCESSFUL,
+    )
+    [logged] = [r for r in caplog.records if "state=FAILED" in r.getMessage()]
+    assert logged.levelno == logging.ERROR
+    assert logged.exc_info is not None and logged.exc_info[0] is ValueError
+    # A task that succeeds drains quietly.
+    tasks.add.enqueue(2, 2)
+    assert app_relay.drain(["tasks.default"]).failures == []
+
+
 def test_a_non_json_return_value_fails_the_task(app_relay: Relay) -> None:
     result = tasks.returns_set.enqueue()
-    app_relay.drain(["tasks.default"])
+    app_relay.drain(["tasks.default"], raise_on_failure=False)
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert result.errors[0].exception_class is TypeError
@@ -232,7 +261,7 @@ def test_results_are_redrelay_results(app_relay: Relay) -> None:
     bad = tasks.explode.enqueue("kaboom")
     q = app_relay.queue("tasks.default")
     assert q.status(ok.id) is Status.QUEUED
-    app_relay.drain(["tasks.default"])
+    app_relay.drain(["tasks.default"], raise_on_failure=False)
     assert q.status(ok.id) is Status.SUCCEEDED
     assert q.result(ok.id, timeout=5) == 42
     with pytest.raises(JobFailed) as info:

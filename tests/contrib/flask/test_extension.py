@@ -98,6 +98,8 @@ def test_settings_come_from_app_config(make_app: MakeApp, redrelay_url: str) -> 
         REDRELAY_DATA_DIR=None,  # None: unset
         REDRELAY_DURABLE="replicas:2",
         REDRELAY_DURABLE_TIMEOUT=0.5,
+        REDRELAY_SIGNING_KEY="a secret of 16+ bytes",  # Django has it in OPTIONS too
+        REDRELAY_TIME_LIMIT=30,
     )
     state = app.extensions["redrelay"]
     relay = state.relay
@@ -105,7 +107,9 @@ def test_settings_come_from_app_config(make_app: MakeApp, redrelay_url: str) -> 
     assert relay.max_message_size == 4096 and relay.dedup_ttl == 60
     assert relay.durable is not None and relay.durable.replicas == 2
     assert relay.durable_timeout == 0.5
+    assert relay.signing_key == b"a secret of 16+ bytes"
     jobs = relay.consumers["jobs"].options
+    assert jobs.time_limit == 30
     assert (jobs.lease, jobs.retries, jobs.concurrency, jobs.prefetch) == (4, 2, 3, 7)
     assert jobs.heartbeat == 1.0
     assert relay.consumers["mail"].options.retries == 9  # the decorator wins
@@ -140,6 +144,8 @@ def test_constructor_options_are_defaults_that_config_overrides(
         ({"REDRELAY_SSE_KEEPALIVE": 0}, "REDRELAY_SSE_KEEPALIVE"),
         ({"REDRELAY_SSE_BUFFER": 0}, "REDRELAY_SSE_BUFFER"),
         ({"REDRELAY_DURABLE": "replicas:0"}, "^REDRELAY_DURABLE must be 'replicas:N'"),
+        ({"REDRELAY_SIGNING_KEY": "short"}, "REDRELAY_SIGNING_KEY must be at least 16"),
+        ({"REDRELAY_TIME_LIMIT": -1}, "^REDRELAY_TIME_LIMIT must be"),
     ],
 )
 def test_bad_settings_fail_at_init_app_naming_the_key(

@@ -227,9 +227,17 @@ class OutboxRelay:
         """One pass over the table; never raises. Returns how many rows were sent."""
         close_old_connections()
         kinds = None
-        if time.monotonic() < self._hold_channels_until:
+        # Held in the grace after the start, and in the pass that finds Redis back
+        # (the grace after an outage starts at its end; the listeners reconnect then).
+        recovering = self._down_since is not None
+        if recovering or time.monotonic() < self._hold_channels_until:
             kinds = ["queue", "topic", "task"]
         try:
+            if recovering:
+                # A pass that only holds channel rows sends nothing to Redis: ask it,
+                # or such a pass would call the outage over while it lasts.
+                for alias in self.aliases:
+                    get_relay(alias).connection.call("PING")
             sent = flush_outbox(
                 aliases=self.aliases, using=self.using, batch=self.batch, kinds=kinds
             )

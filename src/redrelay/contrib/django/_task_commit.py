@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from ...errors import ConfigurationError, RedrelayError
-from ...protocol.envelope import new_id
 from ._tasks_queues import _backends
 from .relays import get_relay
 
@@ -80,13 +80,15 @@ def enqueue_task_on_commit(
             "task.enqueue, ...)) for other backends."
         )
     backend.validate_task(task)
-    result_id = new_id()
+    # Random, as task.enqueue()'s: apps put result ids in URLs (issue 18).
+    result_id = get_random_string(32)
     body = {
         "id": result_id,
         "task": task.module_path,
         "args": list(args),
         "kwargs": dict(kwargs or {}),
         "queue_name": task.queue_name,
+        "priority": task.priority,
     }
     alias = backend.config.relay
     relay = get_relay(alias)
@@ -145,9 +147,12 @@ def send_task(
             f"task {body['task']!r} cannot be loaded ({exc})"
         ) from exc
     queue_name = body.get("queue_name") or task.queue_name
+    priority = int(body.get("priority") or 0)
     changes: dict[str, Any] = {}
     if queue_name != task.queue_name:
         changes["queue_name"] = queue_name
+    if priority != task.priority:
+        changes["priority"] = priority
     if eta is not None:
         changes["run_after"] = eta
     if changes:
@@ -166,7 +171,7 @@ def send_task(
             extra = max(0.0, (eta - timezone.now()).total_seconds())
         backend._save(relay, backend._record(result), extra)
     message = {k: body[k] for k in ("id", "task", "args", "kwargs")}
-    relay.queue(queue).put(message, eta=eta, dedup_key=dedup_key)
+    relay.queue(queue).put(message, eta=eta, dedup_key=dedup_key, priority=priority)
     framework.task_enqueued.send(type(backend), task_result=result)
 
 

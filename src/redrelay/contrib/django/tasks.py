@@ -65,6 +65,7 @@ from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
 from ...errors import RedrelayError, Reject
+from ...failures import report_handled
 from ...handlers import call_handler
 from ...message import Message
 from ...protocol.keys import QueueKeys
@@ -321,6 +322,7 @@ class RedRelayBackend(BaseTaskBackend):
             task = self._task(body["task"], body["id"])
         except (ImportError, SuspiciousOperation) as exc:
             self._finish(relay, record, exc)  # no task object: no signals
+            report_handled(relay, f"task {body['task']}", message, exc)
             return
         self._save(relay, record)
         result = self._result(task, record)
@@ -329,7 +331,18 @@ class RedRelayBackend(BaseTaskBackend):
         # BaseException) is FAILED with that class, never left RUNNING (issue 18).
         _, error = call_handler(lambda _: self._call(task, result, record), message, ())
         self._finish(relay, record, error)
-        task_finished.send(type(self), task_result=self._result(task, record))
+        finished = self._result(task, record)
+        if error is None:
+            task_finished.send(type(self), task_result=finished)
+            return
+        report_handled(relay, f"task {body['task']}", message, error)
+        # django.tasks' own receiver logs a FAILED result with logger.exception, as
+        # the reference backends send it inside their except block: so do we, or the
+        # log line says "NoneType: None" instead of the task's traceback.
+        try:
+            raise error
+        except BaseException:
+            task_finished.send(type(self), task_result=finished)
 
     def _call(self, task: Task[Any, Any], result: Any, record: dict[str, Any]) -> None:
         args, kwargs = record.get("args", []), record.get("kwargs", {})

@@ -9,7 +9,7 @@
 -- KEYS[6] history    hash   per-minute/per-hour counters (see _count.lua)
 -- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
 -- For a consumer that stores results (results.md), also:
--- KEYS[7] job hash (the message's record); KEYS[8] cancels set;
+-- KEYS[7] job hash (the message's record); KEYS[8] cancels set; KEYS[9] running set;
 -- ARGV[5] result TTL ms; ARGV[6] failure (JSON); ARGV[7] done channel (pub/sub)
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
@@ -35,10 +35,12 @@ if cap > 0 then
   end
 end
 if KEYS[7] then
-  -- The failure is stored with the death, in the same step (results.md).
+  -- The failure is stored with the death, in the same step (results.md), in the
+  -- message's own record (a death is rare: no result bucket).
   redis.call('HSET', KEYS[7], 's', 'fail', 'v', ARGV[6], 'e', '')
   redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[5]))
   redis.call('SREM', KEYS[8], ARGV[2])
+  redis.call('SREM', KEYS[9], ARGV[2])
   redis.call('PUBLISH', ARGV[7], ARGV[2])
 end
 return 1

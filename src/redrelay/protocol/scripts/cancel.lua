@@ -10,6 +10,7 @@
 -- KEYS[5] stats         hash  counters
 -- KEYS[6] ready         list
 -- KEYS[7] prio          zset  queued entries of priority != 0 (see _route.lua)
+-- KEYS[8] running       set   ids of taken messages (complete.lua)
 -- ARGV[1] message id; ARGV[2] TTL ms of the record of a message removed here;
 -- ARGV[3] done channel (pub/sub, not a key)
 --
@@ -18,13 +19,15 @@
 -- paid by the cancel only), so it never runs. One already taken by a worker is asked to
 -- stop: its worker sees the id in the cancels set within a heartbeat (and skips it if it
 -- has not started yet).
+-- A finished message has no record here (its outcome is in a result bucket), so it is
+-- answered 0 like an unknown one.
 -- Returns 1 (removed: it never runs), 2 (taken: asked to stop), 3 (taken, and asked
 -- before), 0 (unknown, expired or finished).
 local s = redis.call('HGET', KEYS[1], 's')
 if not s or s == 'ok' or s == 'fail' or s == 'x' then
   return 0
 end
-if s == 'q' or s == 'd' then
+if (s == 'q' or s == 'd') and redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 0 then
   local gone = false
   if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
     redis.call('HDEL', KEYS[3], ARGV[1])
@@ -48,7 +51,7 @@ if s == 'q' or s == 'd' then
     redis.call('PUBLISH', ARGV[3], ARGV[1])
     return 1
   end
-  -- Not in the queue any more: a worker took it (its record is marked a moment later).
+  -- Not in the queue any more: a worker took it (complete.lua names it running soon).
   redis.call('HSET', KEYS[1], 's', 'r', 'e', '')
 end
 if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
