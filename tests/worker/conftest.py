@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from redrelay import Relay
+from redrelay.worker.runner import Runner
 
 from .helpers import WorkerProcess
 
@@ -30,3 +32,20 @@ def start_worker(
     yield start
     for worker in started:
         worker.close()
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[..., Runner]]:
+    """``run(relay, **options)``: a worker's Runner on threads of this process (queues
+    only, a short poll), stopped at teardown."""
+    runners: list[Runner] = []
+
+    def start(relay: Relay, **kwargs: Any) -> Runner:
+        runner = Runner(relay, subscribers=False, poll=0.05, **kwargs)
+        runner.start()
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        runner.stop(grace=5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,21 +19,6 @@ from redrelay.worker.runner import Runner
 from redrelay.worker.supervisor import Worker
 
 from .helpers import wait_for
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[..., Runner]]:
-    runners: list[Runner] = []
-
-    def start(relay: Relay, **kwargs: Any) -> Runner:
-        runner = Runner(relay, subscribers=False, poll=0.05, **kwargs)
-        runner.start()
-        runners.append(runner)
-        return runner
-
-    yield start
-    for runner in runners:
-        runner.stop(grace=5)
 
 
 def _threads(queue: str) -> list[threading.Thread]:

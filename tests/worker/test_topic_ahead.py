@@ -4,32 +4,18 @@ loses none of it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import pytest
 import redis
 
 from redrelay import Relay
 
 from ..processes import wait_for
+from . import test_topic_crash
 from .test_topic_crash import TopicWorker, _done
 
-
-@pytest.fixture
-def start_topic_worker(
-    redrelay_url: str, relay: Relay
-) -> Iterator[Callable[..., TopicWorker]]:
-    started: list[TopicWorker] = []
-
-    def start(**options: Any) -> TopicWorker:
-        worker = TopicWorker(redrelay_url, relay.namespace, **options)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+#: The fixture of test_topic_crash (lease given here per worker).
+start_topic_worker = test_topic_crash.start_topic_worker
 
 
 def test_a_killed_workers_batch_fetched_ahead_goes_back_to_the_group(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,21 +19,6 @@ from redrelay import Message, Relay
 from redrelay.worker.runner import Runner
 
 from .helpers import wait_for
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Relay], Runner]]:
-    runners: list[Runner] = []
-
-    def start(relay: Relay) -> Runner:
-        runner = Runner(relay, subscribers=False, poll=0.05)
-        runner.start()
-        runners.append(runner)
-        return runner
-
-    yield start
-    for runner in runners:
-        runner.stop(grace=5)
 
 
 def first_frame(traceback_text: str) -> str:
