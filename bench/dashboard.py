@@ -27,9 +27,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from redrelay import Message, Relay, metrics, tracing  # noqa: E402
-from redrelay._server import RedisServer  # noqa: E402
-from redrelay.dashboard import Dashboard, Request  # noqa: E402
+from redrelay import Message, Relay, metrics, tracing
+from redrelay._server import RedisServer
+from redrelay.dashboard import Dashboard, Request
 
 
 def fill(relay: Relay, ready: int, dead: int) -> None:
