@@ -170,3 +170,22 @@ def make_message(
     )  # fmt: skip
     message.__class__ = Message  # type: ignore[assignment]
     return message  # type: ignore[return-value]
+
+
+def first_delivery(
+    env: dict[str, Any],
+    queue: str | None,
+    tag: str,
+    topic: str | None = None,
+    stream_id: str | None = None,
+    group: str | None = None,
+) -> Message:
+    """The Message of a first delivery from a fresh JSON envelope (``i``, ``b``, ``h``,
+    ``t``): the one construction of the worker's fast paths (queue threads, async runs,
+    topic batches), as :func:`make_message` builds it."""
+    message = _Blank(
+        env["i"], env["b"], env.get("h") or {}, queue, None, 1, 0,
+        env.get("t", 0) / 1000, None, False, tag, topic, stream_id, group,
+    )  # fmt: skip
+    message.__class__ = Message  # type: ignore[assignment]
+    return message  # type: ignore[return-value]

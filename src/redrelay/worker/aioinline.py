@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING
 from .._faults import crash_point
 from ..errors import DecodeError
 from ..handlers import Called, from_handler
-from ..message import Message
-from ..message import _Blank as Blank
+from ..message import Message, first_delivery
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome, Started, begin, settle
 
@@ -106,11 +105,7 @@ async def run_inline(run: _AsyncBatch, items: list[tuple[str, bytes]]) -> None:
             except DecodeError:
                 finished.append((tag, Failed(entry, None, None)))
                 continue
-            message: Message = Blank(  # type: ignore[assignment]
-                env["i"], env["b"], env.get("h") or {}, name, None, 1, 0,
-                env.get("t", 0) / 1000, None, False, tag, None, None, None,
-            )  # fmt: skip
-            message.__class__ = Message  # as make_message() does
+            message = first_delivery(env, name, tag)
             crash_point("handler")
             try:
                 result = handler(message)

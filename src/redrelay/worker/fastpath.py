@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 from .._faults import crash_point
 from ..errors import DecodeError
 from ..handlers import from_handler, invoke, run_awaitable
-from ..message import Message, bind_cancel
-from ..message import _Blank as Blank
+from ..message import Message, bind_cancel, first_delivery
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome, Started, finish, handle_entry, settle
 
@@ -93,11 +92,7 @@ def run_batch(
         if env is None:  # not a first delivery of a plain JSON entry
             outcome = handle_entry(relay, consumer, lease, tag, entry, None, halt, slot)
         else:
-            message: Message = Blank(  # type: ignore[assignment]
-                env["i"], env["b"], env.get("h") or {}, name, None, 1, 0,
-                env.get("t", 0) / 1000, None, False, tag, None, None, None,
-            )  # fmt: skip
-            message.__class__ = Message  # as make_message() does
+            message = first_delivery(env, name, tag)
             if tracker is not None:
                 outcome = _tracked(runner, consumer, lease, slot, tag, entry, message)
             else:

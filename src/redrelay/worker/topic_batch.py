@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DecodeError
 from ..handlers import from_handler, invoke, run_awaitable
-from ..message import Message
-from ..message import _Blank as Blank
+from ..message import first_delivery
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome
 from .topic_dispatch import ACK_INTERVAL, Item, begin, settle
@@ -76,11 +75,7 @@ def run_batch(
                 outcome = runner._call(lease, entry, started)
                 pulse.busy = False
         else:
-            message: Message = Blank(  # type: ignore[assignment]
-                env["i"], env["b"], env.get("h") or {}, None, None, 1, 0,
-                env.get("t", 0) / 1000, None, False, prefix + sid, topic, sid, group,
-            )  # fmt: skip
-            message.__class__ = Message  # as make_message() does
+            message = first_delivery(env, None, prefix + sid, topic, sid, group)
             pulse.busy = True  # the handler's own time (the keeper does not judge it)
             try:
                 if contexts:
