@@ -113,7 +113,9 @@ def test_unencodable_value_is_the_failure(
     finally:
         tracked.stop()
     assert info.value.error_type == "redrelay.errors.EncodeError"
-    assert "cannot encode" in info.value.error_message
+    # said of the return value (it spoke of "the body" and "Nothing was written")
+    assert "cannot encode the handler's return value" in info.value.error_message
+    assert "retried, then dead-lettered" in info.value.error_message
     # The dead letter's log line and hook name the message (they said "message ?").
     [failure] = dead
     assert failure.message is not None and failure.message.id == msg_id

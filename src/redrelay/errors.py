@@ -128,16 +128,27 @@ class MessageError(RedrelayError):
 
 
 class EncodeError(MessageError, TypeError):
-    """The codec cannot encode a body."""
+    """The codec cannot encode a body (or, with ``result=True``, what a handler returned
+    for its stored result: the delivery then fails like a raise, see docs/results.md)."""
 
-    def __init__(self, codec: str, value: object, cause: BaseException) -> None:
+    def __init__(
+        self, codec: str, value: object, cause: BaseException, *, result: bool = False
+    ) -> None:
         self.codec = codec
         self.value_type = type(value).__name__
-        super().__init__(
-            f"the {codec} codec cannot encode the body ({cause}); "
-            f"body type is {self.value_type}. Nothing was written. "
-            "Send JSON-compatible values, or choose another codec (codec=)."
-        )
+        if result:
+            text = (
+                f"the {codec} codec cannot encode the handler's return value ({cause}); "
+                f"its type is {self.value_type}. The delivery fails (retried, then "
+                "dead-lettered): return JSON-compatible values, or choose another codec."
+            )
+        else:
+            text = (
+                f"the {codec} codec cannot encode the body ({cause}); "
+                f"body type is {self.value_type}. Nothing was written. "
+                "Send JSON-compatible values, or choose another codec (codec=)."
+            )
+        super().__init__(text)
 
 
 class MessageTooLarge(MessageError, ValueError):

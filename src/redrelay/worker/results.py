@@ -93,8 +93,8 @@ class Tracker:
             return None
         try:
             encoded = pack_outcome("ok", encode_value(self.codec, value))
-        except EncodeError as exc:
-            return exc
+        except EncodeError as exc:  # said of the return value, not of a body
+            return EncodeError(exc.codec, value, exc.__cause__ or exc, result=True)
         self._finished[tag] = (msg_id, encoded)
         return None
 
