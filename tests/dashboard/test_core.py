@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 
 import orjson
@@ -14,6 +15,7 @@ from redrelay import Message, Relay
 from redrelay.dashboard import Dashboard
 from redrelay.dashboard.core import CSP
 from redrelay.dashboard.data import BODY_LIMIT
+from redrelay.dashboard.http import open_url
 from redrelay.dashboard.wsgi import wsgi_app
 
 TOKEN = secrets.token_urlsafe(24)
@@ -416,3 +418,12 @@ def test_queue_page_shows_priorities_limits_and_parked_keys(
     assert "key_rate=1/3600s+1" in page
     assert "prioritized: <b>1</b>" in page and "parked: <b>2</b>" in page
     assert "parked keys: <b>acme</b>" in page and "<script>x" not in page
+
+
+def test_the_printed_url_can_be_opened() -> None:
+    """``redrelay dashboard --host 0.0.0.0`` printed ``http://0.0.0.0:8765/``."""
+    name = socket.gethostname()
+    assert open_url("0.0.0.0", 8765) == f"http://{name}:8765/"
+    assert open_url("::", 8765) in (f"http://{name}:8765/", f"http://[{name}]:8765/")
+    assert open_url("127.0.0.1", 1) == "http://127.0.0.1:1/"
+    assert open_url("::1", 2) == "http://[::1]:2/"

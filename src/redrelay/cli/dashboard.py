@@ -43,7 +43,7 @@ def dashboard(
     printed when none is given).
     """
     from ..dashboard import Dashboard
-    from ..dashboard.http import is_loopback
+    from ..dashboard.http import is_loopback, open_url
     from ..dashboard.wsgi import serve
 
     local = is_loopback(host)
@@ -57,8 +57,7 @@ def dashboard(
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc} (use --port)"
         ) from exc
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{server.server_port}/"
+    url = open_url(host, server.server_port)
     click.echo(
         f"redrelay dashboard on {url} (namespace {relay.namespace!r}; Ctrl-C to stop)"
     )

@@ -7,12 +7,13 @@ Each mount (standalone WSGI, Flask, Django, ASGI) converts its framework's reque
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["Request", "Response", "is_loopback", "parse_form"]
+__all__ = ["Request", "Response", "is_loopback", "open_url", "parse_form"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +62,14 @@ class Response:
 def parse_form(body: bytes) -> dict[str, list[str]]:
     """An ``application/x-www-form-urlencoded`` body (the only one the pages send)."""
     return parse_qs(body.decode("latin-1"), keep_blank_values=True)
+
+
+def open_url(host: str, port: int) -> str:
+    """The URL to print for a dashboard bound to ``host``: this machine's name for a
+    wildcard address (``0.0.0.0``, ``::``), which no browser can open."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def is_loopback(address: str) -> bool:
