@@ -94,12 +94,16 @@ def test_return_values_follow_djangos_json_normalisation(
     start_worker: Callable[..., DjangoWorker], kind: str, status: str, value: Any
 ) -> None:
     result = ct.returns.enqueue(kind)
-    start_worker("--no-outbox")
+    worker = start_worker("--no-outbox")
     assert finished(result).status == status
     if status == "SUCCESSFUL":
         assert result.return_value == value
     else:
         assert result.errors[0].exception_class_path == value
+        # the task framework's own failure line, in the worker's format, with its traceback
+        line = f"ERROR django_tasks: Task id={result.id}"
+        wait_for(lambda: line in worker.output(), what="the FAILED task logged")
+        assert "TypeError" in worker.output().split(line, 1)[1]
 
 
 def test_run_after_context_async_and_signals(

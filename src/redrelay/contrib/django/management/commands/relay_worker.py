@@ -184,16 +184,27 @@ def _outbox_in_use(enabled: bool) -> bool:
     return OutboxMessage._meta.db_table in tables
 
 
+#: The loggers of Django's task framework (django-tasks, then Django 6's own): their
+#: "Task ... state=FAILED" lines with the traceback, in the worker's format.
+TASK_LOGGERS = ("django_tasks", "django.tasks")
+
+
 def _configure_logging(verbosity: int) -> None:
-    """Show redrelay's log lines: INFO (ready, stopped, failures) from -v 1, the default; DEBUG at -v 3."""
+    """Show redrelay's log lines: INFO (ready, stopped, failures) from -v 1, the default;
+    DEBUG at -v 3. The task framework's own lines alike: its failures (ERROR) by default,
+    each task's start and end (INFO) from -v 2."""
     logger = logging.getLogger("redrelay")
+    tasks = [logging.getLogger(name) for name in TASK_LOGGERS]
     if verbosity >= 3:
         logger.setLevel(logging.DEBUG)
     elif verbosity >= 1:  # the default: "ready"/"stopped" lines (INFO), failures
         logger.setLevel(logging.INFO)
+    for task_logger in tasks:
+        task_logger.setLevel(logging.INFO if verbosity >= 2 else logging.WARNING)
     if not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
-        logger.addHandler(handler)
+        for each in (logger, *tasks):
+            each.addHandler(handler)
