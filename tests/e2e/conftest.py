@@ -36,8 +36,6 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import (
-    NoSuchElementException,
-    StaleElementReferenceException,
     TimeoutException,
     WebDriverException,
 )
@@ -60,8 +58,11 @@ CHROMIUM_ARGS = (
     "--window-size=1280,900",
 )
 HERE = Path(__file__).resolve().parent
-#: What a condition may raise while the page it reads is being replaced.
-NOT_YET = (StaleElementReferenceException, NoSuchElementException)
+#: What a condition may raise while the page it reads is being replaced: a stale or
+#: missing element, or Chromium's "Node with given id does not belong to the document"
+#: (an unknown error, so any WebDriverException; a lasting one ends as the timeout's
+#: AssertionError, with the page text and the console).
+NOT_YET = (WebDriverException,)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,7 +75,8 @@ class Browser(webdriver.Chrome):
     """Chromium with a bounded wait that explains itself when it times out.
 
     A condition may look at the page while a form post or a link is replacing it: an element
-    found on the old page and read after the swap is stale, which means "not yet", not failure.
+    found on the old page and read after the swap is stale (or "does not belong to the
+    document"), which means "not yet", not failure.
     """
 
     def wait(self, condition: Callable[[Any], Any], timeout: float = 10.0) -> Any:
