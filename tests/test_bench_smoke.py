@@ -42,19 +42,10 @@ RAW_ROWS = {
 @pytest.mark.timeout(240)
 def test_harness_runs_with_a_tiny_n(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    done = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "harness.py"),
-            "--n", str(N), "--rounds", "1", "--only", "redrelay,raw,limit",
-            "--no-chart", "--timeout", "90", "--out", str(out),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-        timeout=230,
+    done = _bench(
+        "harness.py", "--n", str(N), "--rounds", "1", "--only", "redrelay,raw,limit",
+        "--no-chart", "--timeout", "90", "--out", str(out),
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     doc = json.loads((out / "latest.json").read_text())
     assert doc["config"]["n"] == N
@@ -125,18 +116,10 @@ def test_limit_script_judges_the_topic_drain_against_its_own_bare_loop(
     tmp_path: Path,
 ) -> None:
     table = tmp_path / "limit.md"
-    done = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "limit.py"), "--n", "2000",
-            "--rounds", "1", "--only", "topic", "--depths", "", "--out", str(table),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-        timeout=230,
+    _bench(
+        "limit.py", "--n", "2000", "--rounds", "1", "--only", "topic", "--depths", "",
+        "--out", str(table),
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = {
         cells[0]: cells[1:]
         for line in table.read_text().splitlines()
@@ -154,3 +137,17 @@ def test_limit_script_judges_the_topic_drain_against_its_own_bare_loop(
     assert abs(shown - rates[topic] / rates[bare]) < 0.006, rows  # (rates rounded)
     assert f"{topic} / {bare}, same round:" in table.read_text()
     assert "target >= 0.8" in table.read_text()
+
+
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` on this tree's source; fail with the end of its output."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
