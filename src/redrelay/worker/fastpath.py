@@ -143,7 +143,9 @@ def _tracked(
     assert tracker is not None
     if tracker.skip(tag, message.id):
         return _ACKED  # cancelled before it ran: acked, and recorded as cancelled
-    bind_cancel(message, tracker.is_cancelled)
+    tracked = tracker.tracked(tag, entry)
+    if tracked:  # only those can be cancelled (cancel.lua)
+        bind_cancel(message, tracker.is_cancelled)
     relay, halt = runner.relay, runner._halt
     crash_point("handler")
     try:  # call_handler() without its layers, as run_batch() does
@@ -158,7 +160,7 @@ def _tracked(
         return settle(
             relay, consumer, lease, tag, entry, started, from_handler(error), halt, slot
         )
-    if tracker.succeeded(tag, message.id, value) is None:
+    if tracker.succeeded(tag, message.id, value, tracked) is None:
         return _ACKED
     # The codec cannot encode the value: finish() dead-letters the message.
     started = Started(message, 0)
