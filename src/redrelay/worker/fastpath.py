@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from .._faults import crash_point
 from ..errors import DecodeError
 from ..handlers import from_handler, invoke, run_awaitable
-from ..message import Message, bind_cancel, first_delivery
+from ..message import Message, first_delivery
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome, Started, finish, handle_entry, settle
 
@@ -141,11 +141,9 @@ def _tracked(
     and :func:`.dispatch.finish` do for it, without their per-message objects."""
     tracker = lease.tracker
     assert tracker is not None
-    if tracker.skip(tag, message.id):
+    tracked = tracker.begin(tag, entry, message)
+    if tracked is None:
         return _ACKED  # cancelled before it ran: acked, and recorded as cancelled
-    tracked = tracker.tracked(tag, entry)
-    if tracked:  # only those can be cancelled (cancel.lua)
-        bind_cancel(message, tracker.is_cancelled)
     relay, halt = runner.relay, runner._halt
     crash_point("handler")
     try:  # call_handler() without its layers, as run_batch() does

@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
 from ..errors import ConfigurationError, EncodeError, RedrelayError
+from ..message import bind_cancel
 from ..protocol.envelope import entry_tracking, untracked_batch
 from ..protocol.results import bucket_of, encode_value, pack_outcome
 from ..protocol.transitions import to_ms
@@ -28,6 +30,7 @@ from .leases import retry_forever
 
 if TYPE_CHECKING:
     from ..codecs import Codec
+    from ..message import Message
     from .leases import Batch, Lease
     from .runner import Runner
 
@@ -47,9 +50,10 @@ class Tracker:
         self.lease = lease
         self.codec = codec
         self.ttl_ms = max(1, to_ms(result_ttl))
-        #: Delivery tag -> (message id, outcome as stored, whether the message is tracked),
-        #: until a complete call takes it.
-        self._finished: dict[str, tuple[str, bytes, bool]] = {}
+        #: Delivery tag -> (message id, outcome as stored), until a complete call takes it:
+        #: of tracked messages, and of the others.
+        self._finished: dict[str, tuple[str, bytes]] = {}
+        self._plain: dict[str, tuple[str, bytes]] = {}
         #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
         self._stop: frozenset[str] = frozenset()
         self._none = pack_outcome("ok", encode_value(codec, None))
@@ -79,8 +83,23 @@ class Tracker:
         as cancelled (acked with the next call) and must not run."""
         if msg_id not in self._stop:
             return False
-        self._finished[tag] = (msg_id, _CANCELLED, True)  # only tracked ones are asked
+        self._finished[tag] = (msg_id, _CANCELLED)  # only tracked ones are asked
         return True
+
+    def begin(self, tag: str, entry: bytes, message: Message) -> bool | None:
+        """Before a first delivery runs: None if it was cancelled before it started (then
+        finished as cancelled: ack it, do not run it), else whether it is tracked (and
+        then ``message.cancelled()`` asks this tracker)."""
+        if message.id in self._stop:
+            self._finished[tag] = (message.id, _CANCELLED)
+            return None
+        local = self._local
+        if tag in getattr(local, "plain", _NONE):
+            return False
+        if tag in getattr(local, "marked", _NONE) or entry_tracking(entry, tag)[1]:
+            bind_cancel(message, self.is_cancelled)
+            return True
+        return False
 
     def tracked(self, tag: str, entry: bytes) -> bool:
         """Whether the delivery ``tag`` of ``entry`` is of a tracked message: known from its
@@ -104,18 +123,18 @@ class Tracker:
         """Keep the handler's return value for the ack; the error if it cannot be encoded.
         ``tracked``: see :meth:`tracked` (True when unsure: it only costs a DEL)."""
         if value is None:  # the common case: encoded once
-            self._finished[tag] = (msg_id, self._none, tracked)
-            return None
-        try:
-            encoded = pack_outcome("ok", encode_value(self.codec, value))
-        except EncodeError as exc:  # said of the return value, not of a body
-            return EncodeError(exc.codec, value, exc.__cause__ or exc, result=True)
-        self._finished[tag] = (msg_id, encoded, tracked)
+            encoded = self._none
+        else:
+            try:
+                encoded = pack_outcome("ok", encode_value(self.codec, value))
+            except EncodeError as exc:  # said of the return value, not of a body
+                return EncodeError(exc.codec, value, exc.__cause__ or exc, result=True)
+        (self._finished if tracked else self._plain)[tag] = (msg_id, encoded)
         return None
 
     def cancelled(self, tag: str, msg_id: str) -> None:
         """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
-        self._finished[tag] = (msg_id, _CANCELLED, True)
+        self._finished[tag] = (msg_id, _CANCELLED)
 
     # -- complete calls --------------------------------------------------------------------
 
@@ -186,6 +205,7 @@ class Tracker:
         held = int(self.lease.conn.run("complete", keys, args))
         for tag in tags:  # only now: a call that failed is made again with them
             self._finished.pop(tag, None)
+            self._plain.pop(tag, None)
         return held
 
     def _call(
@@ -197,25 +217,34 @@ class Tracker:
         consumer = (tags[0] if tags else self.lease.consumer_id + ":").rpartition(":")[
             0
         ]
-        job, take = keys.job, self._finished.get if keep else self._finished.pop
+        job = keys.job
+        take, plain = (
+            (self._finished.get, self._plain.get)
+            if keep
+            else (self._finished.pop, self._plain.pop)
+        )
         # Tracked messages first, with their records' keys: complete.lua deletes those
         # records and unmarks those running; the others only get their outcome.
         first: list[Any] = []
         records: list[str] = []
-        rest: list[Any] = []
         pairs: list[Any] = []
-        more: list[Any] = []
-        for tag in tags:
-            # Every tag finished here has its outcome; a missing one would be a bug,
-            # and then the message is at least recorded as done without a value.
-            msg_id, outcome, tracked = take(tag, (tag, self._none, True))
-            if tracked:
+        found = list(map(plain, tags, repeat(None)))
+        if None in found:
+            rest: list[Any] = []
+            more: list[Any] = []
+            for tag, got in zip(tags, found, strict=True):
+                if got is not None:
+                    rest.append(tag)
+                    more += got
+                    continue
+                # Every tag finished here has its outcome; a missing one would be a
+                # bug, and then the message is at least recorded as done without a value.
+                msg_id, outcome = take(tag, (tag, self._none))
                 first.append(tag)
                 records.append(job(msg_id))
                 pairs += (msg_id, outcome)
-            else:
-                rest.append(tag)
-                more += (msg_id, outcome)
+        else:  # none tracked (an untracked producer): no loop in Python
+            rest, more = tags, list(chain.from_iterable(found))  # type: ignore[arg-type]
         script_keys = [
             keys.inflight(consumer),
             keys.stats,

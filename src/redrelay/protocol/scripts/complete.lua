@@ -32,10 +32,13 @@ local n = tonumber(ARGV[3])
 local t = tonumber(ARGV[4])
 local held, ids = 0, {}
 if n > 0 then
-  -- Which tags are still held, then forget them all: three commands, not one per tag.
+  -- Which tags are still held, then forget them all: three commands, not one per tag
+  -- (two while no redelivered entry is marked started, the usual case).
   local present = redis.call('HMGET', KEYS[1], unpack(ARGV, 5, 4 + n))
   redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + n))
-  redis.call('HDEL', KEYS[3], unpack(ARGV, 5, 4 + n))
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('HDEL', KEYS[3], unpack(ARGV, 5, 4 + n))
+  end
   for i = 1, n do
     if present[i] then
       held = held + 1
