@@ -144,7 +144,7 @@ def _tracked(
     tracked = tracker.begin(tag, entry, message)
     if tracked is None:
         return _ACKED  # cancelled before it ran: acked, and recorded as cancelled
-    relay, halt = runner.relay, runner._halt
+    relay = runner.relay
     crash_point("handler")
     try:  # call_handler() without its layers, as run_batch() does
         if relay.handler_contexts:
@@ -156,8 +156,16 @@ def _tracked(
     except BaseException as error:  # noqa: B036 - as call_handler: a failure
         started = Started(message, 0)
         return settle(
-            relay, consumer, lease, tag, entry, started, from_handler(error), halt, slot
+            relay, consumer, lease, tag, entry, started, from_handler(error),
+            runner._halt, slot,
+        )  # fmt: skip
+    if value is None:  # Tracker.succeeded() inlined, for the common case
+        (tracker.finished if tracked else tracker.plain)[tag] = (
+            message.id,
+            tracker.none,
         )
+        return _ACKED
+    halt = runner._halt
     if tracker.succeeded(tag, message.id, value, tracked) is None:
         return _ACKED
     # The codec cannot encode the value: finish() dead-letters the message.

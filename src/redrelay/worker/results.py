@@ -51,12 +51,13 @@ class Tracker:
         self.codec = codec
         self.ttl_ms = max(1, to_ms(result_ttl))
         #: Delivery tag -> (message id, outcome as stored), until a complete call takes it:
-        #: of tracked messages, and of the others.
-        self._finished: dict[str, tuple[str, bytes]] = {}
-        self._plain: dict[str, tuple[str, bytes]] = {}
+        #: of tracked messages, and of the others (public for fastpath._tracked, which
+        #: writes ``none``, the outcome of a None return value, without a method call).
+        self.finished: dict[str, tuple[str, bytes]] = {}
+        self.plain: dict[str, tuple[str, bytes]] = {}
         #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
         self._stop: frozenset[str] = frozenset()
-        self._none = pack_outcome("ok", encode_value(codec, None))
+        self.none = pack_outcome("ok", encode_value(codec, None))
         #: Per consumer thread: the complete call sent and not read yet (``sent``), and the
         #: tags of its batch known to be of tracked messages (``marked``) or not (``plain``).
         self._local = threading.local()
@@ -83,7 +84,7 @@ class Tracker:
         as cancelled (acked with the next call) and must not run."""
         if msg_id not in self._stop:
             return False
-        self._finished[tag] = (msg_id, _CANCELLED)  # only tracked ones are asked
+        self.finished[tag] = (msg_id, _CANCELLED)  # only tracked ones are asked
         return True
 
     def begin(self, tag: str, entry: bytes, message: Message) -> bool | None:
@@ -91,7 +92,7 @@ class Tracker:
         finished as cancelled: ack it, do not run it), else whether it is tracked (and
         then ``message.cancelled()`` asks this tracker)."""
         if message.id in self._stop:
-            self._finished[tag] = (message.id, _CANCELLED)
+            self.finished[tag] = (message.id, _CANCELLED)
             return None
         local = self._local
         if tag in getattr(local, "plain", _NONE):
@@ -123,18 +124,18 @@ class Tracker:
         """Keep the handler's return value for the ack; the error if it cannot be encoded.
         ``tracked``: see :meth:`tracked` (True when unsure: it only costs a DEL)."""
         if value is None:  # the common case: encoded once
-            encoded = self._none
+            encoded = self.none
         else:
             try:
                 encoded = pack_outcome("ok", encode_value(self.codec, value))
             except EncodeError as exc:  # said of the return value, not of a body
                 return EncodeError(exc.codec, value, exc.__cause__ or exc, result=True)
-        (self._finished if tracked else self._plain)[tag] = (msg_id, encoded)
+        (self.finished if tracked else self.plain)[tag] = (msg_id, encoded)
         return None
 
     def cancelled(self, tag: str, msg_id: str) -> None:
         """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
-        self._finished[tag] = (msg_id, _CANCELLED)
+        self.finished[tag] = (msg_id, _CANCELLED)
 
     # -- complete calls --------------------------------------------------------------------
 
@@ -204,14 +205,14 @@ class Tracker:
         keys, args = self._call(tags, [], keep=True)
         held = int(self.lease.conn.run("complete", keys, args))
         for tag in tags:  # only now: a call that failed is made again with them
-            self._finished.pop(tag, None)
-            self._plain.pop(tag, None)
+            self.finished.pop(tag, None)
+            self.plain.pop(tag, None)
         return held
 
     def _call(
         self, tags: list[str], starting: list[str | bytes], keep: bool = False
     ) -> tuple[list[str], list[Any]]:
-        """complete.lua's keys and arguments; the outcomes leave ``_finished`` unless
+        """complete.lua's keys and arguments; the outcomes leave ``finished``/``plain`` unless
         ``keep`` (a call kept in ``_local.sent`` is sent again after a lost reply)."""
         keys = self.lease.keys
         consumer = (tags[0] if tags else self.lease.consumer_id + ":").rpartition(":")[
@@ -219,9 +220,9 @@ class Tracker:
         ]
         job = keys.job
         take, plain = (
-            (self._finished.get, self._plain.get)
+            (self.finished.get, self.plain.get)
             if keep
-            else (self._finished.pop, self._plain.pop)
+            else (self.finished.pop, self.plain.pop)
         )
         # Tracked messages first, with their records' keys: complete.lua deletes those
         # records and unmarks those running; the others only get their outcome.
@@ -239,7 +240,7 @@ class Tracker:
                     continue
                 # Every tag finished here has its outcome; a missing one would be a
                 # bug, and then the message is at least recorded as done without a value.
-                msg_id, outcome = take(tag, (tag, self._none))
+                msg_id, outcome = take(tag, (tag, self.none))
                 first.append(tag)
                 records.append(job(msg_id))
                 pairs += (msg_id, outcome)
