@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from itertools import chain, repeat
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
@@ -41,6 +42,7 @@ log = logging.getLogger("redrelay.worker")
 #: The stored outcome of a cancelled message.
 _CANCELLED = pack_outcome("x", b"")
 _NONE: frozenset[str] = frozenset()
+_ID, _OUTCOME = itemgetter(0), itemgetter(1)
 
 
 class Tracker:
@@ -226,26 +228,29 @@ class Tracker:
         )
         # Tracked messages first, with their records' keys: complete.lua deletes those
         # records and unmarks those running; the others only get their outcome.
-        first: list[Any] = []
+        first: list[str] = []
         records: list[str] = []
-        pairs: list[Any] = []
-        found = list(map(plain, tags, repeat(None)))
-        if None in found:
-            rest: list[Any] = []
-            more: list[Any] = []
-            for tag, got in zip(tags, found, strict=True):
+        done: list[Any] = list(map(plain, tags, repeat(None)))
+        order = tags
+        if None in done:
+            rest: list[str] = []
+            theirs: list[tuple[str, bytes]] = []
+            mine: list[tuple[str, bytes]] = []
+            for tag, got in zip(tags, done, strict=True):
                 if got is not None:
                     rest.append(tag)
-                    more += got
+                    theirs.append(got)
                     continue
                 # Every tag finished here has its outcome; a missing one would be a
                 # bug, and then the message is at least recorded as done without a value.
-                msg_id, outcome = take(tag, (tag, self.none))
+                got = take(tag, (tag, self.none))
                 first.append(tag)
-                records.append(job(msg_id))
-                pairs += (msg_id, outcome)
-        else:  # none tracked (an untracked producer): no loop in Python
-            rest, more = tags, list(chain.from_iterable(found))  # type: ignore[arg-type]
+                records.append(job(got[0]))
+                mine.append(got)
+            order, done = first + rest, mine + theirs
+        outcomes = list(map(_OUTCOME, done))
+        if outcomes and outcomes.count(outcomes[0]) == len(outcomes):
+            del outcomes[1:]  # the same for all (None, most often): sent once
         script_keys = [
             keys.inflight(consumer),
             keys.stats,
@@ -257,8 +262,10 @@ class Tracker:
             bucket_of(keys, self.ttl_ms, int(time.time() * 1000)),
             *records,
         ]
-        args = [self.ttl_ms, keys.done, len(tags), len(first), *first, *rest, *pairs]
-        args += more
+        args: list[Any] = [self.ttl_ms, keys.done, len(tags), len(first), len(outcomes)]
+        args += order
+        args += map(_ID, done)
+        args += outcomes
         args += starting
         return script_keys, args
 

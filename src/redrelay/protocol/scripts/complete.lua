@@ -15,9 +15,10 @@
 --                           it finishes (a tracked message's record while it is pending)
 -- ARGV[1] result TTL ms; ARGV[2] done channel (pub/sub, not a key); ARGV[3] n, the
 -- deliveries to complete; ARGV[4] t, how many of them are of tracked messages (they come
--- first: a message put with a record, see envelope.TRACKED); ARGV[5 .. 4 + n] their tags;
--- then n pairs: message id, outcome (a state byte, 'o' ok, 'f' failed or 'x' cancelled,
--- then the encoded value); then the ids of the tracked messages to start
+-- first: a message put with a record, see envelope.TRACKED); ARGV[5] k, how many outcomes
+-- follow (1: the same for all n, as for handlers that return None); ARGV[6 .. 5 + n] their
+-- tags; then their n message ids; then the k outcomes (a state byte, 'o' ok, 'f' failed or
+-- 'x' cancelled, then the encoded value); then the ids of the tracked messages to start
 --
 -- Returns how many tags were still held (a stale tag, whose lease was taken over, writes
 -- nothing and is counted as rejected, as in ack.lua). The outcomes of one call go to one
@@ -30,46 +31,35 @@
 local ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[3])
 local t = tonumber(ARGV[4])
+local k = tonumber(ARGV[5])
+local at_id, at_outcome = 5 + n, 5 + 2 * n  -- ARGV[at_id + i]: the i-th id
 local held, ids = 0, {}
 if n > 0 then
   -- Which tags are still held, then forget them all: three commands, not one per tag
   -- (two while no redelivered entry is marked started, the usual case).
-  local present = redis.call('HMGET', KEYS[1], unpack(ARGV, 5, 4 + n))
-  redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + n))
+  local present = redis.call('HMGET', KEYS[1], unpack(ARGV, 6, 5 + n))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, 6, 5 + n))
   if redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('HDEL', KEYS[3], unpack(ARGV, 5, 4 + n))
+    redis.call('HDEL', KEYS[3], unpack(ARGV, 6, 5 + n))
   end
+  local fields, f, jobs, same = {}, 0, {}, ARGV[at_outcome + 1]
   for i = 1, n do
     if present[i] then
       held = held + 1
+      fields[f + 1] = ARGV[at_id + i]
+      fields[f + 2] = k == 1 and same or ARGV[at_outcome + i]
+      f = f + 2
+      if i <= t then
+        jobs[#jobs + 1] = KEYS[8 + i]
+        ids[#ids + 1] = ARGV[at_id + i]
+      end
     end
   end
-  if held == n then  -- the common case: the arguments as they are, no table per field
-    redis.call('HSET', KEYS[8], unpack(ARGV, 5 + n, 4 + 3 * n))
-    if t > 0 then
-      redis.call('DEL', unpack(KEYS, 9, 8 + t))
-      for j = 1, t do
-        ids[j] = ARGV[3 + n + 2 * j]
-      end
-    end
-  elseif held > 0 then
-    local fields, jobs = {}, {}
-    for i = 1, n do
-      if present[i] then
-        fields[#fields + 1] = ARGV[3 + n + 2 * i]
-        fields[#fields + 1] = ARGV[4 + n + 2 * i]
-        if i <= t then
-          jobs[#jobs + 1] = KEYS[8 + i]
-          ids[#ids + 1] = ARGV[3 + n + 2 * i]
-        end
-      end
-    end
+  if held > 0 then
     redis.call('HSET', KEYS[8], unpack(fields))
     if #jobs > 0 then
       redis.call('DEL', unpack(jobs))
     end
-  end
-  if held > 0 then
     local now = redis.call('TIME')
     local expiry = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl
     -- The results expire at 'expiry' (the index says so, and workers UNLINK the bucket
@@ -89,7 +79,7 @@ count_outcome(KEYS[2], KEYS[5], 'rejected', n - held)
 if #ids > 0 then
   redis.call('PUBLISH', ARGV[2], table.concat(ids, ' '))
 end
-if #ARGV > 4 + 3 * n then
-  redis.call('SADD', KEYS[6], unpack(ARGV, 5 + 3 * n))
+if #ARGV > at_outcome + k then
+  redis.call('SADD', KEYS[6], unpack(ARGV, at_outcome + k + 1))
 end
 return held
