@@ -44,14 +44,20 @@ def test_entry_tracking_reads_the_id_and_the_field() -> None:
         msg_id, is_tracked = entry_tracking(entry, "tag")
         env = decode_entry(entry).envelope
         assert env is not None
-        assert (str(msg_id, "ascii") if isinstance(msg_id, bytes) else msg_id) == env["i"]
+        assert (str(msg_id, "ascii") if isinstance(msg_id, bytes) else msg_id) == env[
+            "i"
+        ]
         assert is_tracked is expected
 
 
 @pytest.mark.parametrize(
-    "options", [{"codec": "msgpack"}, {"signing_key": b"k" * 32}], ids=["msgpack", "signed"]
+    "options",
+    [{"codec": "msgpack"}, {"signing_key": b"k" * 32}],
+    ids=["msgpack", "signed"],
 )
-def test_other_codecs_and_signed_entries_are_decoded(options: dict[str, object]) -> None:
+def test_other_codecs_and_signed_entries_are_decoded(
+    options: dict[str, object],
+) -> None:
     tracked, plain, lookalike = _entries(**options)
     assert entry_tracking(tracked, "tag")[1] is True
     assert entry_tracking(plain, "tag")[1] is False

@@ -41,14 +41,18 @@ def test_tracked_and_untracked_messages_in_one_batch(
     def calc(message: Message) -> Any:
         if message.body["tracked"]:
             # Named running by the complete call sent with the batch (a moment later).
-            wait_for(lambda: client.sismember(keys.running, message.id), 10, what="mark")
+            wait_for(
+                lambda: client.sismember(keys.running, message.id), 10, what="mark"
+            )
         marked[message.id] = bool(client.sismember(keys.running, message.id))
         return message.body["n"]
 
     # One batch, tracked ones first: when an untracked one runs, the marks have landed.
     tracked = [tracking.put({"n": i, "tracked": True}) for i in range(3)]
     untracked = [plain.put({"n": 10 + i, "tracked": False}) for i in range(3)]
-    assert [client.exists(keys.job(i)) for i in tracked + untracked] == [1] * 3 + [0] * 3
+    assert [client.exists(keys.job(i)) for i in tracked + untracked] == [1] * 3 + [
+        0
+    ] * 3
     assert [tracking.status(i) for i in untracked] == [Status.UNKNOWN] * 3
     worker.drain(timeout=20)
     assert marked == {i: i in tracked for i in tracked + untracked}
