@@ -232,7 +232,11 @@ class Tracker:
         records: list[str] = []
         done: list[Any] = list(map(plain, tags, repeat(None)))
         order = tags
-        if None in done:
+        if done.count(None) == len(done):  # all tracked (a tracking producer)
+            # A tag without its outcome would be a bug: then at least done, no value.
+            done = [take(tag, (tag, self.none)) for tag in tags]
+            first, records = tags, [job(msg_id) for msg_id, _ in done]
+        elif None in done:
             rest: list[str] = []
             theirs: list[tuple[str, bytes]] = []
             mine: list[tuple[str, bytes]] = []

@@ -42,22 +42,26 @@ if n > 0 then
   if redis.call('EXISTS', KEYS[3]) == 1 then
     redis.call('HDEL', KEYS[3], unpack(ARGV, 6, 5 + n))
   end
-  local fields, f, jobs, same = {}, 0, {}, ARGV[at_outcome + 1]
+  local fields, f, same = {}, 0, ARGV[at_outcome + 1]
   for i = 1, n do
     if present[i] then
       held = held + 1
       fields[f + 1] = ARGV[at_id + i]
       fields[f + 2] = k == 1 and same or ARGV[at_outcome + i]
       f = f + 2
-      if i <= t then
-        jobs[#jobs + 1] = KEYS[8 + i]
-        ids[#ids + 1] = ARGV[at_id + i]
-      end
+    end
+  end
+  local jobs, c = {}, 0
+  for i = 1, t do
+    if present[i] then
+      c = c + 1
+      jobs[c] = KEYS[8 + i]
+      ids[c] = ARGV[at_id + i]
     end
   end
   if held > 0 then
     redis.call('HSET', KEYS[8], unpack(fields))
-    if #jobs > 0 then
+    if c > 0 then
       redis.call('DEL', unpack(jobs))
     end
     local now = redis.call('TIME')
