@@ -58,7 +58,10 @@ def test_a_batch_counts_as_its_messages_one_at_a_time(spread: float) -> None:
             if q:
                 one["wait"][1].observe(max(0.0, s - q))  # type: ignore[attr-defined]
         for name, (batched, single) in one.items():
-            (counts, total), (expected, expected_total) = _state(batched), _state(single)
+            (counts, total), (expected, expected_total) = (
+                _state(batched),
+                _state(single),
+            )
             assert counts == expected, name
             assert total == pytest.approx(expected_total, rel=1e-9, abs=1e-6), name
 
