@@ -246,7 +246,8 @@ def _observe_handlers(relay: Relay) -> None:
     )
     waited = _histogram(
         "redrelay_queue_wait_seconds",
-        "How long a message waited between becoming available and its handler starting.",
+        "How long a message waited between its creation and its handler starting "
+        "(a delayed message's delay included).",
     )
 
     children: dict[str, tuple[Any, Any]] = {}  # labels() takes a lock: once per name
