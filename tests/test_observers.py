@@ -16,6 +16,7 @@ from redrelay import Message, Relay, metrics, tracing
 from redrelay.observers import Timings
 
 from .processes import wait_for
+from .test_tracing import PARENT, pass_on
 
 
 def _state(child: object) -> tuple[list[float], float]:
@@ -51,7 +52,8 @@ def test_a_batch_counts_as_its_messages_one_at_a_time(spread: float) -> None:
             timings.enqueued.append(rng.choice([enqueued] * 9 + [0.0]))
             now += rng.random() * 1e-4
         one = {name: _pair() for name in ("wait", "duration")}
-        batches = metrics._Batches(lambda name: (one["wait"][0], one["duration"][0]))
+        children = (one["wait"][0], one["duration"][0])
+        batches = metrics._Batches(lambda name, children=children: children)
         batches.observe_batch("q", timings)
         for s, e, q in zip(timings.starts, timings.ends, timings.enqueued, strict=True):
             one["duration"][1].observe(max(0.0, e - s))  # type: ignore[attr-defined]
@@ -164,25 +166,15 @@ def test_worker_threads_without_sdk_pass_the_trace_on(
     tracing.instrument(relay)
     if metered:
         metrics.instrument(relay)
-    seen: dict[str, dict[str, str]] = {}
-
-    @relay.consumer("first")
-    def first(message: Message) -> None:
-        relay.queue("second").put(message.body)
-
-    @relay.consumer("second")
-    def second(message: Message) -> None:
-        seen[message.body] = dict(message.headers)
-
-    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    seen = pass_on(relay)
     relay.queue("first").put("plain")
-    relay.queue("first").put("traced", headers={"traceparent": parent})
+    relay.queue("first").put("traced", headers={"traceparent": PARENT})
     relay.queue("first").put_many([f"more {i}" for i in range(50)])
     relay.start()
     try:
         wait_for(lambda: len(seen) == 52, timeout=30, what="52 messages passed on")
     finally:
         relay.close()
-    assert seen["traced"]["traceparent"].split("-")[1] == parent.split("-")[1]
+    assert seen["traced"]["traceparent"].split("-")[1] == PARENT.split("-")[1]
     assert "traceparent" not in seen["plain"]
     assert not any("traceparent" in seen[f"more {i}"] for i in range(50))
