@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from redrelay import (
+    Backoff,
     ConfigurationError,
     InvalidName,
     Message,
@@ -546,9 +547,12 @@ def test_entries_trimmed_before_a_beginning_group_existed_are_reported(
 def test_entry_trimmed_while_waiting_for_its_retry_is_reported(
     relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The retry waits a fixed second, no jitter: the trim below must come first (a
+    jittered 0.3 s backoff could fall under a few ms, and the retry then ran first)."""
     calls: list[int] = []
+    backoff = Backoff(base=1.0, jitter=False)
 
-    @relay.subscriber("t", group="g", start="beginning", retries=5, backoff=0.3)
+    @relay.subscriber("t", group="g", start="beginning", retries=5, backoff=backoff)
     def handler(message: Message) -> None:
         calls.append(message.body)
         if message.body == 0:
