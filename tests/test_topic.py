@@ -74,10 +74,18 @@ def test_consumers_of_one_group_share_the_messages(
     a = make_relay(prefetch=5)
     b = make_relay(namespace=a.namespace, prefetch=5)
     seen: dict[str, list[str]] = {"a": [], "b": []}
+    # a starts first, and could run all 400 before b is up on a loaded machine: its
+    # handlers hold their first entries until b has one (10 s at most; then the
+    # assertion below tells), so that b's share does not depend on start-up times.
+    b_took_one = threading.Event()
     for name, r in (("a", a), ("b", b)):
 
         @r.subscriber("orders", group="billing", start="beginning", concurrency=2)
         def handler(message: Message, name: str = name) -> None:
+            if name == "b":
+                b_took_one.set()
+            elif not b_took_one.wait(10):
+                b_took_one.set()  # gave up waiting: the rest run at once
             time.sleep(0.002)
             seen[name].append(message.id)
 
