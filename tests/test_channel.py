@@ -642,8 +642,9 @@ def test_network_cut_reports_the_reconnect_then_the_count(
     reports: list[GapReport] = []
     relay = make_relay(url=server.url, on_gap=reports.append)
     got = Collector()
-    # A slow first retry, so that messages are published while nobody listens.
-    listener = listen(relay, sub("news", got), backoff_base=0.3)
+    # A slow first retry (0.5-1 s with its jitter), so that the three messages below
+    # are published while nobody listens, even if this thread is held up for a while.
+    listener = listen(relay, sub("news", got), backoff_base=1.0, backoff_cap=1.0)
     relay.publish("news", 1)
     got.wait(1)
 
@@ -673,10 +674,12 @@ def test_half_open_connection_is_detected_by_ping(
     listener = listen(relay, sub("news", got))
 
     # A paused server reads nothing and answers nothing, like a dead peer whose
-    # socket is still open: only the unanswered PING can tell.
+    # socket is still open: only the unanswered PING can tell. That takes at most
+    # ping_interval + ping_timeout (0.7 s); the pause lasts 3 s, so that a listener
+    # thread held up on a loaded machine still sees it, before the PONG comes.
     with redis.Redis.from_url(server.url) as admin:
-        admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
-        wait_for(lambda: not listener.connected.is_set(), timeout=1.4)
+        admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        wait_for(lambda: not listener.connected.is_set(), timeout=2.8)
     wait_for(lambda: listener.reconnects == 1 and listener.connected.is_set())
 
     assert relay.publish("news", "back") == 1

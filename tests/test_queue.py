@@ -156,11 +156,13 @@ def test_dead_letters_requeue_and_purge(relay: Relay) -> None:
 def test_delayed_messages_wait_then_run(relay: Relay) -> None:
     seen = _record(relay, "q")
     q = relay.queue("q")
-    q.put("late", delay=0.6)
+    # In this order, and timed from before the puts: "late" is due at least 0.3 s after
+    # "eta" and 0.6 s after the start, however long this thread is held up in between.
+    start = time.monotonic()
     q.put("eta", eta=datetime.now() + timedelta(seconds=0.3))
+    q.put("late", delay=0.6)
     q.put("now")
     assert q.stats().delayed == 2 and q.stats().ready == 1
-    start = time.monotonic()
     relay.drain(virtual_clock=False)
     assert [m.body for m in seen] == ["now", "eta", "late"]
     assert time.monotonic() - start >= 0.5  # ran no earlier than its delay

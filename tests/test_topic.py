@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from redrelay import (
+    Backoff,
     ConfigurationError,
     InvalidName,
     Message,
@@ -73,10 +74,18 @@ def test_consumers_of_one_group_share_the_messages(
     a = make_relay(prefetch=5)
     b = make_relay(namespace=a.namespace, prefetch=5)
     seen: dict[str, list[str]] = {"a": [], "b": []}
+    # a starts first, and could run all 400 before b is up on a loaded machine: its
+    # handlers hold their first entries until b has one (10 s at most; then the
+    # assertion below tells), so that b's share does not depend on start-up times.
+    b_took_one = threading.Event()
     for name, r in (("a", a), ("b", b)):
 
         @r.subscriber("orders", group="billing", start="beginning", concurrency=2)
         def handler(message: Message, name: str = name) -> None:
+            if name == "b":
+                b_took_one.set()
+            elif not b_took_one.wait(10):
+                b_took_one.set()  # gave up waiting: the rest run at once
             time.sleep(0.002)
             seen[name].append(message.id)
 
@@ -546,9 +555,12 @@ def test_entries_trimmed_before_a_beginning_group_existed_are_reported(
 def test_entry_trimmed_while_waiting_for_its_retry_is_reported(
     relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The retry waits a fixed second, no jitter: the trim below must come first (a
+    jittered 0.3 s backoff could fall under a few ms, and the retry then ran first)."""
     calls: list[int] = []
+    backoff = Backoff(base=1.0, jitter=False)
 
-    @relay.subscriber("t", group="g", start="beginning", retries=5, backoff=0.3)
+    @relay.subscriber("t", group="g", start="beginning", retries=5, backoff=backoff)
     def handler(message: Message) -> None:
         calls.append(message.body)
         if message.body == 0:

@@ -81,8 +81,27 @@ def opened(hub: EventHub, channel: str, **options: Any) -> Generator[bytes, None
     return stream
 
 
-def redis_clients(client: redis.Redis) -> int:
-    return len(client.client_list())
+class Opened:
+    """The Redis connections and threads opened since it was made, and still open.
+
+    Compared by identity, not counted: a connection or thread of an earlier test that
+    ends meanwhile (an unclosed Relay's socket, closed by whichever garbage collection
+    finds it) is not this test's doing, and would throw a count off.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.before_clients = self._client_ids()
+        self.before_threads = set(threading.enumerate())
+
+    def _client_ids(self) -> set[int]:
+        return {int(c["id"]) for c in self.client.client_list()}
+
+    def clients(self) -> set[int]:
+        return self._client_ids() - self.before_clients
+
+    def threads(self) -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in self.before_threads]
 
 
 def test_streams_get_the_messages_of_their_channel_only(
@@ -162,10 +181,10 @@ def test_one_subscription_for_every_client(
 ) -> None:
     first = opened(hub, "news")
     relay.publish("warm", 0)  # the relay's own connection, for publishing
-    clients, threads = redis_clients(redis_client), threading.active_count()
+    since = Opened(redis_client)
     streams = [opened(hub, f"news{i % 5}") for i in range(50)]
-    assert redis_clients(redis_client) == clients
-    assert threading.active_count() == threads
+    assert since.clients() == set()
+    assert since.threads() == []
     relay.publish("news3", "hi")
     assert all(
         read_events(s, 1)[0]["json"] == "hi" for s in streams[3::5]
@@ -180,17 +199,17 @@ def test_hundreds_of_connects_and_disconnects_leave_nothing_behind(
 ) -> None:
     opened(hub, "warm").close()
     relay.publish("warm", 0)  # the relay's own connection, for publishing
-    clients, threads = redis_clients(redis_client), threading.active_count()
+    since = Opened(redis_client)
     for i in range(300):
         stream = opened(hub, f"c{i % 7}")
         if i % 10 == 0:
             relay.publish(f"c{i % 7}", i)
             assert read_events(stream, 1)[0]["json"] == i
         stream.close()
-        assert threading.active_count() == threads
+        assert since.threads() == []
     assert hub.clients == 0
-    assert threading.active_count() == threads
-    assert redis_clients(redis_client) == clients
+    assert since.threads() == []
+    assert since.clients() == set()
     # The hub keeps its one subscription for the next client.
     assert hub.listening
 
@@ -211,14 +230,14 @@ def test_wsgi_disconnects_release_everything(
     try:
         get(server.port, "warm")
         wait_for(lambda: hub.clients == 0)
-        clients, threads = redis_clients(redis_client), threading.active_count()
+        since = Opened(redis_client)
         for i in range(200):
             get(server.port, f"w{i % 3}")
         # A WSGI server learns that a client left when a write fails: the next
         # keep-alive or two.
         wait_for(lambda: hub.clients == 0)
-        wait_for(lambda: threading.active_count() == threads)
-        assert redis_clients(redis_client) == clients
+        wait_for(lambda: since.threads() == [])
+        assert since.clients() == set()
     finally:
         server.shutdown()
         thread.join(5)
@@ -392,8 +411,8 @@ def test_many_async_cycles_leave_nothing_behind(
 
     asyncio.run(main())  # starts the listener
     relay.publish("warm", 0)  # the relay's own connection, for publishing
-    clients, threads = redis_clients(redis_client), threading.active_count()
+    since = Opened(redis_client)
     asyncio.run(main())
     assert hub.clients == 0
-    assert threading.active_count() == threads
-    assert redis_clients(redis_client) == clients
+    assert since.threads() == []
+    assert since.clients() == set()
