@@ -3,9 +3,13 @@
 Such a consumer never acks on its fetch (fetch.lua knows nothing of results): each
 finished delivery waits here with its outcome, and complete.lua acks and writes them in
 one call, so a result never exists without its ack (or the reverse). That call goes out
-once per batch, when the next batch arrives, *without waiting* for its reply (read before
-the next one): Redis writes the results while this thread runs handlers, as it does with
-the fetch sent ahead (fetcher.py). It also marks the new batch running. Cancellations
+once per batch, when the next batch arrives, right after the next fetch (so that Redis
+answers the fetch first), *without waiting* for its reply (read before the next one):
+Redis writes the results while this thread runs handlers, as it does with the fetch sent
+ahead (fetcher.py). It also marks the new batch's tracked messages running: only those
+(put with a record, and the envelope field that says so) have a record to delete, a
+running mark, a cancel to see and waiters; the others cost their outcome alone, and a
+batch without any is found so without a look at each entry. Cancellations
 need no round trip here: cancel.lua removes a queued or delayed message from the queue
 itself, and a message a worker already took is named in the cancels set, which the
 keeper reads every heartbeat (:meth:`Tracker.refresh`) for ``message.cancelled()`` and to
