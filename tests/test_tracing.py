@@ -162,16 +162,13 @@ def test_spans_in_process_and_channels(make_relay: Callable[..., Relay]) -> None
         assert consumer.attributes["messaging.destination.name"] == "news"
 
 
-def test_a_worker_without_sdk_passes_the_trace_on(
-    make_relay: Callable[..., Relay],
-) -> None:
-    """No SDK in the worker (the API's no-op tracer): nothing is recorded, but a message
-    its handler puts carries the trace of the message it handles; one without a trace
-    starts none."""
-    from opentelemetry.trace import NoOpTracerProvider
+#: A W3C trace context, as a traced producer would have put it in the headers.
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
-    relay = make_relay()
-    tracing.instrument(relay, tracer_provider=NoOpTracerProvider())
+
+def pass_on(relay: Relay) -> dict[str, dict[str, str]]:
+    """Consumers that pass each message of queue "first" on to "second", where its
+    headers are kept (by body) in the dict returned."""
     seen: dict[str, dict[str, str]] = {}
 
     @relay.consumer("first")
@@ -182,9 +179,22 @@ def test_a_worker_without_sdk_passes_the_trace_on(
     def second(message: Message) -> None:
         seen[message.body] = dict(message.headers)
 
-    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    relay.queue("first").put("traced", headers={"traceparent": parent})
+    return seen
+
+
+def test_a_worker_without_sdk_passes_the_trace_on(
+    make_relay: Callable[..., Relay],
+) -> None:
+    """No SDK in the worker (the API's no-op tracer): nothing is recorded, but a message
+    its handler puts carries the trace of the message it handles; one without a trace
+    starts none."""
+    from opentelemetry.trace import NoOpTracerProvider
+
+    relay = make_relay()
+    tracing.instrument(relay, tracer_provider=NoOpTracerProvider())
+    seen = pass_on(relay)
+    relay.queue("first").put("traced", headers={"traceparent": PARENT})
     relay.queue("first").put("plain")
     relay.drain(timeout=30)
-    assert seen["traced"]["traceparent"].split("-")[1] == parent.split("-")[1]
+    assert seen["traced"]["traceparent"].split("-")[1] == PARENT.split("-")[1]
     assert "traceparent" not in seen["plain"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from . import monitor
 from .message import Message
+from .observers import Timings
 from .protocol.keys import gaps_key
 
 if TYPE_CHECKING:
@@ -218,7 +221,8 @@ def instrument(relay: Relay, *, histograms: bool = True) -> None:
     in Redis. Call it once per relay in every process that runs handlers (the worker
     imports your app module, so calling it there is enough).
 
-    :param histograms: False skips the two histograms (about 10 us per message on a
+    :param histograms: False skips the two histograms (in the worker's fast loops about
+        0.2 us per message, counted a batch at a time; otherwise about 4 us per message on a
         small machine: it matters only for handlers that take microseconds themselves).
     """
     if histograms:
@@ -242,18 +246,23 @@ def _observe_handlers(relay: Relay) -> None:
     )
     waited = _histogram(
         "redrelay_queue_wait_seconds",
-        "How long a message waited between becoming available and its handler starting.",
+        "How long a message waited between its creation and its handler starting "
+        "(a delayed message's delay included).",
     )
 
     children: dict[str, tuple[Any, Any]] = {}  # labels() takes a lock: once per name
 
-    def observe(message: Message) -> _Observe:
-        name = message.queue or message.topic or message.channel or "?"
+    def pair_of(name: str) -> tuple[Any, Any]:
         pair = children.get(name)
         if pair is None:
             pair = children[name] = (waited.labels(name), duration.labels(name))
-        return _Observe(pair, message)
+        return pair
 
+    def observe(message: Message) -> _Observe:
+        name = message.queue or message.topic or message.channel or "?"
+        return _Observe(pair_of(name), message)
+
+    observe.redrelay_batch = _Batches(pair_of)  # type: ignore[attr-defined]
     relay.add_handler_context(observe)
 
 
@@ -273,6 +282,86 @@ class _Observe:
 
     def __exit__(self, *exc: object) -> None:
         self.pair[1].observe(max(0.0, time.time() - self.start))
+
+
+class _Batches:
+    """The histograms' batch form (see :mod:`redrelay.observers`): a worker's fast loop
+    hands over a batch of handler runs, counted into buckets at once.
+
+    prometheus_client observes one value at a time (a lock and a bucket search each,
+    about 2 µs: more than a no-op handler costs). A batch adds its counts to the same
+    bucket values that ``observe()`` increments, so both paths give the same histogram,
+    in one process or through the multi-process files. Usually a whole batch falls in one
+    bucket (quick handlers; a backlog's waits), found from its extremes alone.
+    """
+
+    def __init__(self, pair_of: Callable[[str], tuple[Any, Any]]) -> None:
+        self.pair_of = pair_of
+
+    def observe_batch(self, name: str, timings: Timings) -> None:
+        waited, duration = self.pair_of(name)
+        starts, ends, enqueued = timings.starts, timings.ends, timings.enqueued
+        n = len(ends)
+        if len(starts) != n:  # a run that did not end is not counted
+            starts, enqueued = starts[:n], enqueued[:n]
+        started = sum(starts)
+        # One thread's runs follow each other: none is longer than first start to last end.
+        _add(duration, ends[-1] - starts[0], 0.0, n, sum(ends) - started, ends, starts)
+        # sorted() is several times quicker than min() + max() on a list of floats (and
+        # next to free on the usual, nearly ordered creation times).
+        ordered = sorted(enqueued)
+        if (
+            ordered[0] <= 0.0
+        ):  # unknown creation times (0.0): no wait to observe for those
+            kept = [(s, e) for s, e in zip(starts, enqueued, strict=True) if e > 0.0]
+            if not kept:
+                return
+            starts, enqueued = [s for s, _ in kept], [e for _, e in kept]
+            started, ordered = sum(starts), sorted(enqueued)
+        low, high = starts[0] - ordered[-1], starts[-1] - ordered[0]
+        total = started - sum(enqueued)
+        _add(waited, high, low, len(starts), total, starts, enqueued)
+
+
+def _add(
+    child: Any,
+    high: float,
+    low: float,
+    n: int,
+    total: float,
+    ends: list[float],
+    starts: list[float],
+) -> None:
+    """Add the ``n`` observations ``ends[i] - starts[i]`` (between ``low`` and ``high``,
+    summing to ``total``) to a histogram child: at once when they share a bucket."""
+    bounds: Any = getattr(child, "_upper_bounds", None)
+    if not _has_values(child, bounds):
+        for e, s in zip(ends, starts, strict=True):
+            child.observe(max(0.0, e - s))
+        return
+    first = bisect_left(bounds, high)
+    if low >= 0.0 and bisect_left(bounds, low) == first:
+        child._sum.inc(total)
+        child._buckets[first].inc(n)
+        return
+    values = [max(0.0, e - s) for e, s in zip(ends, starts, strict=True)]
+    child._sum.inc(sum(values))
+    buckets = child._buckets
+    for i, count in Counter(bisect_left(bounds, v) for v in values).items():
+        buckets[i].inc(count)
+
+
+def _has_values(child: Any, bounds: Any) -> bool:
+    """Whether this prometheus_client's histogram child has the bucket values that
+    ``observe()`` increments, as :func:`_add` uses them (it has had them for years; if a
+    release renames them, values are observed one at a time: as correct, and slower)."""
+    buckets = getattr(child, "_buckets", None)
+    return (
+        isinstance(bounds, list)
+        and isinstance(buckets, list)
+        and len(bounds) == len(buckets)
+        and hasattr(getattr(child, "_sum", None), "inc")
+    )
 
 
 def exposition(relay: Relay) -> tuple[bytes, str]:

@@ -84,9 +84,23 @@ def instrument(relay: Relay, *, tracer_provider: Any = None) -> None:
     def consume(message: Message) -> _Consume:
         return _Consume(tracer, message)
 
+    if tracer_provider is None:
+        # The worker's fast loops enter the consumer span only for messages with headers
+        # while no SDK is configured (asked per batch, see redrelay.observers): the API's
+        # no-op span records nothing, and only continues a context that a message carries.
+        consume.redrelay_headers_only = _no_sdk  # type: ignore[attr-defined]
+
     produce.redrelay_tracing = True  # type: ignore[attr-defined]
     relay.envelope_hooks.append(produce)
     relay.add_handler_context(consume)
+
+
+def _no_sdk() -> bool:
+    """Whether the global tracer provider is still the API's own (no SDK configured)."""
+    return isinstance(
+        trace.get_tracer_provider(),
+        (trace.ProxyTracerProvider, trace.NoOpTracerProvider),
+    )
 
 
 class _Consume:

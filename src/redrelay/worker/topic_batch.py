@@ -17,8 +17,9 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..errors import DecodeError
-from ..handlers import from_handler, invoke, run_awaitable
+from ..handlers import from_handler, run_awaitable
 from ..message import first_delivery
+from ..observers import plan
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome
 from .topic_dispatch import ACK_INTERVAL, Item, begin, settle
@@ -48,7 +49,10 @@ def run_batch(
     """
     relay, halt, stopping = runner.relay, runner._halt, runner._stopping
     sub = lease.sub
-    handler, contexts = sub.handler, relay.handler_contexts
+    # The handler inside the contexts that the relay's instruments ask for (a batch
+    # observer reads the clock around it, see redrelay.observers).
+    batch_run = plan(sub.handler, relay.handler_contexts)
+    handler = batch_run.handler
     # (as begin() would: unsigned entries only; a first delivery is within the limit)
     fast = relay.signing_key is None and sub.options.max_deliveries >= 1
     topic, group = sub.topic.name, sub.group
@@ -78,12 +82,9 @@ def run_batch(
             message = first_delivery(env, None, prefix + sid, topic, sid, group)
             pulse.busy = True  # the handler's own time (the keeper does not judge it)
             try:
-                if contexts:
-                    invoke(handler, message, contexts, None)
-                else:
-                    result = handler(message)
-                    if result is not None and isawaitable(result):
-                        run_awaitable(result, None)
+                result = handler(message)
+                if result is not None and isawaitable(result):
+                    run_awaitable(result, None)
                 outcome = _ACKED
             except BaseException as exc:  # noqa: B036 - as call_handler: a failure
                 pulse.busy = False
@@ -101,3 +102,4 @@ def run_batch(
             runner._flush(lease, acks)
             flushed = now
     runner._count(acked, others)
+    batch_run.report(topic)
