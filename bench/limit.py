@@ -140,6 +140,7 @@ TOPIC = "topic subscriber group, default settings"
 #: Rows that run no redrelay worker: never twinned with ``--baseline-src``.
 BARES = (BARE, TOPIC_BARE)
 OBSERVED = "default settings, metrics + tracing (OTel API, no SDK)"
+AOBSERVED = "async def no-op, metrics + tracing (OTel API, no SDK)"
 WORK = "1 ms handler, 4 threads"
 #: Rows judged against another row of the same round, with their targets: issue 14
 #: (result_ttl) and issue 12 (metrics and tracing), the latter for no-op handlers and
@@ -148,6 +149,7 @@ AGAINST = {
     TOPIC: (TOPIC_BARE, 0.8),
     RESULTS: (DEFAULT, 0.8),
     OBSERVED: (DEFAULT, 0.95),
+    AOBSERVED: (ASYNC, 0.95),
     WORK + ", metrics + tracing (OTel API, no SDK)": (WORK, 0.95),
     WORK + ", metrics + tracing (OTel SDK, 1 % sampled)": (WORK, 0.95),
 }
@@ -156,6 +158,7 @@ _WORK = {"BENCH_SLEEP": "0.001", "BENCH_CONCURRENCY": "4"}
 EXTRA = {
     RESULTS: {"BENCH_RESULT_TTL": "3600"},
     OBSERVED: {"BENCH_OBSERVE": "metrics+otel-api"},
+    AOBSERVED: {"BENCH_OBSERVE": "metrics+otel-api", "BENCH_ASYNC": "1"},
     WORK: _WORK,
     WORK + ", metrics + tracing (OTel API, no SDK)": {
         **_WORK,

@@ -3,6 +3,7 @@ same results as one message at a time (redrelay.observers)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 import time
@@ -92,19 +93,28 @@ def _histogram(relay: Relay, name: str, queue: str) -> dict[str, float]:
     return found
 
 
-def test_worker_threads_observe_in_batches(
-    make_relay: Callable[..., Relay], observe_count: list[int]
+@pytest.mark.parametrize("kind", ["threads", "async"])
+def test_workers_observe_in_batches(
+    make_relay: Callable[..., Relay], observe_count: list[int], kind: str
 ) -> None:
-    """A worker's consumer threads time each handler themselves (never entering the
-    per-message context) and the histograms say what happened: every run counted, the
-    30 ms handlers above 25 ms, and every wait at least the 0.3 s the messages sat."""
+    """A worker's consumer threads (and an ``async def`` consumer's inline runs) time
+    each handler themselves, never entering the per-message context, and the histograms
+    say what happened: every run counted, the 30 ms handlers above 25 ms, and every wait
+    at least the 0.3 s the messages sat."""
     relay = make_relay()
     metrics.instrument(relay)
     queue = f"obs-{secrets.token_hex(4)}"
+    if kind == "threads":
 
-    @relay.consumer(queue, concurrency=2)
-    def handle(message: Message) -> None:
-        time.sleep(message.body)
+        @relay.consumer(queue, concurrency=2)
+        def handle(message: Message) -> None:
+            time.sleep(message.body)
+
+    else:
+
+        @relay.consumer(queue)
+        async def ahandle(message: Message) -> None:
+            await asyncio.sleep(message.body)
 
     bodies = [0] * 300 + [0.03] * 10
     relay.queue(queue).put_many(bodies)
@@ -156,8 +166,9 @@ def test_topic_threads_observe_in_batches(
 
 
 @pytest.mark.parametrize("metered", [False, True], ids=["tracing", "tracing+metrics"])
-def test_worker_threads_without_sdk_pass_the_trace_on(
-    make_relay: Callable[..., Relay], metered: bool
+@pytest.mark.parametrize("kind", ["threads", "async"])
+def test_workers_without_sdk_pass_the_trace_on(
+    make_relay: Callable[..., Relay], metered: bool, kind: str
 ) -> None:
     """With the global tracer provider (no SDK in this process), the fast loops enter
     the consumer span only for messages with headers: a message a handler puts carries
@@ -166,7 +177,7 @@ def test_worker_threads_without_sdk_pass_the_trace_on(
     tracing.instrument(relay)
     if metered:
         metrics.instrument(relay)
-    seen = pass_on(relay)
+    seen = pass_on(relay, asynchronous=kind == "async")
     relay.queue("first").put("plain")
     relay.queue("first").put("traced", headers={"traceparent": PARENT})
     relay.queue("first").put_many([f"more {i}" for i in range(50)])

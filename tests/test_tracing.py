@@ -166,14 +166,23 @@ def test_spans_in_process_and_channels(make_relay: Callable[..., Relay]) -> None
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def pass_on(relay: Relay) -> dict[str, dict[str, str]]:
+def pass_on(relay: Relay, asynchronous: bool = False) -> dict[str, dict[str, str]]:
     """Consumers that pass each message of queue "first" on to "second", where its
-    headers are kept (by body) in the dict returned."""
+    headers are kept (by body) in the dict returned; the first an ``async def`` one
+    when ``asynchronous``."""
     seen: dict[str, dict[str, str]] = {}
 
-    @relay.consumer("first")
-    def first(message: Message) -> None:
-        relay.queue("second").put(message.body)
+    if asynchronous:
+
+        @relay.consumer("first")
+        async def afirst(message: Message) -> None:
+            await relay.queue("second").aput(message.body)
+
+    else:
+
+        @relay.consumer("first")
+        def first(message: Message) -> None:
+            relay.queue("second").put(message.body)
 
     @relay.consumer("second")
     def second(message: Message) -> None:

@@ -14,10 +14,11 @@ as attributes:
   each handler themselves and give it the whole batch at the end (:meth:`BatchRun.report`),
   instead of entering the context per message.
 
-The fast loops are the queue consumer threads' (:mod:`.worker.fastpath`) and the topic
-subscriber threads' (:mod:`.worker.topic_batch`). Every other path (redeliveries,
-``async def`` handlers, channel subscribers, ``drain()``) enters the contexts per message
-as before: an observer sees the same measurements either way.
+The fast loops are the queue consumer threads' (:mod:`.worker.fastpath`), the topic
+subscriber threads' (:mod:`.worker.topic_batch`) and an ``async def`` queue consumer's
+inline runs (:mod:`.worker.aioinline`, :func:`aplan`). Every other path (redeliveries,
+concurrent ``async def`` handlers, channel subscribers, ``drain()``) enters the contexts
+per message as before: an observer sees the same measurements either way.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from inspect import isawaitable
 from time import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .handlers import invoke, run_awaitable
+from .handlers import ainvoke, invoke, run_awaitable
 
 if TYPE_CHECKING:
-    from .handlers import HandlerContext, SyncHandler
+    from .handlers import Handler, HandlerContext, SyncHandler
     from .message import Message
 
-__all__ = ["BatchObserver", "BatchRun", "Timings", "plan"]
+__all__ = ["BatchObserver", "BatchRun", "Timings", "aplan", "plan"]
 
 log = logging.getLogger("redrelay.worker")
 
@@ -81,18 +82,46 @@ class BatchRun:
     def report(self, name: str) -> None:
         """Give the finished batch to every observer. An observer that raises is logged
         and skipped: measuring must never cost a delivery (the handlers already ran)."""
-        if not self.timings.ends:
+        timings = self.timings
+        if not timings.ends:
             return
         for observer in self.observers:
             try:
-                observer.observe_batch(name, self.timings)
+                observer.observe_batch(name, timings)
             except Exception:
                 log.exception("%s: a batch observer failed (%r)", name, observer)
+        # Reported once: an async batch's runs report in turn (worker/aioinline.py).
+        for values in (timings.starts, timings.ends, timings.enqueued):
+            values.clear()
 
 
 def plan(handler: SyncHandler, contexts: Sequence[HandlerContext]) -> BatchRun:
     """For a fast loop's next batch of ``handler``: the contexts to enter around every
     message, those to enter for messages with headers only, and the batch observers."""
+    every, gated, observers = _split(contexts)
+    return BatchRun(handler, every, gated, observers)
+
+
+def aplan(handler: Handler, contexts: Sequence[HandlerContext]) -> BatchRun | None:
+    """:func:`plan` for an ``async def`` consumer's inline runs (worker/aioinline.py), or
+    None when a context must be entered around every message (then each message runs in
+    its own task, with :func:`~redrelay.handlers.ainvoke`). The handler it gives returns
+    a coroutine, which the run awaits."""
+    every, gated, observers = _split(contexts)
+    if every:
+        return None
+    run = BatchRun(handler, [], [], [])  # no wrapper: the async ones are set below
+    run.observers = observers
+    if observers:
+        run.handler = _atimed(handler, run.timings, gated)
+    elif gated:
+        run.handler = _atimed(handler, None, gated)
+    return run
+
+
+def _split(
+    contexts: Sequence[HandlerContext],
+) -> tuple[list[HandlerContext], list[HandlerContext], list[BatchObserver]]:
     every: list[HandlerContext] = []
     gated: list[HandlerContext] = []
     observers: list[BatchObserver] = []
@@ -109,7 +138,7 @@ def plan(handler: SyncHandler, contexts: Sequence[HandlerContext]) -> BatchRun:
         # A gated context would no longer be the outer one: keep the order in which the
         # contexts nest (all of them around every message).
         every, gated = [c for c in contexts if c in every or c in gated], []
-    return BatchRun(handler, every, gated, observers)
+    return every, gated, observers
 
 
 def _within(
@@ -151,6 +180,41 @@ def _timed(
             result = handler(message)
             if result is not None and isawaitable(result):
                 return run_awaitable(result, None)  # inside the time it takes
+            return result
+        finally:
+            ends(time())
+
+    return run
+
+
+def _atimed(
+    handler: Handler, timings: Timings | None, gated: list[HandlerContext]
+) -> Handler:
+    """:func:`_timed` for an ``async def`` handler, or the ``gated`` contexts alone when
+    ``timings`` is None."""
+    if timings is None:
+
+        async def run_gated(message: Message) -> Any:
+            if message.headers:
+                return await ainvoke(handler, message, gated)
+            result = handler(message)
+            if result is not None and isawaitable(result):
+                return await result
+            return result
+
+        return run_gated
+    starts, ends = timings.starts.append, timings.ends.append
+    enqueued = timings.enqueued.append
+
+    async def run(message: Message) -> Any:
+        enqueued(message.enqueued_at)
+        starts(time())
+        try:
+            if gated and message.headers:
+                return await ainvoke(handler, message, gated)
+            result = handler(message)
+            if result is not None and isawaitable(result):
+                return await result
             return result
         finally:
             ends(time())

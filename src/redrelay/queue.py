@@ -14,7 +14,7 @@ from ._types import Duration
 from .dead_letters import QueueDeadLetters
 from .errors import ConfigurationError
 from .message import Message, MessageId
-from .protocol.envelope import new_id
+from .protocol.envelope import TRACKED, new_id
 from .protocol.flow import check_priority, mark_for, put_prio_plan
 from .protocol.keys import QueueKeys, queues_key, validate_name
 from .protocol.requests import Plan, Step
@@ -114,12 +114,18 @@ class Queue(QueueResults, QueueDeadLetters):
         *,
         msg_id: str | None = None,
     ) -> bytes:
-        """Encode one message as a queue entry, enforcing the size limit."""
-        envelope: dict[str, Any] = {
-            "i": msg_id or new_id(),
-            "b": body,
-            "t": time.time_ns() // 1_000_000,
-        }
+        """Encode one message as a queue entry, enforcing the size limit.
+
+        A tracked queue's entries say so (``"r": 1``, right after the id): the worker then
+        marks them running and deletes their record when they finish, and skips both for
+        the others (docs/results.md).
+        """
+        stamp = time.time_ns() // 1_000_000
+        envelope: dict[str, Any] = (
+            {"i": msg_id or new_id(), TRACKED: 1, "b": body, "t": stamp}
+            if self.tracked
+            else {"i": msg_id or new_id(), "b": body, "t": stamp}
+        )
         if headers:
             envelope["h"] = check_headers(headers)
         return self.relay.encode_envelope(envelope, ("queue", self.name))

@@ -4,15 +4,17 @@ A *tracked* message has a record while it is pending, the hash ``QueueKeys.job(i
 field ``s`` holds its state (``q`` queued, ``d`` delayed, ``r`` running, as cancel.lua
 marks a taken one), ``e`` a copy of the entry (cancel.lua removes a queued message from
 the queue by value; a cancel of a message a worker took goes to the queue's ``cancels``
-set instead). The producer writes it in the same transaction as the put. Workers name
-the messages they take in the queue's ``running`` set (one SADD per batch, with the
-previous batch's acks, in complete.lua), and the ack writes the outcome: complete.lua
-deletes the record and stores the outcome in a *result bucket*, one hash per time
+set instead). The producer writes it in the same transaction as the put, and marks the
+entry (``envelope.TRACKED``). Workers name the tracked messages they take in the queue's
+``running`` set (one SADD per batch, with the previous batch's acks, in complete.lua),
+and the ack writes the outcome: complete.lua deletes the record (of a tracked message)
+and stores the outcome in a *result bucket*, one hash per time
 bucket and result TTL (``QueueKeys.result_bucket``), listed in the ``results`` sorted
 set with its expiry, so a batch costs one HSET and one PEXPIREAT rather than a key and
 an expiry per message. A death (bury.lua) and a cancel of a queued message (cancel.lua)
 write the outcome in the record itself (``s`` = ``fail`` or ``x``, ``v`` the failure)
-and expire it after the result TTL. Pending records expire after
+and expire it after the result TTL; the death of an untracked message, which has no
+record, goes to a result bucket instead (state ``f``). Pending records expire after
 :data:`PENDING_TTL_MS`, a safety net only (a tracked message always finishes).
 """
 

@@ -36,6 +36,7 @@ from .._faults import crash_point
 from ..errors import DecodeError
 from ..handlers import acall_handler
 from ..message import Message, make_message
+from ..observers import aplan
 from ..protocol.envelope import MAGIC, fresh_envelope, is_fresh_json
 from .aioinline import (
     END,
@@ -156,10 +157,12 @@ def _feed_all(
     items = list(zip(batch.tags, batch.entries, strict=True))
     i, n = 0, len(items)
     # Plain deliveries of a chain run inline, a run of them per coroutine (aioinline.py).
+    # (with the relay's instruments in one wrapper of the handler: observers.aplan)
+    planned = aplan(run.consumer.handler, runner.relay.handler_contexts)
     inline = (
         run.plain
         and bounded.limit == 1
-        and not runner.relay.handler_contexts
+        and planned is not None
         and run.consumer.options.time_limit is None
     )
     while i < n:
@@ -175,7 +178,9 @@ def _feed_all(
                 j += 1
             run.runs += 1
             run.fed_at, run.last_fed = time.monotonic(), items[j - 1][0]
-            bounded.feed([(items[i][0], run_inline(run, items[i:j]))], ignore, admit)
+            assert planned is not None
+            inline_run = run_inline(run, items[i:j], planned)
+            bounded.feed([(items[i][0], inline_run)], ignore, admit)
             i = j
         elif items[i][1].startswith(_FIRST_DELIVERY):
             j = i + 1

@@ -42,6 +42,7 @@ from .dispatch import Outcome, Started, begin, settle
 
 if TYPE_CHECKING:
     from ..handlers import Handler
+    from ..observers import BatchRun
     from .aiobatch import _AsyncBatch
 
 __all__ = [
@@ -80,11 +81,14 @@ def ignore(key: str, task: object) -> None:
     """A run reports its own end (:data:`END`), cancelled or not."""
 
 
-async def run_inline(run: _AsyncBatch, items: list[tuple[str, bytes]]) -> None:
-    """On the loop, in the consumer's chain: run the handler of each delivery in turn."""
+async def run_inline(
+    run: _AsyncBatch, items: list[tuple[str, bytes]], planned: BatchRun
+) -> None:
+    """On the loop, in the consumer's chain: run the handler of each delivery in turn
+    (``planned.handler``: the consumer's, or it wrapped for the relay's instruments)."""
     slot, consumer = run.slot, run.consumer
     lock, pending, wake = slot.lock, slot.pending, run.wake
-    handler, name = consumer.handler, consumer.name
+    handler, name = planned.handler, consumer.name
     acked, finished = run.acked, run.finished
     last = items[-1][0]
     coroutine = types.CoroutineType
@@ -123,6 +127,7 @@ async def run_inline(run: _AsyncBatch, items: list[tuple[str, bytes]]) -> None:
                 continue
             acked.append(tag)
     finally:
+        planned.report(name)
         finished.append((items[0][0], END))
         run.nudge()
 

@@ -109,9 +109,9 @@ def finish(
 ) -> Outcome:
     """A handler of a consumer with ``result_ttl=`` returned ``value``: keep it for the
     ack (worker/results.py), or dead-letter the message if the codec cannot encode it."""
-    message = started.message
-    assert lease.tracker is not None
-    error = lease.tracker.succeeded(tag, message.id, value)
+    message, tracker = started.message, lease.tracker
+    assert tracker is not None
+    error = tracker.succeeded(tag, message.id, value, tracker.tracked(tag, entry))
     if error is None:
         return Outcome.ACKED
     reason = f"the handler's return value cannot be stored as its result: {error}"
@@ -185,7 +185,8 @@ def begin(
         if tracker.skip(tag, message.id):
             # Cancelled before it ran: acked, and recorded as cancelled.
             return Outcome.ACKED
-        bind_cancel(message, tracker.is_cancelled)
+        if tracker.tracked(tag, entry):  # only those can be cancelled (cancel.lua)
+            bind_cancel(message, tracker.is_cancelled)
     if deliveries and not retry_forever(
         lambda: lease.mark(tag), halt, f"mark on {consumer.name}"
     ):
@@ -330,10 +331,12 @@ def _bury(
     )
     cap = relay.dead_letter_cap
     # A consumer with result_ttl= stores the failure with the death (bury.lua).
-    failure = None if lease.tracker is None else failure_record(exc, reason)
+    tracker = lease.tracker
+    failure = None if tracker is None else failure_record(exc, reason)
+    tracked = tracker is None or tracker.tracked(tag, entry)
     crash_point("bury")
     ok = retry_forever(
-        lambda: lease.bury(tag, msg_id, record, cap, failure),
+        lambda: lease.bury(tag, msg_id, record, cap, failure, tracked),
         halt,
         f"dead-letter on {consumer.name}",
     )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from .._faults import crash_point
 from ..errors import DecodeError
 from ..handlers import from_handler, invoke, run_awaitable
-from ..message import Message, bind_cancel, first_delivery
+from ..message import Message, first_delivery
 from ..observers import plan
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome, Started, finish, handle_entry, settle
@@ -143,10 +143,10 @@ def _tracked(
     and :func:`.dispatch.finish` do for it, without their per-message objects."""
     tracker = lease.tracker
     assert tracker is not None
-    if tracker.skip(tag, message.id):
+    tracked = tracker.begin(tag, entry, message)
+    if tracked is None:
         return _ACKED  # cancelled before it ran: acked, and recorded as cancelled
-    bind_cancel(message, tracker.is_cancelled)
-    relay, halt = runner.relay, runner._halt
+    relay = runner.relay
     crash_point("handler")
     try:  # call_handler() without its layers, as run_batch() does
         if relay.handler_contexts:
@@ -158,9 +158,17 @@ def _tracked(
     except BaseException as error:  # noqa: B036 - as call_handler: a failure
         started = Started(message, 0)
         return settle(
-            relay, consumer, lease, tag, entry, started, from_handler(error), halt, slot
+            relay, consumer, lease, tag, entry, started, from_handler(error),
+            runner._halt, slot,
+        )  # fmt: skip
+    if value is None:  # Tracker.succeeded() inlined, for the common case
+        (tracker.finished if tracked else tracker.plain)[tag] = (
+            message.id,
+            tracker.none,
         )
-    if tracker.succeeded(tag, message.id, value) is None:
+        return _ACKED
+    halt = runner._halt
+    if tracker.succeeded(tag, message.id, value, tracked) is None:
         return _ACKED
     # The codec cannot encode the value: finish() dead-letters the message.
     started = Started(message, 0)

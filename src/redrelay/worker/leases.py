@@ -24,6 +24,7 @@ from .._faults import crash_point
 from .._logs import outage
 from ..errors import BrokerFull, BrokerUnavailable
 from ..protocol.keys import QueueKeys
+from ..protocol.results import bucket_of
 from ..protocol.transitions import to_ms
 from .liveness import waiting
 
@@ -310,17 +311,21 @@ class Lease:
         record: bytes,
         cap: int,
         failure: bytes | None = None,
+        tracked: bool = True,
     ) -> bool:
-        """Dead-letter a delivery; with ``failure`` (result_ttl=), store it as the result."""
+        """Dead-letter a delivery; with ``failure`` (result_ttl=), store it as the result:
+        in the message's record if it is ``tracked``, else in a result bucket."""
         k, cid = self.keys, _consumer_of(tag)
         keys = [
             k.inflight(cid), k.dead, k.dead_data, k.stats, k.started(cid), k.history,
         ]  # fmt: skip
         args: list[Any] = [tag, msg_id, record, cap]
-        if failure is not None and self.tracker is not None:
-            self.tracker.settle()  # the call that marks it running goes first
-            keys += [k.job(msg_id), k.cancels, k.running]
-            args += [self.tracker.ttl_ms, failure, k.done]
+        tracker = self.tracker
+        if failure is not None and tracker is not None:
+            tracker.settle()  # the call that marks it running goes first
+            bucket = bucket_of(k, tracker.ttl_ms, int(time.time() * 1000))
+            keys += [k.job(msg_id), k.cancels, k.running, k.results, bucket]
+            args += [tracker.ttl_ms, failure, k.done, 1 if tracked else 0]
         return bool(self.conn.run("bury", keys, args))
 
     def release(self, tags: list[str]) -> int:

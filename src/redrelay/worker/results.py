@@ -3,9 +3,13 @@
 Such a consumer never acks on its fetch (fetch.lua knows nothing of results): each
 finished delivery waits here with its outcome, and complete.lua acks and writes them in
 one call, so a result never exists without its ack (or the reverse). That call goes out
-once per batch, when the next batch arrives, *without waiting* for its reply (read before
-the next one): Redis writes the results while this thread runs handlers, as it does with
-the fetch sent ahead (fetcher.py). It also marks the new batch running. Cancellations
+once per batch, when the next batch arrives, right after the next fetch (so that Redis
+answers the fetch first), *without waiting* for its reply (read before the next one):
+Redis writes the results while this thread runs handlers, as it does with the fetch sent
+ahead (fetcher.py). It also marks the new batch's tracked messages running: only those
+(put with a record, and the envelope field that says so) have a record to delete, a
+running mark, a cancel to see and waiters; the others cost their outcome alone, and a
+batch without any is found so without a look at each entry. Cancellations
 need no round trip here: cancel.lua removes a queued or delayed message from the queue
 itself, and a message a worker already took is named in the cancels set, which the
 keeper reads every heartbeat (:meth:`Tracker.refresh`) for ``message.cancelled()`` and to
@@ -15,20 +19,23 @@ skip taken-but-unstarted deliveries.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .._faults import crash_point
-from ..errors import ConfigurationError, DecodeError, EncodeError, RedrelayError
-from ..protocol.envelope import MAGIC, decode_entry, fresh_envelope
+from ..errors import ConfigurationError, EncodeError, RedrelayError
+from ..message import bind_cancel
+from ..protocol.envelope import entry_tracking, untracked_batch
 from ..protocol.results import bucket_of, encode_value, pack_outcome
 from ..protocol.transitions import to_ms
 from .leases import retry_forever
 
 if TYPE_CHECKING:
     from ..codecs import Codec
+    from ..message import Message
     from .leases import Batch, Lease
     from .runner import Runner
 
@@ -38,6 +45,8 @@ log = logging.getLogger("redrelay.worker")
 
 #: The stored outcome of a cancelled message.
 _CANCELLED = pack_outcome("x", b"")
+_NONE: frozenset[str] = frozenset()
+_ID, _OUTCOME = itemgetter(0), itemgetter(1)
 
 
 class Tracker:
@@ -47,12 +56,16 @@ class Tracker:
         self.lease = lease
         self.codec = codec
         self.ttl_ms = max(1, to_ms(result_ttl))
-        #: Delivery tag -> (message id, outcome as stored), until a complete call takes it.
-        self._finished: dict[str, tuple[str, bytes]] = {}
+        #: Delivery tag -> (message id, outcome as stored), until a complete call takes it:
+        #: of tracked messages, and of the others (public for fastpath._tracked, which
+        #: writes ``none``, the outcome of a None return value, without a method call).
+        self.finished: dict[str, tuple[str, bytes]] = {}
+        self.plain: dict[str, tuple[str, bytes]] = {}
         #: Ids of taken messages asked to stop (the cancels set, read every heartbeat).
         self._stop: frozenset[str] = frozenset()
-        self._none = pack_outcome("ok", encode_value(codec, None))
-        #: Per consumer thread: the complete call sent and not read yet.
+        self.none = pack_outcome("ok", encode_value(codec, None))
+        #: Per consumer thread: the complete call sent and not read yet (``sent``), and the
+        #: tags of its batch known to be of tracked messages (``marked``) or not (``plain``).
         self._local = threading.local()
 
     # -- cancellations ---------------------------------------------------------------------
@@ -77,8 +90,33 @@ class Tracker:
         as cancelled (acked with the next call) and must not run."""
         if msg_id not in self._stop:
             return False
-        self._finished[tag] = (msg_id, _CANCELLED)
+        self.finished[tag] = (msg_id, _CANCELLED)  # only tracked ones are asked
         return True
+
+    def begin(self, tag: str, entry: bytes, message: Message) -> bool | None:
+        """Before a first delivery runs: None if it was cancelled before it started (then
+        finished as cancelled: ack it, do not run it), else whether it is tracked (and
+        then ``message.cancelled()`` asks this tracker)."""
+        if message.id in self._stop:
+            self.finished[tag] = (message.id, _CANCELLED)
+            return None
+        local = self._local
+        if tag in getattr(local, "plain", _NONE):
+            return False
+        if tag in getattr(local, "marked", _NONE) or entry_tracking(entry, tag)[1]:
+            bind_cancel(message, self.is_cancelled)
+            return True
+        return False
+
+    def tracked(self, tag: str, entry: bytes) -> bool:
+        """Whether the delivery ``tag`` of ``entry`` is of a tracked message: known from its
+        batch on the thread that started it (:meth:`start`), else read from the entry."""
+        local = self._local
+        if tag in getattr(local, "plain", _NONE):
+            return False
+        if tag in getattr(local, "marked", _NONE):
+            return True
+        return entry_tracking(entry, tag)[1]
 
     def is_cancelled(self, msg_id: str) -> bool:
         """``message.cancelled()``: whether a cancel of this taken message was seen."""
@@ -86,32 +124,45 @@ class Tracker:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def succeeded(self, tag: str, msg_id: str, value: Any) -> EncodeError | None:
-        """Keep the handler's return value for the ack; the error if it cannot be encoded."""
+    def succeeded(
+        self, tag: str, msg_id: str, value: Any, tracked: bool = True
+    ) -> EncodeError | None:
+        """Keep the handler's return value for the ack; the error if it cannot be encoded.
+        ``tracked``: see :meth:`tracked` (True when unsure: it only costs a DEL)."""
         if value is None:  # the common case: encoded once
-            self._finished[tag] = (msg_id, self._none)
-            return None
-        try:
-            encoded = pack_outcome("ok", encode_value(self.codec, value))
-        except EncodeError as exc:  # said of the return value, not of a body
-            return EncodeError(exc.codec, value, exc.__cause__ or exc, result=True)
-        self._finished[tag] = (msg_id, encoded)
+            encoded = self.none
+        else:
+            try:
+                encoded = pack_outcome("ok", encode_value(self.codec, value))
+            except EncodeError as exc:  # said of the return value, not of a body
+                return EncodeError(exc.codec, value, exc.__cause__ or exc, result=True)
+        (self.finished if tracked else self.plain)[tag] = (msg_id, encoded)
         return None
 
     def cancelled(self, tag: str, msg_id: str) -> None:
         """The handler stopped on its cancellation (raised :class:`Cancelled`)."""
-        self._finished[tag] = (msg_id, _CANCELLED)
+        self.finished[tag] = (msg_id, _CANCELLED)
 
     # -- complete calls --------------------------------------------------------------------
 
     def start(self, batch: Batch, acks: list[str]) -> None:
-        """Send the complete call of ``acks`` (emptied) that also marks ``batch`` running,
-        without waiting for its reply: :meth:`settle` reads it before the next call."""
-        match = _FIRST_ID.match
-        ids: list[str | bytes] = [
-            found[1] if (found := match(entry)) else _id_of(tag, entry)
-            for tag, entry in zip(batch.tags, batch.entries, strict=True)
-        ]
+        """Send the complete call of ``acks`` (emptied) that also marks the tracked messages
+        of ``batch`` running, without waiting for its reply: :meth:`settle` reads it
+        before the next call."""
+        local, tags = self._local, batch.tags
+        ids: list[str | bytes] = []
+        if untracked_batch(batch.entries):  # no message to mark: nothing per entry
+            local.plain, local.marked = frozenset(tags), _NONE
+        else:
+            plain, marked = [], []
+            for tag, entry in zip(tags, batch.entries, strict=True):
+                msg_id, tracked = entry_tracking(entry, tag)
+                if tracked:
+                    ids.append(msg_id)
+                    marked.append(tag)
+                else:
+                    plain.append(tag)
+            local.plain, local.marked = frozenset(plain), frozenset(marked)
         keys, args = self._call(acks, ids)
         n = len(acks)
         # Kept before sending: if the send fails, settle() sends the same call again.
@@ -160,18 +211,54 @@ class Tracker:
         keys, args = self._call(tags, [], keep=True)
         held = int(self.lease.conn.run("complete", keys, args))
         for tag in tags:  # only now: a call that failed is made again with them
-            self._finished.pop(tag, None)
+            self.finished.pop(tag, None)
+            self.plain.pop(tag, None)
         return held
 
     def _call(
         self, tags: list[str], starting: list[str | bytes], keep: bool = False
     ) -> tuple[list[str], list[Any]]:
-        """complete.lua's keys and arguments; the outcomes leave ``_finished`` unless
+        """complete.lua's keys and arguments; the outcomes leave ``finished``/``plain`` unless
         ``keep`` (a call kept in ``_local.sent`` is sent again after a lost reply)."""
         keys = self.lease.keys
         consumer = (tags[0] if tags else self.lease.consumer_id + ":").rpartition(":")[
             0
         ]
+        job = keys.job
+        take, plain = (
+            (self.finished.get, self.plain.get)
+            if keep
+            else (self.finished.pop, self.plain.pop)
+        )
+        # Tracked messages first, with their records' keys: complete.lua deletes those
+        # records and unmarks those running; the others only get their outcome.
+        first: list[str] = []
+        records: list[str] = []
+        done: list[Any] = list(map(plain, tags, repeat(None)))
+        order = tags
+        if done.count(None) == len(done):  # all tracked (a tracking producer)
+            # A tag without its outcome would be a bug: then at least done, no value.
+            done = [take(tag, (tag, self.none)) for tag in tags]
+            first, records = tags, [job(msg_id) for msg_id, _ in done]
+        elif None in done:
+            rest: list[str] = []
+            theirs: list[tuple[str, bytes]] = []
+            mine: list[tuple[str, bytes]] = []
+            for tag, got in zip(tags, done, strict=True):
+                if got is not None:
+                    rest.append(tag)
+                    theirs.append(got)
+                    continue
+                # Every tag finished here has its outcome; a missing one would be a
+                # bug, and then the message is at least recorded as done without a value.
+                got = take(tag, (tag, self.none))
+                first.append(tag)
+                records.append(job(got[0]))
+                mine.append(got)
+            order, done = first + rest, mine + theirs
+        outcomes = list(map(_OUTCOME, done))
+        if outcomes and outcomes.count(outcomes[0]) == len(outcomes):
+            del outcomes[1:]  # the same for all (None, most often): sent once
         script_keys = [
             keys.inflight(consumer),
             keys.stats,
@@ -181,15 +268,12 @@ class Tracker:
             keys.running,
             keys.results,
             bucket_of(keys, self.ttl_ms, int(time.time() * 1000)),
+            *records,
         ]
-        args: list[Any] = [self.ttl_ms, keys.done, len(tags), *tags]
-        job, take = keys.job, self._finished.get if keep else self._finished.pop
-        for tag in tags:
-            # Every tag finished here has its outcome; a missing one would be a bug,
-            # and then the message is at least recorded as done without a value.
-            msg_id, outcome = take(tag, (tag, self._none))
-            script_keys.append(job(msg_id))
-            args += (msg_id, outcome)
+        args: list[Any] = [self.ttl_ms, keys.done, len(tags), len(first), len(outcomes)]
+        args += order
+        args += map(_ID, done)
+        args += outcomes
         args += starting
         return script_keys, args
 
@@ -228,33 +312,3 @@ def track(lease: Any, codec: Codec, result_ttl: float | None, name: str) -> None
     # be answered NOSCRIPT, and run only when its reply is read.
     tracker.complete([])
     lease.tracker = tracker
-
-
-#: What a redrelay JSON envelope starts with (its id comes first, see Queue.encode).
-_JSON_ID = b'j{"i":"'
-#: The id of a plain JSON entry, in one match (as bytes: the script takes them so); any
-#: other entry goes through :func:`_id_of`.
-_FIRST_ID = re.compile(rb'\x1frr1:\d+:\d+:j\{"i":"([^"\\]{1,64})"')
-
-
-def _id_of(tag: str, entry: bytes) -> str:
-    """The message id of an entry (its tag when it has none: raw or malformed)."""
-    if entry.startswith(MAGIC):
-        # The hot path: slice the id out of the JSON, without decoding the body again
-        # (begin() decodes and checks the whole entry before the handler runs).
-        start = entry.find(_JSON_ID, len(MAGIC), 64)
-        if start > 0:
-            start += len(_JSON_ID)
-            end = entry.find(b'"', start, start + 64)
-            if end > start:
-                return entry[start:end].decode("ascii", "replace")
-    try:
-        env = fresh_envelope(entry)
-        if env is not None:
-            return str(env["i"])
-        decoded = decode_entry(entry)  # the id only: begin() checks the signature
-    except DecodeError:
-        return tag
-    if decoded.envelope is not None:
-        return str(decoded.envelope["i"])
-    return decoded.raw_id or tag

@@ -287,8 +287,12 @@ class Runner:
             try:
                 batch = fetcher.next(acks)
                 if batch is not None:
-                    start_batch(self, lease, batch, acks)  # result_ttl=
-                    fetcher.send_ahead(batch, acks)
+                    if lease.tracker is None:
+                        fetcher.send_ahead(batch, acks)
+                    else:  # result_ttl=: the acks go in the complete call, after the
+                        # fetch, so that Redis answers the fetch first (results.py)
+                        fetcher.send_ahead(batch, [])
+                        start_batch(self, lease, batch, acks)
                     started = time.monotonic()
                     if bounded is not None:
                         run_async_batch(

@@ -222,9 +222,11 @@ class ShardedLease:
         record: bytes,
         cap: int,
         failure: bytes | None = None,
+        tracked: bool = True,
     ) -> bool:
         # The results' failure too (sharded queues refuse result_ttl=, so it is None).
-        return self.shards[self._shard_of(tag)].bury(tag, msg_id, record, cap, failure)
+        shard = self.shards[self._shard_of(tag)]
+        return shard.bury(tag, msg_id, record, cap, failure, tracked)
 
     def release(self, tags: list[str]) -> int:
         return sum(self.shards[i].release(t) for i, t in self._group(tags).items())

@@ -10,7 +10,9 @@
 -- ARGV[1] delivery tag; ARGV[2] message id; ARGV[3] record; ARGV[4] cap (0: no cap)
 -- For a consumer that stores results (results.md), also:
 -- KEYS[7] job hash (the message's record); KEYS[8] cancels set; KEYS[9] running set;
--- ARGV[5] result TTL ms; ARGV[6] failure (JSON); ARGV[7] done channel (pub/sub)
+-- KEYS[10] results zset (see complete.lua); KEYS[11] this call's result bucket hash;
+-- ARGV[5] result TTL ms; ARGV[6] failure (JSON); ARGV[7] done channel (pub/sub);
+-- ARGV[8] 1 if the message is tracked (put with a record), else 0
 --
 -- Returns 1, or 0 if the tag was not held (stale consumer: rejected, nothing written).
 -- @include count
@@ -34,7 +36,16 @@ if cap > 0 then
     redis.call('HINCRBY', KEYS[4], 'dead_dropped', #old)
   end
 end
-if KEYS[7] then
+if KEYS[7] and ARGV[8] == '0' then
+  -- An untracked message has no record (nor a running mark, nor a cancel): its failure
+  -- goes to a result bucket, as complete.lua writes outcomes, so that a dead letter
+  -- requeued and run again is read by its newest outcome.
+  local ttl = tonumber(ARGV[5])
+  redis.call('HSET', KEYS[11], ARGV[2], 'f' .. ARGV[6])
+  redis.call('ZADD', KEYS[10], now + ttl, KEYS[11])
+  redis.call('PEXPIREAT', KEYS[11], now + 2 * ttl)
+  redis.call('PUBLISH', ARGV[7], ARGV[2])
+elseif KEYS[7] then
   -- The failure is stored with the death, in the same step (results.md), in the
   -- message's own record (a death is rare: no result bucket).
   redis.call('HSET', KEYS[7], 's', 'fail', 'v', ARGV[6], 'e', '')
