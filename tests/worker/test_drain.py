@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from redrelay import DrainFailed, DrainTimeout, Message, Reject, Relay, Retry
+from redrelay import Backoff, DrainFailed, DrainTimeout, Message, Reject, Relay, Retry
 from redrelay.testing import ChannelRecorder
 
 
@@ -17,7 +17,10 @@ def test_a_failure_raises_with_its_traceback_after_draining(relay: Relay) -> Non
         if message.body == "bad":
             raise ValueError("no good")
 
-    relay.consumer("jobs", retries=2, backoff=600)(handler)  # on the virtual clock
+    # On the virtual clock; no jitter: a jittered 600 s may come out under 5 s (rarely,
+    # but the last assertion below would then fail).
+    backoff = Backoff(base=600, jitter=False)
+    relay.consumer("jobs", retries=2, backoff=backoff)(handler)
     q = relay.queue("jobs")
     q.put("ok")
     q.put("bad")

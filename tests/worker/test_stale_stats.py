@@ -52,7 +52,9 @@ def test_stats_after_a_sigkill(
 def test_topic_stats_show_an_expired_group_lease(app_relay: Relay) -> None:
     from redrelay.worker.topic_leases import GroupLease, create_group
 
-    @app_relay.subscriber("events", group="g", lease=0.3, heartbeat=0.1)
+    # A 1 s lease: the first stats() must come before it runs out, even on a loaded
+    # machine (0.3 s left little room); the expiry is then waited for.
+    @app_relay.subscriber("events", group="g", lease=1.0, heartbeat=0.2)
     def handler(message: object) -> None:
         pass
 
