@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from redrelay import JobFailed, Message, Relay, ResultNotFound
+from redrelay import Backoff, JobFailed, Message, Relay, ResultNotFound
 from redrelay._server import RedisServer
 from redrelay.protocol.keys import QueueKeys
 from redrelay.protocol.results import BUCKETS, Status, bucket_of
@@ -170,7 +170,9 @@ def test_a_message_waiting_for_its_retry_is_running(
 ) -> None:
     """Put back in the delayed set by retry.lua, its record still says queued: the
     running set is what says it was taken (and a cancel then asks its worker)."""
-    relay = make_relay(retries=2, backoff=60)
+    # No jitter: a jittered 60 s can come out near 0, and the retry would run (and its
+    # record change) before the assertions below.
+    relay = make_relay(retries=2, backoff=Backoff(base=60, jitter=False))
     failed = threading.Event()
 
     @relay.consumer("flaky", result_ttl=60)
