@@ -191,7 +191,9 @@ def test_a_crashed_server_is_started_again(data_dir: Path) -> None:
     url = embedded.embedded_url(data_dir)
     pid = json.loads((data_dir / "server.json").read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
-    while pid_alive(pid):  # the crash happened a while ago
+    deadline = time.monotonic() + 10  # the crash happened a while ago
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"redis-server {pid} outlived SIGKILL 10 s"
         time.sleep(0.001)
     assert embedded.embedded_url(data_dir) == url
     new_pid = json.loads((data_dir / "server.json").read_text())["pid"]
