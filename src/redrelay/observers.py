@@ -62,7 +62,7 @@ class BatchObserver(Protocol):
 class BatchRun:
     """What a fast loop runs its next batch with (see :func:`plan`)."""
 
-    __slots__ = ("handler", "observers", "timings")
+    __slots__ = ("handler", "observers", "timings", "with_headers")
 
     def __init__(
         self,
@@ -73,6 +73,9 @@ class BatchRun:
     ) -> None:
         self.observers = observers
         self.timings = Timings()
+        #: For :func:`aplan`: the handler of a message with headers, when contexts must
+        #: see those (None: :attr:`handler`).
+        self.with_headers: Handler | None = None
         if contexts or (gated and not observers):
             handler, gated = _within(handler, contexts, gated), []
         #: What the loop calls per message: the handler inside the contexts to enter
@@ -105,17 +108,21 @@ def plan(handler: SyncHandler, contexts: Sequence[HandlerContext]) -> BatchRun:
 def aplan(handler: Handler, contexts: Sequence[HandlerContext]) -> BatchRun | None:
     """:func:`plan` for an ``async def`` consumer's inline runs (worker/aioinline.py), or
     None when a context must be entered around every message (then each message runs in
-    its own task, with :func:`~redrelay.handlers.ainvoke`). The handler it gives returns
-    a coroutine, which the run awaits."""
+    a task of its own, with :func:`~redrelay.handlers.ainvoke`). :attr:`BatchRun.handler`
+    is the consumer's own (the run reads the clock around it when there are observers);
+    :attr:`BatchRun.with_headers`, if set, runs it inside the contexts that must see the
+    messages with headers (tracing with no SDK)."""
     every, gated, observers = _split(contexts)
     if every:
         return None
-    run = BatchRun(handler, [], [], [])  # no wrapper: the async ones are set below
+    run = BatchRun(handler, [], [], [])
     run.observers = observers
-    if observers:
-        run.handler = _atimed(handler, run.timings, gated)
-    elif gated:
-        run.handler = _atimed(handler, None, gated)
+    if gated:
+
+        async def with_headers(message: Message) -> Any:
+            return await ainvoke(handler, message, gated)
+
+        run.with_headers = with_headers
     return run
 
 
@@ -180,41 +187,6 @@ def _timed(
             result = handler(message)
             if result is not None and isawaitable(result):
                 return run_awaitable(result, None)  # inside the time it takes
-            return result
-        finally:
-            ends(time())
-
-    return run
-
-
-def _atimed(
-    handler: Handler, timings: Timings | None, gated: list[HandlerContext]
-) -> Handler:
-    """:func:`_timed` for an ``async def`` handler, or the ``gated`` contexts alone when
-    ``timings`` is None."""
-    if timings is None:
-
-        async def run_gated(message: Message) -> Any:
-            if message.headers:
-                return await ainvoke(handler, message, gated)
-            result = handler(message)
-            if result is not None and isawaitable(result):
-                return await result
-            return result
-
-        return run_gated
-    starts, ends = timings.starts.append, timings.ends.append
-    enqueued = timings.enqueued.append
-
-    async def run(message: Message) -> Any:
-        enqueued(message.enqueued_at)
-        starts(time())
-        try:
-            if gated and message.headers:
-                return await ainvoke(handler, message, gated)
-            result = handler(message)
-            if result is not None and isawaitable(result):
-                return await result
             return result
         finally:
             ends(time())

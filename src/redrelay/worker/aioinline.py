@@ -88,7 +88,17 @@ async def run_inline(
     (``planned.handler``: the consumer's, or it wrapped for the relay's instruments)."""
     slot, consumer = run.slot, run.consumer
     lock, pending, wake = slot.lock, slot.pending, run.wake
-    handler, name = planned.handler, consumer.name
+    name = consumer.name
+    # The handler for a message without headers, and for one with (inside the contexts
+    # that must see those, when observers.aplan found some), picked without a branch.
+    handlers = (planned.with_headers or planned.handler, planned.handler)
+    # The handlers' clock reads, for the batch observers (observers.aplan) if any.
+    timed, timings = bool(planned.observers), planned.timings
+    starts, ends, enqueued = (
+        timings.starts.append,
+        timings.ends.append,
+        timings.enqueued.append,
+    )
     acked, finished = run.acked, run.finished
     last = items[-1][0]
     coroutine = types.CoroutineType
@@ -111,8 +121,11 @@ async def run_inline(
                 continue
             message = first_delivery(env, name, tag)
             crash_point("handler")
+            if timed:
+                enqueued(message.enqueued_at)
+                starts(time.time())
             try:
-                result = handler(message)
+                result = handlers[not message.headers](message)
                 if type(result) is coroutine or (
                     result is not None and isawaitable(result)
                 ):
@@ -125,6 +138,9 @@ async def run_inline(
             except BaseException as exc:  # noqa: B036 - see handlers.call_handler
                 finished.append((tag, Failed(entry, message, from_handler(exc))))
                 continue
+            finally:
+                if timed:
+                    ends(time.time())
             acked.append(tag)
     finally:
         planned.report(name)
