@@ -142,8 +142,8 @@ def _split(
         else:
             every.append(context)
     if gated and every and contexts.index(gated[0]) < contexts.index(every[-1]):
-        # A gated context would no longer be the outer one: keep the order in which the
-        # contexts nest (all of them around every message).
+        # Entered innermost, a gated context registered before another would nest
+        # inside it: keep the order (all of them around every message).
         every, gated = [c for c in contexts if c in every or c in gated], []
     return every, gated, observers
 
