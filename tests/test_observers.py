@@ -93,20 +93,22 @@ def _histogram(relay: Relay, name: str, queue: str) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("kind", ["threads", "async"])
+@pytest.mark.parametrize("kind", ["threads", "async", "results"])
 def test_workers_observe_in_batches(
     make_relay: Callable[..., Relay], observe_count: list[int], kind: str
 ) -> None:
-    """A worker's consumer threads (and an ``async def`` consumer's inline runs) time
-    each handler themselves, never entering the per-message context, and the histograms
-    say what happened: every run counted, the 30 ms handlers above 25 ms, and every wait
+    """A worker's consumer threads (with or without results) and an ``async def``
+    consumer's inline runs time each handler themselves, never entering the per-message
+    context, and the histograms say what happened: every run counted, the 30 ms handlers above 25 ms, and every wait
     at least the 0.3 s the messages sat."""
     relay = make_relay()
     metrics.instrument(relay)
     queue = f"obs-{secrets.token_hex(4)}"
-    if kind == "threads":
+    if kind != "async":  # threads, or threads storing results (worker/fastpath.py)
 
-        @relay.consumer(queue, concurrency=2)
+        @relay.consumer(
+            queue, concurrency=2, result_ttl=60 if kind == "results" else None
+        )
         def handle(message: Message) -> None:
             time.sleep(message.body)
 

@@ -60,27 +60,18 @@ class BatchObserver(Protocol):
 
 
 class BatchRun:
-    """What a fast loop runs its next batch with (see :func:`plan`)."""
+    """What a fast loop runs its next batch with (see :func:`plan` and :func:`aplan`)."""
 
     __slots__ = ("handler", "observers", "timings", "with_headers")
 
-    def __init__(
-        self,
-        handler: SyncHandler,
-        contexts: list[HandlerContext],
-        gated: list[HandlerContext],
-        observers: list[BatchObserver],
-    ) -> None:
+    def __init__(self, handler: Handler, observers: list[BatchObserver]) -> None:
+        #: What the loop calls per message.
+        self.handler = handler
         self.observers = observers
         self.timings = Timings()
         #: For :func:`aplan`: the handler of a message with headers, when contexts must
         #: see those (None: :attr:`handler`).
         self.with_headers: Handler | None = None
-        if contexts or (gated and not observers):
-            handler, gated = _within(handler, contexts, gated), []
-        #: What the loop calls per message: the handler inside the contexts to enter
-        #: (``gated`` ones for messages with headers only), timed for the observers.
-        self.handler = _timed(handler, self.timings, gated) if observers else handler
 
     def report(self, name: str) -> None:
         """Give the finished batch to every observer. An observer that raises is logged
@@ -99,10 +90,17 @@ class BatchRun:
 
 
 def plan(handler: SyncHandler, contexts: Sequence[HandlerContext]) -> BatchRun:
-    """For a fast loop's next batch of ``handler``: the contexts to enter around every
-    message, those to enter for messages with headers only, and the batch observers."""
+    """For a fast loop's next batch: ``handler`` inside the contexts to enter around
+    every message and those to enter for messages with headers only, timed for the batch
+    observers (the contexts' batch forms) when there are some."""
     every, gated, observers = _split(contexts)
-    return BatchRun(handler, every, gated, observers)
+    run = BatchRun(handler, observers)
+    if every or (gated and not observers):
+        handler, gated = _within(handler, every, gated), []
+    if observers:
+        handler = _timed(handler, run.timings, gated)
+    run.handler = handler
+    return run
 
 
 def aplan(handler: Handler, contexts: Sequence[HandlerContext]) -> BatchRun | None:
@@ -115,8 +113,7 @@ def aplan(handler: Handler, contexts: Sequence[HandlerContext]) -> BatchRun | No
     every, gated, observers = _split(contexts)
     if every:
         return None
-    run = BatchRun(handler, [], [], [])
-    run.observers = observers
+    run = BatchRun(handler, observers)
     if gated:
 
         async def with_headers(message: Message) -> Any:

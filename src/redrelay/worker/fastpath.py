@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 
 from .._faults import crash_point
 from ..errors import DecodeError
-from ..handlers import from_handler, invoke, run_awaitable
+from ..handlers import from_handler, run_awaitable
 from ..message import Message, first_delivery
 from ..observers import plan
 from ..protocol.envelope import fresh_envelope
 from .dispatch import Outcome, Started, finish, handle_entry, settle
 
 if TYPE_CHECKING:
-    from ..handlers import Consumer
+    from ..handlers import Consumer, SyncHandler
     from .leases import Batch, Lease
     from .runner import Runner
     from .timelimit import Slot
@@ -98,7 +98,9 @@ def run_batch(
         else:
             message = first_delivery(env, name, tag)
             if tracker is not None:
-                outcome = _tracked(runner, consumer, lease, slot, tag, entry, message)
+                outcome = _tracked(
+                    runner, consumer, lease, slot, handler, entry, message
+                )
             else:
                 crash_point("handler")
                 try:
@@ -135,26 +137,26 @@ def _tracked(
     consumer: Consumer,
     lease: Lease,
     slot: Slot,
-    tag: str,
+    handler: SyncHandler,
     entry: bytes,
     message: Message,
 ) -> Outcome:
     """One first delivery of a consumer with ``result_ttl=``: as :func:`.dispatch.begin`
-    and :func:`.dispatch.finish` do for it, without their per-message objects."""
+    and :func:`.dispatch.finish` do for it, without their per-message objects.
+    ``handler`` is the batch's (run_batch's: inside the contexts, timed for observers)."""
     tracker = lease.tracker
     assert tracker is not None
+    tag = message.delivery_tag
+    assert tag is not None
     tracked = tracker.begin(tag, entry, message)
     if tracked is None:
         return _ACKED  # cancelled before it ran: acked, and recorded as cancelled
     relay = runner.relay
     crash_point("handler")
     try:  # call_handler() without its layers, as run_batch() does
-        if relay.handler_contexts:
-            value = invoke(consumer.handler, message, relay.handler_contexts, None)
-        else:
-            value = consumer.handler(message)
-            if value is not None and isawaitable(value):
-                value = run_awaitable(value, None)
+        value = handler(message)
+        if value is not None and isawaitable(value):
+            value = run_awaitable(value, None)
     except BaseException as error:  # noqa: B036 - as call_handler: a failure
         started = Started(message, 0)
         return settle(
